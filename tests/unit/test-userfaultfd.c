@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -115,6 +116,21 @@ static void skip_because(const char *fmt, ...)
     skip();
 }
 
+/*
+ * Test areas come from an address range of their own.  The runtime of
+ * the sanitizers keeps pointers into memory of threads that have ended;
+ * if the kernel reused such an address for an area that a case then
+ * mremaps or unmaps, the runtime would fault on its stale pointer.
+ */
+static void *map_area(size_t len, int flags, int fd)
+{
+    static uintptr_t next = 0x200000000000;     /* single-threaded use */
+    void *hint = (void *)next;
+
+    next += (len + 4 * HUGE_2M) & ~(HUGE_2M - 1);
+    return mmap(hint, len, PROT_READ | PROT_WRITE, flags, fd, 0);
+}
+
 static void mem_free(MemArea *m)
 {
     if (m->alias) {
@@ -141,8 +157,7 @@ static void mem_alloc(MemArea *m, MemType type)
     case MEM_ANON:
         m->len = AREA_PAGES * m->page;
         m->map_len = m->len;
-        m->map = mmap(NULL, m->len, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        m->map = map_area(m->len, MAP_PRIVATE | MAP_ANONYMOUS, -1);
         assert_true(m->map != MAP_FAILED);
         m->addr = m->map;
         break;
@@ -150,8 +165,7 @@ static void mem_alloc(MemArea *m, MemType type)
         /* Two huge-page-aligned huge pages, so that a whole PMD can move. */
         m->len = 2 * HUGE_2M;
         m->map_len = m->len + HUGE_2M;
-        m->map = mmap(NULL, m->map_len, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        m->map = map_area(m->map_len, MAP_PRIVATE | MAP_ANONYMOUS, -1);
         assert_true(m->map != MAP_FAILED);
         m->addr = (char *)(((uintptr_t)m->map + HUGE_2M - 1) & ~(HUGE_2M - 1));
         if (madvise(m->addr, m->len, MADV_HUGEPAGE) < 0) {
@@ -173,12 +187,10 @@ static void mem_alloc(MemArea *m, MemType type)
         }
         assert_int_equal(ftruncate(m->memfd, m->len), 0);
         m->map_len = m->len;
-        m->map = mmap(NULL, m->len, PROT_READ | PROT_WRITE, MAP_SHARED,
-                      m->memfd, 0);
+        m->map = map_area(m->len, MAP_SHARED, m->memfd);
         assert_true(m->map != MAP_FAILED);
         m->addr = m->map;
-        m->alias = mmap(NULL, m->len, PROT_READ | PROT_WRITE, MAP_SHARED,
-                        m->memfd, 0);
+        m->alias = map_area(m->len, MAP_SHARED, m->memfd);
         assert_true(m->alias != MAP_FAILED);
         break;
     default:
@@ -684,9 +696,14 @@ static void *trigger_fn(void *opaque)
                         t->to) == t->to ? 0 : -1;
         break;
     case TRIG_FORK: {
-        pid_t pid = fork();
+        /*
+         * The raw syscall: the child only exits, so it needs none of the
+         * atfork work of libc or of the sanitizers' fork interceptors
+         * (which take allocator locks that other threads may hold).
+         */
+        pid_t pid = syscall(SYS_fork);
         if (pid == 0) {
-            _exit(0);
+            syscall(SYS_exit_group, 0);
         }
         int status;
         t->ret = pid < 0 ? -1 : waitpid(pid, &status, 0) == pid &&
@@ -730,7 +747,7 @@ static void case_events(Fixture *f)
      * Move the last page onto a reserved spot.  mremap reports the move,
      * then the unmapping of the old range, and waits for both.
      */
-    char *to = mmap(NULL, pg, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *to = map_area(pg, MAP_PRIVATE | MAP_ANONYMOUS, -1);
     assert_true(to != MAP_FAILED);
     trigger(f, TRIG_REMAP, a + 3 * pg, to, pg, ev, 2);
     assert_int_equal(ev[0].event, UFFD_EVENT_REMAP);

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Count test cases across meson builds and print one closing line.
+
+Reads BUILD/meson-logs/testlog.json for each build given.  A TAP test
+counts each of its cases (cmocka prints TAP); any other test counts as
+one.  Prints the skipped cases with their reasons, then
+'N passed, N failed, N skipped'.  Exits 1 if anything failed or if no
+test ran at all.
+"""
+import json
+import re
+import sys
+
+TAP = re.compile(r'^(not ok|ok)\b\s*\d*\s*-?\s*(.*?)(?:\s+#\s*(SKIP|TODO)\b\s*(.*))?$',
+                 re.IGNORECASE)
+
+
+def count(build):
+    passed = failed = skipped = 0
+    skips = []
+    try:
+        f = open(f'{build}/meson-logs/testlog.json')
+    except OSError:
+        print(f'test-summary: no test log in {build}', file=sys.stderr)
+        return 0, 1, 0, []
+    with f:
+        for line in f:
+            t = json.loads(line)
+            cases = 0
+            reason = ''
+            for out in (t.get('stdout') or '').splitlines():
+                if out.startswith('# SKIP:'):
+                    reason = out[len('# SKIP:'):].strip()
+                m = TAP.match(out)
+                if not m:
+                    continue
+                cases += 1
+                verdict, name, directive = m.group(1).lower(), m.group(2), m.group(3)
+                if directive and directive.upper() == 'SKIP':
+                    skipped += 1
+                    skips.append(f'{build}: {name}: {m.group(4) or reason}')
+                elif verdict == 'ok':
+                    passed += 1
+                else:
+                    failed += 1
+                reason = ''
+            if cases == 0:
+                result = t.get('result')
+                if result == 'OK':
+                    passed += 1
+                elif result == 'SKIP':
+                    skipped += 1
+                    skips.append(f"{build}: {t.get('name')}")
+                else:
+                    failed += 1
+            elif t.get('result') not in ('OK', 'SKIP'):
+                # A crash after some cases printed still fails.
+                failed += 1
+    return passed, failed, skipped, skips
+
+
+def main():
+    total = [0, 0, 0]
+    for build in sys.argv[1:]:
+        p, f, s, skips = count(build)
+        total[0] += p
+        total[1] += f
+        total[2] += s
+        for line in skips:
+            print(f'skipped: {line}')
+    print(f'{total[0]} passed, {total[1]} failed, {total[2]} skipped')
+    return 1 if total[1] or total[0] == 0 else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
