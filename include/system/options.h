@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * ferry's command line, parsed the way QEMU parses the same options.
+ *
+ * Error contract: options_parse takes GError **errp last and returns
+ * bool; the message is QEMU's shape without the program name, e.g.
+ * "-foo: invalid option".
+ */
+#ifndef SYSTEM_OPTIONS_H
+#define SYSTEM_OPTIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <glib.h>
+
+#define MAX_VCPUS 8
+
+typedef enum SerialKind {
+    SERIAL_STDIO,
+    SERIAL_FILE,
+    SERIAL_NONE,
+} SerialKind;
+
+typedef struct MachineOptions {
+    uint64_t ram_size;          /* bytes; -m, default 128 MiB as QEMU */
+    int smp;                    /* -smp, 1 to MAX_VCPUS */
+    char *kernel;               /* -kernel */
+    char *append;               /* -append */
+    SerialKind serial;          /* -serial */
+    char *serial_path;          /* -serial file:PATH */
+    bool debug_exit;            /* -device isa-debug-exit */
+    uint16_t debug_exit_iobase, debug_exit_iosize;
+    bool start_paused;          /* -S */
+    bool no_reboot;             /* -no-reboot */
+    char *name;                 /* -name */
+    char *pidfile;              /* -pidfile */
+} MachineOptions;
+
+/* options_parse: fill @o from argv (argv[0] is the program). */
+bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp);
+void options_cleanup(MachineOptions *o);
+
+/*
+ * parse_size: QEMU's size syntax: a number with an optional suffix
+ * B, K, M, G, T (powers of 1024); a plain number means @default_unit.
+ */
+bool parse_size(const char *s, uint64_t default_unit, uint64_t *out);
+
+#endif

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Guest RAM as migration sees it: named blocks of host memory, each
+ * mapped at one or more guest-physical ranges.
+ *
+ * Ownership: the machine creates the blocks before any vCPU runs and
+ * frees them after every vCPU has stopped; in between, the host
+ * address, size and page size never change, so any thread may read
+ * them without a lock.  Error contract: functions that can fail take
+ * GError **errp last and return bool (or NULL).
+ */
+#ifndef SYSTEM_RAMBLOCK_H
+#define SYSTEM_RAMBLOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <glib.h>
+
+#define RAM_MAX_MAPPINGS 2
+
+/* One guest-physical range of a block: [gpa, gpa + size) = host + offset. */
+typedef struct RamMapping {
+    uint64_t gpa;
+    uint64_t offset;            /* into the block */
+    uint64_t size;
+} RamMapping;
+
+typedef struct RAMBlock {
+    char *name;                 /* "pc.ram", as QEMU names it */
+    uint8_t *host;              /* host address of offset 0 */
+    uint64_t size;              /* bytes, a multiple of page_size */
+    uint64_t page_size;         /* 4 KiB, or the huge page size */
+    int fd;                     /* backing file, or -1 for anonymous */
+    RamMapping map[RAM_MAX_MAPPINGS];
+    int nmap;
+} RAMBlock;
+
+/*
+ * ram_block_new_anon: @size bytes of private anonymous memory, not yet
+ * touched (MAP_NORESERVE: pages are allocated on first write).
+ */
+RAMBlock *ram_block_new_anon(const char *name, uint64_t size, GError **errp);
+
+/* ram_block_free: unmap and free; NULL is allowed. */
+void ram_block_free(RAMBlock *rb);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(RAMBlock, ram_block_free)
+
+/*
+ * pc_ram_layout: QEMU's x86 split of @size bytes of RAM: below 4 GiB
+ * up to 3 GiB (all of it when @size is under 3.5 GiB), the rest from
+ * 4 GiB up.  Fills rb->map.
+ */
+void pc_ram_layout(RAMBlock *rb);
+
+/*
+ * ram_block_gpa_to_host: the host address of guest-physical @gpa, or
+ * NULL when it is not RAM or [gpa, gpa + len) crosses a mapping's end.
+ */
+void *ram_block_gpa_to_host(const RAMBlock *rb, uint64_t gpa, uint64_t len);
+
+#endif

@@ -1,0 +1,292 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The ferry machine; the contract is in include/system/machine.h. */
+#include "system/machine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+
+#include "hw/multiboot.h"
+
+/* Kicks a vCPU thread out of KVM_RUN; the handler does nothing. */
+#define SIG_KICK SIGUSR1
+
+static void kick_handler(int sig)
+{
+    (void)sig;
+}
+
+void machine_request_exit(Machine *m, int status)
+{
+    g_mutex_lock(&m->exit_lock);
+    if (!m->exit_requested) {
+        m->exit_requested = true;
+        m->exit_status = status;
+        uint64_t one = 1;
+        if (write(m->exit_fd, &one, sizeof(one)) < 0) {
+            /* The counter cannot overflow with one write; nothing to do. */
+        }
+    }
+    g_mutex_unlock(&m->exit_lock);
+}
+
+static void debug_exit_cb(void *opaque, int status)
+{
+    machine_request_exit(opaque, status);
+}
+
+static bool load_kernel(Machine *m, KVMCPU *bsp, GError **errp)
+{
+    g_autofree char *image = NULL;
+    gsize len;
+    MultibootEntry entry;
+
+    g_autoptr(GError) err = NULL;
+    if (!g_file_get_contents(m->opts->kernel, &image, &len, &err)) {
+        g_set_error(errp, G_FILE_ERROR, err->code,
+                    "could not load kernel '%s': %s", m->opts->kernel,
+                    err->code == G_FILE_ERROR_NOENT ?
+                    "No such file or directory" : err->message);
+        return false;
+    }
+    return multiboot_load(m->ram, m->opts->kernel, (uint8_t *)image, len,
+                          m->opts->append, &entry, errp) &&
+           kvm_vcpu_set_multiboot(bsp, entry.entry, entry.mbi, errp);
+}
+
+static bool init_devices(Machine *m, GError **errp)
+{
+    MachineOptions *o = m->opts;
+
+    if (o->serial != SERIAL_NONE) {
+        int fd = STDOUT_FILENO;
+        if (o->serial == SERIAL_FILE) {
+            fd = open(o->serial_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                      0644);
+            if (fd < 0) {
+                g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
+                            "-serial file:%s: %s", o->serial_path,
+                            g_strerror(errno));
+                return false;
+            }
+        }
+        serial_init(&m->serial, fd, o->serial == SERIAL_FILE);
+        m->have_serial = true;
+        if (!iobus_add(&m->io, SERIAL_COM1, 8, "serial", &serial_ops,
+                       &m->serial, errp)) {
+            return false;
+        }
+    }
+    if (o->debug_exit) {
+        m->debug_exit = (DebugExit) {
+            o->debug_exit_iobase, o->debug_exit_iosize, debug_exit_cb, m,
+        };
+        if (!iobus_add(&m->io, o->debug_exit_iobase, o->debug_exit_iosize,
+                       "isa-debug-exit", &debugexit_ops, &m->debug_exit,
+                       errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool machine_init(Machine *m, MachineOptions *opts, GError **errp)
+{
+    memset(m, 0, sizeof(*m));
+    m->opts = opts;
+    m->exit_fd = -1;
+    g_mutex_init(&m->exit_lock);
+    for (int i = 0; i < MAX_VCPUS; i++) {
+        m->vcpus[i].cpu.fd = -1;
+    }
+    m->kvm.fd = m->kvm.vm_fd = -1;
+
+    m->exit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (m->exit_fd < 0) {
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
+                    "eventfd: %s", g_strerror(errno));
+        return false;
+    }
+    if (!kvm_init(&m->kvm, errp)) {
+        return false;
+    }
+    m->ram = ram_block_new_anon("pc.ram", opts->ram_size, errp);
+    if (!m->ram) {
+        return false;
+    }
+    pc_ram_layout(m->ram);
+    if (!kvm_add_ram(&m->kvm, m->ram, errp)) {
+        return false;
+    }
+    for (int i = 0; i < opts->smp; i++) {
+        m->vcpus[i].m = m;
+        if (!kvm_vcpu_create(&m->kvm, &m->vcpus[i].cpu, i, opts->smp, errp)) {
+            return false;
+        }
+        m->ncpus++;
+    }
+    return load_kernel(m, &m->vcpus[0].cpu, errp) && init_devices(m, errp);
+}
+
+/* Handle one exit; false when the vCPU must stop. */
+static bool handle_exit(Machine *m, KVMCPU *cpu)
+{
+    struct kvm_run *run = cpu->run;
+
+    switch (run->exit_reason) {
+    case KVM_EXIT_IO: {
+        uint8_t *data = (uint8_t *)run + run->io.data_offset;
+        for (uint32_t i = 0; i < run->io.count; i++) {
+            iobus_access(&m->io, run->io.port,
+                         run->io.direction == KVM_EXIT_IO_OUT,
+                         data + i * run->io.size, run->io.size);
+        }
+        return true;
+    }
+    case KVM_EXIT_MMIO:
+        /* No MMIO devices but the in-kernel ones: reads float high. */
+        if (!run->mmio.is_write) {
+            memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
+        }
+        return true;
+    case KVM_EXIT_HLT:
+    case KVM_EXIT_IRQ_WINDOW_OPEN:
+    case KVM_EXIT_INTR:
+        return true;
+    case KVM_EXIT_SHUTDOWN:
+        /* A triple fault.  QEMU would reset; ferry has no reset yet, so
+         * it stops, as QEMU does with -no-reboot. */
+        if (!m->opts->no_reboot) {
+            fprintf(stderr, "ferry: vCPU %d: triple fault; reset is not "
+                    "supported, stopping\n", cpu->index);
+        }
+        machine_request_exit(m, 0);
+        return false;
+    case KVM_EXIT_FAIL_ENTRY:
+        fprintf(stderr, "ferry: vCPU %d: KVM entry failed, hardware reason "
+                "0x%llx\n", cpu->index,
+                (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+        machine_request_exit(m, 1);
+        return false;
+    case KVM_EXIT_INTERNAL_ERROR:
+        fprintf(stderr, "ferry: vCPU %d: KVM internal error. Suberror: %u\n",
+                cpu->index, run->internal.suberror);
+        machine_request_exit(m, 1);
+        return false;
+    default:
+        fprintf(stderr, "ferry: vCPU %d: unhandled KVM exit %u\n", cpu->index,
+                run->exit_reason);
+        machine_request_exit(m, 1);
+        return false;
+    }
+}
+
+static void *vcpu_thread(void *opaque)
+{
+    VCPUThread *t = opaque;
+    Machine *m = t->m;
+    KVMCPU *cpu = &t->cpu;
+
+    while (!__atomic_load_n(&m->quit, __ATOMIC_ACQUIRE)) {
+        int ret = kvm_vcpu_run(cpu);
+        if (ret == -EINTR || ret == -EAGAIN) {
+            cpu->run->immediate_exit = 0;
+            continue;
+        }
+        if (ret < 0) {
+            fprintf(stderr, "ferry: vCPU %d: KVM_RUN: %s\n", cpu->index,
+                    g_strerror(-ret));
+            machine_request_exit(m, 1);
+            break;
+        }
+        if (!handle_exit(m, cpu)) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+bool machine_start(Machine *m, GError **errp)
+{
+    struct sigaction sa = { .sa_handler = kick_handler };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIG_KICK, &sa, NULL);
+
+    for (int i = 0; i < m->ncpus; i++) {
+        VCPUThread *t = &m->vcpus[i];
+        g_autofree char *name = g_strdup_printf("CPU %d/KVM", i);
+        int err = pthread_create(&t->thread, NULL, vcpu_thread, t);
+        if (err) {
+            g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(err),
+                        "cannot start vCPU %d: %s", i, g_strerror(err));
+            return false;
+        }
+        pthread_setname_np(t->thread, name);
+        t->started = true;
+    }
+    return true;
+}
+
+static gboolean exit_ready(gint fd, GIOCondition cond, gpointer opaque)
+{
+    Machine *m = opaque;
+    uint64_t v;
+    (void)cond;
+    if (read(fd, &v, sizeof(v)) == sizeof(v)) {
+        g_main_loop_quit(m->loop);
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+int machine_run(Machine *m)
+{
+    m->loop = g_main_loop_new(NULL, false);
+    guint src = g_unix_fd_add(m->exit_fd, G_IO_IN, exit_ready, m);
+    g_main_loop_run(m->loop);
+    g_source_remove(src);
+    g_main_loop_unref(m->loop);
+    m->loop = NULL;
+
+    g_mutex_lock(&m->exit_lock);
+    int status = m->exit_status;
+    g_mutex_unlock(&m->exit_lock);
+    return status;
+}
+
+void machine_cleanup(Machine *m)
+{
+    __atomic_store_n(&m->quit, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < m->ncpus; i++) {
+        VCPUThread *t = &m->vcpus[i];
+        if (!t->started) {
+            continue;
+        }
+        /* immediate_exit covers a kick that lands before KVM_RUN. */
+        t->cpu.run->immediate_exit = 1;
+        pthread_kill(t->thread, SIG_KICK);
+        pthread_join(t->thread, NULL);
+    }
+    for (int i = 0; i < MAX_VCPUS; i++) {
+        if (m->vcpus[i].cpu.fd >= 0) {
+            kvm_vcpu_destroy(&m->kvm, &m->vcpus[i].cpu);
+        }
+    }
+    if (m->have_serial) {
+        serial_cleanup(&m->serial);
+    }
+    ram_block_free(m->ram);
+    m->ram = NULL;
+    if (m->kvm.fd >= 0) {
+        kvm_cleanup(&m->kvm);
+    }
+    if (m->exit_fd >= 0) {
+        close(m->exit_fd);
+    }
+    g_mutex_clear(&m->exit_lock);
+}
