@@ -4,14 +4,16 @@
 # Install the Debian packages that ferry needs to build and test, and only
 # those that are missing.  Idempotent; silent when everything is present.
 #
-#   scripts/install-deps.sh          build and test dependencies
-#   scripts/install-deps.sh --bench  also the reference QEMU and gnuplot
+#   scripts/install-deps.sh          build and test dependencies, with the
+#                                    reference QEMU the functional tests
+#                                    compare the test guest under
+#   scripts/install-deps.sh --bench  also gnuplot, for the benchmark plots
 set -eu
 
-pkgs="gcc make meson ninja-build pkg-config libglib2.0-dev libjson-glib-dev \
-liburing-dev libnuma-dev libcmocka-dev python3"
+pkgs="gcc make meson ninja-build pkg-config binutils libglib2.0-dev \
+libjson-glib-dev liburing-dev libnuma-dev libcmocka-dev python3 qemu-system-x86"
 if [ "${1:-}" = "--bench" ]; then
-    pkgs="$pkgs qemu-system-x86 gnuplot-nox"
+    pkgs="$pkgs gnuplot-nox"
 fi
 
 missing=""

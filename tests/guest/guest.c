@@ -340,6 +340,7 @@ static inline uint64_t pattern(uint64_t pfn, uint64_t g, uint64_t w)
 static void __attribute__((noreturn)) run_verify(int cpu)
 {
     uint64_t rounds = param_u64("rounds", 0);
+    uint64_t corrupt = param_u64("corrupt", 0);     /* 1 + the round */
     uint64_t chunk = 512;
 
     for (uint64_t r = 0; rounds == 0 || r < rounds; r++) {
@@ -362,6 +363,10 @@ static void __attribute__((noreturn)) run_verify(int cpu)
         if (cpu == 0) {
             print("verify: round=%lu pages=%lu cpus=%d ms=%lu\n", r,
                   pages.count, ncpus, (rdtsc() - t0) / tsc_khz);
+            /* Self-test of the check: spoil one word after round N. */
+            if (corrupt == r + 1) {
+                page_addr(0)[7] ^= 1;
+            }
         }
     }
     if (cpu == 0) {

@@ -1,0 +1,154 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The framework every functional test shares.
+
+A test is a table of cases, each a name and an options object, run by
+run_cases(), which prints TAP (one line per case, with the reason on a
+skipped one) so that meson and make check count every case.  Machines
+are real ferry (or QEMU) processes; their serial output is read line by
+line and parsed as docs/test-guest.md documents it.
+"""
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+FERRY = os.environ.get('FERRY', 'build/system/ferry')
+GUEST = os.environ.get('GUEST', 'build/tests/guest/guest.elf')
+QEMU = shutil.which('qemu-system-x86_64')
+DEBUG_EXIT = 'isa-debug-exit,iobase=0xf4,iosize=4'
+STATUS_OK = 1           # the guest wrote 0 to isa-debug-exit
+STATUS_FAIL = 3         # the guest wrote 1
+
+
+class Skip(Exception):
+    """Raised by a case that cannot run here; the message says why."""
+
+
+@dataclasses.dataclass
+class MachineOptions:
+    """How to start one machine: the same fields for ferry and QEMU."""
+    mem: str = '256M'
+    smp: int = 1
+    append: str = 'idle'
+    kernel: str = GUEST
+    debug_exit: bool = True
+    extra: list = dataclasses.field(default_factory=list)
+    qemu: bool = False      # run QEMU instead of ferry
+
+
+class Machine:
+    """A running ferry or QEMU process whose serial output we read."""
+
+    def __init__(self, opts: MachineOptions):
+        if opts.qemu and not QEMU:
+            raise Skip('qemu-system-x86_64 is not installed')
+        if not os.access('/dev/kvm', os.R_OK | os.W_OK):
+            raise Skip('/dev/kvm is not usable')
+        args = [QEMU, '-enable-kvm', '-cpu', 'host,-arch-capabilities',
+                '-display', 'none', '-monitor', 'none', '-no-reboot'] \
+            if opts.qemu else [FERRY]
+        args += ['-m', opts.mem, '-smp', str(opts.smp), '-kernel', opts.kernel,
+                 '-append', opts.append, '-serial', 'stdio']
+        if opts.debug_exit:
+            args += ['-device', DEBUG_EXIT]
+        args += opts.extra
+        self.args = args
+        self.lines = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True,
+                                     bufsize=1)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip('\n'))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_line(self, pattern, timeout=60.0):
+        """The first output line matching @pattern (a regex), with its match."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    m = rx.search(line)
+                    if m:
+                        return m
+                    if line.startswith('FAIL'):
+                        raise AssertionError(f'guest reported: {line}')
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and
+                                 not self._reader.is_alive()):
+                    raise AssertionError(
+                        f'no line matching {pattern!r} within {timeout}s; '
+                        f'output: {self.lines[-5:]}; stderr: {self.stderr()}')
+                self._cond.wait(min(left, 0.5))
+
+    def wait_exit(self, timeout=60.0):
+        try:
+            status = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f'did not exit within {timeout}s; output: '
+                                 f'{self.lines[-5:]}')
+        self._reader.join(5)
+        return status
+
+    def stderr(self):
+        if self.proc.poll() is None:
+            return ''
+        return self.proc.stderr.read() if self.proc.stderr else ''
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+
+
+def run_ferry(args, timeout=30):
+    """Run ferry to completion with @args; (status, stdout, stderr)."""
+    p = subprocess.run([FERRY] + args, capture_output=True, text=True,
+                       timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+def run_cases(cases):
+    """Run [(name, fn, opts)] and print TAP; exit 1 if any case failed."""
+    print(f'1..{len(cases)}', flush=True)
+    failed = 0
+    for i, (name, fn, opts) in enumerate(cases, 1):
+        t0 = time.monotonic()
+        try:
+            fn(opts)
+            print(f'ok {i} - {name} # {time.monotonic() - t0:.1f}s', flush=True)
+        except Skip as e:
+            print(f'ok {i} - {name} # SKIP {e}', flush=True)
+        except Exception as e:     # noqa: BLE001 - any failure fails the case
+            failed += 1
+            print(f'not ok {i} - {name}', flush=True)
+            for line in traceback.format_exception(e):
+                for sub in line.rstrip().splitlines():
+                    print(f'# {sub}', flush=True)
+    sys.exit(1 if failed else 0)
+
+
+def tmpdir():
+    return tempfile.mkdtemp(prefix='ferry-test-')

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The machine: boot the test guest, check its memory, its exit status,
+the command line's errors, and the same guest under QEMU."""
+import os
+import re
+
+from ferrytest import (Machine, MachineOptions, STATUS_FAIL, STATUS_OK,
+                       run_cases, run_ferry, tmpdir)
+
+
+def verify_rounds(opts):
+    """verify runs clean for its rounds and exits through isa-debug-exit."""
+    with Machine(opts) as m:
+        g = m.wait_line(r'^guest: cpus=(\d+) ram_mib=(\d+)', 60)
+        assert int(g.group(1)) == opts.smp, g.group(0)
+        want_mib = int(re.match(r'(\d+)', opts.mem).group(1)) * \
+            (1024 if opts.mem.endswith('G') else 1)
+        # The guest's image and the memory below 1 MiB are not counted.
+        assert want_mib - 4 <= int(g.group(2)) <= want_mib, g.group(0)
+        for r in range(3):
+            m.wait_line(rf'^verify: round={r} pages=\d+ cpus={opts.smp}', 120)
+        m.wait_line(r'^verify: done', 60)
+        status = m.wait_exit(30)
+        assert status == STATUS_OK, f'exit status {status}'
+
+
+def detects_corruption(opts):
+    """A page that changed behind the guest's back is reported and fails."""
+    with Machine(opts) as m:
+        f = m.wait_line(r'^FAIL page=(\d+) expected=([0-9a-f]+) got=([0-9a-f]+)')
+        assert f.group(2) != f.group(3)
+        assert m.wait_exit(30) == STATUS_FAIL
+
+
+def idle_stays_up(opts):
+    """idle starts every vCPU, says so, and then just stays up."""
+    with Machine(opts) as m:
+        m.wait_line(rf'^guest: cpus={opts.smp} .*workload=idle')
+        m.wait_line(r'^idle$')
+        assert m.proc.poll() is None, 'idle guest exited'
+
+
+def serial_file(opts):
+    """-serial file:PATH gets the guest's output."""
+    path = os.path.join(tmpdir(), 'serial.txt')
+    status, out, err = run_ferry(['-m', '128M', '-kernel', opts.kernel,
+                                  '-append', 'verify rounds=1',
+                                  '-serial', f'file:{path}',
+                                  '-device', 'isa-debug-exit,iobase=0xf4,iosize=4'],
+                                 timeout=60)
+    assert status == STATUS_OK, (status, err)
+    text = open(path).read()
+    assert 'verify: done' in text, text
+    assert out == '', out
+
+
+BAD_OPTIONS = [
+    (['-foo'], r'^ferry: -foo: invalid option$'),
+    (['-m', 'lots', '-kernel', 'x'], r'^ferry: -m lots: invalid RAM size'),
+    (['-m'], r'^ferry: -m: requires an argument$'),
+    (['-smp', '0', '-kernel', 'x'], r'^ferry: -smp 0: the number of CPUs'),
+    (['-serial', 'tcp:1', '-kernel', 'x'], r'^ferry: -serial tcp:1: '),
+    (['-device', 'e1000', '-kernel', 'x'], r"^ferry: -device e1000: 'e1000' is not a valid device model name$"),
+    (['-device', 'isa-debug-exit,bogus=1', '-kernel', 'x'], r"Property 'isa-debug-exit.bogus' not found"),
+    (['-kernel', '/nonexistent/k'], r"^ferry: could not load kernel '/nonexistent/k'"),
+    (['-kernel', '/etc/hostname'], r'no Multiboot header in the first 8 KiB$'),
+    (['-m', '128M'], r'^ferry: -kernel is required'),
+]
+
+
+def bad_options(opts):
+    """Each bad command line: one clear line on stderr, exit status 1."""
+    for args, pattern in BAD_OPTIONS:
+        status, out, err = run_ferry(args)
+        assert status == 1, (args, status, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and re.search(pattern, lines[0]), (args, err)
+
+
+G = MachineOptions
+cases = [
+    ('/machine/boot/verify/smp1-1G', verify_rounds,
+     G(mem='1G', smp=1, append='verify rounds=3')),
+    ('/machine/boot/verify/smp2-1G', verify_rounds,
+     G(mem='1G', smp=2, append='verify rounds=3 cpus=2')),
+    ('/machine/boot/verify/smp4-1G', verify_rounds,
+     G(mem='1G', smp=4, append='verify rounds=3 cpus=4')),
+    ('/machine/boot/verify/smp2-6G', verify_rounds,
+     G(mem='6G', smp=2, append='verify rounds=3 cpus=2')),
+    ('/machine/verify/detects-corruption', detects_corruption,
+     G(mem='128M', smp=2, append='verify rounds=5 corrupt=1 cpus=2')),
+    ('/machine/boot/idle/smp4', idle_stays_up,
+     G(mem='128M', smp=4, append='idle cpus=4')),
+    ('/machine/serial/file', serial_file, G()),
+    ('/machine/options/errors', bad_options, G()),
+    ('/machine/qemu/same-guest/smp2-1G', verify_rounds,
+     G(mem='1G', smp=2, append='verify rounds=3 cpus=2', qemu=True)),
+    ('/machine/qemu/detects-corruption', detects_corruption,
+     G(mem='128M', smp=1, append='verify rounds=5 corrupt=2', qemu=True)),
+]
+
+if __name__ == '__main__':
+    run_cases(cases)
