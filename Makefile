@@ -42,12 +42,13 @@ check-sanitize: deps $(SAN_BUILD)/build.ninja
 	$(MESON) test -C $(SAN_BUILD) --suite unit --print-errorlogs
 
 demo: build
-	@echo "== ferry demo: the userfaultfd floor this machine gives postcopy"
-	$(BUILD)/bench/uffd-floor --quick
+	@scripts/demo.sh $(BUILD)
 
 bench: build
 	@scripts/install-deps.sh --bench
 	$(BUILD)/bench/uffd-floor --runs 5 --doc docs/benchmarks.md
+	FERRY=$(BUILD)/system/ferry GUEST=$(BUILD)/tests/guest/guest.elf \
+	    python3 bench/startup.py --runs 5 --doc docs/benchmarks.md
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD)

@@ -1,0 +1,43 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Helpers the Python benchmarks share: statistics and docs/benchmarks.md."""
+import os
+import platform
+import statistics
+import time
+
+
+def median_range(values):
+    """'median (min-max)' of @values."""
+    return (statistics.median(values), min(values), max(values))
+
+
+def machine_line():
+    model = 'unknown CPU'
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    model = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f'{model}, {os.cpu_count()} CPUs, Linux {platform.release()}; '
+            f'{time.strftime("%Y-%m-%d")}')
+
+
+def update_section(path, name, title, body):
+    """Replace the section @name of @path (markers bench:NAME:begin/end)."""
+    begin, end = f'<!-- bench:{name}:begin -->', f'<!-- bench:{name}:end -->'
+    section = f'{begin}\n## {title}\n\n{body}{end}'
+    try:
+        text = open(path).read()
+    except FileNotFoundError:
+        text = '# Benchmarks\n'
+    b = text.find(begin)
+    e = text.find(end, b)
+    if b >= 0 and e >= 0:
+        text = text[:b] + section + text[e + len(end):]
+    else:
+        text = text.rstrip('\n') + '\n\n' + section + '\n'
+    with open(path, 'w') as f:
+        f.write(text)
