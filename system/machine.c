@@ -22,12 +22,15 @@ static void kick_handler(int sig)
     (void)sig;
 }
 
-void machine_request_exit(Machine *m, int status)
+void machine_request_exit(Machine *m, int status, const char *cause,
+                          bool guest)
 {
     g_mutex_lock(&m->exit_lock);
     if (!m->exit_requested) {
         m->exit_requested = true;
         m->exit_status = status;
+        m->exit_cause = cause;
+        m->exit_by_guest = guest;
         uint64_t one = 1;
         if (write(m->exit_fd, &one, sizeof(one)) < 0) {
             /* The counter cannot overflow with one write; nothing to do. */
@@ -38,7 +41,7 @@ void machine_request_exit(Machine *m, int status)
 
 static void debug_exit_cb(void *opaque, int status)
 {
-    machine_request_exit(opaque, status);
+    machine_request_exit(opaque, status, NULL, true);
 }
 
 static bool load_kernel(Machine *m, KVMCPU *bsp, GError **errp)
@@ -102,6 +105,8 @@ bool machine_init(Machine *m, MachineOptions *opts, GError **errp)
     m->opts = opts;
     m->exit_fd = -1;
     g_mutex_init(&m->exit_lock);
+    g_mutex_init(&m->pause_lock);
+    g_cond_init(&m->pause_cond);
     for (int i = 0; i < MAX_VCPUS; i++) {
         m->vcpus[i].cpu.fd = -1;
     }
@@ -166,24 +171,88 @@ static bool handle_exit(Machine *m, KVMCPU *cpu)
             fprintf(stderr, "ferry: vCPU %d: triple fault; reset is not "
                     "supported, stopping\n", cpu->index);
         }
-        machine_request_exit(m, 0);
+        machine_request_exit(m, 0, "guest-reset", true);
         return false;
     case KVM_EXIT_FAIL_ENTRY:
         fprintf(stderr, "ferry: vCPU %d: KVM entry failed, hardware reason "
                 "0x%llx\n", cpu->index,
                 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
-        machine_request_exit(m, 1);
+        machine_request_exit(m, 1, "host-error", false);
         return false;
     case KVM_EXIT_INTERNAL_ERROR:
         fprintf(stderr, "ferry: vCPU %d: KVM internal error. Suberror: %u\n",
                 cpu->index, run->internal.suberror);
-        machine_request_exit(m, 1);
+        machine_request_exit(m, 1, "host-error", false);
         return false;
     default:
         fprintf(stderr, "ferry: vCPU %d: unhandled KVM exit %u\n", cpu->index,
                 run->exit_reason);
-        machine_request_exit(m, 1);
+        machine_request_exit(m, 1, "host-error", false);
         return false;
+    }
+}
+
+/* Sit out a pause; the pauser counts us in parked. */
+static void park(Machine *m)
+{
+    g_mutex_lock(&m->pause_lock);
+    m->parked++;
+    g_cond_broadcast(&m->pause_cond);
+    while (__atomic_load_n(&m->pause_req, __ATOMIC_SEQ_CST) &&
+           !__atomic_load_n(&m->quit, __ATOMIC_SEQ_CST)) {
+        g_cond_wait(&m->pause_cond, &m->pause_lock);
+    }
+    m->parked--;
+    g_mutex_unlock(&m->pause_lock);
+}
+
+/*
+ * Get every vCPU out of KVM_RUN.  The caller has set the flag the
+ * threads test before entering KVM_RUN (seq_cst, before this store):
+ * immediate_exit catches a thread about to enter, the signal one inside.
+ */
+static void kick_all(Machine *m)
+{
+    for (int i = 0; i < m->ncpus; i++) {
+        VCPUThread *t = &m->vcpus[i];
+        if (t->started) {
+            __atomic_store_n(&t->cpu.run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+            pthread_kill(t->thread, SIG_KICK);
+        }
+    }
+}
+
+void machine_pause(Machine *m)
+{
+    g_mutex_lock(&m->pause_lock);
+    if (__atomic_load_n(&m->pause_req, __ATOMIC_SEQ_CST)) {
+        g_mutex_unlock(&m->pause_lock);
+        return;
+    }
+    __atomic_store_n(&m->pause_req, 1, __ATOMIC_SEQ_CST);
+    g_mutex_unlock(&m->pause_lock);
+    kick_all(m);
+    g_mutex_lock(&m->pause_lock);
+    while (m->parked < m->ncpus) {
+        g_cond_wait(&m->pause_cond, &m->pause_lock);
+    }
+    g_mutex_unlock(&m->pause_lock);
+}
+
+void machine_resume(Machine *m)
+{
+    g_mutex_lock(&m->pause_lock);
+    __atomic_store_n(&m->pause_req, 0, __ATOMIC_SEQ_CST);
+    g_cond_broadcast(&m->pause_cond);
+    g_mutex_unlock(&m->pause_lock);
+}
+
+void machine_set_state(Machine *m, RunState s)
+{
+    RunState old = m->state;
+    m->state = s;
+    if (old != s && m->state_changed) {
+        m->state_changed(m->state_opaque, old, s);
     }
 }
 
@@ -194,15 +263,19 @@ static void *vcpu_thread(void *opaque)
     KVMCPU *cpu = &t->cpu;
 
     while (!__atomic_load_n(&m->quit, __ATOMIC_ACQUIRE)) {
+        if (__atomic_load_n(&m->pause_req, __ATOMIC_SEQ_CST)) {
+            park(m);
+            continue;
+        }
         int ret = kvm_vcpu_run(cpu);
         if (ret == -EINTR || ret == -EAGAIN) {
-            cpu->run->immediate_exit = 0;
+            __atomic_store_n(&cpu->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
             continue;
         }
         if (ret < 0) {
             fprintf(stderr, "ferry: vCPU %d: KVM_RUN: %s\n", cpu->index,
                     g_strerror(-ret));
-            machine_request_exit(m, 1);
+            machine_request_exit(m, 1, "host-error", false);
             break;
         }
         if (!handle_exit(m, cpu)) {
@@ -215,6 +288,9 @@ static void *vcpu_thread(void *opaque)
 bool machine_start(Machine *m, GError **errp)
 {
     struct sigaction sa = { .sa_handler = kick_handler };
+
+    /* With -S, every vCPU parks before its first KVM_RUN. */
+    m->pause_req = m->opts->start_paused;
     sigemptyset(&sa.sa_mask);
     sigaction(SIG_KICK, &sa, NULL);
 
@@ -230,6 +306,8 @@ bool machine_start(Machine *m, GError **errp)
         pthread_setname_np(t->thread, name);
         t->started = true;
     }
+    machine_set_state(m, m->opts->start_paused ? RUN_STATE_PRELAUNCH
+                                               : RUN_STATE_RUNNING);
     return true;
 }
 
@@ -261,16 +339,15 @@ int machine_run(Machine *m)
 
 void machine_cleanup(Machine *m)
 {
-    __atomic_store_n(&m->quit, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&m->quit, 1, __ATOMIC_SEQ_CST);
+    g_mutex_lock(&m->pause_lock);
+    g_cond_broadcast(&m->pause_cond);       /* parked threads see quit */
+    g_mutex_unlock(&m->pause_lock);
+    kick_all(m);
     for (int i = 0; i < m->ncpus; i++) {
-        VCPUThread *t = &m->vcpus[i];
-        if (!t->started) {
-            continue;
+        if (m->vcpus[i].started) {
+            pthread_join(m->vcpus[i].thread, NULL);
         }
-        /* immediate_exit covers a kick that lands before KVM_RUN. */
-        t->cpu.run->immediate_exit = 1;
-        pthread_kill(t->thread, SIG_KICK);
-        pthread_join(t->thread, NULL);
     }
     for (int i = 0; i < MAX_VCPUS; i++) {
         if (m->vcpus[i].cpu.fd >= 0) {
@@ -289,4 +366,6 @@ void machine_cleanup(Machine *m)
         close(m->exit_fd);
     }
     g_mutex_clear(&m->exit_lock);
+    g_mutex_clear(&m->pause_lock);
+    g_cond_clear(&m->pause_cond);
 }

@@ -2,14 +2,67 @@
 /*
  * ferry: a small KVM machine started the way QEMU is started.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include <glib.h>
 
+#include "monitor/monitor.h"
 #include "system/machine.h"
 #include "system/options.h"
+
+/*
+ * -daemonize: fork before KVM is opened (a VM belongs to the process
+ * that made it).  The parent waits for the child's verdict on a pipe and
+ * exits with it, so that errors still reach the terminal.  Returns the
+ * pipe's write end in the child, or -1 when not daemonizing.
+ */
+static int daemonize_start(void)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        perror("ferry: -daemonize: pipe");
+        exit(1);
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("ferry: -daemonize: fork");
+        exit(1);
+    }
+    if (pid > 0) {
+        char ok = 1;
+        close(p[1]);
+        if (read(p[0], &ok, 1) != 1) {
+            ok = 1;
+        }
+        _exit(ok ? 1 : 0);
+    }
+    close(p[0]);
+    setsid();
+    return p[1];
+}
+
+/* Tell the parent we are up and leave the terminal. */
+static void daemonize_finish(int fd, bool ok)
+{
+    char v = ok ? 0 : 1;
+    if (write(fd, &v, 1) != 1) {
+        /* The parent is gone; nothing to tell. */
+    }
+    close(fd);
+    if (ok) {
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, STDIN_FILENO);
+        dup2(null, STDOUT_FILENO);
+        dup2(null, STDERR_FILENO);
+        if (null > STDERR_FILENO) {
+            close(null);
+        }
+    }
+}
 
 static bool write_pidfile(const char *path, GError **errp)
 {
@@ -21,36 +74,52 @@ int main(int argc, char **argv)
 {
     MachineOptions opts;
     Machine m;
+    Monitors mon = { 0 };
     g_autoptr(GError) err = NULL;
-    int status = 1;
+    int status = 1, daemon_fd = -1;
 
     if (!options_parse(&opts, argc, argv, &err)) {
         fprintf(stderr, "ferry: %s\n", err->message);
         options_cleanup(&opts);
         return 1;
     }
+    if (opts.daemonize) {
+        daemon_fd = daemonize_start();
+    }
     if (opts.pidfile && !write_pidfile(opts.pidfile, &err)) {
         fprintf(stderr, "ferry: -pidfile %s: %s\n", opts.pidfile, err->message);
-        options_cleanup(&opts);
-        return 1;
+        goto out_opts;
     }
-    if (!machine_init(&m, &opts, &err)) {
+    if (!machine_init(&m, &opts, &err) ||
+        !monitors_init(&mon, &m, opts.qmp, opts.monitor, &err) ||
+        !machine_start(&m, &err)) {
         fprintf(stderr, "ferry: %s\n", err->message);
         goto out;
     }
-    if (opts.start_paused) {
-        /* No monitor can resume it yet: say so rather than hang silently. */
-        fprintf(stderr, "ferry: -S: starting paused needs a monitor, which "
-                "this build does not have yet\n");
-        goto out;
-    }
-    if (!machine_start(&m, &err)) {
-        fprintf(stderr, "ferry: %s\n", err->message);
-        goto out;
+    if (daemon_fd >= 0) {
+        daemonize_finish(daemon_fd, true);
+        daemon_fd = -1;
     }
     status = machine_run(&m);
+
+    g_mutex_lock(&m.exit_lock);
+    const char *cause = m.exit_cause;
+    bool guest = m.exit_by_guest;
+    g_mutex_unlock(&m.exit_lock);
+    if (cause) {
+        g_autoptr(JsonObject) data = json_object_new();
+        json_object_set_boolean_member(data, "guest", guest);
+        json_object_set_string_member(data, "reason", cause);
+        monitors_emit(&mon, "SHUTDOWN", data);
+    }
+    monitors_flush(&mon);
 out:
+    if (daemon_fd >= 0) {
+        daemonize_finish(daemon_fd, false);
+    }
+    monitors_cleanup(&mon);
     machine_cleanup(&m);
+out_opts:
     if (opts.pidfile) {
         unlink(opts.pidfile);
     }

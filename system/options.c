@@ -151,11 +151,13 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
     /* Options that take an argument, and those that take none. */
     static const char *const with_arg[] = {
         "m", "smp", "kernel", "append", "serial", "device", "display",
-        "accel", "cpu", "name", "pidfile", "machine", NULL,
+        "accel", "cpu", "name", "pidfile", "machine", "qmp", "monitor", NULL,
     };
     static const char *const flags[] = {
-        "S", "enable-kvm", "no-reboot", "nodefaults", NULL,
+        "S", "enable-kvm", "no-reboot", "nodefaults", "daemonize", NULL,
     };
+    g_autoptr(GStrvBuilder) qmp = g_strv_builder_new();
+    g_autoptr(GStrvBuilder) monitor = g_strv_builder_new();
 
     memset(o, 0, sizeof(*o));
     o->ram_size = 128 * MiB;
@@ -175,6 +177,8 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
                 o->start_paused = true;
             } else if (!strcmp(name, "no-reboot")) {
                 o->no_reboot = true;
+            } else if (!strcmp(name, "daemonize")) {
+                o->daemonize = true;
             }
             continue;
         }
@@ -239,6 +243,10 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
         } else if (!strcmp(name, "name")) {
             g_free(o->name);
             o->name = g_strdup(arg);
+        } else if (!strcmp(name, "qmp")) {
+            g_strv_builder_add(qmp, arg);
+        } else if (!strcmp(name, "monitor")) {
+            g_strv_builder_add(monitor, arg);
         } else if (!strcmp(name, "pidfile")) {
             g_free(o->pidfile);
             o->pidfile = g_strdup(arg);
@@ -256,9 +264,19 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
             return false;
         }
     }
+    o->qmp = g_strv_builder_end(qmp);
+    o->monitor = g_strv_builder_end(monitor);
     if (!o->kernel) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                     "-kernel is required: ferry boots a Multiboot kernel");
+        return false;
+    }
+    if (o->daemonize && (o->serial == SERIAL_STDIO ||
+                         g_strv_contains((const char *const *)o->monitor,
+                                         "stdio"))) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "-daemonize cannot be used with stdio (give -serial "
+                    "file:PATH or none, and a socket monitor)");
         return false;
     }
     return true;
@@ -271,5 +289,7 @@ void options_cleanup(MachineOptions *o)
     g_free(o->serial_path);
     g_free(o->name);
     g_free(o->pidfile);
+    g_strfreev(o->qmp);
+    g_strfreev(o->monitor);
     memset(o, 0, sizeof(*o));
 }

@@ -26,6 +26,7 @@
 #include "system/kvm.h"
 #include "system/options.h"
 #include "system/ramblock.h"
+#include "system/runstate.h"
 
 typedef struct Machine Machine;
 
@@ -51,20 +52,51 @@ struct Machine {
     GMutex exit_lock;
     bool exit_requested;        /* under exit_lock */
     int exit_status;            /* under exit_lock */
+    const char *exit_cause;     /* under exit_lock: SHUTDOWN reason, or NULL */
+    bool exit_by_guest;         /* under exit_lock */
     int exit_fd;                /* eventfd, wakes the main loop */
     GMainLoop *loop;
+
+    /* Pausing: vCPU threads park on pause_cond while pause_req is set. */
+    GMutex pause_lock;
+    GCond pause_cond;
+    int pause_req;              /* atomic; written under pause_lock */
+    int parked;                 /* under pause_lock */
+
+    RunState state;             /* main thread only */
+    /* Called in the main thread on every run-state change. */
+    void (*state_changed)(void *opaque, RunState old, RunState now);
+    void *state_opaque;
 };
 
 bool machine_init(Machine *m, MachineOptions *opts, GError **errp);
 
-/* machine_start: start every vCPU thread; returns once all have started. */
+/*
+ * machine_start: start every vCPU thread.  With -S they start parked and
+ * the state is prelaunch; otherwise running.
+ */
 bool machine_start(Machine *m, GError **errp);
 
 /* machine_run: the main loop, until an exit is requested; the status. */
 int machine_run(Machine *m);
 
-/* machine_request_exit: from any thread; the first status wins. */
-void machine_request_exit(Machine *m, int status);
+/*
+ * machine_request_exit: from any thread; the first request wins.
+ * @cause: QEMU's ShutdownCause for the SHUTDOWN event, or NULL for an
+ * exit without one (isa-debug-exit, as QEMU).  @guest: the guest asked.
+ */
+void machine_request_exit(Machine *m, int status, const char *cause,
+                          bool guest);
+
+/*
+ * machine_pause / machine_resume: main thread.  Pause returns once every
+ * vCPU is out of KVM_RUN and parked; both are no-ops when already so.
+ */
+void machine_pause(Machine *m);
+void machine_resume(Machine *m);
+
+/* machine_set_state: record @s and tell state_changed (main thread). */
+void machine_set_state(Machine *m, RunState s);
 
 /* machine_cleanup: stop and join the vCPU threads, free everything. */
 void machine_cleanup(Machine *m);

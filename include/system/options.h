@@ -35,6 +35,9 @@ typedef struct MachineOptions {
     bool no_reboot;             /* -no-reboot */
     char *name;                 /* -name */
     char *pidfile;              /* -pidfile */
+    GStrv qmp;                  /* -qmp, in order (may be NULL) */
+    GStrv monitor;              /* -monitor, in order (may be NULL) */
+    bool daemonize;             /* -daemonize */
 } MachineOptions;
 
 /* options_parse: fill @o from argv (argv[0] is the program). */

@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The monitors of one machine: the QMP command handlers, the QMP
+ * servers and the HMP consoles, and the events they send.
+ *
+ * Threads: main thread only.  Error contract: GError **errp last, bool.
+ */
+#ifndef MONITOR_MONITOR_H
+#define MONITOR_MONITOR_H
+
+#include <stdbool.h>
+
+#include <glib.h>
+
+#include "monitor/qmp.h"
+#include "system/machine.h"
+
+typedef struct HmpServer HmpServer;
+
+typedef struct Monitors {
+    Machine *m;
+    QmpDispatcher qmp;
+    GPtrArray *qmp_servers;     /* QmpServer * */
+    GPtrArray *hmp_servers;     /* HmpServer * */
+} Monitors;
+
+/* monitors_init: register every QMP command and start the servers. */
+bool monitors_init(Monitors *mon, Machine *m, char **qmp_specs,
+                   char **hmp_specs, GError **errp);
+void monitors_cleanup(Monitors *mon);
+
+/* monitors_emit: an event to every QMP session in command mode. */
+void monitors_emit(Monitors *mon, const char *name, JsonObject *data);
+
+/* monitors_flush: send what is queued (before the process exits). */
+void monitors_flush(Monitors *mon);
+
+/* The QMP command handlers (monitor/qmp-cmds.c). */
+void qmp_cmds_register(Monitors *mon);
+
+/* HMP (monitor/hmp.c): a console on stdio or a listening socket. */
+HmpServer *hmp_server_new(Monitors *mon, const char *spec, GError **errp);
+void hmp_server_free(HmpServer *h);
+
+#endif

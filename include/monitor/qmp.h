@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * QMP: the command dispatcher and the server.
+ *
+ * Threads: everything here runs in the main thread (the GMainLoop);
+ * command handlers too.  Error contract: handlers take GError **errp
+ * last and return the result node (a new reference), or NULL with the
+ * error set; the error's code picks QMP's error class.
+ */
+#ifndef MONITOR_QMP_H
+#define MONITOR_QMP_H
+
+#include <stdbool.h>
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+#include "monitor/qapi.h"
+
+#define QMP_ERROR (qmp_error_quark())
+GQuark qmp_error_quark(void);
+
+typedef enum QmpErrorCode {
+    QMP_ERROR_GENERIC,              /* "GenericError" */
+    QMP_ERROR_COMMAND_NOT_FOUND,    /* "CommandNotFound" */
+    QMP_ERROR_DEVICE_NOT_ACTIVE,    /* "DeviceNotActive" */
+} QmpErrorCode;
+
+const char *qmp_error_class(const GError *err);
+
+/* A handler: the arguments have already been checked against the schema. */
+typedef JsonNode *(*QmpCommandFunc)(JsonObject *args, void *opaque,
+                                    GError **errp);
+
+typedef struct QmpDispatcher {
+    QapiSchema *schema;
+    GHashTable *commands;       /* name -> QmpCommandEntry */
+} QmpDispatcher;
+
+bool qmp_dispatcher_init(QmpDispatcher *d, GError **errp);
+void qmp_dispatcher_cleanup(QmpDispatcher *d);
+
+/* qmp_register: @name must be in the schema (checked: a programming error). */
+void qmp_register(QmpDispatcher *d, const char *name, QmpCommandFunc fn,
+                  void *opaque);
+
+/*
+ * qmp_execute: run @name with @args (may be NULL) after checking them;
+ * for HMP and for the server.  Returns the result, or NULL and @errp.
+ */
+JsonNode *qmp_execute(QmpDispatcher *d, const char *name, JsonObject *args,
+                      GError **errp);
+
+/*
+ * qmp_dispatch: one request object; returns the response object
+ * ({"return": ...} or {"error": {"class", "desc"}}, with "id" echoed).
+ * @negotiating: the session has not sent qmp_capabilities yet.
+ */
+JsonObject *qmp_dispatch(QmpDispatcher *d, JsonNode *request,
+                         bool *negotiating);
+
+/* qmp_error_response: {"error": {...}} for @err, with @id if non-NULL. */
+JsonObject *qmp_error_response(const GError *err, JsonNode *id);
+
+/* ---- The server --------------------------------------------------------- */
+
+typedef struct QmpServer QmpServer;
+
+/*
+ * qmp_server_new: listen on @spec, QEMU's chardev syntax:
+ * "unix:PATH,server=on,wait=off" (socket mode 0600) or
+ * "tcp:HOST:PORT,server=on,wait=off".
+ */
+QmpServer *qmp_server_new(QmpDispatcher *d, const char *spec, GError **errp);
+void qmp_server_free(QmpServer *s);
+
+/* qmp_server_emit: send event @name (@data may be NULL) to every session
+ * in command mode, with QMP's timestamp. */
+void qmp_server_emit(QmpServer *s, const char *name, JsonObject *data);
+
+/* qmp_server_flush: write what is queued, blocking briefly (before exit). */
+void qmp_server_flush(QmpServer *s);
+
+/* Parsing of the chardev syntax, shared with HMP. */
+typedef struct MonitorAddr {
+    bool is_unix;               /* else TCP */
+    bool is_stdio;
+    char *path;                 /* unix */
+    char *host, *port;          /* tcp */
+} MonitorAddr;
+
+bool monitor_addr_parse(const char *spec, MonitorAddr *a, GError **errp);
+void monitor_addr_cleanup(MonitorAddr *a);
+
+/* monitor_listen: a listening socket for @a; -1 and @errp on failure. */
+int monitor_listen(const MonitorAddr *a, GError **errp);
+
+#endif

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * QMP commands of the machine: negotiation, introspection, run state.
+ * Each handler runs in the main thread with arguments already checked
+ * against the qapi/ schema files.
+ */
+#include <string.h>
+
+#include "monitor/monitor.h"
+
+static JsonNode *empty_return(void)
+{
+    return json_node_init_object(json_node_alloc(), json_object_new());
+}
+
+static JsonNode *qmp_capabilities(JsonObject *args, void *opaque, GError **errp)
+{
+    (void)opaque;
+    JsonArray *enable = args && json_object_has_member(args, "enable") ?
+                        json_object_get_array_member(args, "enable") : NULL;
+    if (enable && json_array_get_length(enable)) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Capability '%s' not available",
+                    json_array_get_string_element(enable, 0));
+        return NULL;
+    }
+    return empty_return();
+}
+
+static JsonNode *query_version(JsonObject *args, void *opaque, GError **errp)
+{
+    (void)args;
+    (void)opaque;
+    (void)errp;
+    JsonObject *q = json_object_new();
+    json_object_set_int_member(q, "major", 10);
+    json_object_set_int_member(q, "minor", 1);
+    json_object_set_int_member(q, "micro", 0);
+    JsonObject *v = json_object_new();
+    json_object_set_object_member(v, "qemu", q);
+    json_object_set_string_member(v, "package", "ferry-" FERRY_VERSION);
+    return json_node_init_object(json_node_alloc(), v);
+}
+
+static JsonNode *query_commands(JsonObject *args, void *opaque, GError **errp)
+{
+    Monitors *mon = opaque;
+    const GPtrArray *names = qapi_commands(mon->qmp.schema);
+    JsonArray *a = json_array_new();
+    (void)args;
+    (void)errp;
+    for (guint i = 0; i < names->len; i++) {
+        JsonObject *c = json_object_new();
+        json_object_set_string_member(c, "name", names->pdata[i]);
+        json_array_add_object_element(a, c);
+    }
+    return json_node_init_array(json_node_alloc(), a);
+}
+
+static JsonNode *query_status(JsonObject *args, void *opaque, GError **errp)
+{
+    Monitors *mon = opaque;
+    JsonObject *s = json_object_new();
+    (void)args;
+    (void)errp;
+    json_object_set_boolean_member(s, "running",
+                                   mon->m->state == RUN_STATE_RUNNING);
+    json_object_set_string_member(s, "status", runstate_name(mon->m->state));
+    return json_node_init_object(json_node_alloc(), s);
+}
+
+static JsonNode *qmp_stop(JsonObject *args, void *opaque, GError **errp)
+{
+    Monitors *mon = opaque;
+    Machine *m = mon->m;
+    (void)args;
+    (void)errp;
+    if (m->state == RUN_STATE_RUNNING) {
+        machine_pause(m);
+        machine_set_state(m, RUN_STATE_PAUSED);
+    } else if (m->state == RUN_STATE_PRELAUNCH) {
+        machine_set_state(m, RUN_STATE_PAUSED);
+    }
+    return empty_return();
+}
+
+static JsonNode *qmp_cont(JsonObject *args, void *opaque, GError **errp)
+{
+    Monitors *mon = opaque;
+    Machine *m = mon->m;
+    (void)args;
+    if (m->state == RUN_STATE_SHUTDOWN || m->state == RUN_STATE_INTERNAL_ERROR) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Resetting the Virtual Machine is required");
+        return NULL;
+    }
+    if (m->state != RUN_STATE_RUNNING) {
+        machine_set_state(m, RUN_STATE_RUNNING);
+        machine_resume(m);
+    }
+    return empty_return();
+}
+
+static JsonNode *qmp_quit(JsonObject *args, void *opaque, GError **errp)
+{
+    Monitors *mon = opaque;
+    (void)args;
+    (void)errp;
+    /* The reply goes out first; the main loop then ends the process. */
+    machine_request_exit(mon->m, 0, "host-qmp-quit", false);
+    return empty_return();
+}
+
+void qmp_cmds_register(Monitors *mon)
+{
+    QmpDispatcher *d = &mon->qmp;
+    qmp_register(d, "qmp_capabilities", qmp_capabilities, mon);
+    qmp_register(d, "query-version", query_version, mon);
+    qmp_register(d, "query-commands", query_commands, mon);
+    qmp_register(d, "query-status", query_status, mon);
+    qmp_register(d, "stop", qmp_stop, mon);
+    qmp_register(d, "cont", qmp_cont, mon);
+    qmp_register(d, "quit", qmp_quit, mon);
+}

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* QMP requests and responses; the contract is in include/monitor/qmp.h. */
+#include "monitor/qmp.h"
+
+#include <string.h>
+
+G_DEFINE_QUARK(qmp-error-quark, qmp_error)
+
+typedef struct QmpCommandEntry {
+    QmpCommandFunc fn;
+    void *opaque;
+} QmpCommandEntry;
+
+const char *qmp_error_class(const GError *err)
+{
+    if (err->domain == QMP_ERROR) {
+        switch (err->code) {
+        case QMP_ERROR_COMMAND_NOT_FOUND:
+            return "CommandNotFound";
+        case QMP_ERROR_DEVICE_NOT_ACTIVE:
+            return "DeviceNotActive";
+        }
+    }
+    return "GenericError";
+}
+
+bool qmp_dispatcher_init(QmpDispatcher *d, GError **errp)
+{
+    d->schema = qapi_schema_load(qapi_schema_json, errp);
+    d->commands = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    return d->schema != NULL;
+}
+
+void qmp_dispatcher_cleanup(QmpDispatcher *d)
+{
+    qapi_schema_free(d->schema);
+    g_hash_table_unref(d->commands);
+    d->schema = NULL;
+    d->commands = NULL;
+}
+
+void qmp_register(QmpDispatcher *d, const char *name, QmpCommandFunc fn,
+                  void *opaque)
+{
+    g_assert(qapi_has_command(d->schema, name));
+    QmpCommandEntry *e = g_new(QmpCommandEntry, 1);
+    e->fn = fn;
+    e->opaque = opaque;
+    g_hash_table_replace(d->commands, g_strdup(name), e);
+}
+
+JsonNode *qmp_execute(QmpDispatcher *d, const char *name, JsonObject *args,
+                      GError **errp)
+{
+    QmpCommandEntry *e = g_hash_table_lookup(d->commands, name);
+    if (!e) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_COMMAND_NOT_FOUND,
+                    "The command %s has not been found", name);
+        return NULL;
+    }
+    if (!qapi_check_args(d->schema, name, args, errp)) {
+        return NULL;
+    }
+    return e->fn(args, e->opaque, errp);
+}
+
+JsonObject *qmp_error_response(const GError *err, JsonNode *id)
+{
+    JsonObject *e = json_object_new();
+    json_object_set_string_member(e, "class", qmp_error_class(err));
+    json_object_set_string_member(e, "desc", err->message);
+    JsonObject *r = json_object_new();
+    json_object_set_object_member(r, "error", e);
+    if (id) {
+        json_object_set_member(r, "id", json_node_copy(id));
+    }
+    return r;
+}
+
+/* Check the request's shape as QEMU does; the command name, or NULL. */
+static const char *request_command(JsonObject *req, JsonObject **args,
+                                   GError **errp)
+{
+    g_autoptr(GList) members = json_object_get_members(req);
+    const char *cmd = NULL;
+
+    *args = NULL;
+    for (GList *l = members; l; l = l->next) {
+        const char *k = l->data;
+        JsonNode *v = json_object_get_member(req, k);
+        if (!strcmp(k, "execute")) {
+            if (!JSON_NODE_HOLDS_VALUE(v) ||
+                json_node_get_value_type(v) != G_TYPE_STRING) {
+                g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                            "QMP input member 'execute' must be a string");
+                return NULL;
+            }
+            cmd = json_node_get_string(v);
+        } else if (!strcmp(k, "arguments")) {
+            if (!JSON_NODE_HOLDS_OBJECT(v)) {
+                g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                            "QMP input member 'arguments' must be an object");
+                return NULL;
+            }
+            *args = json_node_get_object(v);
+        } else if (strcmp(k, "id") != 0) {
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "QMP input member '%s' is unexpected", k);
+            return NULL;
+        }
+    }
+    if (!cmd) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "QMP input lacks member 'execute'");
+    }
+    return cmd;
+}
+
+JsonObject *qmp_dispatch(QmpDispatcher *d, JsonNode *request,
+                         bool *negotiating)
+{
+    g_autoptr(GError) err = NULL;
+    JsonNode *id = NULL;
+    JsonObject *args;
+
+    if (!request || !JSON_NODE_HOLDS_OBJECT(request)) {
+        g_set_error(&err, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "QMP input must be a JSON object");
+        return qmp_error_response(err, NULL);
+    }
+    JsonObject *req = json_node_get_object(request);
+    id = json_object_get_member(req, "id");
+    const char *cmd = request_command(req, &args, &err);
+    if (!cmd) {
+        return qmp_error_response(err, id);
+    }
+    bool caps = !strcmp(cmd, "qmp_capabilities");
+    if (*negotiating && !caps) {
+        g_set_error(&err, QMP_ERROR, QMP_ERROR_COMMAND_NOT_FOUND,
+                    "Expecting capabilities negotiation with 'qmp_capabilities'");
+        return qmp_error_response(err, id);
+    }
+    if (!*negotiating && caps) {
+        g_set_error(&err, QMP_ERROR, QMP_ERROR_COMMAND_NOT_FOUND,
+                    "Capabilities negotiation is already complete, command "
+                    "ignored");
+        return qmp_error_response(err, id);
+    }
+    JsonNode *ret = qmp_execute(d, cmd, args, &err);
+    if (!ret) {
+        return qmp_error_response(err, id);
+    }
+    if (caps) {
+        *negotiating = false;
+    }
+    JsonObject *r = json_object_new();
+    json_object_set_member(r, "return", ret);
+    if (id) {
+        json_object_set_member(r, "id", json_node_copy(id));
+    }
+    return r;
+}

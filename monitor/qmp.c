@@ -1,0 +1,394 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The QMP server: sockets, sessions, negotiation, events.  The contract
+ * is in include/monitor/qmp.h.  Everything runs in the main loop.
+ */
+#include "monitor/qmp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+
+#include "monitor/json-stream.h"
+
+/* The QEMU version whose QMP interface ferry follows (docs/qmp.md). */
+#define QEMU_MAJOR 10
+#define QEMU_MINOR 1
+#define QEMU_MICRO 0
+
+typedef struct QmpSession {
+    QmpServer *srv;
+    int fd;
+    guint in_src, out_src;
+    JsonStream js;
+    bool negotiating;
+    GString *out;               /* queued, not yet written */
+} QmpSession;
+
+struct QmpServer {
+    QmpDispatcher *d;
+    int listen_fd;
+    guint listen_src;
+    char *unix_path;            /* removed at free */
+    GList *sessions;
+};
+
+/* ---- Addresses ------------------------------------------------------------ */
+
+bool monitor_addr_parse(const char *spec, MonitorAddr *a, GError **errp)
+{
+    memset(a, 0, sizeof(*a));
+    if (!strcmp(spec, "stdio")) {
+        a->is_stdio = true;
+        return true;
+    }
+    g_auto(GStrv) parts = g_strsplit(spec, ",", -1);
+    bool server = false, nowait = false;
+    for (char **p = parts + 1; *p; p++) {
+        if (!strcmp(*p, "server") || !strcmp(*p, "server=on")) {
+            server = true;
+        } else if (!strcmp(*p, "nowait") || !strcmp(*p, "wait=off")) {
+            nowait = true;
+        } else if (!strcmp(*p, "server=off") || !strcmp(*p, "wait=on")) {
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "'%s': only server=on,wait=off is supported", spec);
+            return false;
+        } else {
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "'%s': unknown option '%s'", spec, *p);
+            return false;
+        }
+    }
+    if (!server || !nowait) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "'%s': give server=on,wait=off", spec);
+        return false;
+    }
+    if (g_str_has_prefix(parts[0], "unix:") && parts[0][5]) {
+        a->is_unix = true;
+        a->path = g_strdup(parts[0] + 5);
+        return true;
+    }
+    if (g_str_has_prefix(parts[0], "tcp:")) {
+        const char *hp = parts[0] + 4;
+        const char *colon = strrchr(hp, ':');
+        if (colon && colon[1]) {
+            g_autofree char *host = g_strndup(hp, colon - hp);
+            size_t n = strlen(host);
+            if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+                a->host = g_strndup(host + 1, n - 2);
+            } else {
+                a->host = g_strdup(host);
+            }
+            a->port = g_strdup(colon + 1);
+            return true;
+        }
+    }
+    g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                "'%s': expected unix:PATH or tcp:HOST:PORT", spec);
+    return false;
+}
+
+void monitor_addr_cleanup(MonitorAddr *a)
+{
+    g_free(a->path);
+    g_free(a->host);
+    g_free(a->port);
+    memset(a, 0, sizeof(*a));
+}
+
+static int listen_unix(const char *path, GError **errp)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "UNIX socket path '%s' is too long", path);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        goto fail;
+    }
+    unlink(path);       /* a stale socket of an earlier run, as QEMU does */
+    /* Created 0600: only the owner may drive the VM. */
+    mode_t old = umask(0077);
+    int ret = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (ret < 0 || chmod(path, 0600) < 0 || listen(fd, 16) < 0) {
+        goto fail;
+    }
+    return fd;
+fail:
+    g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                "Failed to bind socket to %s: %s", path, g_strerror(errno));
+    if (fd >= 0) {
+        close(fd);
+    }
+    return -1;
+}
+
+static int listen_tcp(const char *host, const char *port, GError **errp)
+{
+    struct addrinfo hints = { .ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM };
+    struct addrinfo *res = NULL;
+    int err = getaddrinfo(*host ? host : NULL, port, &hints, &res);
+    if (err) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "address resolution failed for %s:%s: %s", host, port,
+                    gai_strerror(err));
+        return -1;
+    }
+    int fd = -1, one = 1, saved = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            saved = errno;
+            continue;
+        }
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 16) == 0) {
+            break;
+        }
+        saved = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Failed to bind socket to %s:%s: %s", host, port,
+                    g_strerror(saved));
+    }
+    return fd;
+}
+
+int monitor_listen(const MonitorAddr *a, GError **errp)
+{
+    return a->is_unix ? listen_unix(a->path, errp)
+                      : listen_tcp(a->host, a->port, errp);
+}
+
+/* ---- Sessions ----------------------------------------------------------------- */
+
+static void session_close(QmpSession *s)
+{
+    QmpServer *srv = s->srv;
+    srv->sessions = g_list_remove(srv->sessions, s);
+    if (s->in_src) {
+        g_source_remove(s->in_src);
+    }
+    if (s->out_src) {
+        g_source_remove(s->out_src);
+    }
+    close(s->fd);
+    json_stream_cleanup(&s->js);
+    g_string_free(s->out, true);
+    g_free(s);
+}
+
+/* Write what is queued without blocking; false if the peer is gone. */
+static bool session_flush(QmpSession *s)
+{
+    while (s->out->len) {
+        ssize_t n = send(s->fd, s->out->str, s->out->len, MSG_NOSIGNAL);
+        if (n < 0) {
+            return errno == EAGAIN || errno == EINTR;
+        }
+        g_string_erase(s->out, 0, n);
+    }
+    return true;
+}
+
+static gboolean session_writable(gint fd, GIOCondition cond, gpointer opaque);
+
+static void session_send(QmpSession *s, JsonObject *msg)
+{
+    g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), msg);
+    g_autofree char *text = json_to_string(node, false);
+    g_string_append(s->out, text);
+    g_string_append(s->out, "\r\n");
+    if (session_flush(s) && s->out->len && !s->out_src) {
+        s->out_src = g_unix_fd_add(s->fd, G_IO_OUT, session_writable, s);
+    }
+}
+
+static gboolean session_writable(gint fd, GIOCondition cond, gpointer opaque)
+{
+    QmpSession *s = opaque;
+    (void)fd;
+    (void)cond;
+    if (!session_flush(s) || !s->out->len) {
+        s->out_src = 0;
+        return G_SOURCE_REMOVE;
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+static void session_text(void *opaque, const char *text, const char *error)
+{
+    QmpSession *s = opaque;
+    g_autoptr(GError) err = NULL;
+    JsonObject *resp;
+
+    if (!text) {
+        g_set_error(&err, QMP_ERROR, QMP_ERROR_GENERIC, "%s", error);
+        resp = qmp_error_response(err, NULL);
+    } else {
+        g_autoptr(JsonParser) p = json_parser_new_immutable();
+        if (!json_parser_load_from_data(p, text, -1, &err)) {
+            g_autoptr(GError) e2 = NULL;
+            g_set_error(&e2, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "JSON parse error, %s", err->message);
+            resp = qmp_error_response(e2, NULL);
+        } else {
+            resp = qmp_dispatch(s->srv->d, json_parser_get_root(p),
+                                &s->negotiating);
+        }
+    }
+    session_send(s, resp);
+}
+
+static gboolean session_readable(gint fd, GIOCondition cond, gpointer opaque)
+{
+    QmpSession *s = opaque;
+    char buf[65536];
+    (void)cond;
+
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        return G_SOURCE_CONTINUE;
+    }
+    if (n <= 0) {
+        s->in_src = 0;
+        session_close(s);
+        return G_SOURCE_REMOVE;
+    }
+    json_stream_feed(&s->js, buf, n, session_text, s);
+    return G_SOURCE_CONTINUE;
+}
+
+static JsonObject *greeting(void)
+{
+    JsonObject *ver = json_object_new();
+    json_object_set_int_member(ver, "major", QEMU_MAJOR);
+    json_object_set_int_member(ver, "minor", QEMU_MINOR);
+    json_object_set_int_member(ver, "micro", QEMU_MICRO);
+    JsonObject *v = json_object_new();
+    json_object_set_object_member(v, "qemu", ver);
+    json_object_set_string_member(v, "package", "ferry-" FERRY_VERSION);
+    JsonObject *qmp = json_object_new();
+    json_object_set_object_member(qmp, "version", v);
+    json_object_set_array_member(qmp, "capabilities", json_array_new());
+    JsonObject *g = json_object_new();
+    json_object_set_object_member(g, "QMP", qmp);
+    return g;
+}
+
+static gboolean server_accept(gint fd, GIOCondition cond, gpointer opaque)
+{
+    QmpServer *srv = opaque;
+    (void)cond;
+    int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (c < 0) {
+        return G_SOURCE_CONTINUE;
+    }
+    QmpSession *s = g_new0(QmpSession, 1);
+    s->srv = srv;
+    s->fd = c;
+    s->negotiating = true;
+    s->out = g_string_new(NULL);
+    json_stream_init(&s->js);
+    srv->sessions = g_list_append(srv->sessions, s);
+    s->in_src = g_unix_fd_add(c, G_IO_IN | G_IO_HUP | G_IO_ERR,
+                              session_readable, s);
+    session_send(s, greeting());
+    return G_SOURCE_CONTINUE;
+}
+
+/* ---- Server ----------------------------------------------------------------------- */
+
+QmpServer *qmp_server_new(QmpDispatcher *d, const char *spec, GError **errp)
+{
+    MonitorAddr a;
+    if (!monitor_addr_parse(spec, &a, errp)) {
+        return NULL;
+    }
+    if (a.is_stdio) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "-qmp stdio is not supported; use unix: or tcp:");
+        monitor_addr_cleanup(&a);
+        return NULL;
+    }
+    int fd = monitor_listen(&a, errp);
+    if (fd < 0) {
+        monitor_addr_cleanup(&a);
+        return NULL;
+    }
+    QmpServer *srv = g_new0(QmpServer, 1);
+    srv->d = d;
+    srv->listen_fd = fd;
+    srv->unix_path = a.is_unix ? g_strdup(a.path) : NULL;
+    srv->listen_src = g_unix_fd_add(fd, G_IO_IN, server_accept, srv);
+    monitor_addr_cleanup(&a);
+    return srv;
+}
+
+void qmp_server_free(QmpServer *srv)
+{
+    if (!srv) {
+        return;
+    }
+    while (srv->sessions) {
+        session_close(srv->sessions->data);
+    }
+    g_source_remove(srv->listen_src);
+    close(srv->listen_fd);
+    if (srv->unix_path) {
+        unlink(srv->unix_path);
+    }
+    g_free(srv->unix_path);
+    g_free(srv);
+}
+
+void qmp_server_emit(QmpServer *srv, const char *name, JsonObject *data)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    g_assert(qapi_has_event(srv->d->schema, name));
+
+    for (GList *l = srv->sessions; l; l = l->next) {
+        QmpSession *s = l->data;
+        if (s->negotiating) {
+            continue;
+        }
+        JsonObject *ts = json_object_new();
+        json_object_set_int_member(ts, "seconds", tv.tv_sec);
+        json_object_set_int_member(ts, "microseconds", tv.tv_usec);
+        JsonObject *ev = json_object_new();
+        json_object_set_string_member(ev, "event", name);
+        if (data) {
+            json_object_set_object_member(ev, "data", json_object_ref(data));
+        }
+        json_object_set_object_member(ev, "timestamp", ts);
+        session_send(s, ev);
+    }
+}
+
+void qmp_server_flush(QmpServer *srv)
+{
+    for (GList *l = srv ? srv->sessions : NULL; l; l = l->next) {
+        QmpSession *s = l->data;
+        for (int i = 0; i < 100 && s->out->len && session_flush(s); i++) {
+            g_usleep(1000);
+        }
+    }
+}
