@@ -8,7 +8,8 @@ void json_stream_init(JsonStream *s)
 {
     s->buf = g_string_new(NULL);
     s->depth = 0;
-    s->in_string = s->escape = s->overflow = s->skipping = false;
+    s->in_string = s->escape = s->skipping = false;
+    s->overflow = NULL;
 }
 
 /* Bytes that may appear outside strings: punctuation, numbers, and the
@@ -28,14 +29,14 @@ static void reset(JsonStream *s)
 {
     g_string_truncate(s->buf, 0);
     s->depth = 0;
-    s->in_string = s->escape = s->overflow = false;
+    s->in_string = s->escape = false;
+    s->overflow = NULL;
 }
 
 static void emit(JsonStream *s, JsonStreamFunc fn, void *opaque)
 {
     if (s->overflow) {
-        fn(opaque, NULL, s->depth > JSON_STREAM_MAX_DEPTH ?
-           "JSON nesting too deep" : "JSON message too large");
+        fn(opaque, NULL, s->overflow);
     } else {
         fn(opaque, s->buf->str, NULL);
     }
@@ -60,7 +61,7 @@ void json_stream_feed(JsonStream *s, const char *data, size_t len,
         }
         if (!s->overflow) {
             if (s->buf->len >= JSON_STREAM_MAX_SIZE) {
-                s->overflow = true;
+                s->overflow = "JSON message too large";
             } else {
                 g_string_append_c(s->buf, c);
             }
@@ -84,8 +85,8 @@ void json_stream_feed(JsonStream *s, const char *data, size_t len,
             break;
         case '{':
         case '[':
-            if (++s->depth > JSON_STREAM_MAX_DEPTH) {
-                s->overflow = true;
+            if (++s->depth > JSON_STREAM_MAX_DEPTH && !s->overflow) {
+                s->overflow = "JSON nesting too deep";
             }
             break;
         case '}':

@@ -51,6 +51,26 @@ bool monitor_addr_parse(const char *spec, MonitorAddr *a, GError **errp)
         return true;
     }
     g_auto(GStrv) parts = g_strsplit(spec, ",", -1);
+    if (g_str_has_prefix(parts[0], "unix:") && parts[0][5]) {
+        a->is_unix = true;
+        a->path = g_strdup(parts[0] + 5);
+    } else if (g_str_has_prefix(parts[0], "tcp:") && strrchr(parts[0] + 4, ':') &&
+               strrchr(parts[0] + 4, ':')[1]) {
+        const char *hp = parts[0] + 4;
+        const char *colon = strrchr(hp, ':');
+        g_autofree char *host = g_strndup(hp, colon - hp);
+        size_t n = strlen(host);
+        if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+            a->host = g_strndup(host + 1, n - 2);
+        } else {
+            a->host = g_strdup(host);
+        }
+        a->port = g_strdup(colon + 1);
+    } else {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "'%s': expected unix:PATH or tcp:HOST:PORT", spec);
+        return false;
+    }
     bool server = false, nowait = false;
     for (char **p = parts + 1; *p; p++) {
         if (!strcmp(*p, "server") || !strcmp(*p, "server=on")) {
@@ -60,40 +80,21 @@ bool monitor_addr_parse(const char *spec, MonitorAddr *a, GError **errp)
         } else if (!strcmp(*p, "server=off") || !strcmp(*p, "wait=on")) {
             g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                         "'%s': only server=on,wait=off is supported", spec);
-            return false;
+            goto fail;
         } else {
             g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                         "'%s': unknown option '%s'", spec, *p);
-            return false;
+            goto fail;
         }
     }
     if (!server || !nowait) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "'%s': give server=on,wait=off", spec);
-        return false;
+        goto fail;
     }
-    if (g_str_has_prefix(parts[0], "unix:") && parts[0][5]) {
-        a->is_unix = true;
-        a->path = g_strdup(parts[0] + 5);
-        return true;
-    }
-    if (g_str_has_prefix(parts[0], "tcp:")) {
-        const char *hp = parts[0] + 4;
-        const char *colon = strrchr(hp, ':');
-        if (colon && colon[1]) {
-            g_autofree char *host = g_strndup(hp, colon - hp);
-            size_t n = strlen(host);
-            if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
-                a->host = g_strndup(host + 1, n - 2);
-            } else {
-                a->host = g_strdup(host);
-            }
-            a->port = g_strdup(colon + 1);
-            return true;
-        }
-    }
-    g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                "'%s': expected unix:PATH or tcp:HOST:PORT", spec);
+    return true;
+fail:
+    monitor_addr_cleanup(a);
     return false;
 }
 

@@ -25,7 +25,7 @@ typedef struct JsonStream {
     GString *buf;               /* the text being collected */
     int depth;
     bool in_string, escape;
-    bool overflow;              /* this text broke a limit: drop it */
+    const char *overflow;       /* why this text is dropped, or NULL */
     bool skipping;              /* after a bad byte: ignore up to '\n' */
 } JsonStream;
 

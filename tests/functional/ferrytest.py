@@ -152,3 +152,75 @@ def run_cases(cases):
 
 def tmpdir():
     return tempfile.mkdtemp(prefix='ferry-test-')
+
+
+class QMP:
+    """A QMP client: negotiation, commands, events kept aside."""
+
+    def __init__(self, path=None, addr=None, timeout=10.0, negotiate=True):
+        import json
+        import socket
+        self._json = json
+        if path:
+            self.sock = socket.socket(socket.AF_UNIX)
+            target = path
+        else:
+            self.sock = socket.socket(socket.AF_INET)
+            target = addr
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock.connect(target)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.sock.settimeout(timeout)
+        self.f = self.sock.makefile('rwb')
+        self.events = []
+        self.greeting = self._read()
+        if negotiate:
+            assert self.cmd('qmp_capabilities') == {'return': {}}
+
+    def _read(self):
+        line = self.f.readline()
+        if not line:
+            raise EOFError('QMP connection closed')
+        return self._json.loads(line)
+
+    def send_raw(self, data: bytes):
+        self.f.write(data)
+        self.f.flush()
+
+    def reply(self):
+        """The next reply; events that come first are kept in .events."""
+        while True:
+            msg = self._read()
+            if 'event' in msg:
+                self.events.append(msg)
+            else:
+                return msg
+
+    def cmd(self, name, args=None, **extra):
+        req = {'execute': name, **extra}
+        if args is not None:
+            req['arguments'] = args
+        self.send_raw(self._json.dumps(req).encode() + b'\n')
+        return self.reply()
+
+    def event(self, name, timeout=10.0):
+        """Wait for event @name (already received, or coming)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, e in enumerate(self.events):
+                if e['event'] == name:
+                    return self.events.pop(i)
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            msg = self._read()
+            if 'event' not in msg:
+                raise AssertionError(f'unexpected reply {msg}')
+            self.events.append(msg)
+
+    def close(self):
+        self.sock.close()

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""QMP and HMP sessions against a real ferry, bad input included."""
+import json
+import os
+import socket
+import stat
+import subprocess
+import time
+
+from ferrytest import (FERRY, GUEST, QMP, Machine, MachineOptions, STATUS_OK,
+                       run_cases, tmpdir)
+
+
+def qmp_machine(extra=(), append='idle', serial=False):
+    d = tmpdir()
+    sock = os.path.join(d, 'qmp.sock')
+    opts = MachineOptions(mem='128M', append=append,
+                          extra=['-qmp', f'unix:{sock},server=on,wait=off'] +
+                          list(extra))
+    m = Machine(opts)
+    return m, sock
+
+
+def err(reply, cls, desc):
+    assert 'error' in reply, reply
+    assert reply['error']['class'] == cls, reply
+    assert reply['error']['desc'] == desc, reply
+
+
+def session(opts):
+    """Negotiation, ids, query-status, query-version, query-commands."""
+    m, sock = qmp_machine()
+    with m:
+        q = QMP(sock, negotiate=False)
+        ver = q.greeting['QMP']['version']
+        assert ver['qemu']['major'] >= 7 and ver['package'].startswith('ferry')
+        assert q.greeting['QMP']['capabilities'] == []
+        err(q.cmd('query-status'), 'CommandNotFound',
+            "Expecting capabilities negotiation with 'qmp_capabilities'")
+        assert q.cmd('qmp_capabilities') == {'return': {}}
+        err(q.cmd('qmp_capabilities'), 'CommandNotFound',
+            'Capabilities negotiation is already complete, command ignored')
+        assert q.cmd('query-status', id='a1') == {
+            'return': {'running': True, 'status': 'running'}, 'id': 'a1'}
+        assert q.cmd('query-version')['return']['package'] == 'ferry-0.1.0'
+        names = {c['name'] for c in q.cmd('query-commands')['return']}
+        assert {'qmp_capabilities', 'query-status', 'stop', 'cont', 'quit',
+                'query-version', 'query-commands'} <= names, names
+        # The socket is the owner's only.
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+
+
+def stop_cont(opts):
+    """stop and cont change the state, emit STOP and RESUME to every client."""
+    m, sock = qmp_machine()
+    with m:
+        a, b = QMP(sock), QMP(sock)
+        c = QMP(sock, negotiate=False)      # still negotiating: no events
+        assert a.cmd('stop') == {'return': {}}
+        for q in (a, b):
+            ev = q.event('STOP')
+            assert set(ev['timestamp']) == {'seconds', 'microseconds'}
+        assert b.cmd('query-status')['return'] == {'running': False,
+                                                    'status': 'paused'}
+        assert a.cmd('stop') == {'return': {}}      # again: no error
+        assert a.cmd('cont') == {'return': {}}
+        a.event('RESUME')
+        b.event('RESUME')
+        assert b.cmd('query-status')['return']['status'] == 'running'
+        c.sock.settimeout(0.3)
+        try:
+            msg = c._read()
+            raise AssertionError(f'negotiating client got {msg}')
+        except (socket.timeout, TimeoutError):
+            pass
+
+
+def bad_input(opts):
+    """Every kind of bad input gets an error reply; the session goes on."""
+    m, sock = qmp_machine()
+    with m:
+        q = QMP(sock)
+        cases = [
+            (b'{ bad json\n', 'GenericError', 'JSON parse error, invalid character'),
+            (b'[1, 2]\n', 'GenericError', 'QMP input must be a JSON object'),
+            (b'"hello"\n', 'GenericError', 'QMP input must be a JSON object'),
+            (b'{"arguments": {}}\n', 'GenericError', "QMP input lacks member 'execute'"),
+            (b'{"execute": 42}\n', 'GenericError', "QMP input member 'execute' must be a string"),
+            (b'{"execute": "stop", "arguments": [1]}\n', 'GenericError',
+             "QMP input member 'arguments' must be an object"),
+            (b'{"execute": "stop", "bogus": 1}\n', 'GenericError',
+             "QMP input member 'bogus' is unexpected"),
+            (b'{"execute": "no-such-command"}\n', 'CommandNotFound',
+             'The command no-such-command has not been found'),
+            (b'{"execute": "stop", "arguments": {"x": 1}}\n', 'GenericError',
+             "Parameter 'x' is unexpected"),
+            (b'{"a": "' + b'x' * (2 << 20) + b'"}\n', 'GenericError',
+             'JSON message too large'),
+            (b'[' * 2000 + b']' * 2000 + b'\n', 'GenericError', 'JSON nesting too deep'),
+        ]
+        for data, cls, desc in cases:
+            q.send_raw(data)
+            err(q.reply(), cls, desc)
+            assert q.cmd('query-status')['return']['status'] == 'running'
+        # Two requests in one write, one request over several.
+        q.send_raw(b'{"execute":"query-status","id":1}{"execute":"query-status","id":2}')
+        assert q.reply()['id'] == 1 and q.reply()['id'] == 2
+        for piece in (b'{"exec', b'ute": "query-', b'status", "id": 3}'):
+            q.send_raw(piece)
+            time.sleep(0.05)
+        assert q.reply()['id'] == 3
+        # A client that disconnects mid-message leaves the others alone.
+        r = QMP(sock)
+        r.send_raw(b'{"execute": "stop"')
+        r.close()
+        assert q.cmd('query-status')['return']['status'] == 'running'
+
+
+def tcp_and_quit(opts):
+    """QMP over TCP; quit replies, emits SHUTDOWN and ends with status 0."""
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    m = Machine(MachineOptions(mem='128M', extra=[
+        '-qmp', f'tcp:127.0.0.1:{port},server=on,wait=off']))
+    with m:
+        q = QMP(addr=('127.0.0.1', port))
+        assert q.cmd('quit') == {'return': {}}
+        ev = q.event('SHUTDOWN')
+        assert ev['data'] == {'guest': False, 'reason': 'host-qmp-quit'}, ev
+        assert m.wait_exit(10) == 0
+
+
+def prelaunch(opts):
+    """-S: the guest waits in prelaunch until cont, then runs."""
+    m, sock = qmp_machine(extra=['-S'], append='verify rounds=2')
+    with m:
+        q = QMP(sock)
+        assert q.cmd('query-status')['return'] == {'running': False,
+                                                    'status': 'prelaunch'}
+        time.sleep(0.3)
+        assert not m.lines, m.lines             # the guest has not run
+        assert q.cmd('cont') == {'return': {}}
+        q.event('RESUME')
+        m.wait_line(r'^verify: done', 60)
+        assert m.wait_exit(30) == STATUS_OK
+
+
+def hmp(opts):
+    """HMP: help, info status, stop, cont, errors, quit; QEMU's texts."""
+    d = tmpdir()
+    hsock = os.path.join(d, 'hmp.sock')
+    m, qsock = qmp_machine(extra=['-monitor', f'unix:{hsock},server=on,wait=off'])
+    with m:
+        q = QMP(qsock)
+        h = socket.socket(socket.AF_UNIX)
+        h.connect(hsock)
+        h.settimeout(5)
+        buf = b''
+
+        def until_prompt():
+            nonlocal buf
+            while b'(ferry) ' not in buf:
+                buf += h.recv(4096)
+            out, _, buf = buf.partition(b'(ferry) ')
+            return out.decode()
+
+        assert "type 'help' for more information" in until_prompt()
+
+        def run(line):
+            h.sendall(line.encode() + b'\n')
+            return until_prompt()
+
+        help_text = run('help')
+        for c in ('cont|c', 'info', 'quit|q', 'stop|s', 'help|?'):
+            assert c in help_text, help_text
+        assert run('info status') == 'VM status: running\n'
+        assert run('stop') == ''
+        q.event('STOP')
+        assert run('info status') == 'VM status: paused\n'
+        assert run('c') == ''
+        q.event('RESUME')
+        assert run('info status') == 'VM status: running\n'
+        assert run('frobnicate') == "unknown command: 'frobnicate'\n"
+        assert run('info nothing') == "unknown command: 'info nothing'\n"
+        assert 'info status' in run('info')
+        assert run('') == ''
+        h.sendall(b'quit\n')
+        ev = q.event('SHUTDOWN')
+        assert ev['data']['reason'] == 'host-qmp-quit'
+        assert m.wait_exit(10) == 0
+
+
+def daemonize(opts):
+    """-daemonize: the parent returns 0 once the VM is up; pidfile; quit."""
+    d = tmpdir()
+    sock, pidfile, serial = (os.path.join(d, n) for n in
+                             ('qmp.sock', 'ferry.pid', 'serial.txt'))
+    p = subprocess.run([FERRY, '-m', '128M', '-kernel', GUEST, '-append', 'idle',
+                        '-serial', f'file:{serial}', '-daemonize',
+                        '-pidfile', pidfile,
+                        '-qmp', f'unix:{sock},server=on,wait=off'],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    pid = int(open(pidfile).read())
+    try:
+        deadline = time.monotonic() + 20
+        while 'idle' not in open(serial).read():
+            assert time.monotonic() < deadline, 'the guest never said idle'
+            time.sleep(0.05)
+        q = QMP(sock)
+        assert q.cmd('query-status')['return']['status'] == 'running'
+        q.cmd('quit')
+        deadline = time.monotonic() + 10
+        while os.path.exists(f'/proc/{pid}') and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(f'/proc/{pid}'), 'daemon still running'
+        assert not os.path.exists(pidfile)
+    finally:
+        if os.path.exists(f'/proc/{pid}'):
+            os.kill(pid, 9)
+    bad = subprocess.run([FERRY, '-kernel', GUEST, '-daemonize'],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and 'cannot be used with stdio' in bad.stderr
+
+
+def bad_monitor_options(opts):
+    """Monitor options that cannot work are refused at start, clearly."""
+    for args, want in [
+        (['-qmp', 'unix:/nonexistent-dir/x.sock,server=on,wait=off'],
+         'Failed to bind socket to /nonexistent-dir/x.sock'),
+        (['-qmp', 'unix:/tmp/x.sock'], 'give server=on,wait=off'),
+        (['-qmp', 'pty'], 'expected unix:PATH or tcp:HOST:PORT'),
+        (['-monitor', 'unix:/tmp/y.sock,server=on,wait=off,bogus=1'],
+         "unknown option 'bogus=1'"),
+    ]:
+        p = subprocess.run([FERRY, '-kernel', GUEST, '-serial', 'none'] + args,
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1, (args, p.returncode)
+        assert want in p.stderr and p.stderr.count('\n') == 1, (args, p.stderr)
+
+
+O = MachineOptions()
+cases = [
+    ('/monitor/qmp/session', session, O),
+    ('/monitor/qmp/stop-cont-events', stop_cont, O),
+    ('/monitor/qmp/bad-input', bad_input, O),
+    ('/monitor/qmp/tcp-quit', tcp_and_quit, O),
+    ('/monitor/qmp/prelaunch-cont', prelaunch, O),
+    ('/monitor/hmp/session', hmp, O),
+    ('/monitor/daemonize', daemonize, O),
+    ('/monitor/bad-options', bad_monitor_options, O),
+]
+
+if __name__ == '__main__':
+    run_cases(cases)
