@@ -121,7 +121,10 @@ bool machine_init(Machine *m, MachineOptions *opts, GError **errp)
     if (!kvm_init(&m->kvm, errp)) {
         return false;
     }
-    m->ram = ram_block_new_anon("pc.ram", opts->ram_size, errp);
+    MemBackendOptions *backend = opts->memory_backend ?
+        options_find_backend(opts, opts->memory_backend) : NULL;
+    m->ram = backend ? ram_block_new("pc.ram", backend, errp)
+                     : ram_block_new_anon("pc.ram", opts->ram_size, errp);
     if (!m->ram) {
         return false;
     }

@@ -67,6 +67,153 @@ static bool parse_u16(const char *s, uint16_t *out)
     return true;
 }
 
+static bool parse_bool(const char *v, bool *out)
+{
+    static const char *const yes[] = { "on", "yes", "true", "y", NULL };
+    static const char *const no[] = { "off", "no", "false", "n", NULL };
+    if (g_strv_contains(yes, v)) {
+        *out = true;
+    } else if (g_strv_contains(no, v)) {
+        *out = false;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+MemBackendOptions *options_find_backend(const MachineOptions *o, const char *id)
+{
+    for (guint i = 0; o->objects && i < o->objects->len; i++) {
+        MemBackendOptions *b = o->objects->pdata[i];
+        if (!strcmp(b->id, id)) {
+            return b;
+        }
+    }
+    return NULL;
+}
+
+/* -object memory-backend-{ram,memfd,file},id=ID,size=S,... */
+static bool opt_object(MachineOptions *o, const char *arg, GError **errp)
+{
+    static const char *const types[] = {
+        "memory-backend-ram", "memory-backend-memfd", "memory-backend-file", NULL,
+    };
+    g_auto(GStrv) items = g_strsplit(arg, ",", -1);
+    const char *type = items[0];
+    g_autoptr(GError) err = NULL;
+    int t;
+
+    for (t = 0; types[t] && strcmp(types[t], type); t++) {
+    }
+    if (!types[t]) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "-object %s: invalid object type: %s", arg, type);
+        return false;
+    }
+    MemBackendOptions *b = g_new0(MemBackendOptions, 1);
+    b->type = t;
+    b->share = b->type == MEM_BACKEND_MEMFD;    /* QEMU's defaults */
+    g_ptr_array_add(o->objects, b);
+
+    for (char **it = items + 1; *it; it++) {
+        char *eq = strchr(*it, '=');
+        g_autofree char *k = g_strndup(*it, eq ? eq - *it : (long)strlen(*it));
+        const char *v = eq ? eq + 1 : "on";
+        bool ok = true;
+
+        if (!strcmp(k, "id")) {
+            g_free(b->id);
+            b->id = g_strdup(v);
+        } else if (!strcmp(k, "size")) {
+            ok = parse_size(v, 1, &b->size);
+        } else if (!strcmp(k, "share")) {
+            ok = parse_bool(v, &b->share);
+        } else if (!strcmp(k, "prealloc")) {
+            ok = parse_bool(v, &b->prealloc);
+        } else if (!strcmp(k, "host-nodes")) {
+            g_free(b->host_nodes);
+            b->host_nodes = g_strdup(v);
+        } else if (!strcmp(k, "policy")) {
+            static const char *const pol[] = {
+                "default", "preferred", "bind", "interleave", NULL,
+            };
+            int p;
+            for (p = 0; pol[p] && strcmp(pol[p], v); p++) {
+            }
+            ok = pol[p] != NULL;
+            b->policy = p;
+        } else if (!strcmp(k, "hugetlb") && b->type == MEM_BACKEND_MEMFD) {
+            ok = parse_bool(v, &b->hugetlb);
+        } else if (!strcmp(k, "hugetlbsize") && b->type == MEM_BACKEND_MEMFD) {
+            ok = parse_size(v, 1, &b->hugetlbsize);
+        } else if (!strcmp(k, "mem-path") && b->type == MEM_BACKEND_FILE) {
+            g_free(b->mem_path);
+            b->mem_path = g_strdup(v);
+        } else {
+            g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "-object %s: Property '%s.%s' not found", arg, type, k);
+            return false;
+        }
+        if (!ok) {
+            g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "-object %s: invalid value '%s' for '%s'", arg, v, k);
+            return false;
+        }
+    }
+    if (!b->id) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "-object %s: Parameter 'id' is missing", arg);
+        return false;
+    }
+    if (!b->size) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "-object %s: can't create backend with size 0", arg);
+        return false;
+    }
+    if (b->type == MEM_BACKEND_FILE && !b->mem_path) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "-object %s: mem-path property not set", arg);
+        return false;
+    }
+    for (guint i = 0; i + 1 < o->objects->len; i++) {
+        if (!strcmp(((MemBackendOptions *)o->objects->pdata[i])->id, b->id)) {
+            g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "-object %s: duplicate ID '%s' for object", arg, b->id);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* -machine [TYPE][,accel=kvm][,memory-backend=ID] */
+static bool opt_machine(MachineOptions *o, const char *arg, GError **errp)
+{
+    g_auto(GStrv) items = g_strsplit(arg, ",", -1);
+    for (char **it = items; *it; it++) {
+        char *eq = strchr(*it, '=');
+        g_autofree char *k = g_strndup(*it, eq ? eq - *it : (long)strlen(*it));
+        const char *v = eq ? eq + 1 : NULL;
+        if (it == items && !v) {
+            k = (g_free(k), g_strdup("type"));
+            v = *it;
+        }
+        if (!strcmp(k, "type") && v && (!strcmp(v, "pc") || !strcmp(v, "q35") ||
+                                        g_str_has_prefix(v, "pc-"))) {
+            continue;
+        } else if (!strcmp(k, "accel") && v && !strcmp(v, "kvm")) {
+            continue;
+        } else if (!strcmp(k, "memory-backend") && v && *v) {
+            g_free(o->memory_backend);
+            o->memory_backend = g_strdup(v);
+            continue;
+        }
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "-machine %s: unsupported machine property '%s'", arg, *it);
+        return false;
+    }
+    return true;
+}
+
 static bool opt_device(MachineOptions *o, const char *arg, GError **errp)
 {
     g_autoptr(GHashTable) p = parse_props(arg);
@@ -151,7 +298,8 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
     /* Options that take an argument, and those that take none. */
     static const char *const with_arg[] = {
         "m", "smp", "kernel", "append", "serial", "device", "display",
-        "accel", "cpu", "name", "pidfile", "machine", "qmp", "monitor", NULL,
+        "accel", "cpu", "name", "pidfile", "machine", "qmp", "monitor",
+        "object", NULL,
     };
     static const char *const flags[] = {
         "S", "enable-kvm", "no-reboot", "nodefaults", "daemonize", NULL,
@@ -160,6 +308,8 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
     g_autoptr(GStrvBuilder) monitor = g_strv_builder_new();
 
     memset(o, 0, sizeof(*o));
+    o->objects = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)mem_backend_options_free);
     o->ram_size = 128 * MiB;
     o->smp = 1;
     o->serial = SERIAL_STDIO;
@@ -201,6 +351,7 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
             g_auto(GStrv) parts = g_strsplit(arg, ",", 2);
             ok = parse_size(sz ? sz : parts[0], MiB, &o->ram_size) &&
                  o->ram_size >= 2 * MiB && o->ram_size % 4096 == 0;
+            o->ram_size_given = true;
             if (!ok) {
                 g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                             "-m %s: invalid RAM size (at least 2M, a "
@@ -251,14 +402,9 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
             g_free(o->pidfile);
             o->pidfile = g_strdup(arg);
         } else if (!strcmp(name, "machine")) {
-            g_auto(GStrv) parts = g_strsplit(arg, ",", 2);
-            if (strchr(parts[0], '=') == NULL && strcmp(parts[0], "pc") != 0 &&
-                strcmp(parts[0], "q35") != 0) {
-                g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                            "-machine %s: unsupported machine type '%s'", arg,
-                            parts[0]);
-                ok = false;
-            }
+            ok = opt_machine(o, arg, errp);
+        } else if (!strcmp(name, "object")) {
+            ok = opt_object(o, arg, errp);
         }
         if (!ok) {
             return false;
@@ -266,6 +412,22 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
     }
     o->qmp = g_strv_builder_end(qmp);
     o->monitor = g_strv_builder_end(monitor);
+    if (o->memory_backend) {
+        MemBackendOptions *b = options_find_backend(o, o->memory_backend);
+        if (!b) {
+            g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "Memory backend '%s' not found", o->memory_backend);
+            return false;
+        }
+        if (o->ram_size_given && o->ram_size != b->size) {
+            g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "-m %" G_GUINT64_FORMAT "M does not match the size of "
+                        "memory-backend '%s' (%" G_GUINT64_FORMAT "M)",
+                        o->ram_size >> 20, b->id, b->size >> 20);
+            return false;
+        }
+        o->ram_size = b->size;
+    }
     if (!o->kernel) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                     "-kernel is required: ferry boots a Multiboot kernel");
@@ -291,5 +453,9 @@ void options_cleanup(MachineOptions *o)
     g_free(o->pidfile);
     g_strfreev(o->qmp);
     g_strfreev(o->monitor);
+    if (o->objects) {
+        g_ptr_array_unref(o->objects);
+    }
+    g_free(o->memory_backend);
     memset(o, 0, sizeof(*o));
 }

@@ -14,6 +14,8 @@
 
 #include <glib.h>
 
+#include "system/ramblock.h"
+
 #define MAX_VCPUS 8
 
 typedef enum SerialKind {
@@ -24,6 +26,9 @@ typedef enum SerialKind {
 
 typedef struct MachineOptions {
     uint64_t ram_size;          /* bytes; -m, default 128 MiB as QEMU */
+    bool ram_size_given;        /* -m was given */
+    GPtrArray *objects;         /* -object memory-backend-*: MemBackendOptions */
+    char *memory_backend;       /* -machine memory-backend=ID */
     int smp;                    /* -smp, 1 to MAX_VCPUS */
     char *kernel;               /* -kernel */
     char *append;               /* -append */
@@ -43,6 +48,9 @@ typedef struct MachineOptions {
 /* options_parse: fill @o from argv (argv[0] is the program). */
 bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp);
 void options_cleanup(MachineOptions *o);
+
+/* options_find_backend: the -object with @id, or NULL. */
+MemBackendOptions *options_find_backend(const MachineOptions *o, const char *id);
 
 /*
  * parse_size: QEMU's size syntax: a number with an optional suffix

@@ -37,10 +37,44 @@ typedef struct RAMBlock {
     int nmap;
 } RAMBlock;
 
+typedef enum MemBackendType {
+    MEM_BACKEND_RAM,            /* memory-backend-ram */
+    MEM_BACKEND_MEMFD,          /* memory-backend-memfd */
+    MEM_BACKEND_FILE,           /* memory-backend-file */
+} MemBackendType;
+
+typedef enum MemPolicy {
+    MEM_POLICY_DEFAULT,
+    MEM_POLICY_PREFERRED,
+    MEM_POLICY_BIND,
+    MEM_POLICY_INTERLEAVE,
+} MemPolicy;
+
+/* -object memory-backend-*,id=...: QEMU's properties. */
+typedef struct MemBackendOptions {
+    MemBackendType type;
+    char *id;
+    uint64_t size;
+    bool share;                 /* default: on for memfd, off otherwise */
+    bool prealloc;
+    bool hugetlb;               /* memfd */
+    uint64_t hugetlbsize;       /* memfd, 0: the default huge page size */
+    char *mem_path;             /* file: a file, or a directory for a new one */
+    char *host_nodes;           /* "0", "0-1", "0,2" */
+    MemPolicy policy;
+} MemBackendOptions;
+
+void mem_backend_options_free(MemBackendOptions *o);
+
 /*
- * ram_block_new_anon: @size bytes of private anonymous memory, not yet
- * touched (MAP_NORESERVE: pages are allocated on first write).
+ * ram_block_new: a block from a backend: allocated, NUMA policy applied
+ * before any page is touched, then preallocated if asked.  Anonymous
+ * memory is MAP_NORESERVE: pages come on first write.
  */
+RAMBlock *ram_block_new(const char *name, const MemBackendOptions *o,
+                        GError **errp);
+
+/* ram_block_new_anon: private anonymous memory (the default backend). */
 RAMBlock *ram_block_new_anon(const char *name, uint64_t size, GError **errp);
 
 /* ram_block_free: unmap and free; NULL is allowed. */

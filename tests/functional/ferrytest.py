@@ -33,7 +33,7 @@ class Skip(Exception):
 @dataclasses.dataclass
 class MachineOptions:
     """How to start one machine: the same fields for ferry and QEMU."""
-    mem: str = '256M'
+    mem: str = '256M'           # None: leave -m out (a backend sizes RAM)
     smp: int = 1
     append: str = 'idle'
     kernel: str = GUEST
@@ -53,7 +53,9 @@ class Machine:
         args = [QEMU, '-enable-kvm', '-cpu', 'host,-arch-capabilities',
                 '-display', 'none', '-monitor', 'none', '-no-reboot'] \
             if opts.qemu else [FERRY]
-        args += ['-m', opts.mem, '-smp', str(opts.smp), '-kernel', opts.kernel,
+        if opts.mem:
+            args += ['-m', opts.mem]
+        args += ['-smp', str(opts.smp), '-kernel', opts.kernel,
                  '-append', opts.append, '-serial', 'stdio']
         if opts.debug_exit:
             args += ['-device', DEBUG_EXIT]

@@ -88,6 +88,37 @@ static void test_defaults(void **state)
     options_cleanup(&o);
 }
 
+static void test_backends(void **state)
+{
+    (void)state;
+    MachineOptions o;
+    g_autoptr(GError) err = NULL;
+    assert_true(parse(&o, &err, "-kernel", "k",
+                      "-object", "memory-backend-memfd,id=a,size=1G,hugetlb=on,"
+                      "hugetlbsize=2M,prealloc=on,host-nodes=0-1,policy=interleave",
+                      "-object", "memory-backend-file,id=b,size=512M,mem-path=/hp,"
+                      "share=off",
+                      "-object", "memory-backend-ram,id=c,size=256M",
+                      "-machine", "pc,accel=kvm,memory-backend=b", NULL));
+    MemBackendOptions *a = options_find_backend(&o, "a");
+    assert_int_equal(a->type, MEM_BACKEND_MEMFD);
+    assert_true(a->share);              /* memfd: shared unless told */
+    assert_true(a->hugetlb && a->prealloc);
+    assert_int_equal(a->hugetlbsize, 2 * MiB);
+    assert_string_equal(a->host_nodes, "0-1");
+    assert_int_equal(a->policy, MEM_POLICY_INTERLEAVE);
+    MemBackendOptions *b = options_find_backend(&o, "b");
+    assert_int_equal(b->type, MEM_BACKEND_FILE);
+    assert_false(b->share);
+    assert_string_equal(b->mem_path, "/hp");
+    assert_false(options_find_backend(&o, "c")->share);
+    assert_null(options_find_backend(&o, "d"));
+    /* The machine's RAM takes the backend's size. */
+    assert_string_equal(o.memory_backend, "b");
+    assert_int_equal(o.ram_size, 512 * MiB);
+    options_cleanup(&o);
+}
+
 static void expect(const char *msg, ...)
 {
     char *argv[32] = { "ferry" };
@@ -129,6 +160,22 @@ static void test_errors(void **state)
     expect("-device isa-debug-exit,iosize=0: invalid value",
            "-device", "isa-debug-exit,iosize=0", NULL);
     expect("-kernel is required", "-m", "1G", NULL);
+    expect("-object memory-backend-ram,size=1G: Parameter 'id' is missing",
+           "-object", "memory-backend-ram,size=1G", NULL);
+    expect("-object x,id=y: invalid object type: x", "-object", "x,id=y", NULL);
+    expect("-object memory-backend-ram,id=m,size=1G,mem-path=/x: Property "
+           "'memory-backend-ram.mem-path' not found", "-object",
+           "memory-backend-ram,id=m,size=1G,mem-path=/x", NULL);
+    expect("-object memory-backend-ram,id=m,size=1G,policy=random: invalid value",
+           "-object", "memory-backend-ram,id=m,size=1G,policy=random", NULL);
+    expect("Memory backend 'z' not found", "-kernel", "k", "-machine",
+           "memory-backend=z", NULL);
+    expect("-m 1024M does not match the size of memory-backend 'm' (512M)",
+           "-kernel", "k", "-m", "1G", "-object",
+           "memory-backend-ram,id=m,size=512M", "-machine", "memory-backend=m",
+           NULL);
+    expect("-machine virt: unsupported machine property 'virt'", "-machine",
+           "virt", NULL);
 }
 
 int main(void)
@@ -137,6 +184,7 @@ int main(void)
         { "/system/options/sizes", test_sizes, NULL, NULL, NULL },
         { "/system/options/full", test_full, NULL, NULL, NULL },
         { "/system/options/defaults", test_defaults, NULL, NULL, NULL },
+        { "/system/options/backends", test_backends, NULL, NULL, NULL },
         { "/system/options/errors", test_errors, NULL, NULL, NULL },
     };
     return cmocka_run_group_tests_name("options", tests, NULL, NULL);
