@@ -160,40 +160,77 @@ static void hmp_help(HmpConsole *c, char **argv)
     print_help(c, "", commands, G_N_ELEMENTS(commands), only);
 }
 
+/* "info" alone; "info SUB" is resolved to SUB's handler by resolve(). */
 static void hmp_info(HmpConsole *c, char **argv)
 {
-    if (!argv[1]) {
-        print_help(c, "info ", info_commands, G_N_ELEMENTS(info_commands), NULL);
-        return;
+    (void)argv;
+    print_help(c, "info ", info_commands, G_N_ELEMENTS(info_commands), NULL);
+}
+
+/*
+ * Resolve @line to its command (and, for info, its subcommand, whose
+ * handler is returned instead).  NULL with @errp when there is none.
+ */
+static const HmpCommand *resolve(const char *line, GStrv *argv, char **name,
+                                 GError **errp)
+{
+    g_autofree char *trimmed = g_strstrip(g_strdup(line));
+
+    *argv = NULL;
+    *name = NULL;
+    if (!*trimmed) {
+        *name = g_strdup("");
+        return NULL;
     }
-    const HmpCommand *cmd = find(info_commands, G_N_ELEMENTS(info_commands),
-                                 argv[1]);
+    if (!g_shell_parse_argv(trimmed, NULL, argv, errp)) {
+        return NULL;
+    }
+    char **a = *argv;
+    const HmpCommand *cmd = find(commands, G_N_ELEMENTS(commands), a[0]);
     if (!cmd) {
-        out(c, "unknown command: 'info %s'\n", argv[1]);
-        return;
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_COMMAND_NOT_FOUND,
+                    "unknown command: '%s'", a[0]);
+        return NULL;
     }
-    cmd->fn(c, argv + 1);
+    g_auto(GStrv) names = g_strsplit(cmd->names, "|", 2);
+    if (cmd->fn == hmp_info && a[1]) {
+        const HmpCommand *sub = find(info_commands, G_N_ELEMENTS(info_commands),
+                                     a[1]);
+        if (!sub) {
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_COMMAND_NOT_FOUND,
+                        "unknown command: 'info %s'", a[1]);
+            return NULL;
+        }
+        g_auto(GStrv) subnames = g_strsplit(sub->names, "|", 2);
+        *name = g_strconcat("info ", subnames[0], NULL);
+        return sub;
+    }
+    *name = g_strdup(names[0]);
+    return cmd;
+}
+
+char *hmp_parse_line(const char *line, GStrv *argv, GError **errp)
+{
+    char *name;
+    resolve(line, argv, &name, errp);
+    return name;
 }
 
 static void run_line(HmpConsole *c, const char *line)
 {
     g_auto(GStrv) argv = NULL;
+    g_autofree char *name = NULL;
     g_autoptr(GError) err = NULL;
-    g_autofree char *trimmed = g_strstrip(g_strdup(line));
+    const HmpCommand *cmd = resolve(line, &argv, &name, &err);
 
-    if (!*trimmed) {
+    if (err) {
+        out(c, err->domain == QMP_ERROR ? "%s\n" : "Error: %s\n", err->message);
         return;
     }
-    if (!g_shell_parse_argv(trimmed, NULL, &argv, &err)) {
-        out(c, "Error: %s\n", err->message);
-        return;
+    if (cmd) {
+        /* An info subcommand's handler sees its own name first. */
+        cmd->fn(c, g_str_has_prefix(name, "info ") ? argv + 1 : argv);
     }
-    const HmpCommand *cmd = find(commands, G_N_ELEMENTS(commands), argv[0]);
-    if (!cmd) {
-        out(c, "unknown command: '%s'\n", argv[0]);
-        return;
-    }
-    cmd->fn(c, argv);
 }
 
 static void console_close(HmpConsole *c)

@@ -38,6 +38,15 @@ void monitors_flush(Monitors *mon);
 /* The QMP command handlers (monitor/qmp-cmds.c). */
 void qmp_cmds_register(Monitors *mon);
 
+/*
+ * hmp_parse_line: split @line into words as HMP does (shell quoting) and
+ * resolve its command: the canonical name ("cont" for "c", "info status"
+ * for "info status"), "" for an empty line, or NULL with @errp
+ * (QMP_ERROR_COMMAND_NOT_FOUND: "unknown command: 'x'"; G_SHELL_ERROR
+ * for bad quoting).  @argv gets the words; the caller frees both.
+ */
+char *hmp_parse_line(const char *line, GStrv *argv, GError **errp);
+
 /* HMP (monitor/hmp.c): a console on stdio or a listening socket. */
 HmpServer *hmp_server_new(Monitors *mon, const char *spec, GError **errp);
 void hmp_server_free(HmpServer *h);

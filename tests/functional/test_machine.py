@@ -41,6 +41,36 @@ def idle_stays_up(opts):
         assert m.proc.poll() is None, 'idle guest exited'
 
 
+def big_idle(opts):
+    """16 GiB: all of it mapped and reported, 13 GiB of it above 4 GiB."""
+    with Machine(opts) as m:
+        g = m.wait_line(r'^guest: cpus=2 ram_mib=(\d+) ', 60)
+        assert 16 * 1024 - 4 <= int(g.group(1)) <= 16 * 1024, g.group(0)
+        m.wait_line(r'^idle$')
+
+
+def dirty_rate(opts):
+    """dirty rate=50 writes 50 MiB (12800 pages) a second, paced."""
+    with Machine(opts) as m:
+        m.wait_line(r'^dirty: rate=50 MiB/s pages=\d+')
+        for sec in (1, 2):
+            d = m.wait_line(rf'^dirty: second={sec} pages=(\d+)', 20)
+            assert 12800 * 0.9 <= int(d.group(1)) <= 12800 * 1.1, d.group(0)
+
+
+def latency_windows(opts):
+    """latency reports its TSC rate, then count and stalls per window."""
+    with Machine(opts) as m:
+        t = m.wait_line(r'^latency: tsc_khz=(\d+) pages=(\d+)')
+        assert int(t.group(1)) > 100000, t.group(0)     # over 100 MHz
+        for w in range(3):
+            l = m.wait_line(rf'^latency: window={w} count=(\d+) p50=(\d+) '
+                            r'p99=(\d+) p999=(\d+) max=(\d+)', 20)
+            count, p50, p99, p999, mx = map(int, l.groups())
+            assert count > 0 and p50 <= p99 <= p999, l.group(0)
+            assert mx >= p50, l.group(0)
+
+
 def serial_file(opts):
     """-serial file:PATH gets the guest's output."""
     path = os.path.join(tmpdir(), 'serial.txt')
@@ -92,6 +122,10 @@ cases = [
      G(mem='128M', smp=2, append='verify rounds=5 corrupt=1 cpus=2')),
     ('/machine/boot/idle/smp4', idle_stays_up,
      G(mem='128M', smp=4, append='idle cpus=4')),
+    ('/machine/boot/idle/16G', big_idle, G(mem='16G', smp=2, append='idle cpus=2')),
+    ('/machine/workload/dirty', dirty_rate, G(mem='256M', append='dirty rate=50')),
+    ('/machine/workload/latency', latency_windows,
+     G(mem='256M', append='latency window=300')),
     ('/machine/serial/file', serial_file, G()),
     ('/machine/options/errors', bad_options, G()),
     ('/machine/qemu/same-guest/smp2-1G', verify_rounds,

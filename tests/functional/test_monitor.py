@@ -193,6 +193,18 @@ def hmp(opts):
         assert m.wait_exit(10) == 0
 
 
+def hmp_stdio(opts):
+    """-monitor stdio: the console on the terminal; quit ends the process."""
+    p = subprocess.run([FERRY, '-m', '128M', '-kernel', GUEST, '-append', 'idle',
+                        '-serial', 'none', '-monitor', 'stdio', '-S'],
+                       input='info status\ncont\ninfo status\nquit\n',
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, (p.returncode, p.stderr)
+    assert p.stdout.count('(ferry) ') >= 4, p.stdout
+    assert 'VM status: paused (prelaunch)\n' in p.stdout, p.stdout
+    assert 'VM status: running\n' in p.stdout, p.stdout
+
+
 def daemonize(opts):
     """-daemonize: the parent returns 0 once the VM is up; pidfile; quit."""
     d = tmpdir()
@@ -250,6 +262,7 @@ cases = [
     ('/monitor/qmp/tcp-quit', tcp_and_quit, O),
     ('/monitor/qmp/prelaunch-cont', prelaunch, O),
     ('/monitor/hmp/session', hmp, O),
+    ('/monitor/hmp/stdio', hmp_stdio, O),
     ('/monitor/daemonize', daemonize, O),
     ('/monitor/bad-options', bad_monitor_options, O),
 ]
