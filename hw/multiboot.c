@@ -33,19 +33,6 @@ typedef struct MbHeader {
     uint32_t header_addr, load_addr, load_end_addr, bss_end_addr, entry_addr;
 } MbHeader;
 
-typedef struct MbInfo {
-    uint32_t flags, mem_lower, mem_upper, boot_device, cmdline;
-    uint32_t mods_count, mods_addr, syms[4];
-    uint32_t mmap_length, mmap_addr;
-    uint32_t drives_length, drives_addr, config_table, boot_loader_name;
-} __attribute__((packed)) MbInfo;
-
-typedef struct MbMmap {
-    uint32_t size;
-    uint64_t addr, len;
-    uint32_t type;
-} __attribute__((packed)) MbMmap;
-
 static void *guest_ptr(RAMBlock *rb, uint64_t gpa, uint64_t len,
                        const char *what, GError **errp)
 {

@@ -19,6 +19,20 @@
 #define MULTIBOOT_BOOT_MAGIC    0x2BADB002      /* in EAX at entry */
 #define MULTIBOOT_INFO_ADDR     0x9000          /* where the info goes */
 
+/* The Multiboot information the loader writes at MULTIBOOT_INFO_ADDR. */
+typedef struct MbInfo {
+    uint32_t flags, mem_lower, mem_upper, boot_device, cmdline;
+    uint32_t mods_count, mods_addr, syms[4];
+    uint32_t mmap_length, mmap_addr;
+    uint32_t drives_length, drives_addr, config_table, boot_loader_name;
+} __attribute__((packed)) MbInfo;
+
+typedef struct MbMmap {
+    uint32_t size;
+    uint64_t addr, len;
+    uint32_t type;
+} __attribute__((packed)) MbMmap;
+
 typedef struct MultibootEntry {
     uint32_t entry;             /* EIP, 32-bit protected mode, paging off */
     uint32_t mbi;               /* EBX */

@@ -17,19 +17,6 @@
 #define MiB (1024ULL * 1024)
 #define GiB (1024 * MiB)
 
-typedef struct MbInfo {
-    uint32_t flags, mem_lower, mem_upper, boot_device, cmdline;
-    uint32_t mods_count, mods_addr, syms[4];
-    uint32_t mmap_length, mmap_addr;
-    uint32_t drives_length, drives_addr, config_table, boot_loader_name;
-} __attribute__((packed)) MbInfo;
-
-typedef struct MbMmap {
-    uint32_t size;
-    uint64_t addr, len;
-    uint32_t type;
-} __attribute__((packed)) MbMmap;
-
 /* An ELF32 image: one PT_LOAD of @filesz bytes (+ bss) at @paddr. */
 static uint8_t *make_elf(size_t *len, uint32_t paddr, uint32_t filesz,
                          uint32_t memsz, uint32_t mb_flags)

@@ -33,17 +33,24 @@ static void test_sizes(void **state)
     assert_false(parse_size("99999999T", MiB, &v));
 }
 
-static bool parse(MachineOptions *o, GError **err, ...)
+/* Parse "ferry" followed by the NULL-terminated arguments in @ap. */
+static bool parse_va(MachineOptions *o, GError **err, va_list ap)
 {
     char *argv[32] = { "ferry" };
     int argc = 1;
-    va_list ap;
-    va_start(ap, err);
     for (char *a; (a = va_arg(ap, char *)); ) {
         argv[argc++] = a;
     }
-    va_end(ap);
     return options_parse(o, argc, argv, err);
+}
+
+static bool parse(MachineOptions *o, GError **err, ...)
+{
+    va_list ap;
+    va_start(ap, err);
+    bool ok = parse_va(o, err, ap);
+    va_end(ap);
+    return ok;
 }
 
 static void test_full(void **state)
@@ -121,17 +128,13 @@ static void test_backends(void **state)
 
 static void expect(const char *msg, ...)
 {
-    char *argv[32] = { "ferry" };
-    int argc = 1;
-    va_list ap;
-    va_start(ap, msg);
-    for (char *a; (a = va_arg(ap, char *)); ) {
-        argv[argc++] = a;
-    }
-    va_end(ap);
     MachineOptions o;
     g_autoptr(GError) err = NULL;
-    assert_false(options_parse(&o, argc, argv, &err));
+    va_list ap;
+    va_start(ap, msg);
+    bool ok = parse_va(&o, &err, ap);
+    va_end(ap);
+    assert_false(ok);
     assert_non_null(err);
     if (!g_str_has_prefix(err->message, msg)) {
         fail_msg("'%s' does not start with '%s'", err->message, msg);
