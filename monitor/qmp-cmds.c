@@ -94,6 +94,11 @@ static JsonNode *qmp_cont(JsonObject *args, void *opaque, GError **errp)
                     "Resetting the Virtual Machine is required");
         return NULL;
     }
+    if (m->state == RUN_STATE_INMIGRATE) {
+        /* QEMU: run once the incoming migration is in (autostart). */
+        m->opts->start_paused = false;
+        return empty_return();
+    }
     if (m->state != RUN_STATE_RUNNING) {
         machine_set_state(m, RUN_STATE_RUNNING);
         machine_resume(m);

@@ -139,7 +139,11 @@ bool machine_init(Machine *m, MachineOptions *opts, GError **errp)
         }
         m->ncpus++;
     }
-    return load_kernel(m, &m->vcpus[0].cpu, errp) && init_devices(m, errp);
+    /* An incoming migration brings RAM and registers: no kernel to load. */
+    if (opts->kernel && !load_kernel(m, &m->vcpus[0].cpu, errp)) {
+        return false;
+    }
+    return init_devices(m, errp);
 }
 
 /* Handle one exit; false when the vCPU must stop. */
@@ -292,8 +296,8 @@ bool machine_start(Machine *m, GError **errp)
 {
     struct sigaction sa = { .sa_handler = kick_handler };
 
-    /* With -S, every vCPU parks before its first KVM_RUN. */
-    m->pause_req = m->opts->start_paused;
+    /* With -S or -incoming, every vCPU parks before its first KVM_RUN. */
+    m->pause_req = m->opts->start_paused || m->opts->incoming;
     sigemptyset(&sa.sa_mask);
     sigaction(SIG_KICK, &sa, NULL);
 
@@ -309,8 +313,9 @@ bool machine_start(Machine *m, GError **errp)
         pthread_setname_np(t->thread, name);
         t->started = true;
     }
-    machine_set_state(m, m->opts->start_paused ? RUN_STATE_PRELAUNCH
-                                               : RUN_STATE_RUNNING);
+    machine_set_state(m, m->opts->incoming ? RUN_STATE_INMIGRATE :
+                         m->opts->start_paused ? RUN_STATE_PRELAUNCH :
+                         RUN_STATE_RUNNING);
     return true;
 }
 

@@ -10,6 +10,7 @@
 
 #include <glib.h>
 
+#include "migration/migration.h"
 #include "monitor/monitor.h"
 #include "system/machine.h"
 #include "system/options.h"
@@ -64,6 +65,11 @@ static void daemonize_finish(int fd, bool ok)
     }
 }
 
+static void emit_event(void *opaque, const char *name, JsonObject *data)
+{
+    monitors_emit(opaque, name, data);
+}
+
 static bool write_pidfile(const char *path, GError **errp)
 {
     g_autofree char *pid = g_strdup_printf("%d\n", getpid());
@@ -75,6 +81,7 @@ int main(int argc, char **argv)
     MachineOptions opts;
     Machine m;
     Monitors mon = { 0 };
+    MigrationState mig = { 0 };
     g_autoptr(GError) err = NULL;
     int status = 1, daemon_fd = -1;
 
@@ -90,8 +97,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "ferry: -pidfile %s: %s\n", opts.pidfile, err->message);
         goto out_opts;
     }
+    mig.emit = emit_event;
+    mig.emit_opaque = &mon;
     if (!machine_init(&m, &opts, &err) ||
         !monitors_init(&mon, &m, opts.qmp, opts.monitor, &err) ||
+        !migration_init(&mig, &m, &mon.qmp, opts.incoming, &err) ||
         !machine_start(&m, &err)) {
         fprintf(stderr, "ferry: %s\n", err->message);
         goto out;
@@ -117,6 +127,7 @@ out:
     if (daemon_fd >= 0) {
         daemonize_finish(daemon_fd, false);
     }
+    migration_cleanup(&mig);
     monitors_cleanup(&mon);
     machine_cleanup(&m);
 out_opts:

@@ -299,7 +299,7 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
     static const char *const with_arg[] = {
         "m", "smp", "kernel", "append", "serial", "device", "display",
         "accel", "cpu", "name", "pidfile", "machine", "qmp", "monitor",
-        "object", NULL,
+        "object", "incoming", NULL,
     };
     static const char *const flags[] = {
         "S", "enable-kvm", "no-reboot", "nodefaults", "daemonize", NULL,
@@ -394,6 +394,9 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
         } else if (!strcmp(name, "name")) {
             g_free(o->name);
             o->name = g_strdup(arg);
+        } else if (!strcmp(name, "incoming")) {
+            g_free(o->incoming);
+            o->incoming = g_strdup(arg);
         } else if (!strcmp(name, "qmp")) {
             g_strv_builder_add(qmp, arg);
         } else if (!strcmp(name, "monitor")) {
@@ -428,9 +431,10 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
         }
         o->ram_size = b->size;
     }
-    if (!o->kernel) {
+    if (!o->kernel && !o->incoming) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "-kernel is required: ferry boots a Multiboot kernel");
+                    "-kernel is required: ferry boots a Multiboot kernel "
+                    "(or give -incoming)");
         return false;
     }
     if (o->daemonize && (o->serial == SERIAL_STDIO ||
@@ -457,5 +461,6 @@ void options_cleanup(MachineOptions *o)
         g_ptr_array_unref(o->objects);
     }
     g_free(o->memory_backend);
+    g_free(o->incoming);
     memset(o, 0, sizeof(*o));
 }

@@ -91,8 +91,55 @@ void kvm_cleanup(KVMState *s)
     s->fd = s->vm_fd = -1;
 }
 
+static bool set_slots(KVMState *s, RAMBlock *rb, uint32_t flags, GError **errp)
+{
+    for (int i = 0; i < rb->nmap; i++) {
+        struct kvm_userspace_memory_region r = {
+            .slot = s->ram_slot0 + i,
+            .flags = flags,
+            .guest_phys_addr = rb->map[i].gpa,
+            .memory_size = rb->map[i].size,
+            .userspace_addr = (uintptr_t)rb->host + rb->map[i].offset,
+        };
+        if (ioctl(s->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0) {
+            return kvm_fail(errp, "KVM_SET_USER_MEMORY_REGION");
+        }
+    }
+    return true;
+}
+
+bool kvm_set_dirty_log(KVMState *s, RAMBlock *rb, bool on, GError **errp)
+{
+    return set_slots(s, rb, on ? KVM_MEM_LOG_DIRTY_PAGES : 0, errp);
+}
+
+bool kvm_sync_dirty_log(KVMState *s, RAMBlock *rb, unsigned long *bitmap,
+                        GError **errp)
+{
+    for (int i = 0; i < rb->nmap; i++) {
+        uint64_t pages = rb->map[i].size / 4096;
+        size_t longs = (pages + 63) / 64;
+        g_autofree uint64_t *log = g_new0(uint64_t, longs);
+        struct kvm_dirty_log d = { .slot = s->ram_slot0 + i, .dirty_bitmap = log };
+        if (ioctl(s->vm_fd, KVM_GET_DIRTY_LOG, &d) < 0) {
+            return kvm_fail(errp, "KVM_GET_DIRTY_LOG");
+        }
+        /* The slot's pages start at this bit of the block's bitmap. */
+        uint64_t base = rb->map[i].offset / 4096;
+        for (size_t w = 0; w < longs; w++) {
+            for (uint64_t word = log[w]; word; word &= word - 1) {
+                uint64_t bit = base + w * 64 + __builtin_ctzll(word);
+                __atomic_fetch_or(&bitmap[bit / 64], 1UL << (bit % 64),
+                                  __ATOMIC_RELAXED);
+            }
+        }
+    }
+    return true;
+}
+
 bool kvm_add_ram(KVMState *s, RAMBlock *rb, GError **errp)
 {
+    s->ram_slot0 = s->nslots;
     for (int i = 0; i < rb->nmap; i++) {
         struct kvm_userspace_memory_region r = {
             .slot = s->nslots,

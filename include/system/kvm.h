@@ -24,6 +24,7 @@ typedef struct KVMState {
     int vm_fd;
     int run_size;               /* bytes of each vCPU's kvm_run mapping */
     int nslots;
+    int ram_slot0;              /* slot of the RAM block's first mapping */
     struct kvm_cpuid2 *cpuid;   /* what KVM supports, the template of every vCPU */
 } KVMState;
 
@@ -39,6 +40,19 @@ void kvm_cleanup(KVMState *s);
 
 /* kvm_add_ram: one memory slot per guest-physical mapping of @rb. */
 bool kvm_add_ram(KVMState *s, RAMBlock *rb, GError **errp);
+
+/*
+ * kvm_set_dirty_log: turn KVM's dirty logging of @rb's slots on or off.
+ * Any thread, while no other thread changes the slots.
+ */
+bool kvm_set_dirty_log(KVMState *s, RAMBlock *rb, bool on, GError **errp);
+
+/*
+ * kvm_sync_dirty_log: fetch and clear KVM's dirty log of @rb and OR it
+ * into @bitmap (one bit per 4 KiB page of the block, by block offset).
+ */
+bool kvm_sync_dirty_log(KVMState *s, RAMBlock *rb, unsigned long *bitmap,
+                        GError **errp);
 
 /*
  * kvm_vcpu_create: vCPU @index with the supported CPUID, its APIC id

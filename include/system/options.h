@@ -43,6 +43,7 @@ typedef struct MachineOptions {
     GStrv qmp;                  /* -qmp, in order (may be NULL) */
     GStrv monitor;              /* -monitor, in order (may be NULL) */
     bool daemonize;             /* -daemonize */
+    char *incoming;             /* -incoming URI|defer */
 } MachineOptions;
 
 /* options_parse: fill @o from argv (argv[0] is the program). */

@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Live migration: the state machine, the source's migration thread,
+ * the destination's load thread, and their QMP commands.
+ *
+ * Threads and ownership:
+ * - main thread: QMP handlers, events, run-state changes, accepting the
+ *   incoming connection.  The migration and load threads ask it to stop
+ *   or start the VM through migration_call_main() and wait.
+ * - migration thread (source, "live_migration"): owns the stream and the
+ *   dirty bitmap from migrate until it ends.
+ * - load thread (destination, "mig/dst/load"): owns the incoming stream.
+ * @status changes only through migrate_set_state() (compare and swap,
+ * trace, MIGRATION event).  @stats are atomics written by the thread
+ * that moves pages and read by query-migrate.  @lock protects caps,
+ * params and error.
+ */
+#ifndef MIGRATION_MIGRATION_H
+#define MIGRATION_MIGRATION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+#include "monitor/qmp.h"
+#include "system/machine.h"
+
+typedef enum MigrationStatus {
+    MIGRATION_STATUS_NONE,
+    MIGRATION_STATUS_SETUP,
+    MIGRATION_STATUS_CANCELLING,
+    MIGRATION_STATUS_CANCELLED,
+    MIGRATION_STATUS_ACTIVE,
+    MIGRATION_STATUS_POSTCOPY_ACTIVE,
+    MIGRATION_STATUS_POSTCOPY_PAUSED,
+    MIGRATION_STATUS_POSTCOPY_RECOVER_SETUP,
+    MIGRATION_STATUS_POSTCOPY_RECOVER,
+    MIGRATION_STATUS_COMPLETED,
+    MIGRATION_STATUS_FAILED,
+    MIGRATION_STATUS_COLO,
+    MIGRATION_STATUS_PRE_SWITCHOVER,
+    MIGRATION_STATUS_DEVICE,
+    MIGRATION_STATUS_WAIT_UNPLUG,
+    MIGRATION_STATUS__MAX,
+} MigrationStatus;
+
+const char *migration_status_name(MigrationStatus s);
+
+/* Counters of one migration; all accessed with __atomic builtins. */
+typedef struct MigrationStats {
+    uint64_t transferred;       /* bytes put on the stream */
+    uint64_t normal_pages;      /* pages sent with their contents */
+    uint64_t zero_pages;        /* pages sent as a zero flag */
+    uint64_t dirty_sync_count;
+    uint64_t remaining_pages;   /* dirty, not yet sent */
+    uint64_t dirty_pages_rate;  /* pages per second, last pass */
+    uint64_t bandwidth;         /* bytes per second, last pass */
+    uint64_t downtime_bytes;    /* sent while the VM was stopped */
+    uint64_t pages_per_second;
+} MigrationStats;
+
+typedef struct MigrationState {
+    Machine *m;
+    /* Events go out through this, in the main thread. */
+    void (*emit)(void *opaque, const char *name, JsonObject *data);
+    void *emit_opaque;
+
+    int status;                 /* MigrationStatus; migrate_set_state() only */
+    GMutex lock;
+    bool *caps;                 /* under lock, indexed by capability */
+    JsonObject *params;         /* under lock */
+    char *error;                /* under lock: error-desc */
+
+    /* Times in ms since the epoch of g_get_monotonic_time; atomics. */
+    int64_t start_ms, setup_ms, end_ms, downtime_ms, expected_downtime_ms;
+    MigrationStats stats;
+
+    /* Source. */
+    GThread *thread;
+    int cancel;                 /* atomic */
+    int stream_fd;              /* atomic: shut down to cancel, or -1 */
+
+    /* Destination. */
+    bool incoming;              /* this process waits for a migration */
+    bool incoming_defer;        /* -incoming defer: wait for migrate-incoming */
+    bool exit_on_error;
+    int listen_fd;
+    guint listen_src;
+    JsonArray *socket_address;  /* main thread */
+    GThread *load_thread;
+} MigrationState;
+
+/*
+ * migration_init: the state of this process, and its QMP commands
+ * registered in @d.  @incoming: the -incoming URI, "defer", or NULL.
+ */
+bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
+                     const char *incoming, GError **errp);
+void migration_cleanup(MigrationState *s);
+
+/*
+ * migrate_set_state: move from @old to @new if the status is still @old
+ * (compare and swap); trace it and emit MIGRATION when the events
+ * capability is on.  False if the status had moved on.
+ */
+bool migrate_set_state(MigrationState *s, MigrationStatus old,
+                       MigrationStatus new);
+
+/* migrate_cap: whether capability @name is on. */
+bool migrate_cap(MigrationState *s, const char *name);
+
+/* migration_options_register: capabilities and parameters, their commands. */
+void migration_options_register(MigrationState *s, QmpDispatcher *d);
+
+/* migration_call_main: run @fn(@opaque) in the main thread and wait. */
+void migration_call_main(MigrationState *s, void (*fn)(void *), void *opaque);
+
+/* ---- The RAM saver and loader (migration/ram.c) ------------------------ */
+
+typedef struct QEMUFile QEMUFile;
+
+typedef struct RAMSaver {
+    RAMBlock *rb;
+    unsigned long *dirty;       /* one bit per 4 KiB page of the block */
+    uint64_t npages;
+    QEMUFile *f;
+    MigrationStats *stats;
+    uint64_t max_bandwidth;     /* bytes/s, 0: unlimited */
+    int64_t window_start_us;    /* rate limiting: 100 ms windows */
+    uint64_t window_bytes;
+    int *cancel;
+} RAMSaver;
+
+void ram_saver_init(RAMSaver *r, RAMBlock *rb, QEMUFile *f,
+                    MigrationStats *stats, int *cancel);
+void ram_saver_cleanup(RAMSaver *r);
+
+/* ram_save_pass: send every dirty page once; false on error or cancel. */
+bool ram_save_pass(RAMSaver *r);
+
+/* ram_dirty_count: pages still dirty. */
+uint64_t ram_dirty_count(const RAMSaver *r);
+
+#endif

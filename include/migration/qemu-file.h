@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The migration stream's I/O: buffered reads and writes over one file
+ * descriptor, with a sticky error state.  Every transport (tcp, unix,
+ * fd, exec, file) ends in a QEMUFile; the return path is the same
+ * connection read in the other direction, through a second QEMUFile on
+ * the same fd.
+ *
+ * A QEMUFile is used by one thread at a time.  After the first error
+ * every call does nothing and reads give zeros; callers check
+ * qemu_file_error() at the points where they decide something.  All
+ * integers are little-endian on the wire.
+ */
+#ifndef MIGRATION_QEMU_FILE_H
+#define MIGRATION_QEMU_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <glib.h>
+
+typedef struct QEMUFile QEMUFile;
+
+/* qemu_file_new: over @fd, which it closes at qemu_file_close if @own. */
+QEMUFile *qemu_file_new(int fd, bool writable, bool own);
+
+/* qemu_file_close: flush (writers), free; the first error, or 0. */
+int qemu_file_close(QEMUFile *f);
+
+void qemu_put_buffer(QEMUFile *f, const void *buf, size_t len);
+void qemu_put_byte(QEMUFile *f, uint8_t v);
+void qemu_put_u16(QEMUFile *f, uint16_t v);
+void qemu_put_u32(QEMUFile *f, uint32_t v);
+void qemu_put_u64(QEMUFile *f, uint64_t v);
+/* qemu_fflush: write what is buffered. */
+void qemu_fflush(QEMUFile *f);
+
+/* Reads: exactly @len bytes, or an error (-EIO at end of stream). */
+void qemu_get_buffer(QEMUFile *f, void *buf, size_t len);
+uint8_t qemu_get_byte(QEMUFile *f);
+uint16_t qemu_get_u16(QEMUFile *f);
+uint32_t qemu_get_u32(QEMUFile *f);
+uint64_t qemu_get_u64(QEMUFile *f);
+
+/* qemu_file_error: 0 or -errno of the first failure. */
+int qemu_file_error(const QEMUFile *f);
+
+/* qemu_file_set_error: record @err (-errno) unless one is recorded. */
+void qemu_file_set_error(QEMUFile *f, int err);
+
+/* Bytes written (including buffered) or read so far. */
+uint64_t qemu_file_transferred(const QEMUFile *f);
+
+int qemu_file_fd(const QEMUFile *f);
+
+/*
+ * qemu_file_shutdown: make the fd's pending and future I/O fail at once
+ * (shutdown(2) for sockets), from any thread: how cancel breaks a
+ * blocked transfer.
+ */
+void qemu_file_shutdown(QEMUFile *f);
+
+#endif

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The migration stream (docs/migration-stream.md): a header, then
+ * records, then an end marker.  Little-endian throughout.
+ *
+ * Error contract: GError **errp last, bool.  The loader checks every
+ * field it reads and never writes outside guest RAM.
+ */
+#ifndef MIGRATION_STREAM_H
+#define MIGRATION_STREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <glib.h>
+
+#include "system/machine.h"
+
+#define STREAM_MAGIC        0x59525246      /* "FRRY" */
+#define STREAM_VERSION      1
+
+enum {
+    REC_RAM_BLOCK   = 0x01,     /* u8 len, name, u64 size, u64 page size */
+    REC_RAM_PAGES   = 0x02,     /* u64 offset, u32 count, count * 4 KiB */
+    REC_RAM_ZERO    = 0x03,     /* u64 offset, u32 count */
+    REC_PASS_END    = 0x04,     /* u32 pass */
+    REC_DEVICE      = 0x05,     /* u8 len, name, u32 len, state */
+    REC_EOF         = 0xff,
+};
+
+#define STREAM_MAX_RUN      1024            /* pages in one record */
+#define STREAM_MAX_DEVICE   (1 << 20)       /* bytes of one device's state */
+
+typedef struct QEMUFile QEMUFile;
+typedef struct MigrationStats MigrationStats;
+
+/* stream_put_header: magic, version and the RAM block's identity. */
+void stream_put_header(QEMUFile *f, const RAMBlock *rb);
+
+/*
+ * stream_put_devices: the state of the VM, every vCPU, the serial port
+ * and the run state, then the end marker.  The vCPUs must be parked.
+ */
+bool stream_put_devices(QEMUFile *f, Machine *m, RunState state,
+                        GError **errp);
+
+/*
+ * stream_load: read a whole stream into @m: RAM as it comes, device
+ * state at the end (vCPUs parked).  *@source_state gets the source's
+ * run state, which decides whether the guest runs here.
+ */
+bool stream_load(QEMUFile *f, Machine *m, MigrationStats *stats,
+                 RunState *source_state, GError **errp);
+
+#endif

@@ -1,0 +1,656 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Live migration: state machine, source thread, destination thread.
+ * The contract and the thread rules are in include/migration/migration.h.
+ */
+#include "migration/migration.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+
+#include "migration/channel.h"
+#include "migration/qemu-file.h"
+#include "migration/stream.h"
+#include "qemu/bitmap.h"
+
+const char *migration_status_name(MigrationStatus s)
+{
+    static const char *const names[MIGRATION_STATUS__MAX] = {
+        "none", "setup", "cancelling", "cancelled", "active",
+        "postcopy-active", "postcopy-paused", "postcopy-recover-setup",
+        "postcopy-recover", "completed", "failed", "colo", "pre-switchover",
+        "device", "wait-unplug",
+    };
+    return s < MIGRATION_STATUS__MAX ? names[s] : "unknown";
+}
+
+static int64_t now_ms(void)
+{
+    return g_get_monotonic_time() / 1000;
+}
+
+/* ---- Running things in the main thread -------------------------------------- */
+
+typedef struct MainCall {
+    void (*fn)(void *);
+    void *opaque;
+    GMutex lock;
+    GCond cond;
+    bool done;
+} MainCall;
+
+static gboolean main_call_run(gpointer data)
+{
+    MainCall *c = data;
+    c->fn(c->opaque);
+    g_mutex_lock(&c->lock);
+    c->done = true;
+    g_cond_signal(&c->cond);
+    g_mutex_unlock(&c->lock);
+    return G_SOURCE_REMOVE;
+}
+
+void migration_call_main(MigrationState *s, void (*fn)(void *), void *opaque)
+{
+    (void)s;
+    MainCall c = { .fn = fn, .opaque = opaque };
+    g_mutex_init(&c.lock);
+    g_cond_init(&c.cond);
+    g_main_context_invoke(NULL, main_call_run, &c);
+    g_mutex_lock(&c.lock);
+    while (!c.done) {
+        g_cond_wait(&c.cond, &c.lock);
+    }
+    g_mutex_unlock(&c.lock);
+    g_mutex_clear(&c.lock);
+    g_cond_clear(&c.cond);
+}
+
+/* ---- Events ------------------------------------------------------------------------- */
+
+typedef struct PendingEvent {
+    MigrationState *s;
+    char *name;
+    JsonObject *data;
+} PendingEvent;
+
+static gboolean emit_in_main(gpointer opaque)
+{
+    PendingEvent *e = opaque;
+    e->s->emit(e->s->emit_opaque, e->name, e->data);
+    json_object_unref(e->data);
+    g_free(e->name);
+    g_free(e);
+    return G_SOURCE_REMOVE;
+}
+
+/* Queue an event for the main thread; events keep their order. */
+static void emit(MigrationState *s, const char *name, JsonObject *data)
+{
+    PendingEvent *e = g_new0(PendingEvent, 1);
+    e->s = s;
+    e->name = g_strdup(name);
+    e->data = data;
+    g_idle_add_full(G_PRIORITY_DEFAULT, emit_in_main, e, NULL);
+}
+
+bool migrate_set_state(MigrationState *s, MigrationStatus old,
+                       MigrationStatus new)
+{
+    int expected = old;
+    if (!__atomic_compare_exchange_n(&s->status, &expected, new, false,
+                                     __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+        return false;
+    }
+    g_debug("migrate_set_state %s -> %s", migration_status_name(old),
+            migration_status_name(new));
+    if (migrate_cap(s, "events")) {
+        JsonObject *d = json_object_new();
+        json_object_set_string_member(d, "status", migration_status_name(new));
+        emit(s, "MIGRATION", d);
+    }
+    return true;
+}
+
+static MigrationStatus status(MigrationState *s)
+{
+    return __atomic_load_n(&s->status, __ATOMIC_SEQ_CST);
+}
+
+static void set_error(MigrationState *s, const char *msg)
+{
+    g_mutex_lock(&s->lock);
+    if (!s->error) {
+        s->error = g_strdup(msg);
+    }
+    g_mutex_unlock(&s->lock);
+}
+
+/* ---- The source ---------------------------------------------------------------------- */
+
+typedef struct StopCall {
+    MigrationState *s;
+    RunState before;            /* out: the state when we stopped it */
+    RunState target;
+} StopCall;
+
+/* Main thread: stop the vCPUs for the last pass. */
+static void stop_vm(void *opaque)
+{
+    StopCall *c = opaque;
+    Machine *m = c->s->m;
+    c->before = m->state;
+    if (m->state == RUN_STATE_RUNNING) {
+        machine_pause(m);
+    }
+    machine_set_state(m, c->target);
+}
+
+/* Main thread: after a failed or cancelled migration, run again if we stopped it. */
+static void restart_vm(void *opaque)
+{
+    StopCall *c = opaque;
+    Machine *m = c->s->m;
+    if (m->state == RUN_STATE_FINISH_MIGRATE) {
+        if (c->before == RUN_STATE_RUNNING) {
+            machine_set_state(m, RUN_STATE_RUNNING);
+            machine_resume(m);
+        } else {
+            machine_set_state(m, c->before);
+        }
+    }
+}
+
+static void finish_vm(void *opaque)
+{
+    StopCall *c = opaque;
+    machine_set_state(c->s->m, RUN_STATE_POSTMIGRATE);
+}
+
+static uint64_t param_u64(MigrationState *s, const char *name)
+{
+    g_mutex_lock(&s->lock);
+    uint64_t v = json_object_get_int_member(s->params, name);
+    g_mutex_unlock(&s->lock);
+    return v;
+}
+
+static bool cancelled(MigrationState *s)
+{
+    return __atomic_load_n(&s->cancel, __ATOMIC_SEQ_CST);
+}
+
+typedef struct MigrateArgs {
+    MigrationState *s;
+    int fd;
+} MigrateArgs;
+
+static gpointer migration_thread(gpointer opaque)
+{
+    MigrateArgs *a = opaque;
+    MigrationState *s = a->s;
+    Machine *m = s->m;
+    QEMUFile *f = qemu_file_new(a->fd, true, true);
+    g_autoptr(GError) err = NULL;
+    RAMSaver r;
+    StopCall stop = { s, RUN_STATE_RUNNING, RUN_STATE_FINISH_MIGRATE };
+    bool stopped = false;
+    g_free(a);
+
+    ram_saver_init(&r, m->ram, f, &s->stats, &s->cancel);
+    stream_put_header(f, m->ram);
+    if (!kvm_set_dirty_log(&m->kvm, m->ram, true, &err)) {
+        goto fail;
+    }
+    __atomic_store_n(&s->setup_ms, now_ms() - s->start_ms, __ATOMIC_SEQ_CST);
+    migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
+
+    for (uint64_t pass = 1;; pass++) {
+        JsonObject *d = json_object_new();
+        json_object_set_int_member(d, "pass", pass);
+        emit(s, "MIGRATION_PASS", d);
+
+        r.max_bandwidth = param_u64(s, "max-bandwidth");
+        uint64_t bytes0 = s->stats.transferred;
+        int64_t t0 = g_get_monotonic_time();
+        if (!ram_save_pass(&r)) {
+            goto fail;
+        }
+        qemu_put_byte(f, REC_PASS_END);
+        qemu_put_u32(f, pass);
+        qemu_fflush(f);
+        double secs = MAX(1e-6, (g_get_monotonic_time() - t0) / 1e6);
+        uint64_t bytes = s->stats.transferred - bytes0;
+        uint64_t bw = MAX(1, bytes / secs);
+
+        if (!kvm_sync_dirty_log(&m->kvm, m->ram, r.dirty, &err)) {
+            goto fail;
+        }
+        uint64_t dirty = ram_dirty_count(&r);
+        __atomic_fetch_add(&s->stats.dirty_sync_count, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->stats.remaining_pages, dirty, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->stats.dirty_pages_rate, (uint64_t)(dirty / secs),
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&s->stats.bandwidth, bw, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->stats.pages_per_second,
+                         (uint64_t)((bytes / 4096) / secs), __ATOMIC_RELAXED);
+        /* Converged: what is left goes within the downtime limit. */
+        int64_t expected = dirty * 4096 * 1000 / bw;
+        __atomic_store_n(&s->expected_downtime_ms, expected, __ATOMIC_SEQ_CST);
+        if (expected <= (int64_t)param_u64(s, "downtime-limit")) {
+            break;
+        }
+        if (cancelled(s)) {
+            goto fail;
+        }
+    }
+
+    /* Switchover: stop, send the rest and the devices. */
+    int64_t stop_at = now_ms();
+    migration_call_main(s, stop_vm, &stop);
+    stopped = true;
+    uint64_t before = s->stats.transferred;
+    r.max_bandwidth = 0;        /* the guest is stopped: no limit now */
+    if (!kvm_sync_dirty_log(&m->kvm, m->ram, r.dirty, &err)) {
+        goto fail;
+    }
+    if (!ram_save_pass(&r)) {
+        goto fail;
+    }
+    uint64_t dev0 = qemu_file_transferred(f);
+    if (!stream_put_devices(f, m, stop.before, &err)) {
+        goto fail;
+    }
+    __atomic_fetch_add(&s->stats.transferred, qemu_file_transferred(f) - dev0,
+                       __ATOMIC_RELAXED);
+    __atomic_store_n(&s->stats.downtime_bytes, s->stats.transferred - before,
+                     __ATOMIC_RELAXED);
+    /* Wait for the destination to have read everything: it closes. */
+    shutdown(qemu_file_fd(f), SHUT_WR);
+    char c;
+    while (read(qemu_file_fd(f), &c, 1) > 0) {
+    }
+    kvm_set_dirty_log(&m->kvm, m->ram, false, NULL);
+    __atomic_store_n(&s->downtime_ms, now_ms() - stop_at, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->end_ms, now_ms(), __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->stream_fd, -1, __ATOMIC_SEQ_CST);
+    qemu_file_close(f);
+    ram_saver_cleanup(&r);
+    migration_call_main(s, finish_vm, &stop);
+    migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_COMPLETED);
+    return NULL;
+
+fail:
+    if (!err && qemu_file_error(f) && !cancelled(s)) {
+        g_set_error(&err, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "Unable to write to socket: %s",
+                    g_strerror(-qemu_file_error(f)));
+    }
+    __atomic_store_n(&s->stream_fd, -1, __ATOMIC_SEQ_CST);
+    qemu_file_close(f);
+    kvm_set_dirty_log(&m->kvm, m->ram, false, NULL);
+    ram_saver_cleanup(&r);
+    if (stopped) {
+        migration_call_main(s, restart_vm, &stop);
+    }
+    __atomic_store_n(&s->end_ms, now_ms(), __ATOMIC_SEQ_CST);
+    if (cancelled(s)) {
+        migrate_set_state(s, MIGRATION_STATUS_CANCELLING,
+                          MIGRATION_STATUS_CANCELLED);
+    } else {
+        set_error(s, err ? err->message : "migration failed");
+        MigrationStatus st = status(s);
+        migrate_set_state(s, st, MIGRATION_STATUS_FAILED);
+    }
+    return NULL;
+}
+
+/* ---- The destination ---------------------------------------------------------------- */
+
+typedef struct LoadDone {
+    MigrationState *s;
+    bool ok;
+    RunState source_state;
+} LoadDone;
+
+/* Main thread: the stream is in; run the guest if the source was running. */
+static void incoming_done(void *opaque)
+{
+    LoadDone *d = opaque;
+    Machine *m = d->s->m;
+    if (!d->ok) {
+        if (d->s->exit_on_error) {
+            fprintf(stderr, "ferry: load of migration failed: %s\n", d->s->error);
+            machine_request_exit(m, 1, NULL, false);
+        }
+        return;
+    }
+    if (d->source_state == RUN_STATE_RUNNING && !m->opts->start_paused) {
+        machine_set_state(m, RUN_STATE_RUNNING);
+        machine_resume(m);
+    } else {
+        machine_set_state(m, RUN_STATE_PAUSED);
+    }
+}
+
+static gpointer load_thread(gpointer opaque)
+{
+    MigrateArgs *a = opaque;
+    MigrationState *s = a->s;
+    QEMUFile *f = qemu_file_new(a->fd, false, true);
+    g_autoptr(GError) err = NULL;
+    LoadDone done = { s, false, RUN_STATE_RUNNING };
+    g_free(a);
+
+    migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
+    done.ok = stream_load(f, s->m, &s->stats, &done.source_state, &err);
+    __atomic_store_n(&s->stats.transferred, qemu_file_transferred(f),
+                     __ATOMIC_RELAXED);
+    qemu_file_close(f);
+    __atomic_store_n(&s->end_ms, now_ms(), __ATOMIC_SEQ_CST);
+    if (done.ok) {
+        migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_COMPLETED);
+    } else {
+        set_error(s, err->message);
+        migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_FAILED);
+    }
+    migration_call_main(s, incoming_done, &done);
+    return NULL;
+}
+
+static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
+{
+    MigrationState *s = opaque;
+    (void)cond;
+    int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0) {
+        return G_SOURCE_CONTINUE;
+    }
+    /* One migration per listening socket, as QEMU. */
+    s->listen_src = 0;
+    close(s->listen_fd);
+    s->listen_fd = -1;
+    if (s->socket_address) {
+        json_array_unref(s->socket_address);
+        s->socket_address = NULL;
+    }
+    MigrateArgs *a = g_new0(MigrateArgs, 1);
+    a->s = s;
+    a->fd = c;
+    s->load_thread = g_thread_new("mig/dst/load", load_thread, a);
+    return G_SOURCE_REMOVE;
+}
+
+static bool incoming_start(MigrationState *s, const char *uri, GError **errp)
+{
+    JsonArray *addr;
+    int fd = channel_listen(uri, &addr, errp);
+    if (fd < 0) {
+        return false;
+    }
+    s->listen_fd = fd;
+    s->socket_address = addr;
+    s->start_ms = now_ms();
+    migrate_set_state(s, MIGRATION_STATUS_NONE, MIGRATION_STATUS_SETUP);
+    s->listen_src = g_unix_fd_add(fd, G_IO_IN, incoming_accept, s);
+    return true;
+}
+
+/* ---- QMP ------------------------------------------------------------------------------ */
+
+static JsonNode *ret_empty(void)
+{
+    return json_node_init_object(json_node_alloc(), json_object_new());
+}
+
+static bool migration_running(MigrationState *s)
+{
+    MigrationStatus st = status(s);
+    return st == MIGRATION_STATUS_SETUP || st == MIGRATION_STATUS_ACTIVE ||
+           st == MIGRATION_STATUS_CANCELLING || st == MIGRATION_STATUS_DEVICE ||
+           st == MIGRATION_STATUS_PRE_SWITCHOVER ||
+           (st >= MIGRATION_STATUS_POSTCOPY_ACTIVE &&
+            st <= MIGRATION_STATUS_POSTCOPY_RECOVER);
+}
+
+static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
+{
+    MigrationState *s = opaque;
+    const char *uri = json_object_get_string_member(args, "uri");
+
+    if (json_object_has_member(args, "resume") &&
+        json_object_get_boolean_member(args, "resume")) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Cannot resume if there is no paused migration");
+        return NULL;
+    }
+    if (s->incoming) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Guest is waiting for an incoming migration");
+        return NULL;
+    }
+    if (migration_running(s)) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "There's a migration process in progress");
+        return NULL;
+    }
+    if (s->m->state != RUN_STATE_RUNNING && s->m->state != RUN_STATE_PAUSED &&
+        s->m->state != RUN_STATE_PRELAUNCH) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Migration is not possible in run state %s",
+                    runstate_name(s->m->state));
+        return NULL;
+    }
+    int fd = channel_connect(uri, errp);
+    if (fd < 0) {
+        /* QEMU records the failure too: query-migrate shows it. */
+        return NULL;
+    }
+    if (s->thread) {
+        g_thread_join(s->thread);
+        s->thread = NULL;
+    }
+    g_mutex_lock(&s->lock);
+    g_clear_pointer(&s->error, g_free);
+    g_mutex_unlock(&s->lock);
+    memset(&s->stats, 0, sizeof(s->stats));
+    s->setup_ms = s->end_ms = s->downtime_ms = s->expected_downtime_ms = 0;
+    s->start_ms = now_ms();
+    __atomic_store_n(&s->cancel, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->stream_fd, fd, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->status, MIGRATION_STATUS_NONE, __ATOMIC_SEQ_CST);
+    migrate_set_state(s, MIGRATION_STATUS_NONE, MIGRATION_STATUS_SETUP);
+    MigrateArgs *a = g_new0(MigrateArgs, 1);
+    a->s = s;
+    a->fd = fd;
+    s->thread = g_thread_new("live_migration", migration_thread, a);
+    return ret_empty();
+}
+
+static JsonNode *qmp_migrate_cancel(JsonObject *args, void *opaque, GError **errp)
+{
+    MigrationState *s = opaque;
+    (void)args;
+    (void)errp;
+    MigrationStatus st = status(s);
+    if (!s->incoming && (st == MIGRATION_STATUS_SETUP ||
+                         st == MIGRATION_STATUS_ACTIVE) &&
+        migrate_set_state(s, st, MIGRATION_STATUS_CANCELLING)) {
+        __atomic_store_n(&s->cancel, 1, __ATOMIC_SEQ_CST);
+        int fd = __atomic_load_n(&s->stream_fd, __ATOMIC_SEQ_CST);
+        if (fd >= 0) {
+            shutdown(fd, SHUT_RDWR);        /* unblock a write in progress */
+        }
+    }
+    return ret_empty();
+}
+
+static JsonNode *qmp_migrate_incoming(JsonObject *args, void *opaque,
+                                      GError **errp)
+{
+    MigrationState *s = opaque;
+    if (!s->incoming_defer) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "'-incoming' was not specified on the command line");
+        return NULL;
+    }
+    if (status(s) != MIGRATION_STATUS_NONE) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "The incoming migration has already been started");
+        return NULL;
+    }
+    if (json_object_has_member(args, "exit-on-error")) {
+        s->exit_on_error = json_object_get_boolean_member(args, "exit-on-error");
+    }
+    if (!incoming_start(s, json_object_get_string_member(args, "uri"), errp)) {
+        return NULL;
+    }
+    return ret_empty();
+}
+
+static JsonObject *ram_info(MigrationState *s)
+{
+    MigrationStats *st = &s->stats;
+    uint64_t transferred = __atomic_load_n(&st->transferred, __ATOMIC_RELAXED);
+    uint64_t normal = __atomic_load_n(&st->normal_pages, __ATOMIC_RELAXED);
+    uint64_t bw = __atomic_load_n(&st->bandwidth, __ATOMIC_RELAXED);
+    JsonObject *r = json_object_new();
+
+    json_object_set_int_member(r, "transferred", transferred);
+    json_object_set_int_member(r, "remaining",
+                               __atomic_load_n(&st->remaining_pages,
+                                               __ATOMIC_RELAXED) * 4096);
+    json_object_set_int_member(r, "total", s->m->ram->size);
+    json_object_set_int_member(r, "duplicate",
+                               __atomic_load_n(&st->zero_pages, __ATOMIC_RELAXED));
+    json_object_set_int_member(r, "skipped", 0);
+    json_object_set_int_member(r, "normal", normal);
+    json_object_set_int_member(r, "normal-bytes", normal * 4096);
+    json_object_set_int_member(r, "dirty-pages-rate",
+                               __atomic_load_n(&st->dirty_pages_rate,
+                                               __ATOMIC_RELAXED));
+    json_object_set_double_member(r, "mbps", bw * 8 / 1e6);
+    json_object_set_int_member(r, "dirty-sync-count",
+                               __atomic_load_n(&st->dirty_sync_count,
+                                               __ATOMIC_RELAXED));
+    json_object_set_int_member(r, "postcopy-requests", 0);
+    json_object_set_int_member(r, "page-size", 4096);
+    json_object_set_int_member(r, "multifd-bytes", 0);
+    json_object_set_int_member(r, "pages-per-second",
+                               __atomic_load_n(&st->pages_per_second,
+                                               __ATOMIC_RELAXED));
+    uint64_t downtime_bytes = __atomic_load_n(&st->downtime_bytes,
+                                              __ATOMIC_RELAXED);
+    json_object_set_int_member(r, "precopy-bytes", transferred - downtime_bytes);
+    json_object_set_int_member(r, "downtime-bytes", downtime_bytes);
+    json_object_set_int_member(r, "postcopy-bytes", 0);
+    json_object_set_int_member(r, "dirty-sync-missed-zero-copy", 0);
+    return r;
+}
+
+static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp)
+{
+    MigrationState *s = opaque;
+    MigrationStatus st = status(s);
+    JsonObject *r = json_object_new();
+    (void)args;
+    (void)errp;
+
+    if (st == MIGRATION_STATUS_NONE) {
+        return json_node_init_object(json_node_alloc(), r);
+    }
+    json_object_set_string_member(r, "status", migration_status_name(st));
+    if (s->incoming) {
+        if (s->socket_address && st == MIGRATION_STATUS_SETUP) {
+            json_object_set_array_member(r, "socket-address",
+                                         json_array_ref(s->socket_address));
+        }
+    } else if (st != MIGRATION_STATUS_SETUP) {
+        int64_t end = __atomic_load_n(&s->end_ms, __ATOMIC_SEQ_CST);
+        json_object_set_int_member(r, "setup-time",
+                                   __atomic_load_n(&s->setup_ms, __ATOMIC_SEQ_CST));
+        json_object_set_int_member(r, "total-time",
+                                   (end ? end : now_ms()) - s->start_ms);
+        if (st == MIGRATION_STATUS_COMPLETED) {
+            json_object_set_int_member(r, "downtime",
+                                       __atomic_load_n(&s->downtime_ms,
+                                                       __ATOMIC_SEQ_CST));
+        } else {
+            json_object_set_int_member(r, "expected-downtime",
+                                       __atomic_load_n(&s->expected_downtime_ms,
+                                                       __ATOMIC_SEQ_CST));
+        }
+        json_object_set_object_member(r, "ram", ram_info(s));
+    }
+    g_mutex_lock(&s->lock);
+    if (s->error) {
+        json_object_set_string_member(r, "error-desc", s->error);
+    }
+    g_mutex_unlock(&s->lock);
+    return json_node_init_object(json_node_alloc(), r);
+}
+
+bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
+                    const char *incoming, GError **errp)
+{
+    s->m = m;
+    s->status = MIGRATION_STATUS_NONE;
+    s->listen_fd = -1;
+    s->stream_fd = -1;
+    s->exit_on_error = true;
+    g_mutex_init(&s->lock);
+    migration_options_register(s, d);
+    qmp_register(d, "migrate", qmp_migrate, s);
+    qmp_register(d, "migrate_cancel", qmp_migrate_cancel, s);
+    qmp_register(d, "migrate-incoming", qmp_migrate_incoming, s);
+    qmp_register(d, "query-migrate", qmp_query_migrate, s);
+    if (!incoming) {
+        return true;
+    }
+    s->incoming = true;
+    if (!strcmp(incoming, "defer")) {
+        s->incoming_defer = true;
+        return true;
+    }
+    g_autoptr(GError) err = NULL;
+    if (!incoming_start(s, incoming, &err)) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "-incoming %s: %s",
+                    incoming, err->message);
+        return false;
+    }
+    return true;
+}
+
+void migration_cleanup(MigrationState *s)
+{
+    if (!s->m) {
+        return;
+    }
+    if (s->thread && migration_running(s)) {
+        __atomic_store_n(&s->cancel, 1, __ATOMIC_SEQ_CST);
+        int fd = __atomic_load_n(&s->stream_fd, __ATOMIC_SEQ_CST);
+        if (fd >= 0) {
+            shutdown(fd, SHUT_RDWR);
+        }
+    }
+    /* Threads waiting on the main loop cannot finish now; leave them. */
+    if (s->listen_src) {
+        g_source_remove(s->listen_src);
+    }
+    if (s->listen_fd >= 0) {
+        close(s->listen_fd);
+    }
+    if (s->socket_address) {
+        json_array_unref(s->socket_address);
+    }
+    g_free(s->caps);
+    if (s->params) {
+        json_object_unref(s->params);
+    }
+    g_free(s->error);
+}

@@ -1,0 +1,278 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Migration capabilities and parameters: QEMU's names, defaults, units
+ * and range checks.  Main thread; the migration thread reads them under
+ * MigrationState.lock.
+ */
+#include <string.h>
+
+#include "migration/migration.h"
+
+/* In the order of MigrationCapability in qapi/migration.json. */
+static const struct {
+    const char *name;
+    bool implemented;           /* may be set to true */
+} caps[] = {
+    { "xbzrle", false }, { "rdma-pin-all", false }, { "auto-converge", false },
+    { "zero-blocks", true },            /* no block devices: nothing to do */
+    { "compress", false }, { "events", true }, { "postcopy-ram", false }, { "x-colo", false },
+    { "release-ram", false }, { "block", false }, { "return-path", false },
+    { "pause-before-switchover", false }, { "multifd", false }, { "dirty-bitmaps", false },
+    { "postcopy-blocktime", false }, { "late-block-activate", true },
+    { "x-ignore-shared", false }, { "validate-uuid", false }, { "background-snapshot", false },
+    { "zero-copy-send", false }, { "postcopy-preempt", false }, { "switchover-ack", false },
+    { "dirty-limit", false }, { "mapped-ram", false },
+};
+
+static int cap_index(const char *name)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(caps); i++) {
+        if (!strcmp(caps[i].name, name)) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+bool migrate_cap(MigrationState *s, const char *name)
+{
+    int i = cap_index(name);
+    g_mutex_lock(&s->lock);
+    bool on = i >= 0 && s->caps[i];
+    g_mutex_unlock(&s->lock);
+    return on;
+}
+
+/* Integer parameters with QEMU's ranges (inclusive). */
+static const struct {
+    const char *name;
+    int64_t min, max;
+    const char *unit;
+} ranges[] = {
+    { "downtime-limit", 0, 2000000, "milliseconds" },
+    { "cpu-throttle-initial", 1, 99, NULL },
+    { "cpu-throttle-increment", 1, 99, NULL },
+    { "max-cpu-throttle", 1, 99, NULL },
+    { "throttle-trigger-threshold", 1, 100, NULL },
+    { "multifd-channels", 1, 255, NULL },
+    { "multifd-zlib-level", 0, 9, NULL },
+    { "multifd-zstd-level", 0, 20, NULL },
+    { "multifd-qatzip-level", 1, 9, NULL },
+    { "compress-level", 0, 9, NULL },
+    { "compress-threads", 1, 255, NULL },
+    { "decompress-threads", 1, 255, NULL },
+    { "announce-initial", 1, 100000, "milliseconds" },
+    { "announce-max", 1, 100000, "milliseconds" },
+    { "announce-rounds", 1, 1000, NULL },
+    { "announce-step", 1, 10000, "milliseconds" },
+    { "x-checkpoint-delay", 0, INT64_MAX, NULL },
+    { "x-vcpu-dirty-limit-period", 1, 1000, "milliseconds" },
+    { "vcpu-dirty-limit", 1, INT64_MAX, NULL },
+};
+
+static JsonObject *default_params(void)
+{
+    JsonObject *p = json_object_new();
+    json_object_set_int_member(p, "announce-initial", 50);
+    json_object_set_int_member(p, "announce-max", 550);
+    json_object_set_int_member(p, "announce-rounds", 5);
+    json_object_set_int_member(p, "announce-step", 100);
+    json_object_set_int_member(p, "throttle-trigger-threshold", 50);
+    json_object_set_int_member(p, "cpu-throttle-initial", 20);
+    json_object_set_int_member(p, "cpu-throttle-increment", 10);
+    json_object_set_boolean_member(p, "cpu-throttle-tailslow", false);
+    json_object_set_string_member(p, "tls-creds", "");
+    json_object_set_string_member(p, "tls-hostname", "");
+    json_object_set_string_member(p, "tls-authz", "");
+    json_object_set_int_member(p, "max-bandwidth", 128 * 1024 * 1024);
+    json_object_set_int_member(p, "avail-switchover-bandwidth", 0);
+    json_object_set_int_member(p, "downtime-limit", 300);
+    json_object_set_int_member(p, "x-checkpoint-delay", 20000);
+    json_object_set_int_member(p, "multifd-channels", 2);
+    json_object_set_string_member(p, "multifd-compression", "none");
+    json_object_set_int_member(p, "multifd-zlib-level", 1);
+    json_object_set_int_member(p, "multifd-zstd-level", 1);
+    json_object_set_int_member(p, "multifd-qatzip-level", 1);
+    json_object_set_int_member(p, "xbzrle-cache-size", 64 * 1024 * 1024);
+    json_object_set_int_member(p, "max-postcopy-bandwidth", 0);
+    json_object_set_int_member(p, "max-cpu-throttle", 99);
+    json_object_set_int_member(p, "x-vcpu-dirty-limit-period", 1000);
+    json_object_set_int_member(p, "vcpu-dirty-limit", 1);
+    json_object_set_string_member(p, "mode", "normal");
+    json_object_set_string_member(p, "zero-page-detection", "multifd");
+    return p;
+}
+
+static JsonNode *ret_empty(void)
+{
+    return json_node_init_object(json_node_alloc(), json_object_new());
+}
+
+static bool busy(MigrationState *s, GError **errp)
+{
+    int st = __atomic_load_n(&s->status, __ATOMIC_SEQ_CST);
+    if (st == MIGRATION_STATUS_SETUP || st == MIGRATION_STATUS_ACTIVE ||
+        st == MIGRATION_STATUS_CANCELLING) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "There's a migration process in progress");
+        return true;
+    }
+    return false;
+}
+
+static JsonNode *set_capabilities(JsonObject *args, void *opaque, GError **errp)
+{
+    MigrationState *s = opaque;
+    JsonArray *list = json_object_get_array_member(args, "capabilities");
+    g_autofree bool *next = NULL;
+
+    if (busy(s, errp)) {
+        return NULL;
+    }
+    g_mutex_lock(&s->lock);
+    next = g_memdup2(s->caps, G_N_ELEMENTS(caps) * sizeof(bool));
+    g_mutex_unlock(&s->lock);
+    /* All or nothing: check every entry first. */
+    for (guint i = 0; i < json_array_get_length(list); i++) {
+        JsonObject *c = json_array_get_object_element(list, i);
+        const char *name = json_object_get_string_member(c, "capability");
+        bool on = json_object_get_boolean_member(c, "state");
+        int idx = cap_index(name);
+        if (on && !caps[idx].implemented) {
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "Capability '%s' is not supported by ferry yet", name);
+            return NULL;
+        }
+        next[idx] = on;
+    }
+    g_mutex_lock(&s->lock);
+    memcpy(s->caps, next, G_N_ELEMENTS(caps) * sizeof(bool));
+    g_mutex_unlock(&s->lock);
+    return ret_empty();
+}
+
+static JsonNode *query_capabilities(JsonObject *args, void *opaque, GError **errp)
+{
+    MigrationState *s = opaque;
+    JsonArray *a = json_array_new();
+    (void)args;
+    (void)errp;
+    g_mutex_lock(&s->lock);
+    for (size_t i = 0; i < G_N_ELEMENTS(caps); i++) {
+        JsonObject *c = json_object_new();
+        json_object_set_string_member(c, "capability", caps[i].name);
+        json_object_set_boolean_member(c, "state", s->caps[i]);
+        json_array_add_object_element(a, c);
+    }
+    g_mutex_unlock(&s->lock);
+    return json_node_init_array(json_node_alloc(), a);
+}
+
+/* One parameter's value, checked beyond its schema type. */
+static bool check_param(const char *name, JsonNode *v, GError **errp)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(ranges); i++) {
+        if (strcmp(ranges[i].name, name) != 0) {
+            continue;
+        }
+        int64_t n = json_node_get_int(v);
+        if (n < ranges[i].min || n > ranges[i].max) {
+            g_autofree char *u = g_strdup_printf(" %s", ranges[i].unit);
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "Parameter '%s' expects an integer in the range of "
+                        "%" G_GINT64_FORMAT " to %" G_GINT64_FORMAT "%s", name,
+                        ranges[i].min, ranges[i].max, ranges[i].unit ? u : "");
+            return false;
+        }
+    }
+    if (g_str_has_prefix(name, "tls-")) {
+        /* QEMU's StrOrNull: a string, or null for "". */
+        if (!JSON_NODE_HOLDS_NULL(v) &&
+            !(JSON_NODE_HOLDS_VALUE(v) &&
+              json_node_get_value_type(v) == G_TYPE_STRING)) {
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "Invalid parameter type for '%s', expected: string",
+                        name);
+            return false;
+        }
+        if (!strcmp(name, "tls-creds") && !JSON_NODE_HOLDS_NULL(v) &&
+            *json_node_get_string(v)) {
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "No TLS credentials with id '%s'",
+                        json_node_get_string(v));
+            return false;
+        }
+    }
+    static const char *const compressions[] = {
+        "none", "zlib", "zstd", "qatzip", "qpl", "uadk", NULL,
+    };
+    if (!strcmp(name, "multifd-compression") &&
+        !g_strv_contains(compressions, json_node_get_string(v))) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Parameter 'multifd-compression' does not accept value '%s'",
+                    json_node_get_string(v));
+        return false;
+    }
+    static const char *const zpd[] = { "none", "legacy", "multifd", NULL };
+    if (!strcmp(name, "zero-page-detection") &&
+        !g_strv_contains(zpd, json_node_get_string(v))) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Parameter 'zero-page-detection' does not accept value '%s'",
+                    json_node_get_string(v));
+        return false;
+    }
+    static const char *const modes[] = { "normal", "cpr-reboot", NULL };
+    if (!strcmp(name, "mode") && !g_strv_contains(modes, json_node_get_string(v))) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Parameter 'mode' does not accept value '%s'",
+                    json_node_get_string(v));
+        return false;
+    }
+    return true;
+}
+
+static JsonNode *set_parameters(JsonObject *args, void *opaque, GError **errp)
+{
+    MigrationState *s = opaque;
+    g_autoptr(GList) names = json_object_get_members(args);
+
+    for (GList *l = names; l; l = l->next) {
+        if (!check_param(l->data, json_object_get_member(args, l->data), errp)) {
+            return NULL;
+        }
+    }
+    g_mutex_lock(&s->lock);
+    for (GList *l = names; l; l = l->next) {
+        JsonNode *v = json_object_get_member(args, l->data);
+        if (JSON_NODE_HOLDS_NULL(v)) {
+            json_object_set_string_member(s->params, l->data, "");
+        } else {
+            json_object_set_member(s->params, l->data, json_node_copy(v));
+        }
+    }
+    g_mutex_unlock(&s->lock);
+    return ret_empty();
+}
+
+static JsonNode *query_parameters(JsonObject *args, void *opaque, GError **errp)
+{
+    MigrationState *s = opaque;
+    (void)args;
+    (void)errp;
+    g_mutex_lock(&s->lock);
+    JsonNode *n = json_node_init_object(json_node_alloc(), s->params);
+    JsonNode *copy = json_node_copy(n);
+    g_mutex_unlock(&s->lock);
+    json_node_unref(n);
+    return copy;
+}
+
+void migration_options_register(MigrationState *s, QmpDispatcher *d)
+{
+    s->caps = g_new0(bool, G_N_ELEMENTS(caps));
+    s->params = default_params();
+    qmp_register(d, "migrate-set-capabilities", set_capabilities, s);
+    qmp_register(d, "query-migrate-capabilities", query_capabilities, s);
+    qmp_register(d, "migrate-set-parameters", set_parameters, s);
+    qmp_register(d, "query-migrate-parameters", query_parameters, s);
+}

@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Migration stream I/O; the contract is in include/migration/qemu-file.h. */
+#include "migration/qemu-file.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define IO_BUF_SIZE (256 * 1024)
+
+struct QEMUFile {
+    int fd;
+    bool writable, own;
+    uint8_t *buf;
+    size_t len;                 /* bytes in buf: to write, or readable */
+    size_t pos;                 /* reader: next byte */
+    uint64_t transferred;
+    int error;
+};
+
+QEMUFile *qemu_file_new(int fd, bool writable, bool own)
+{
+    QEMUFile *f = g_new0(QEMUFile, 1);
+    f->fd = fd;
+    f->writable = writable;
+    f->own = own;
+    f->buf = g_malloc(IO_BUF_SIZE);
+    return f;
+}
+
+int qemu_file_error(const QEMUFile *f)
+{
+    return f->error;
+}
+
+void qemu_file_set_error(QEMUFile *f, int err)
+{
+    if (!f->error) {
+        f->error = err;
+    }
+}
+
+uint64_t qemu_file_transferred(const QEMUFile *f)
+{
+    return f->transferred;
+}
+
+int qemu_file_fd(const QEMUFile *f)
+{
+    return f->fd;
+}
+
+void qemu_file_shutdown(QEMUFile *f)
+{
+    if (shutdown(f->fd, SHUT_RDWR) < 0 && errno == ENOTSOCK) {
+        /* Pipes and files: nothing blocks for long; the error flag does. */
+    }
+}
+
+static void write_all(QEMUFile *f, const uint8_t *p, size_t len)
+{
+    while (len && !f->error) {
+        ssize_t n = write(f->fd, p, len);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            qemu_file_set_error(f, n < 0 ? -errno : -EIO);
+            return;
+        }
+        p += n;
+        len -= n;
+    }
+}
+
+void qemu_fflush(QEMUFile *f)
+{
+    if (f->writable && f->len) {
+        write_all(f, f->buf, f->len);
+        f->len = 0;
+    }
+}
+
+void qemu_put_buffer(QEMUFile *f, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    if (f->error) {
+        return;
+    }
+    f->transferred += len;
+    if (len >= IO_BUF_SIZE / 2) {
+        /* Large runs of pages go straight out, without a copy. */
+        qemu_fflush(f);
+        write_all(f, p, len);
+        return;
+    }
+    if (f->len + len > IO_BUF_SIZE) {
+        qemu_fflush(f);
+    }
+    memcpy(f->buf + f->len, p, len);
+    f->len += len;
+}
+
+void qemu_put_byte(QEMUFile *f, uint8_t v)
+{
+    qemu_put_buffer(f, &v, 1);
+}
+
+void qemu_put_u16(QEMUFile *f, uint16_t v)
+{
+    v = GUINT16_TO_LE(v);
+    qemu_put_buffer(f, &v, 2);
+}
+
+void qemu_put_u32(QEMUFile *f, uint32_t v)
+{
+    v = GUINT32_TO_LE(v);
+    qemu_put_buffer(f, &v, 4);
+}
+
+void qemu_put_u64(QEMUFile *f, uint64_t v)
+{
+    v = GUINT64_TO_LE(v);
+    qemu_put_buffer(f, &v, 8);
+}
+
+/* Refill the buffer; false at end of stream or on error. */
+static bool fill(QEMUFile *f)
+{
+    f->pos = f->len = 0;
+    for (;;) {
+        ssize_t n = read(f->fd, f->buf, IO_BUF_SIZE);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            qemu_file_set_error(f, n < 0 ? -errno : -EIO);
+            return false;
+        }
+        f->len = n;
+        return true;
+    }
+}
+
+void qemu_get_buffer(QEMUFile *f, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+    while (len) {
+        if (f->error) {
+            memset(p, 0, len);
+            return;
+        }
+        if (f->pos == f->len) {
+            /* Large reads go straight into the caller's memory. */
+            if (len >= IO_BUF_SIZE / 2) {
+                ssize_t n = read(f->fd, p, len);
+                if (n < 0 && errno == EINTR) {
+                    continue;
+                }
+                if (n <= 0) {
+                    qemu_file_set_error(f, n < 0 ? -errno : -EIO);
+                    continue;
+                }
+                p += n;
+                len -= n;
+                f->transferred += n;
+                continue;
+            }
+            if (!fill(f)) {
+                continue;
+            }
+        }
+        size_t n = MIN(len, f->len - f->pos);
+        memcpy(p, f->buf + f->pos, n);
+        f->pos += n;
+        p += n;
+        len -= n;
+        f->transferred += n;
+    }
+}
+
+uint8_t qemu_get_byte(QEMUFile *f)
+{
+    uint8_t v;
+    qemu_get_buffer(f, &v, 1);
+    return v;
+}
+
+uint16_t qemu_get_u16(QEMUFile *f)
+{
+    uint16_t v;
+    qemu_get_buffer(f, &v, 2);
+    return GUINT16_FROM_LE(v);
+}
+
+uint32_t qemu_get_u32(QEMUFile *f)
+{
+    uint32_t v;
+    qemu_get_buffer(f, &v, 4);
+    return GUINT32_FROM_LE(v);
+}
+
+uint64_t qemu_get_u64(QEMUFile *f)
+{
+    uint64_t v;
+    qemu_get_buffer(f, &v, 8);
+    return GUINT64_FROM_LE(v);
+}
+
+int qemu_file_close(QEMUFile *f)
+{
+    qemu_fflush(f);
+    int err = f->error;
+    if (f->own) {
+        close(f->fd);
+    }
+    g_free(f->buf);
+    g_free(f);
+    return err;
+}

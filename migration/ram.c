@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The source's RAM saver: sends dirty pages, zero pages as a flag only,
+ * runs of contiguous pages in one record, within max-bandwidth.  Runs
+ * in the migration thread, which owns the bitmap.
+ */
+#include "migration/migration.h"
+#include "migration/qemu-file.h"
+#include "migration/stream.h"
+#include "qemu/bitmap.h"
+
+#include <string.h>
+
+#define PAGE            4096
+#define MAX_RUN         256     /* pages in one RAM_PAGES record: 1 MiB */
+
+void ram_saver_init(RAMSaver *r, RAMBlock *rb, QEMUFile *f,
+                    MigrationStats *stats, int *cancel)
+{
+    memset(r, 0, sizeof(*r));
+    r->rb = rb;
+    r->f = f;
+    r->stats = stats;
+    r->cancel = cancel;
+    r->npages = rb->size / PAGE;
+    r->dirty = bitmap_new(r->npages);
+    bitmap_set(r->dirty, 0, r->npages);     /* the first pass sends all */
+}
+
+void ram_saver_cleanup(RAMSaver *r)
+{
+    bitmap_free(r->dirty);
+    r->dirty = NULL;
+}
+
+uint64_t ram_dirty_count(const RAMSaver *r)
+{
+    return bitmap_count_one(r->dirty, r->npages);
+}
+
+static bool page_is_zero(const uint8_t *p)
+{
+    const uint64_t *w = (const uint64_t *)p;
+    for (int i = 0; i < PAGE / 8; i += 4) {
+        if (w[i] | w[i + 1] | w[i + 2] | w[i + 3]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Sleep out the rest of a 100 ms window once it has carried its share. */
+static void rate_limit(RAMSaver *r, uint64_t bytes)
+{
+    if (!r->max_bandwidth) {
+        return;
+    }
+    int64_t now = g_get_monotonic_time();
+    if (now - r->window_start_us >= 100000) {
+        r->window_start_us = now;
+        r->window_bytes = 0;
+    }
+    r->window_bytes += bytes;
+    if (r->window_bytes >= r->max_bandwidth / 10) {
+        int64_t left = r->window_start_us + 100000 - now;
+        if (left > 0) {
+            g_usleep(left);
+        }
+        r->window_start_us = g_get_monotonic_time();
+        r->window_bytes = 0;
+    }
+}
+
+static void add(uint64_t *stat, uint64_t n)
+{
+    __atomic_fetch_add(stat, n, __ATOMIC_RELAXED);
+}
+
+/* Send pages [first, first + n), all dirty a moment ago. */
+static void send_run(RAMSaver *r, uint64_t first, uint64_t n)
+{
+    uint8_t *base = r->rb->host;
+    uint64_t i = first, end = first + n;
+
+    while (i < end) {
+        /* A stretch of zero pages, or of pages with data. */
+        bool zero = page_is_zero(base + i * PAGE);
+        uint64_t j = i + 1;
+        while (j < end && page_is_zero(base + j * PAGE) == zero) {
+            j++;
+        }
+        uint64_t before = qemu_file_transferred(r->f);
+        qemu_put_byte(r->f, zero ? REC_RAM_ZERO : REC_RAM_PAGES);
+        qemu_put_u64(r->f, i * PAGE);
+        qemu_put_u32(r->f, j - i);
+        if (zero) {
+            add(&r->stats->zero_pages, j - i);
+        } else {
+            qemu_put_buffer(r->f, base + i * PAGE, (j - i) * PAGE);
+            add(&r->stats->normal_pages, j - i);
+        }
+        uint64_t sent = qemu_file_transferred(r->f) - before;
+        add(&r->stats->transferred, sent);
+        rate_limit(r, sent);
+        i = j;
+    }
+}
+
+bool ram_save_pass(RAMSaver *r)
+{
+    uint64_t page = find_first_bit(r->dirty, r->npages);
+
+    while (page < r->npages) {
+        if (__atomic_load_n(r->cancel, __ATOMIC_RELAXED) ||
+            qemu_file_error(r->f)) {
+            return false;
+        }
+        uint64_t n = 0;
+        while (page + n < r->npages && n < MAX_RUN &&
+               test_and_clear_bit_atomic(page + n, r->dirty)) {
+            n++;
+        }
+        send_run(r, page, n);
+        __atomic_store_n(&r->stats->remaining_pages,
+                         bitmap_count_one_range(r->dirty, page, r->npages - page),
+                         __ATOMIC_RELAXED);
+        page = find_next_bit(r->dirty, r->npages, page + n);
+    }
+    return !qemu_file_error(r->f);
+}

@@ -1,0 +1,286 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The migration stream's format; the contract is in include/migration/stream.h. */
+#include "migration/stream.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "migration/migration.h"
+#include "migration/qemu-file.h"
+#include "system/kvm-state.h"
+
+#define PAGE 4096
+
+static void put_name(QEMUFile *f, const char *name)
+{
+    size_t n = strlen(name);
+    qemu_put_byte(f, n);
+    qemu_put_buffer(f, name, n);
+}
+
+void stream_put_header(QEMUFile *f, const RAMBlock *rb)
+{
+    qemu_put_u32(f, STREAM_MAGIC);
+    qemu_put_u32(f, STREAM_VERSION);
+    qemu_put_byte(f, REC_RAM_BLOCK);
+    put_name(f, rb->name);
+    qemu_put_u64(f, rb->size);
+    qemu_put_u64(f, rb->page_size);
+}
+
+static void put_device(QEMUFile *f, const char *name, const GByteArray *b)
+{
+    qemu_put_byte(f, REC_DEVICE);
+    put_name(f, name);
+    qemu_put_u32(f, b->len);
+    qemu_put_buffer(f, b->data, b->len);
+}
+
+bool stream_put_devices(QEMUFile *f, Machine *m, RunState state, GError **errp)
+{
+    g_autoptr(GByteArray) b = g_byte_array_new();
+
+    if (!kvm_vm_state_save(&m->kvm, b, errp)) {
+        return false;
+    }
+    put_device(f, "vm", b);
+    for (int i = 0; i < m->ncpus; i++) {
+        g_byte_array_set_size(b, 0);
+        if (!kvm_vcpu_state_save(&m->kvm, &m->vcpus[i].cpu, b, errp)) {
+            return false;
+        }
+        g_autofree char *name = g_strdup_printf("cpu%d", i);
+        put_device(f, name, b);
+    }
+    if (m->have_serial) {
+        SerialState *s = &m->serial;
+        uint8_t regs[7];
+        g_mutex_lock(&s->lock);
+        memcpy(regs, (uint8_t[]) { s->ier, s->fcr, s->lcr, s->mcr, s->scr,
+                                   s->dll, s->dlm }, 7);
+        g_mutex_unlock(&s->lock);
+        g_byte_array_set_size(b, 0);
+        g_byte_array_append(b, regs, 7);
+        put_device(f, "serial", b);
+    }
+    uint32_t st = GUINT32_TO_LE(state);
+    g_byte_array_set_size(b, 0);
+    g_byte_array_append(b, (uint8_t *)&st, 4);
+    put_device(f, "runstate", b);
+    qemu_put_byte(f, REC_EOF);
+    qemu_fflush(f);
+    if (qemu_file_error(f)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "writing the device state: %s",
+                    g_strerror(-qemu_file_error(f)));
+        return false;
+    }
+    return true;
+}
+
+/* ---- Loading ---------------------------------------------------------------- */
+
+/* Fail with the stream's error when it has one, else with @fmt. */
+static bool load_fail(QEMUFile *f, GError **errp, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+
+static bool load_fail(QEMUFile *f, GError **errp, const char *fmt, ...)
+{
+    if (qemu_file_error(f)) {
+        int e = -qemu_file_error(f);
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "the migration stream ended early: %s",
+                    e == EIO ? "connection closed" : g_strerror(e));
+        return false;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s", msg);
+    return false;
+}
+
+static bool get_name(QEMUFile *f, char *name, size_t cap)
+{
+    uint8_t n = qemu_get_byte(f);
+    if (n >= cap) {
+        return false;
+    }
+    qemu_get_buffer(f, name, n);
+    name[n] = '\0';
+    return !qemu_file_error(f);
+}
+
+/* Pages [off, off + count * 4 KiB) must lie inside the block. */
+static bool check_range(QEMUFile *f, const RAMBlock *rb, uint64_t off,
+                        uint32_t count, GError **errp)
+{
+    if (off % PAGE || count == 0 || count > STREAM_MAX_RUN ||
+        off > rb->size || (uint64_t)count * PAGE > rb->size - off) {
+        return load_fail(f, errp, "RAM record at offset 0x%" PRIx64 " with %u "
+                         "pages lies outside block '%s' (size 0x%" PRIx64 ")",
+                         off, count, rb->name, rb->size);
+    }
+    return true;
+}
+
+static bool load_device(Machine *m, const char *name, const uint8_t *data,
+                        uint32_t len, RunState *state, GError **errp)
+{
+    if (!strcmp(name, "vm")) {
+        return kvm_vm_state_load(&m->kvm, data, len, errp);
+    }
+    if (!strcmp(name, "runstate")) {
+        uint32_t v;
+        if (len != 4 || (memcpy(&v, data, 4), GUINT32_FROM_LE(v) >= RUN_STATE__MAX)) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                        "device 'runstate': bad value");
+            return false;
+        }
+        *state = GUINT32_FROM_LE(v);
+        return true;
+    }
+    if (!strcmp(name, "serial")) {
+        if (len != 7) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                        "device 'serial': %u bytes, expected 7", len);
+            return false;
+        }
+        if (m->have_serial) {
+            SerialState *s = &m->serial;
+            g_mutex_lock(&s->lock);
+            s->ier = data[0], s->fcr = data[1], s->lcr = data[2];
+            s->mcr = data[3], s->scr = data[4], s->dll = data[5], s->dlm = data[6];
+            g_mutex_unlock(&s->lock);
+        }
+        return true;
+    }
+    int cpu;
+    if (sscanf(name, "cpu%d", &cpu) == 1 && cpu >= 0 && cpu < m->ncpus) {
+        g_autofree char *canon = g_strdup_printf("cpu%d", cpu);
+        if (!strcmp(canon, name)) {
+            return kvm_vcpu_state_load(&m->kvm, &m->vcpus[cpu].cpu, data, len,
+                                       errp);
+        }
+    }
+    g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                "unknown device section '%s' (this machine has %d vCPUs)", name,
+                m->ncpus);
+    return false;
+}
+
+bool stream_load(QEMUFile *f, Machine *m, MigrationStats *stats,
+                 RunState *source_state, GError **errp)
+{
+    RAMBlock *rb = m->ram;
+    char name[65];
+
+    uint32_t magic = qemu_get_u32(f), version = qemu_get_u32(f);
+    if (magic != STREAM_MAGIC) {
+        return load_fail(f, errp, "not a ferry migration stream (magic 0x%08x)",
+                         magic);
+    }
+    if (version != STREAM_VERSION) {
+        return load_fail(f, errp, "unsupported migration stream version %u "
+                         "(this ferry reads %u)", version, STREAM_VERSION);
+    }
+    if (qemu_get_byte(f) != REC_RAM_BLOCK || !get_name(f, name, sizeof(name))) {
+        return load_fail(f, errp, "the stream does not start with a RAM block");
+    }
+    uint64_t size = qemu_get_u64(f), page_size = qemu_get_u64(f);
+    if (strcmp(name, rb->name) != 0 || size != rb->size) {
+        return load_fail(f, errp, "RAM block '%s' of %" PRIu64 " MiB does not "
+                         "match this machine's '%s' of %" PRIu64 " MiB (give "
+                         "both sides the same -m)", name, size >> 20, rb->name,
+                         rb->size >> 20);
+    }
+    (void)page_size;    /* The source's backend may differ from ours. */
+
+    bool have_vm = false, have_cpu[MAX_VCPUS] = { false };
+    *source_state = RUN_STATE_RUNNING;
+    for (;;) {
+        uint8_t type = qemu_get_byte(f);
+        if (qemu_file_error(f)) {
+            return load_fail(f, errp, "read error");
+        }
+        switch (type) {
+        case REC_RAM_PAGES:
+        case REC_RAM_ZERO: {
+            uint64_t off = qemu_get_u64(f);
+            uint32_t count = qemu_get_u32(f);
+            if (!check_range(f, rb, off, count, errp)) {
+                return false;
+            }
+            uint8_t *dst = rb->host + off;
+            if (type == REC_RAM_PAGES) {
+                qemu_get_buffer(f, dst, (uint64_t)count * PAGE);
+                __atomic_fetch_add(&stats->normal_pages, count, __ATOMIC_RELAXED);
+            } else {
+                /* Fresh memory is zero already; only reused pages need it. */
+                for (uint32_t i = 0; i < count; i++) {
+                    uint64_t *p = (uint64_t *)(dst + (uint64_t)i * PAGE);
+                    for (int w = 0; w < PAGE / 8; w++) {
+                        if (p[w]) {
+                            memset(p, 0, PAGE);
+                            break;
+                        }
+                    }
+                }
+                __atomic_fetch_add(&stats->zero_pages, count, __ATOMIC_RELAXED);
+            }
+            __atomic_store_n(&stats->transferred, qemu_file_transferred(f),
+                             __ATOMIC_RELAXED);
+            break;
+        }
+        case REC_PASS_END:
+            qemu_get_u32(f);
+            __atomic_fetch_add(&stats->dirty_sync_count, 1, __ATOMIC_RELAXED);
+            break;
+        case REC_DEVICE: {
+            if (!get_name(f, name, sizeof(name))) {
+                return load_fail(f, errp, "device section name too long");
+            }
+            uint32_t len = qemu_get_u32(f);
+            if (len > STREAM_MAX_DEVICE) {
+                return load_fail(f, errp, "device '%s': state of %u bytes is "
+                                 "larger than %u", name, len, STREAM_MAX_DEVICE);
+            }
+            g_autofree uint8_t *data = g_malloc(len ? len : 1);
+            qemu_get_buffer(f, data, len);
+            if (qemu_file_error(f)) {
+                return load_fail(f, errp, "read error");
+            }
+            g_autoptr(GError) err = NULL;
+            if (!load_device(m, name, data, len, source_state, &err)) {
+                g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                            "loading device '%s': %s", name, err->message);
+                return false;
+            }
+            int cpu;
+            if (!strcmp(name, "vm")) {
+                have_vm = true;
+            } else if (sscanf(name, "cpu%d", &cpu) == 1) {
+                have_cpu[cpu] = true;
+            }
+            break;
+        }
+        case REC_EOF:
+            if (!have_vm) {
+                return load_fail(f, errp, "the stream ended without the VM's "
+                                 "device state");
+            }
+            for (int i = 0; i < m->ncpus; i++) {
+                if (!have_cpu[i]) {
+                    return load_fail(f, errp, "the stream has no state for vCPU "
+                                     "%d (give both sides the same -smp)", i);
+                }
+            }
+            return true;
+        default:
+            return load_fail(f, errp, "unknown record type 0x%02x in the "
+                             "migration stream", type);
+        }
+    }
+}
