@@ -323,7 +323,11 @@ static void incoming_done(void *opaque)
 {
     LoadDone *d = opaque;
     Machine *m = d->s->m;
-    if (!d->ok) {
+    if (d->ok) {
+        /* Received: this process may now migrate out, as in QEMU. */
+        d->s->incoming = false;
+        d->s->incoming_defer = false;
+    } else {
         if (d->s->exit_on_error) {
             fprintf(stderr, "ferry: load of migration failed: %s\n", d->s->error);
             machine_request_exit(m, 1, NULL, false);

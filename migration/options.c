@@ -108,11 +108,16 @@ static JsonNode *ret_empty(void)
     return json_node_init_object(json_node_alloc(), json_object_new());
 }
 
+/*
+ * An outgoing migration in progress freezes capabilities; a destination
+ * waiting for its stream may still set them (libvirt does), as in QEMU.
+ */
 static bool busy(MigrationState *s, GError **errp)
 {
     int st = __atomic_load_n(&s->status, __ATOMIC_SEQ_CST);
-    if (st == MIGRATION_STATUS_SETUP || st == MIGRATION_STATUS_ACTIVE ||
-        st == MIGRATION_STATUS_CANCELLING) {
+    if (!s->incoming && (st == MIGRATION_STATUS_SETUP ||
+                         st == MIGRATION_STATUS_ACTIVE ||
+                         st == MIGRATION_STATUS_CANCELLING)) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "There's a migration process in progress");
         return true;

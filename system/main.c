@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -85,6 +86,8 @@ int main(int argc, char **argv)
     g_autoptr(GError) err = NULL;
     int status = 1, daemon_fd = -1;
 
+    /* A peer that goes away is an error to handle, not a reason to die. */
+    signal(SIGPIPE, SIG_IGN);
     if (!options_parse(&opts, argc, argv, &err)) {
         fprintf(stderr, "ferry: %s\n", err->message);
         options_cleanup(&opts);

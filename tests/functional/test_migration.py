@@ -1,0 +1,375 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Precopy live migration between real ferry processes.  The verify guest
+must go on without a FAIL line on the destination: every page arrived,
+and none stale."""
+import os
+import re
+import signal
+import socket
+import struct
+import time
+
+from ferrytest import Machine, MachineOptions, QMP, Skip, run_cases, tmpdir
+
+RAM_MEMBERS = {'transferred', 'remaining', 'total', 'duplicate', 'normal',
+               'normal-bytes', 'dirty-pages-rate', 'mbps', 'dirty-sync-count',
+               'postcopy-requests', 'page-size', 'multifd-bytes',
+               'pages-per-second', 'precopy-bytes', 'downtime-bytes',
+               'postcopy-bytes', 'dirty-sync-missed-zero-copy'}
+
+
+class Vm:
+    """A ferry process with a QMP socket; the source or a destination."""
+
+    def __init__(self, mem, smp, append='verify', incoming=None, extra=()):
+        self.dir = tmpdir()
+        self.sock = os.path.join(self.dir, 'qmp.sock')
+        args = ['-qmp', f'unix:{self.sock},server=on,wait=off'] + list(extra)
+        if incoming:
+            args += ['-incoming', incoming]
+        self.m = Machine(MachineOptions(mem=mem, smp=smp,
+                                        append=f'{append} cpus={smp}',
+                                        extra=args))
+        self.qmp = QMP(self.sock)
+        self.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': 'events', 'state': True}]})
+
+    def listen_uri(self):
+        """The URI a destination listens on (its real port)."""
+        r = self.qmp.cmd('query-migrate')['return']
+        a = r['socket-address'][0]
+        if a['type'] == 'unix':
+            return f'unix:{a["path"]}'
+        host = f'[{a["host"]}]' if ':' in a['host'] else a['host']
+        return f'tcp:{host}:{a["port"]}'
+
+    def wait_status(self, want, timeout=120):
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.qmp.cmd('query-migrate')['return']
+            if r.get('status') in want:
+                return r
+            assert time.monotonic() < deadline, f'migration stuck: {r}'
+            time.sleep(0.05)
+
+    def last_round(self):
+        rounds = [int(m.group(1)) for m in
+                  (re.match(r'^verify: round=(\d+)', l) for l in self.m.lines) if m]
+        return rounds[-1] if rounds else -1
+
+    def close(self):
+        self.m.kill()
+
+
+def migrate(src, dst, params=None):
+    """Migrate @src to @dst; check both ends; return the source's info."""
+    for v in (src, dst):
+        v.qmp.cmd('query-status')       # a round trip: older events are in
+        v.qmp.events.clear()
+    src.qmp.cmd('migrate-set-parameters', params or {'max-bandwidth': 0})
+    assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
+    info = src.wait_status({'completed', 'failed'})
+    assert info['status'] == 'completed', info
+    assert RAM_MEMBERS <= set(info['ram']), set(info['ram']) ^ RAM_MEMBERS
+    assert info['ram']['remaining'] == 0 and info['ram']['total'] > 0
+    for k in ('setup-time', 'total-time', 'downtime'):
+        assert isinstance(info[k], int) and info[k] >= 0, info
+    src.qmp.event('STOP')
+    statuses = []
+    while True:
+        ev = src.qmp.event('MIGRATION')
+        statuses.append(ev['data']['status'])
+        if ev['data']['status'] == 'completed':
+            break
+    assert statuses[:2] == ['setup', 'active'], statuses
+    assert src.qmp.cmd('query-status')['return']['status'] == 'postmigrate'
+    assert dst.wait_status({'completed', 'failed'})['status'] == 'completed'
+    dst.qmp.event('RESUME')
+    assert dst.qmp.cmd('query-status')['return'] == {'running': True,
+                                                      'status': 'running'}
+    return info
+
+
+def verify_goes_on(src, dst, rounds=2):
+    """The destination's guest carries on from where the source stopped:
+    its first whole line is the source's next round (a line cut by the
+    switchover may end on the destination), then rounds follow in order."""
+    time.sleep(0.3)             # the paused source's last output, read
+    last = src.last_round()
+    first = int(dst.m.wait_line(r'^verify: round=(\d+) ', 120).group(1))
+    assert last < first <= last + 2, (last, first)
+    for r in range(first + 1, first + 1 + rounds):
+        dst.m.wait_line(rf'^verify: round={r} ', 120)
+
+
+def basic(opts):
+    mem, smp, uri = opts.extra
+    src = Vm(mem, smp)
+    dst = Vm(mem, smp, incoming=uri)
+    try:
+        src.m.wait_line(r'^verify: round=1 ', 120)
+        info = migrate(src, dst)
+        assert info['ram']['dirty-sync-count'] >= 1
+        verify_goes_on(src, dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+def ipv6(opts):
+    try:
+        s = socket.socket(socket.AF_INET6)
+        s.bind(('::1', 0))
+        s.close()
+    except OSError as e:
+        raise Skip(f'no IPv6 loopback: {e}')
+    opts.extra = ['256M', 1, 'tcp:[::1]:0']
+    basic(opts)
+
+
+def defer(opts):
+    """libvirt's way: -incoming defer, then migrate-incoming."""
+    src = Vm('256M', 2)
+    dst = Vm('256M', 2, incoming='defer')
+    try:
+        assert dst.qmp.cmd('query-migrate') == {'return': {}}
+        assert dst.qmp.cmd('query-status')['return']['status'] == 'inmigrate'
+        assert dst.qmp.cmd('migrate-incoming', {'uri': 'tcp:127.0.0.1:0'}) == \
+            {'return': {}}
+        assert dst.qmp.event('MIGRATION')['data']['status'] == 'setup'
+        r = dst.qmp.cmd('migrate-incoming', {'uri': 'tcp:127.0.0.1:0'})
+        assert r['error']['desc'] == \
+            'The incoming migration has already been started', r
+        src.m.wait_line(r'^verify: round=1 ')
+        migrate(src, dst)
+        verify_goes_on(src, dst)
+        r = src.qmp.cmd('migrate-incoming', {'uri': 'tcp:127.0.0.1:0'})
+        assert r['error']['desc'] == \
+            "'-incoming' was not specified on the command line", r
+    finally:
+        src.close()
+        dst.close()
+
+
+def ping_pong(opts):
+    """A to B, then B on to C: each hop intact."""
+    a = Vm('256M', 2)
+    b = Vm('256M', 2, incoming='unix:' + os.path.join(tmpdir(), 'b.sock'))
+    c = Vm('256M', 2, incoming='tcp:127.0.0.1:0')
+    try:
+        a.m.wait_line(r'^verify: round=1 ')
+        migrate(a, b)
+        verify_goes_on(a, b)
+        migrate(b, c)
+        verify_goes_on(b, c)
+    finally:
+        for v in (a, b, c):
+            v.close()
+
+
+def cancel_then_retry(opts):
+    """Cancel halfway: the source runs on; a second migration succeeds."""
+    src = Vm('512M', 2)
+    dst = Vm('512M', 2, incoming='tcp:127.0.0.1:0')
+    dst2 = None
+    try:
+        src.m.wait_line(r'^verify: round=1 ')
+        src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 32 << 20})
+        assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
+        time.sleep(1)
+        assert src.qmp.cmd('query-migrate')['return']['status'] == 'active'
+        assert src.qmp.cmd('migrate_cancel') == {'return': {}}
+        assert src.wait_status({'cancelled', 'failed'})['status'] == 'cancelled'
+        assert src.qmp.cmd('query-status')['return']['status'] == 'running'
+        r = src.last_round()
+        src.m.wait_line(rf'^verify: round={r + 2} ')     # still running, intact
+        # The half-fed destination failed its load and exited (exit-on-error).
+        assert dst.m.wait_exit(30) == 1
+        dst2 = Vm('512M', 2, incoming='tcp:127.0.0.1:0')
+        migrate(src, dst2)
+        verify_goes_on(src, dst2)
+    finally:
+        for v in (src, dst, dst2):
+            if v:
+                v.close()
+
+
+def dest_killed(opts):
+    """The destination dies mid-stream: the source fails, runs on, intact."""
+    src = Vm('512M', 1)
+    dst = Vm('512M', 1, incoming='tcp:127.0.0.1:0')
+    try:
+        src.m.wait_line(r'^verify: round=1 ')
+        src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 32 << 20})
+        src.qmp.cmd('migrate', {'uri': dst.listen_uri()})
+        time.sleep(1)
+        os.kill(dst.m.proc.pid, signal.SIGKILL)
+        info = src.wait_status({'failed', 'completed'})
+        assert info['status'] == 'failed', info
+        assert info['error-desc'], info
+        assert src.qmp.cmd('query-status')['return']['status'] == 'running'
+        r = src.last_round()
+        src.m.wait_line(rf'^verify: round={r + 2} ')
+    finally:
+        src.close()
+        dst.close()
+
+
+def refused(opts):
+    """Nobody listening: an error at once, and the source runs on."""
+    src = Vm('128M', 1)
+    try:
+        s = socket.socket()
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+        s.close()
+        r = src.qmp.cmd('migrate', {'uri': f'tcp:127.0.0.1:{port}'})
+        assert 'Connection refused' in r['error']['desc'], r
+        r = src.qmp.cmd('migrate', {'uri': 'rdma:1.2.3.4:5'})
+        assert r['error']['desc'] == 'unknown migration protocol: rdma:1.2.3.4:5', r
+        assert src.qmp.cmd('query-status')['return']['status'] == 'running'
+        assert src.qmp.cmd('query-migrate') == {'return': {}}
+    finally:
+        src.close()
+
+
+def stream(*records, magic=0x59525246, version=1, block=b'pc.ram',
+           size=256 << 20):
+    head = struct.pack('<II', magic, version)
+    head += bytes([1, len(block)]) + block + struct.pack('<QQ', size, 4096)
+    return head + b''.join(records)
+
+
+def pages(off, count, data=b''):
+    return bytes([2]) + struct.pack('<QI', off, count) + data
+
+
+BAD_STREAMS = [
+    ('wrong magic', stream(magic=0x12345678), 'not a ferry migration stream'),
+    ('wrong version', stream(version=9), 'unsupported migration stream version 9'),
+    ('block size', stream(size=1 << 30), "does not match this machine's 'pc.ram'"),
+    ('block name', stream(block=b'vga.ram'), "RAM block 'vga.ram'"),
+    ('page outside block', stream(pages((256 << 20), 1, b'x' * 4096)),
+     'lies outside block'),
+    ('unaligned page', stream(pages(100, 1, b'x' * 4096)), 'lies outside block'),
+    ('oversized run', stream(pages(0, 100000)), 'lies outside block'),
+    ('unknown record', stream(bytes([0x42])), 'unknown record type 0x42'),
+    ('oversized device', stream(bytes([5, 2]) + b'vm' + struct.pack('<I', 1 << 30)),
+     "state of 1073741824 bytes is larger"),
+    ('unknown device', stream(bytes([5, 3]) + b'gpu' + struct.pack('<I', 0)),
+     "unknown device section 'gpu'"),
+    ('truncated device', stream(bytes([5, 4]) + b'cpu0' + struct.pack('<I', 8) +
+                                b'\0' * 8), "device 'cpu0'"),
+    ('no devices', stream(bytes([0xff])), "without the VM's device state"),
+    ('truncated', stream(pages(0, 4, b'x' * 5000)), 'ended early'),
+]
+
+
+def bad_streams(opts):
+    """Each malformed stream: failed with a clear error-desc; with the
+    default exit-on-error the process then exits 1; memory is untouched
+    outside the block."""
+    for name, data, want in BAD_STREAMS:
+        dst = Vm('256M', 1, incoming='defer')
+        try:
+            dst.qmp.cmd('migrate-incoming', {'uri': 'tcp:127.0.0.1:0',
+                                             'exit-on-error': False})
+            host, port = dst.listen_uri()[4:].rsplit(':', 1)
+            s = socket.create_connection((host, int(port)))
+            s.sendall(data)
+            s.close()
+            info = dst.wait_status({'failed', 'completed'}, 30)
+            assert info['status'] == 'failed', (name, info)
+            assert want in info['error-desc'], (name, info['error-desc'])
+            assert dst.m.proc.poll() is None, f'{name}: the process died'
+            assert dst.qmp.cmd('query-status')['return']['status'] == 'inmigrate'
+        finally:
+            dst.close()
+    # exit-on-error (the default): a message and exit status 1.
+    dst = Vm('256M', 1, incoming='tcp:127.0.0.1:0')
+    try:
+        host, port = dst.listen_uri()[4:].rsplit(':', 1)
+        s = socket.create_connection((host, int(port)))
+        s.sendall(stream(magic=1))
+        s.close()
+        assert dst.m.wait_exit(30) == 1
+        assert 'load of migration failed: not a ferry migration stream' in \
+            dst.m.stderr()
+    finally:
+        dst.close()
+
+
+def capabilities_parameters(opts):
+    """QEMU's names and errors for capabilities and parameters."""
+    v = Vm('128M', 1, append='idle')
+    try:
+        q = v.qmp
+        caps = {c['capability']: c['state'] for c in
+                q.cmd('query-migrate-capabilities')['return']}
+        for name in ('xbzrle', 'auto-converge', 'events', 'postcopy-ram',
+                     'return-path', 'postcopy-preempt', 'background-snapshot',
+                     'pause-before-switchover', 'multifd', 'compress'):
+            assert name in caps, name
+        assert caps['events'] is True
+        # libvirt's list, every one named, most of them false.
+        libvirt = [{'capability': c, 'state': c == 'late-block-activate'} for c in
+                   ('xbzrle', 'auto-converge', 'rdma-pin-all', 'postcopy-ram',
+                    'compress', 'pause-before-switchover', 'late-block-activate',
+                    'multifd', 'dirty-bitmaps', 'return-path', 'zero-copy-send')]
+        assert q.cmd('migrate-set-capabilities', {'capabilities': libvirt}) == \
+            {'return': {}}
+        r = q.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': 'postcopy-ram', 'state': True}]})
+        assert "Capability 'postcopy-ram' is not supported" in r['error']['desc']
+        r = q.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': 'warp-drive', 'state': True}]})
+        assert r['error']['desc'] == \
+            "Parameter 'capabilities[0].capability' does not accept value 'warp-drive'"
+        p = q.cmd('query-migrate-parameters')['return']
+        assert p['max-bandwidth'] == 134217728 and p['downtime-limit'] == 300
+        assert p['cpu-throttle-initial'] == 20 and p['max-postcopy-bandwidth'] == 0
+        assert q.cmd('migrate-set-parameters', {
+            'tls-creds': '', 'tls-hostname': '', 'max-bandwidth': 1 << 30,
+            'downtime-limit': 100}) == {'return': {}}
+        p = q.cmd('query-migrate-parameters')['return']
+        assert p['max-bandwidth'] == 1 << 30 and p['downtime-limit'] == 100
+        r = q.cmd('migrate-set-parameters', {'downtime-limit': 2000001})
+        assert r['error']['desc'] == ("Parameter 'downtime-limit' expects an "
+                                      "integer in the range of 0 to 2000000 "
+                                      "milliseconds"), r
+        r = q.cmd('migrate-set-parameters', {'max-bandwidth': -1})
+        assert 'expected: size' in r['error']['desc'], r
+        r = q.cmd('migrate-set-parameters', {'tls-creds': 'tls0'})
+        assert r['error']['desc'] == "No TLS credentials with id 'tls0'", r
+        # A refused set changes nothing.
+        assert q.cmd('query-migrate-parameters')['return']['downtime-limit'] == 100
+        r = q.cmd('migrate', {'uri': 'tcp:127.0.0.1:1', 'resume': True})
+        assert 'no paused migration' in r['error']['desc'], r
+    finally:
+        v.close()
+
+
+def B(mem, smp, uri):
+    return MachineOptions(extra=[mem, smp, uri])
+
+
+cases = [
+    ('/migration/precopy/tcp/smp1-256M', basic, B('256M', 1, 'tcp:127.0.0.1:0')),
+    ('/migration/precopy/tcp/smp2-1G', basic, B('1G', 2, 'tcp:127.0.0.1:0')),
+    ('/migration/precopy/unix/smp4-512M', basic,
+     B('512M', 4, 'unix:' + os.path.join(tmpdir(), 'mig.sock'))),
+    ('/migration/precopy/tcp/smp2-4G', basic, B('4G', 2, 'tcp:0.0.0.0:0')),
+    ('/migration/precopy/tcp-ipv6', ipv6, MachineOptions()),
+    ('/migration/precopy/incoming-defer', defer, MachineOptions()),
+    ('/migration/precopy/ping-pong', ping_pong, MachineOptions()),
+    ('/migration/cancel-then-retry', cancel_then_retry, MachineOptions()),
+    ('/migration/failure/destination-killed', dest_killed, MachineOptions()),
+    ('/migration/failure/refused', refused, MachineOptions()),
+    ('/migration/bad-stream', bad_streams, MachineOptions()),
+    ('/migration/qmp/capabilities-parameters', capabilities_parameters,
+     MachineOptions()),
+]
+
+if __name__ == '__main__':
+    run_cases(cases)
