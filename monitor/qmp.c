@@ -18,6 +18,7 @@
 #include <glib-unix.h>
 
 #include "monitor/json-stream.h"
+#include "qemu/sockets.h"
 
 /* The QEMU version whose QMP interface ferry follows (docs/qmp.md). */
 #define QEMU_MAJOR 10
@@ -54,18 +55,9 @@ bool monitor_addr_parse(const char *spec, MonitorAddr *a, GError **errp)
     if (g_str_has_prefix(parts[0], "unix:") && parts[0][5]) {
         a->is_unix = true;
         a->path = g_strdup(parts[0] + 5);
-    } else if (g_str_has_prefix(parts[0], "tcp:") && strrchr(parts[0] + 4, ':') &&
-               strrchr(parts[0] + 4, ':')[1]) {
-        const char *hp = parts[0] + 4;
-        const char *colon = strrchr(hp, ':');
-        g_autofree char *host = g_strndup(hp, colon - hp);
-        size_t n = strlen(host);
-        if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
-            a->host = g_strndup(host + 1, n - 2);
-        } else {
-            a->host = g_strdup(host);
-        }
-        a->port = g_strdup(colon + 1);
+    } else if (g_str_has_prefix(parts[0], "tcp:") &&
+               inet_split(parts[0] + 4, &a->host, &a->port)) {
+        /* split into a->host and a->port */
     } else {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "'%s': expected unix:PATH or tcp:HOST:PORT", spec);
@@ -106,76 +98,11 @@ void monitor_addr_cleanup(MonitorAddr *a)
     memset(a, 0, sizeof(*a));
 }
 
-static int listen_unix(const char *path, GError **errp)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "UNIX socket path '%s' is too long", path);
-        return -1;
-    }
-    strcpy(sa.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        goto fail;
-    }
-    unlink(path);       /* a stale socket of an earlier run, as QEMU does */
-    /* Created 0600: only the owner may drive the VM. */
-    mode_t old = umask(0077);
-    int ret = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-    umask(old);
-    if (ret < 0 || chmod(path, 0600) < 0 || listen(fd, 16) < 0) {
-        goto fail;
-    }
-    return fd;
-fail:
-    g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                "Failed to bind socket to %s: %s", path, g_strerror(errno));
-    if (fd >= 0) {
-        close(fd);
-    }
-    return -1;
-}
-
-static int listen_tcp(const char *host, const char *port, GError **errp)
-{
-    struct addrinfo hints = { .ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM };
-    struct addrinfo *res = NULL;
-    int err = getaddrinfo(*host ? host : NULL, port, &hints, &res);
-    if (err) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "address resolution failed for %s:%s: %s", host, port,
-                    gai_strerror(err));
-        return -1;
-    }
-    int fd = -1, one = 1, saved = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            saved = errno;
-            continue;
-        }
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 16) == 0) {
-            break;
-        }
-        saved = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "Failed to bind socket to %s:%s: %s", host, port,
-                    g_strerror(saved));
-    }
-    return fd;
-}
-
 int monitor_listen(const MonitorAddr *a, GError **errp)
 {
-    return a->is_unix ? listen_unix(a->path, errp)
-                      : listen_tcp(a->host, a->port, errp);
+    /* Unix sockets 0600: only the owner may drive the VM. */
+    return a->is_unix ? unix_listen(a->path, 0600, errp)
+                      : inet_listen(a->host, a->port, errp);
 }
 
 /* ---- Sessions ----------------------------------------------------------------- */
