@@ -13,6 +13,7 @@
 #include <glib-unix.h>
 
 #include "monitor/monitor.h"
+#include "system/options.h"
 
 #define PROMPT "(ferry) "
 
@@ -31,6 +32,7 @@ struct HmpConsole {
     int in_fd, out_fd;
     guint src;
     GString *line;
+    guint wait_src;             /* migrate without -d: polling, input paused */
 };
 
 typedef struct HmpCommand {
@@ -111,6 +113,241 @@ static void hmp_quit(HmpConsole *c, char **argv)
     hmp_simple(c, "quit");
 }
 
+
+/* ---- Migration commands: parse, call QMP, print, as QEMU's HMP -------------- */
+
+static JsonObject *args_new(void)
+{
+    return json_object_new();
+}
+
+static void console_resume(HmpConsole *c);
+
+/* migrate without -d: poll the status, print the end, then read input again. */
+static gboolean migrate_wait(gpointer opaque)
+{
+    HmpConsole *c = opaque;
+    g_autoptr(JsonNode) r = call(c, "query-migrate", NULL);
+    const char *st = r ? json_object_get_string_member_with_default(
+                             json_node_get_object(r), "status", "none") : "none";
+    if (!strcmp(st, "setup") || !strcmp(st, "active") ||
+        !strcmp(st, "cancelling")) {
+        return G_SOURCE_CONTINUE;
+    }
+    if (!strcmp(st, "failed")) {
+        const char *e = json_object_get_string_member_with_default(
+            json_node_get_object(r), "error-desc", "migration failed");
+        out(c, "Error: %s\n", e);
+    }
+    c->wait_src = 0;
+    console_resume(c);
+    return G_SOURCE_REMOVE;
+}
+
+static void hmp_migrate(HmpConsole *c, char **argv)
+{
+    bool detach = false;
+    const char *uri = NULL;
+    for (char **a = argv + 1; *a; a++) {
+        if (!strcmp(*a, "-d")) {
+            detach = true;
+        } else if (**a == '-' && strcmp(*a, "-r") != 0) {
+            out(c, "Error: migrate: unknown option '%s'\n", *a);
+            return;
+        } else if (**a != '-') {
+            uri = *a;
+        }
+    }
+    if (!uri) {
+        out(c, "Error: migrate: give the URI, e.g. tcp:host:port\n");
+        return;
+    }
+    g_autoptr(JsonObject) args = args_new();
+    json_object_set_string_member(args, "uri", uri);
+    g_autoptr(JsonNode) r = call(c, "migrate", args);
+    if (r && !detach) {
+        /* Read no input until the migration ends, as QEMU's monitor; the
+         * read callback that called us ends its source when it sees this. */
+        c->wait_src = g_timeout_add(50, migrate_wait, c);
+    }
+}
+
+static void hmp_migrate_cancel(HmpConsole *c, char **argv)
+{
+    (void)argv;
+    hmp_simple(c, "migrate_cancel");
+}
+
+static void hmp_migrate_incoming(HmpConsole *c, char **argv)
+{
+    if (!argv[1]) {
+        out(c, "Error: migrate_incoming: give the URI\n");
+        return;
+    }
+    g_autoptr(JsonObject) args = args_new();
+    json_object_set_string_member(args, "uri", argv[1]);
+    g_autoptr(JsonNode) r = call(c, "migrate-incoming", args);
+}
+
+static bool parse_onoff(const char *v, bool *on)
+{
+    if (v && !strcmp(v, "on")) {
+        *on = true;
+    } else if (v && !strcmp(v, "off")) {
+        *on = false;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+static void hmp_migrate_set_capability(HmpConsole *c, char **argv)
+{
+    bool on;
+    if (!argv[1] || !parse_onoff(argv[2], &on)) {
+        out(c, "Error: migrate_set_capability: give a name and on or off\n");
+        return;
+    }
+    JsonObject *cap = json_object_new();
+    json_object_set_string_member(cap, "capability", argv[1]);
+    json_object_set_boolean_member(cap, "state", on);
+    JsonArray *list = json_array_new();
+    json_array_add_object_element(list, cap);
+    g_autoptr(JsonObject) args = args_new();
+    json_object_set_array_member(args, "capabilities", list);
+    g_autoptr(JsonNode) r = call(c, "migrate-set-capabilities", args);
+}
+
+/*
+ * migrate_set_parameter NAME VALUE: sizes take suffixes; a plain
+ * bandwidth is in MiB/s, as in QEMU's HMP; booleans are on/off.
+ */
+static void hmp_migrate_set_parameter(HmpConsole *c, char **argv)
+{
+    const char *name = argv[1], *v = argv[1] ? argv[2] : NULL;
+    if (!name || !v) {
+        out(c, "Error: migrate_set_parameter: give a name and a value\n");
+        return;
+    }
+    g_autoptr(JsonObject) args = args_new();
+    bool on;
+    uint64_t n;
+    if (parse_onoff(v, &on)) {
+        json_object_set_boolean_member(args, name, on);
+    } else if (g_str_has_prefix(name, "tls-") || !strcmp(name, "mode") ||
+               !strcmp(name, "multifd-compression") ||
+               !strcmp(name, "zero-page-detection")) {
+        json_object_set_string_member(args, name, v);
+    } else if (parse_size(v, strstr(name, "bandwidth") ? 1024 * 1024 : 1, &n)) {
+        json_object_set_int_member(args, name, n);
+    } else {
+        out(c, "Error: Parameter '%s' expects a number\n", name);
+        return;
+    }
+    g_autoptr(JsonNode) r = call(c, "migrate-set-parameters", args);
+}
+
+static void hmp_info_migrate(HmpConsole *c, char **argv)
+{
+    (void)argv;
+    g_autoptr(JsonNode) r = call(c, "query-migrate", NULL);
+    if (!r) {
+        return;
+    }
+    JsonObject *o = json_node_get_object(r);
+    if (!json_object_has_member(o, "status")) {
+        return;                 /* no migration yet: QEMU prints nothing */
+    }
+    out(c, "Migration status: %s\n", json_object_get_string_member(o, "status"));
+    static const char *const times[][2] = {
+        { "total-time", "total time" }, { "downtime", "downtime" },
+        { "expected-downtime", "expected downtime" }, { "setup-time", "setup" },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(times); i++) {
+        if (json_object_has_member(o, times[i][0])) {
+            out(c, "%s: %" G_GINT64_FORMAT " ms\n", times[i][1],
+                json_object_get_int_member(o, times[i][0]));
+        }
+    }
+    if (json_object_has_member(o, "ram")) {
+        JsonObject *ram = json_object_get_object_member(o, "ram");
+        out(c, "transferred ram: %" G_GINT64_FORMAT " kbytes\n",
+            json_object_get_int_member(ram, "transferred") >> 10);
+        out(c, "throughput: %0.2f mbps\n",
+            json_object_get_double_member(ram, "mbps"));
+        out(c, "remaining ram: %" G_GINT64_FORMAT " kbytes\n",
+            json_object_get_int_member(ram, "remaining") >> 10);
+        out(c, "total ram: %" G_GINT64_FORMAT " kbytes\n",
+            json_object_get_int_member(ram, "total") >> 10);
+        out(c, "duplicate: %" G_GINT64_FORMAT " pages\n",
+            json_object_get_int_member(ram, "duplicate"));
+        out(c, "normal: %" G_GINT64_FORMAT " pages\n",
+            json_object_get_int_member(ram, "normal"));
+        out(c, "normal bytes: %" G_GINT64_FORMAT " kbytes\n",
+            json_object_get_int_member(ram, "normal-bytes") >> 10);
+        out(c, "dirty sync count: %" G_GINT64_FORMAT "\n",
+            json_object_get_int_member(ram, "dirty-sync-count"));
+        out(c, "page size: %" G_GINT64_FORMAT " kbytes\n",
+            json_object_get_int_member(ram, "page-size") >> 10);
+        out(c, "dirty pages rate: %" G_GINT64_FORMAT " pages\n",
+            json_object_get_int_member(ram, "dirty-pages-rate"));
+        out(c, "postcopy request count: %" G_GINT64_FORMAT "\n",
+            json_object_get_int_member(ram, "postcopy-requests"));
+    }
+    if (json_object_has_member(o, "error-desc")) {
+        out(c, "Error: %s\n", json_object_get_string_member(o, "error-desc"));
+    }
+}
+
+static void hmp_info_migrate_capabilities(HmpConsole *c, char **argv)
+{
+    (void)argv;
+    g_autoptr(JsonNode) r = call(c, "query-migrate-capabilities", NULL);
+    if (!r) {
+        return;
+    }
+    JsonArray *a = json_node_get_array(r);
+    for (guint i = 0; i < json_array_get_length(a); i++) {
+        JsonObject *cap = json_array_get_object_element(a, i);
+        out(c, "%s: %s\n", json_object_get_string_member(cap, "capability"),
+            json_object_get_boolean_member(cap, "state") ? "on" : "off");
+    }
+}
+
+static void hmp_info_migrate_parameters(HmpConsole *c, char **argv)
+{
+    (void)argv;
+    g_autoptr(JsonNode) r = call(c, "query-migrate-parameters", NULL);
+    if (!r) {
+        return;
+    }
+    JsonObject *o = json_node_get_object(r);
+    g_autoptr(GList) names = json_object_get_members(o);
+    for (GList *l = names; l; l = l->next) {
+        const char *k = l->data;
+        JsonNode *v = json_object_get_member(o, k);
+        GType t = json_node_get_value_type(v);
+        if (t == G_TYPE_BOOLEAN) {
+            out(c, "%s: %s\n", k, json_node_get_boolean(v) ? "on" : "off");
+        } else if (t == G_TYPE_STRING) {
+            out(c, "%s: '%s'\n", k, json_node_get_string(v));
+        } else if (!strcmp(k, "downtime-limit") || strstr(k, "announce") ||
+                   !strcmp(k, "x-checkpoint-delay")) {
+            out(c, "%s: %" G_GINT64_FORMAT " ms\n", k, json_node_get_int(v));
+        } else if (strstr(k, "bandwidth")) {
+            out(c, "%s: %" G_GINT64_FORMAT " bytes/second\n", k,
+                json_node_get_int(v));
+        } else if (strstr(k, "throttle-initial") || strstr(k, "increment") ||
+                   !strcmp(k, "max-cpu-throttle")) {
+            out(c, "%s: %" G_GINT64_FORMAT "%%\n", k, json_node_get_int(v));
+        } else if (!strcmp(k, "xbzrle-cache-size")) {
+            out(c, "%s: %" G_GINT64_FORMAT " bytes\n", k, json_node_get_int(v));
+        } else {
+            out(c, "%s: %" G_GINT64_FORMAT "\n", k, json_node_get_int(v));
+        }
+    }
+}
+
 static void hmp_help(HmpConsole *c, char **argv);
 static void hmp_info(HmpConsole *c, char **argv);
 
@@ -119,11 +356,26 @@ static const HmpCommand commands[] = {
     { "help|?", "[cmd]", "show the help", hmp_help },
     { "info", "[subcommand]", "show various information about the system state",
       hmp_info },
+    { "migrate", "[-d] uri", "migrate to URI (using -d to not wait for completion)",
+      hmp_migrate },
+    { "migrate_cancel", "", "cancel the current VM migration", hmp_migrate_cancel },
+    { "migrate_incoming", "uri", "continue an incoming migration from an -incoming defer",
+      hmp_migrate_incoming },
+    { "migrate_set_capability", "capability state",
+      "enable/disable the usage of a capability for migration",
+      hmp_migrate_set_capability },
+    { "migrate_set_parameter", "parameter value",
+      "set a parameter for migration", hmp_migrate_set_parameter },
     { "quit|q", "", "quit the emulator", hmp_quit },
     { "stop|s", "", "stop emulation", hmp_stop },
 };
 
 static const HmpCommand info_commands[] = {
+    { "migrate", "", "show migration status", hmp_info_migrate },
+    { "migrate_capabilities", "", "show current migration capabilities",
+      hmp_info_migrate_capabilities },
+    { "migrate_parameters", "", "show current migration parameters",
+      hmp_info_migrate_parameters },
     { "status", "", "show the current VM status (running|paused)",
       hmp_info_status },
 };
@@ -239,6 +491,9 @@ static void console_close(HmpConsole *c)
     if (c->src) {
         g_source_remove(c->src);
     }
+    if (c->wait_src) {
+        g_source_remove(c->wait_src);
+    }
     if (c->in_fd > STDERR_FILENO) {
         close(c->in_fd);
     }
@@ -272,9 +527,21 @@ static gboolean console_readable(gint fd, GIOCondition cond, gpointer opaque)
         g_autofree char *line = g_string_free(c->line, false);
         c->line = g_string_new(NULL);
         run_line(c, line);
+        if (c->wait_src) {
+            /* Suspended by migrate; what was typed after it is dropped. */
+            c->src = 0;
+            return G_SOURCE_REMOVE;
+        }
         out(c, PROMPT);
     }
     return G_SOURCE_CONTINUE;
+}
+
+static void console_resume(HmpConsole *c)
+{
+    c->src = g_unix_fd_add(c->in_fd, G_IO_IN | G_IO_HUP | G_IO_ERR,
+                           console_readable, c);
+    out(c, PROMPT);
 }
 
 static void console_new(HmpServer *h, int in_fd, int out_fd)

@@ -350,6 +350,55 @@ def capabilities_parameters(opts):
         v.close()
 
 
+def hmp_migration(opts):
+    """HMP's migration commands: QEMU's syntax and output; migrate without
+    -d holds the prompt until the migration ends."""
+    hsock = os.path.join(tmpdir(), 'hmp.sock')
+    src = Vm('256M', 1, extra=['-monitor', f'unix:{hsock},server=on,wait=off'])
+    dst = Vm('256M', 1, incoming='tcp:127.0.0.1:0')
+    try:
+        h = socket.socket(socket.AF_UNIX)
+        h.connect(hsock)
+        h.settimeout(60)
+        buf = b''
+
+        def until_prompt():
+            nonlocal buf
+            while b'(ferry) ' not in buf:
+                buf += h.recv(65536)
+            out, _, buf = buf.partition(b'(ferry) ')
+            return out.decode()
+
+        def run(line):
+            h.sendall(line.encode() + b'\n')
+            return until_prompt()
+
+        until_prompt()
+        assert 'events: on\n' in run('info migrate_capabilities')
+        assert run('migrate_set_capability xbzrle off') == ''
+        assert "Capability 'postcopy-ram' is not supported" in \
+            run('migrate_set_capability postcopy-ram on')
+        assert run('migrate_set_parameter max-bandwidth 64') == ''   # MiB/s
+        assert run('migrate_set_parameter downtime-limit 400') == ''
+        p = run('info migrate_parameters')
+        assert 'max-bandwidth: 67108864 bytes/second\n' in p, p
+        assert 'downtime-limit: 400 ms\n' in p, p
+        assert run('info migrate') == ''                # nothing yet
+        assert run('migrate_set_parameter max-bandwidth 0') == ''
+        src.m.wait_line(r'^verify: round=1 ')
+        assert run(f'migrate {dst.listen_uri()}') == ''     # waits
+        info = run('info migrate')
+        assert info.startswith('Migration status: completed\n'), info
+        for line in ('total time: ', 'downtime: ', 'transferred ram: ',
+                     'total ram: 262144 kbytes', 'dirty sync count: '):
+            assert line in info, (line, info)
+        assert run('info status') == 'VM status: paused (postmigrate)\n'
+        verify_goes_on(src, dst)
+    finally:
+        src.close()
+        dst.close()
+
+
 def B(mem, smp, uri):
     return MachineOptions(extra=[mem, smp, uri])
 
@@ -369,6 +418,7 @@ cases = [
     ('/migration/bad-stream', bad_streams, MachineOptions()),
     ('/migration/qmp/capabilities-parameters', capabilities_parameters,
      MachineOptions()),
+    ('/migration/hmp', hmp_migration, MachineOptions()),
 ]
 
 if __name__ == '__main__':
