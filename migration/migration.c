@@ -6,7 +6,9 @@
 #include "migration/migration.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -390,9 +392,36 @@ static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
     return G_SOURCE_REMOVE;
 }
 
+/* Load from an fd already connected to the source (fd: URIs). */
+static void incoming_from_fd(MigrationState *s, int fd)
+{
+    s->start_ms = now_ms();
+    migrate_set_state(s, MIGRATION_STATUS_NONE, MIGRATION_STATUS_SETUP);
+    MigrateArgs *a = g_new0(MigrateArgs, 1);
+    a->s = s;
+    a->fd = fd;
+    s->load_thread = g_thread_new("mig/dst/load", load_thread, a);
+}
+
 static bool incoming_start(MigrationState *s, const char *uri, GError **errp)
 {
     JsonArray *addr;
+    if (g_str_has_prefix(uri, "fd:")) {
+        /* A number names an inherited fd (the command line); else getfd's. */
+        const char *name = uri + 3;
+        char *end;
+        long n = strtol(name, &end, 10);
+        int fd = *name && !*end ? (int)n : qmp_take_fd(s->qmp, name, errp);
+        if (fd < 0 || (*name && !*end && fcntl(fd, F_GETFD) < 0)) {
+            if (fd >= 0) {
+                g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                            "fd %ld is not open", n);
+            }
+            return false;
+        }
+        incoming_from_fd(s, fd);
+        return true;
+    }
     int fd = channel_listen(uri, &addr, errp);
     if (fd < 0) {
         return false;
@@ -450,9 +479,9 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
                     runstate_name(s->m->state));
         return NULL;
     }
-    int fd = channel_connect(uri, errp);
+    int fd = g_str_has_prefix(uri, "fd:") ? qmp_take_fd(s->qmp, uri + 3, errp)
+                                          : channel_connect(uri, errp);
     if (fd < 0) {
-        /* QEMU records the failure too: query-migrate shows it. */
         return NULL;
     }
     if (s->thread) {
@@ -603,6 +632,7 @@ bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
                     const char *incoming, GError **errp)
 {
     s->m = m;
+    s->qmp = d;
     s->status = MIGRATION_STATUS_NONE;
     s->listen_fd = -1;
     s->stream_fd = -1;

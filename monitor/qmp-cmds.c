@@ -5,6 +5,7 @@
  * against the qapi/ schema files.
  */
 #include <string.h>
+#include <unistd.h>
 
 #include "monitor/monitor.h"
 
@@ -116,6 +117,41 @@ static JsonNode *qmp_quit(JsonObject *args, void *opaque, GError **errp)
     return empty_return();
 }
 
+static JsonNode *qmp_getfd(JsonObject *args, void *opaque, GError **errp)
+{
+    Monitors *mon = opaque;
+    QmpDispatcher *d = &mon->qmp;
+    const char *name = json_object_get_string_member(args, "fdname");
+
+    if (!d->request_fds || d->request_fds->len == 0) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "No file descriptor supplied via SCM_RIGHTS");
+        return NULL;
+    }
+    if (g_ascii_isdigit(name[0])) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Parameter 'fdname' may not start with a digit");
+        return NULL;
+    }
+    /* The last fd passed with this request; the others are closed. */
+    int fd = g_array_index(d->request_fds, int, d->request_fds->len - 1);
+    g_array_set_size(d->request_fds, d->request_fds->len - 1);
+    g_hash_table_replace(d->named_fds, g_strdup(name), GINT_TO_POINTER(fd));
+    return empty_return();
+}
+
+static JsonNode *qmp_closefd(JsonObject *args, void *opaque, GError **errp)
+{
+    Monitors *mon = opaque;
+    int fd = qmp_take_fd(&mon->qmp, json_object_get_string_member(args, "fdname"),
+                         errp);
+    if (fd < 0) {
+        return NULL;
+    }
+    close(fd);
+    return empty_return();
+}
+
 void qmp_cmds_register(Monitors *mon)
 {
     QmpDispatcher *d = &mon->qmp;
@@ -126,4 +162,6 @@ void qmp_cmds_register(Monitors *mon)
     qmp_register(d, "stop", qmp_stop, mon);
     qmp_register(d, "cont", qmp_cont, mon);
     qmp_register(d, "quit", qmp_quit, mon);
+    qmp_register(d, "getfd", qmp_getfd, mon);
+    qmp_register(d, "closefd", qmp_closefd, mon);
 }

@@ -3,6 +3,7 @@
 #include "monitor/qmp.h"
 
 #include <string.h>
+#include <unistd.h>
 
 G_DEFINE_QUARK(qmp-error-quark, qmp_error)
 
@@ -24,10 +25,18 @@ const char *qmp_error_class(const GError *err)
     return "GenericError";
 }
 
+static void close_fd(gpointer p)
+{
+    close(GPOINTER_TO_INT(p));
+}
+
 bool qmp_dispatcher_init(QmpDispatcher *d, GError **errp)
 {
     d->schema = qapi_schema_load(qapi_schema_json, errp);
     d->commands = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    d->named_fds = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                         close_fd);
+    d->request_fds = NULL;
     return d->schema != NULL;
 }
 
@@ -35,8 +44,25 @@ void qmp_dispatcher_cleanup(QmpDispatcher *d)
 {
     qapi_schema_free(d->schema);
     g_hash_table_unref(d->commands);
+    if (d->named_fds) {
+        g_hash_table_unref(d->named_fds);
+    }
     d->schema = NULL;
     d->commands = NULL;
+    d->named_fds = NULL;
+}
+
+int qmp_take_fd(QmpDispatcher *d, const char *name, GError **errp)
+{
+    gpointer key, value;
+    if (!d->named_fds ||
+        !g_hash_table_steal_extended(d->named_fds, name, &key, &value)) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "File descriptor named '%s' not found", name);
+        return -1;
+    }
+    g_free(key);
+    return GPOINTER_TO_INT(value);
 }
 
 void qmp_register(QmpDispatcher *d, const char *name, QmpCommandFunc fn,

@@ -32,6 +32,7 @@ typedef struct QmpSession {
     JsonStream js;
     bool negotiating;
     GString *out;               /* queued, not yet written */
+    GArray *fds;                /* received with SCM_RIGHTS, not yet used */
 } QmpSession;
 
 struct QmpServer {
@@ -120,6 +121,10 @@ static void session_close(QmpSession *s)
     close(s->fd);
     json_stream_cleanup(&s->js);
     g_string_free(s->out, true);
+    for (guint i = 0; i < s->fds->len; i++) {
+        close(g_array_index(s->fds, int, i));
+    }
+    g_array_free(s->fds, true);
     g_free(s);
 }
 
@@ -178,8 +183,16 @@ static void session_text(void *opaque, const char *text, const char *error)
                         "JSON parse error, %s", err->message);
             resp = qmp_error_response(e2, NULL);
         } else {
-            resp = qmp_dispatch(s->srv->d, json_parser_get_root(p),
-                                &s->negotiating);
+            /* The fds that came with (or before) this request are its own;
+             * those a command does not take are closed after it. */
+            QmpDispatcher *d = s->srv->d;
+            d->request_fds = s->fds;
+            resp = qmp_dispatch(d, json_parser_get_root(p), &s->negotiating);
+            d->request_fds = NULL;
+            for (guint i = 0; i < s->fds->len; i++) {
+                close(g_array_index(s->fds, int, i));
+            }
+            g_array_set_size(s->fds, 0);
         }
     }
     session_send(s, resp);
@@ -189,9 +202,26 @@ static gboolean session_readable(gint fd, GIOCondition cond, gpointer opaque)
 {
     QmpSession *s = opaque;
     char buf[65536];
+    union {
+        struct cmsghdr hdr;
+        char space[CMSG_SPACE(sizeof(int) * 16)];
+    } ctl;
+    struct iovec iov = { buf, sizeof(buf) };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+                          .msg_control = &ctl, .msg_controllen = sizeof(ctl) };
     (void)cond;
 
-    ssize_t n = read(fd, buf, sizeof(buf));
+    ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&msg) : NULL; c;
+         c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            int count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            const int *passed = (const int *)CMSG_DATA(c);
+            for (int i = 0; i < count; i++) {
+                g_array_append_val(s->fds, passed[i]);
+            }
+        }
+    }
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
         return G_SOURCE_CONTINUE;
     }
@@ -234,6 +264,7 @@ static gboolean server_accept(gint fd, GIOCondition cond, gpointer opaque)
     s->fd = c;
     s->negotiating = true;
     s->out = g_string_new(NULL);
+    s->fds = g_array_new(false, false, sizeof(int));
     json_stream_init(&s->js);
     srv->sessions = g_list_append(srv->sessions, s);
     s->in_src = g_unix_fd_add(c, G_IO_IN | G_IO_HUP | G_IO_ERR,

@@ -63,6 +63,7 @@ typedef struct MigrationStats {
 
 typedef struct MigrationState {
     Machine *m;
+    QmpDispatcher *qmp;         /* for fd: URIs (getfd's named fds) */
     /* Events go out through this, in the main thread. */
     void (*emit)(void *opaque, const char *name, JsonObject *data);
     void *emit_opaque;

@@ -35,6 +35,8 @@ typedef JsonNode *(*QmpCommandFunc)(JsonObject *args, void *opaque,
 typedef struct QmpDispatcher {
     QapiSchema *schema;
     GHashTable *commands;       /* name -> QmpCommandEntry */
+    GHashTable *named_fds;      /* getfd: name -> fd (GINT_TO_POINTER) */
+    GArray *request_fds;        /* fds passed with the request being run, or NULL */
 } QmpDispatcher;
 
 bool qmp_dispatcher_init(QmpDispatcher *d, GError **errp);
@@ -58,6 +60,12 @@ JsonNode *qmp_execute(QmpDispatcher *d, const char *name, JsonObject *args,
  */
 JsonObject *qmp_dispatch(QmpDispatcher *d, JsonNode *request,
                          bool *negotiating);
+
+/*
+ * qmp_take_fd: the fd filed under @name by getfd, now the caller's to
+ * close; -1 and @errp if there is none.
+ */
+int qmp_take_fd(QmpDispatcher *d, const char *name, GError **errp);
 
 /* qmp_error_response: {"error": {...}} for @err, with @id if non-NULL. */
 JsonObject *qmp_error_response(const GError *err, JsonNode *id);

@@ -3,6 +3,7 @@
 """Precopy live migration between real ferry processes.  The verify guest
 must go on without a FAIL line on the destination: every page arrived,
 and none stale."""
+import json
 import os
 import re
 import signal
@@ -350,6 +351,44 @@ def capabilities_parameters(opts):
         v.close()
 
 
+def send_fd(q, name, fd):
+    """getfd with @fd passed by SCM_RIGHTS, as libvirt does."""
+    req = json.dumps({'execute': 'getfd', 'arguments': {'fdname': name}})
+    socket.send_fds(q.sock, [req.encode() + b'\n'], [fd])
+    return q.reply()
+
+
+def fd_transport(opts):
+    """libvirt's way: the sockets are made outside and passed with getfd;
+    migrate fd:NAME on the source, migrate-incoming fd:NAME on a deferred
+    destination."""
+    src = Vm('256M', 2)
+    dst = Vm('256M', 2, incoming='defer')
+    a, b = socket.socketpair()
+    try:
+        r = src.qmp.cmd('getfd', {'fdname': 'migrate'})
+        assert r['error']['desc'] == 'No file descriptor supplied via SCM_RIGHTS', r
+        r = src.qmp.cmd('migrate', {'uri': 'fd:nope'})
+        assert r['error']['desc'] == "File descriptor named 'nope' not found", r
+        assert send_fd(src.qmp, 'migrate', a.fileno()) == {'return': {}}
+        assert send_fd(dst.qmp, 'in', b.fileno()) == {'return': {}}
+        a.close()
+        b.close()
+        assert dst.qmp.cmd('migrate-incoming', {'uri': 'fd:in'}) == {'return': {}}
+        src.m.wait_line(r'^verify: round=1 ')
+        src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0})
+        assert src.qmp.cmd('migrate', {'uri': 'fd:migrate'}) == {'return': {}}
+        assert src.wait_status({'completed', 'failed'})['status'] == 'completed'
+        assert dst.wait_status({'completed', 'failed'})['status'] == 'completed'
+        verify_goes_on(src, dst)
+        # A name is used once.
+        r = src.qmp.cmd('closefd', {'fdname': 'migrate'})
+        assert r['error']['desc'] == "File descriptor named 'migrate' not found", r
+    finally:
+        src.close()
+        dst.close()
+
+
 def hmp_migration(opts):
     """HMP's migration commands: QEMU's syntax and output; migrate without
     -d holds the prompt until the migration ends."""
@@ -419,6 +458,7 @@ cases = [
     ('/migration/qmp/capabilities-parameters', capabilities_parameters,
      MachineOptions()),
     ('/migration/hmp', hmp_migration, MachineOptions()),
+    ('/migration/precopy/fd-getfd', fd_transport, MachineOptions()),
 ]
 
 if __name__ == '__main__':
