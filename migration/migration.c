@@ -187,6 +187,31 @@ static bool cancelled(MigrationState *s)
     return __atomic_load_n(&s->cancel, __ATOMIC_SEQ_CST);
 }
 
+/*
+ * With pause-before-switchover, wait in pre-switchover for
+ * migrate-continue (libvirt's cue), then go on in device.  False when
+ * cancelled meanwhile.
+ */
+static bool pause_before_switchover(MigrationState *s)
+{
+    if (!migrate_cap(s, "pause-before-switchover")) {
+        return !cancelled(s);
+    }
+    if (!migrate_set_state(s, MIGRATION_STATUS_ACTIVE,
+                           MIGRATION_STATUS_PRE_SWITCHOVER)) {
+        return false;           /* cancelled just now */
+    }
+    g_mutex_lock(&s->continue_lock);
+    while (!s->continue_posted && !cancelled(s)) {
+        g_cond_wait(&s->continue_cond, &s->continue_lock);
+    }
+    s->continue_posted = false;
+    g_mutex_unlock(&s->continue_lock);
+    return !cancelled(s) &&
+           migrate_set_state(s, MIGRATION_STATUS_PRE_SWITCHOVER,
+                             MIGRATION_STATUS_DEVICE);
+}
+
 typedef struct MigrateArgs {
     MigrationState *s;
     int fd;
@@ -256,6 +281,9 @@ static gpointer migration_thread(gpointer opaque)
     int64_t stop_at = now_ms();
     migration_call_main(s, stop_vm, &stop);
     stopped = true;
+    if (!pause_before_switchover(s)) {
+        goto fail;
+    }
     uint64_t before = s->stats.transferred;
     r.max_bandwidth = 0;        /* the guest is stopped: no limit now */
     if (!kvm_sync_dirty_log(&m->kvm, m->ram, r.dirty, &err)) {
@@ -284,7 +312,7 @@ static gpointer migration_thread(gpointer opaque)
     qemu_file_close(f);
     ram_saver_cleanup(&r);
     migration_call_main(s, finish_vm, &stop);
-    migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_COMPLETED);
+    migrate_set_state(s, status(s), MIGRATION_STATUS_COMPLETED);
     return NULL;
 
 fail:
@@ -512,14 +540,39 @@ static JsonNode *qmp_migrate_cancel(JsonObject *args, void *opaque, GError **err
     (void)errp;
     MigrationStatus st = status(s);
     if (!s->incoming && (st == MIGRATION_STATUS_SETUP ||
-                         st == MIGRATION_STATUS_ACTIVE) &&
+                         st == MIGRATION_STATUS_ACTIVE ||
+                         st == MIGRATION_STATUS_PRE_SWITCHOVER ||
+                         st == MIGRATION_STATUS_DEVICE) &&
         migrate_set_state(s, st, MIGRATION_STATUS_CANCELLING)) {
         __atomic_store_n(&s->cancel, 1, __ATOMIC_SEQ_CST);
+        g_mutex_lock(&s->continue_lock);
+        g_cond_broadcast(&s->continue_cond);
+        g_mutex_unlock(&s->continue_lock);
         int fd = __atomic_load_n(&s->stream_fd, __ATOMIC_SEQ_CST);
         if (fd >= 0) {
             shutdown(fd, SHUT_RDWR);        /* unblock a write in progress */
         }
     }
+    return ret_empty();
+}
+
+static JsonNode *qmp_migrate_continue(JsonObject *args, void *opaque,
+                                      GError **errp)
+{
+    MigrationState *s = opaque;
+    const char *want = json_object_get_string_member(args, "state");
+    MigrationStatus st = status(s);
+    if (strcmp(want, migration_status_name(st)) != 0 ||
+        st != MIGRATION_STATUS_PRE_SWITCHOVER) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Migration not in expected state: %s",
+                    migration_status_name(st));
+        return NULL;
+    }
+    g_mutex_lock(&s->continue_lock);
+    s->continue_posted = true;
+    g_cond_broadcast(&s->continue_cond);
+    g_mutex_unlock(&s->continue_lock);
     return ret_empty();
 }
 
@@ -638,9 +691,12 @@ bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
     s->stream_fd = -1;
     s->exit_on_error = true;
     g_mutex_init(&s->lock);
+    g_mutex_init(&s->continue_lock);
+    g_cond_init(&s->continue_cond);
     migration_options_register(s, d);
     qmp_register(d, "migrate", qmp_migrate, s);
     qmp_register(d, "migrate_cancel", qmp_migrate_cancel, s);
+    qmp_register(d, "migrate-continue", qmp_migrate_continue, s);
     qmp_register(d, "migrate-incoming", qmp_migrate_incoming, s);
     qmp_register(d, "query-migrate", qmp_query_migrate, s);
     if (!incoming) {
@@ -667,6 +723,9 @@ void migration_cleanup(MigrationState *s)
     }
     if (s->thread && migration_running(s)) {
         __atomic_store_n(&s->cancel, 1, __ATOMIC_SEQ_CST);
+        g_mutex_lock(&s->continue_lock);
+        g_cond_broadcast(&s->continue_cond);
+        g_mutex_unlock(&s->continue_lock);
         int fd = __atomic_load_n(&s->stream_fd, __ATOMIC_SEQ_CST);
         if (fd >= 0) {
             shutdown(fd, SHUT_RDWR);

@@ -17,7 +17,7 @@ static const struct {
     { "zero-blocks", true },            /* no block devices: nothing to do */
     { "compress", false }, { "events", true }, { "postcopy-ram", false }, { "x-colo", false },
     { "release-ram", false }, { "block", false }, { "return-path", false },
-    { "pause-before-switchover", false }, { "multifd", false }, { "dirty-bitmaps", false },
+    { "pause-before-switchover", true }, { "multifd", false }, { "dirty-bitmaps", false },
     { "postcopy-blocktime", false }, { "late-block-activate", true },
     { "x-ignore-shared", false }, { "validate-uuid", false }, { "background-snapshot", false },
     { "zero-copy-send", false }, { "postcopy-preempt", false }, { "switchover-ack", false },
@@ -117,6 +117,8 @@ static bool busy(MigrationState *s, GError **errp)
     int st = __atomic_load_n(&s->status, __ATOMIC_SEQ_CST);
     if (!s->incoming && (st == MIGRATION_STATUS_SETUP ||
                          st == MIGRATION_STATUS_ACTIVE ||
+                         st == MIGRATION_STATUS_PRE_SWITCHOVER ||
+                         st == MIGRATION_STATUS_DEVICE ||
                          st == MIGRATION_STATUS_CANCELLING)) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "There's a migration process in progress");

@@ -80,6 +80,9 @@ typedef struct MigrationState {
 
     /* Source. */
     GThread *thread;
+    GMutex continue_lock;       /* pause-before-switchover: the thread waits */
+    GCond continue_cond;        /* here for migrate-continue or a cancel */
+    bool continue_posted;       /* under continue_lock */
     int cancel;                 /* atomic */
     int stream_fd;              /* atomic: shut down to cancel, or -1 */
 

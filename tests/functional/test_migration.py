@@ -389,6 +389,53 @@ def fd_transport(opts):
         dst.close()
 
 
+def pause_before_switchover(opts):
+    """libvirt's switchover: STOP, pre-switchover, migrate-continue, device,
+    completed; and a cancel while paused there gives the guest back."""
+    src = Vm('256M', 2)
+    dst = Vm('256M', 2, incoming='tcp:127.0.0.1:0')
+    dst2 = Vm('256M', 2, incoming='tcp:127.0.0.1:0')
+    try:
+        q = src.qmp
+        q.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': 'pause-before-switchover', 'state': True}]})
+        q.cmd('migrate-set-parameters', {'max-bandwidth': 0})
+        src.m.wait_line(r'^verify: round=1 ')
+        r = q.cmd('migrate-continue', {'state': 'pre-switchover'})
+        assert r['error']['desc'] == 'Migration not in expected state: none', r
+        # First: cancel while paused before switchover.
+        q.cmd('query-status')
+        q.events.clear()
+        q.cmd('migrate', {'uri': dst.listen_uri()})
+        assert q.event('STOP', 60)
+        assert src.wait_status({'pre-switchover'}, 60)['status'] == 'pre-switchover'
+        assert q.cmd('query-status')['return']['status'] == 'finish-migrate'
+        assert q.cmd('migrate_cancel') == {'return': {}}
+        assert src.wait_status({'cancelled', 'failed'})['status'] == 'cancelled'
+        q.event('RESUME')
+        assert q.cmd('query-status')['return']['status'] == 'running'
+        # Then: the whole way, with libvirt's continue.
+        q.cmd('query-status')
+        q.events.clear()
+        q.cmd('migrate', {'uri': dst2.listen_uri()})
+        src.wait_status({'pre-switchover'}, 60)
+        r = q.cmd('migrate-continue', {'state': 'active'})
+        assert r['error']['desc'] == \
+            'Migration not in expected state: pre-switchover', r
+        assert q.cmd('migrate-continue', {'state': 'pre-switchover'}) == \
+            {'return': {}}
+        assert src.wait_status({'completed', 'failed'})['status'] == 'completed'
+        statuses = []
+        while not statuses or statuses[-1] != 'completed':
+            statuses.append(q.event('MIGRATION')['data']['status'])
+        assert statuses == ['setup', 'active', 'pre-switchover', 'device',
+                            'completed'], statuses
+        verify_goes_on(src, dst2)
+    finally:
+        for v in (src, dst, dst2):
+            v.close()
+
+
 def hmp_migration(opts):
     """HMP's migration commands: QEMU's syntax and output; migrate without
     -d holds the prompt until the migration ends."""
@@ -459,6 +506,8 @@ cases = [
      MachineOptions()),
     ('/migration/hmp', hmp_migration, MachineOptions()),
     ('/migration/precopy/fd-getfd', fd_transport, MachineOptions()),
+    ('/migration/precopy/pause-before-switchover', pause_before_switchover,
+     MachineOptions()),
 ]
 
 if __name__ == '__main__':
