@@ -229,18 +229,25 @@ static gpointer migration_thread(gpointer opaque)
     bool stopped = false;
     g_free(a);
 
+    bool return_path = migrate_cap(s, "return-path");
     ram_saver_init(&r, m->ram, f, &s->stats, &s->cancel);
     stream_put_header(f, m->ram);
+    if (return_path) {
+        qemu_put_byte(f, REC_OPEN_RETURN_PATH);
+    }
     if (!kvm_set_dirty_log(&m->kvm, m->ram, true, &err)) {
         goto fail;
     }
     __atomic_store_n(&s->setup_ms, now_ms() - s->start_ms, __ATOMIC_SEQ_CST);
-    migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
 
     for (uint64_t pass = 1;; pass++) {
+        /* As QEMU: pass 1 is announced during setup, before active. */
         JsonObject *d = json_object_new();
         json_object_set_int_member(d, "pass", pass);
         emit(s, "MIGRATION_PASS", d);
+        if (pass == 1) {
+            migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
+        }
 
         r.max_bandwidth = param_u64(s, "max-bandwidth");
         uint64_t bytes0 = s->stats.transferred;
@@ -300,10 +307,28 @@ static gpointer migration_thread(gpointer opaque)
                        __ATOMIC_RELAXED);
     __atomic_store_n(&s->stats.downtime_bytes, s->stats.transferred - before,
                      __ATOMIC_RELAXED);
-    /* Wait for the destination to have read everything: it closes. */
+    /*
+     * Wait for the destination to have loaded everything: its SHUT on
+     * the return path says how that went; without one, its close does.
+     */
     shutdown(qemu_file_fd(f), SHUT_WR);
-    char c;
-    while (read(qemu_file_fd(f), &c, 1) > 0) {
+    if (return_path) {
+        QEMUFile *rp = qemu_file_new(qemu_file_fd(f), false, false);
+        uint8_t type = qemu_get_byte(rp);
+        uint32_t rc = qemu_get_u32(rp);
+        bool ok = !qemu_file_error(rp) && type == RP_SHUT && rc == 0;
+        qemu_file_close(rp);
+        if (!ok) {
+            g_set_error(&err, G_IO_ERROR, G_IO_ERROR_FAILED,
+                        "the destination failed to load the migration "
+                        "(return path: %s)", type == RP_SHUT ?
+                        "load error" : "closed without an answer");
+            goto fail;
+        }
+    } else {
+        char c;
+        while (read(qemu_file_fd(f), &c, 1) > 0) {
+        }
     }
     kvm_set_dirty_log(&m->kvm, m->ram, false, NULL);
     __atomic_store_n(&s->downtime_ms, now_ms() - stop_at, __ATOMIC_SEQ_CST);
@@ -381,10 +406,18 @@ static gpointer load_thread(gpointer opaque)
     LoadDone done = { s, false, RUN_STATE_RUNNING };
     g_free(a);
 
+    bool return_path = false;
     migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
-    done.ok = stream_load(f, s->m, &s->stats, &done.source_state, &err);
+    done.ok = stream_load(f, s->m, &s->stats, &done.source_state, &return_path,
+                          &err);
     __atomic_store_n(&s->stats.transferred, qemu_file_transferred(f),
                      __ATOMIC_RELAXED);
+    if (return_path) {
+        QEMUFile *rp = qemu_file_new(qemu_file_fd(f), true, false);
+        qemu_put_byte(rp, RP_SHUT);
+        qemu_put_u32(rp, done.ok ? 0 : 1);
+        qemu_file_close(rp);
+    }
     qemu_file_close(f);
     __atomic_store_n(&s->end_ms, now_ms(), __ATOMIC_SEQ_CST);
     if (done.ok) {

@@ -16,7 +16,7 @@ static const struct {
     { "xbzrle", false }, { "rdma-pin-all", false }, { "auto-converge", false },
     { "zero-blocks", true },            /* no block devices: nothing to do */
     { "compress", false }, { "events", true }, { "postcopy-ram", false }, { "x-colo", false },
-    { "release-ram", false }, { "block", false }, { "return-path", false },
+    { "release-ram", false }, { "block", false }, { "return-path", true },
     { "pause-before-switchover", true }, { "multifd", false }, { "dirty-bitmaps", false },
     { "postcopy-blocktime", false }, { "late-block-activate", true },
     { "x-ignore-shared", false }, { "validate-uuid", false }, { "background-snapshot", false },

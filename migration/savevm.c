@@ -172,7 +172,7 @@ static bool load_device(Machine *m, const char *name, const uint8_t *data,
 }
 
 bool stream_load(QEMUFile *f, Machine *m, MigrationStats *stats,
-                 RunState *source_state, GError **errp)
+                 RunState *source_state, bool *return_path, GError **errp)
 {
     RAMBlock *rb = m->ram;
     char name[65];
@@ -200,6 +200,7 @@ bool stream_load(QEMUFile *f, Machine *m, MigrationStats *stats,
 
     bool have_vm = false, have_cpu[MAX_VCPUS] = { false };
     *source_state = RUN_STATE_RUNNING;
+    *return_path = false;
     for (;;) {
         uint8_t type = qemu_get_byte(f);
         if (qemu_file_error(f)) {
@@ -234,6 +235,9 @@ bool stream_load(QEMUFile *f, Machine *m, MigrationStats *stats,
                              __ATOMIC_RELAXED);
             break;
         }
+        case REC_OPEN_RETURN_PATH:
+            *return_path = true;
+            break;
         case REC_PASS_END:
             qemu_get_u32(f);
             __atomic_fetch_add(&stats->dirty_sync_count, 1, __ATOMIC_RELAXED);

@@ -25,7 +25,13 @@ enum {
     REC_RAM_ZERO    = 0x03,     /* u64 offset, u32 count */
     REC_PASS_END    = 0x04,     /* u32 pass */
     REC_DEVICE      = 0x05,     /* u8 len, name, u32 len, state */
+    REC_OPEN_RETURN_PATH = 0x06,    /* the destination answers on this fd */
     REC_EOF         = 0xff,
+};
+
+/* Return path (destination to source), on the same connection. */
+enum {
+    RP_SHUT         = 0x01,     /* u32 status: 0 when everything loaded */
 };
 
 #define STREAM_MAX_RUN      1024            /* pages in one record */
@@ -47,9 +53,10 @@ bool stream_put_devices(QEMUFile *f, Machine *m, RunState state,
 /*
  * stream_load: read a whole stream into @m: RAM as it comes, device
  * state at the end (vCPUs parked).  *@source_state gets the source's
- * run state, which decides whether the guest runs here.
+ * run state, which decides whether the guest runs here; *@return_path
+ * whether the source asked for one (then it waits for RP_SHUT).
  */
 bool stream_load(QEMUFile *f, Machine *m, MigrationStats *stats,
-                 RunState *source_state, GError **errp);
+                 RunState *source_state, bool *return_path, GError **errp);
 
 #endif

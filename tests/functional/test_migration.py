@@ -436,6 +436,87 @@ def pause_before_switchover(opts):
             v.close()
 
 
+LIBVIRT_CAPS = ('xbzrle', 'auto-converge', 'rdma-pin-all', 'postcopy-ram',
+                'compress', 'pause-before-switchover', 'late-block-activate',
+                'multifd', 'dirty-bitmaps', 'return-path', 'zero-copy-send')
+
+
+def libvirt_caps(on):
+    return {'capabilities': [{'capability': c, 'state': c in on}
+                             for c in LIBVIRT_CAPS]}
+
+
+def libvirt_precopy(opts):
+    """The QMP conversation libvirt has for a precopy migration
+    (../shared/reference/libvirt-postcopy-conversation.md without its
+    postcopy steps), word for word, against two ferry processes."""
+    src = Vm('512M', 2)
+    dst = Vm('512M', 2, incoming='defer', extra=['-S'])
+    s, d = src.qmp, dst.qmp
+    try:
+        for q in (s, d):                                    # any process, at start
+            assert 'return' in q.cmd('query-migrate-capabilities')
+            assert q.cmd('migrate-set-capabilities', {'capabilities': [
+                {'capability': 'events', 'state': True}]}) == {'return': {}}
+        # Destination, prepare.
+        saved = d.cmd('query-migrate-parameters')['return']
+        assert d.cmd('migrate-set-capabilities', libvirt_caps(
+            {'late-block-activate', 'return-path'})) == {'return': {}}
+        assert d.cmd('migrate-set-parameters', {'tls-creds': '',
+                                                'tls-hostname': ''}) == {'return': {}}
+        try:
+            socket.socket(socket.AF_INET6).close()
+            uri = 'tcp:[::]:0'
+        except OSError:
+            uri = 'tcp:0.0.0.0:0'
+        assert d.cmd('migrate-incoming', {'uri': uri}) == {'return': {}}
+        assert d.event('MIGRATION')['data']['status'] == 'setup'
+        port = int(dst.listen_uri().rsplit(':', 1)[1])
+        # Source, perform.
+        src.m.wait_line(r'^verify: round=1 ')
+        assert s.cmd('query-migrate') == {'return': {}}
+        s.cmd('query-migrate-parameters')
+        assert s.cmd('migrate-set-capabilities', libvirt_caps(
+            {'return-path', 'pause-before-switchover'})) == {'return': {}}
+        assert s.cmd('migrate-set-parameters', {
+            'tls-creds': '', 'tls-hostname': '',
+            'max-bandwidth': 9223372036853727232}) == {'return': {}}
+        conn = socket.create_connection(('127.0.0.1', port))
+        assert send_fd(s, 'migrate', conn.fileno()) == {'return': {}}
+        conn.close()
+        assert s.cmd('migrate', {'resume': False, 'uri': 'fd:migrate'}) == \
+            {'return': {}}
+        # libvirt follows events, not query-migrate.
+        seen = []
+        while 'pre-switchover' not in seen:
+            ev = s.event('MIGRATION', 120)
+            seen.append(ev['data']['status'])
+        assert seen[:2] == ['setup', 'active'], seen
+        s.event('STOP')
+        assert s.event('MIGRATION_PASS')['data']['pass'] == 1
+        assert s.cmd('migrate-continue', {'state': 'pre-switchover'}) == \
+            {'return': {}}
+        assert s.event('MIGRATION', 60)['data']['status'] == 'device'
+        assert s.event('MIGRATION', 60)['data']['status'] == 'completed'
+        # Destination, finish: paused (-S) until libvirt's cont.
+        while d.event('MIGRATION', 60)['data']['status'] != 'completed':
+            pass
+        assert d.cmd('query-status')['return']['status'] == 'paused'
+        assert d.cmd('cont') == {'return': {}}
+        d.event('RESUME')
+        assert d.cmd('migrate-set-capabilities', libvirt_caps(set())) == \
+            {'return': {}}
+        assert d.cmd('migrate-set-parameters', saved) == {'return': {}}
+        # Source, confirm.
+        info = s.cmd('query-migrate')['return']
+        assert info['status'] == 'completed' and info['ram']['remaining'] == 0
+        assert s.cmd('query-status')['return']['status'] == 'postmigrate'
+        verify_goes_on(src, dst)
+    finally:
+        src.close()
+        dst.close()
+
+
 def hmp_migration(opts):
     """HMP's migration commands: QEMU's syntax and output; migrate without
     -d holds the prompt until the migration ends."""
@@ -508,6 +589,7 @@ cases = [
     ('/migration/precopy/fd-getfd', fd_transport, MachineOptions()),
     ('/migration/precopy/pause-before-switchover', pause_before_switchover,
      MachineOptions()),
+    ('/migration/libvirt/precopy', libvirt_precopy, MachineOptions()),
 ]
 
 if __name__ == '__main__':
