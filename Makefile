@@ -6,12 +6,13 @@
 #                 under AddressSanitizer and UndefinedBehaviorSanitizer
 #   make demo     ... and show ferry at work
 #   make bench    ... and run the benchmarks, rewriting docs/benchmarks.md
+#   make fuzz     libFuzzer on the migration stream loader (clang)
 BUILD     ?= build
 SAN_BUILD ?= build-san
 NINJA     ?= ninja
 MESON     ?= meson
 
-.PHONY: all deps build check check-build check-sanitize demo bench clean
+.PHONY: all deps build check check-build check-sanitize demo bench fuzz clean
 
 all: build
 
@@ -50,5 +51,16 @@ bench: build
 	FERRY=$(BUILD)/system/ferry GUEST=$(BUILD)/tests/guest/guest.elf \
 	    python3 bench/startup.py --runs 5 --doc docs/benchmarks.md
 
+# libFuzzer on the migration stream loader (clang), from the seed corpus.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_TIME  ?= 60
+fuzz:
+	@scripts/install-deps.sh --fuzz
+	test -f $(FUZZ_BUILD)/build.ninja || CC=clang $(MESON) setup $(FUZZ_BUILD) -Dfuzzing=true -Dtests=disabled
+	$(NINJA) -C $(FUZZ_BUILD) tests/fuzz/fuzz-stream
+	mkdir -p $(FUZZ_BUILD)/corpus && cp -n tests/fuzz/corpus/* $(FUZZ_BUILD)/corpus/
+	ASAN_OPTIONS=detect_leaks=0 $(FUZZ_BUILD)/tests/fuzz/fuzz-stream \
+	    -max_total_time=$(FUZZ_TIME) -rss_limit_mb=4096 $(FUZZ_BUILD)/corpus
+
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD)

@@ -8,12 +8,16 @@
 #                                    reference QEMU the functional tests
 #                                    compare the test guest under
 #   scripts/install-deps.sh --bench  also gnuplot, for the benchmark plots
+#   scripts/install-deps.sh --fuzz   also clang and its libFuzzer runtime
 set -eu
 
 pkgs="gcc make meson ninja-build pkg-config binutils libglib2.0-dev \
 libjson-glib-dev liburing-dev libnuma-dev libcmocka-dev python3 qemu-system-x86"
 if [ "${1:-}" = "--bench" ]; then
     pkgs="$pkgs gnuplot-nox"
+fi
+if [ "${1:-}" = "--fuzz" ]; then
+    pkgs="$pkgs clang libclang-rt-dev"
 fi
 
 missing=""

@@ -100,7 +100,6 @@ static bool opt_object(MachineOptions *o, const char *arg, GError **errp)
     };
     g_auto(GStrv) items = g_strsplit(arg, ",", -1);
     const char *type = items[0];
-    g_autoptr(GError) err = NULL;
     int t;
 
     for (t = 0; types[t] && strcmp(types[t], type); t++) {
