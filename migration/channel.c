@@ -4,7 +4,9 @@
 #include "qemu/sockets.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -52,9 +54,79 @@ static void tune(int fd, bool tcp)
     }
 }
 
+/* file:PATH[,offset=N]: the path and the offset (0 if none). */
+static bool file_uri(const char *spec, char **path, off_t *offset, GError **errp)
+{
+    const char *comma = strstr(spec, ",offset=");
+    *offset = 0;
+    if (comma) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(comma + 8, &end, 0);
+        if (errno || *end || v < 0 || end == comma + 8) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                        "file: invalid offset '%s'", comma + 8);
+            return false;
+        }
+        *offset = v;
+    }
+    *path = comma ? g_strndup(spec, comma - spec) : g_strdup(spec);
+    if (!**path) {
+        g_free(*path);
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "file: needs a path");
+        return false;
+    }
+    return true;
+}
+
+/* exec:COMMAND through /bin/sh: its stdin (source) or stdout (destination). */
+static int exec_command(const char *cmd, bool writing, GError **errp)
+{
+    const char *argv[] = { "/bin/sh", "-c", cmd, NULL };
+    int in = -1, out = -1;
+    if (!g_spawn_async_with_pipes(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT,
+                                  NULL, NULL, NULL, writing ? &in : NULL,
+                                  writing ? NULL : &out, NULL, errp)) {
+        return -1;
+    }
+    return writing ? in : out;
+}
+
+int channel_open_file(const char *uri, bool writing, GError **errp)
+{
+    g_autofree char *path = NULL;
+    off_t offset;
+    if (!file_uri(uri + 5, &path, &offset, errp)) {
+        return -1;
+    }
+    int fd = open(path, writing ? (O_WRONLY | O_CREAT | (offset ? 0 : O_TRUNC))
+                                : O_RDONLY, 0600);
+    if (fd < 0 || lseek(fd, offset, SEEK_SET) < 0) {
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(errno),
+                    "cannot open migration file %s: %s", path, g_strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    return fd;
+}
+
+int channel_exec(const char *uri, bool writing, GError **errp)
+{
+    return exec_command(uri + 5, writing, errp);
+}
+
 int channel_connect(const char *uri, GError **errp)
 {
     Uri u;
+    if (g_str_has_prefix(uri, "file:")) {
+        return channel_open_file(uri, true, errp);
+    }
+    if (g_str_has_prefix(uri, "exec:")) {
+        return channel_exec(uri, true, errp);
+    }
     if (!uri_parse(uri, &u, errp)) {
         return -1;
     }

@@ -483,6 +483,15 @@ static bool incoming_start(MigrationState *s, const char *uri, GError **errp)
         incoming_from_fd(s, fd);
         return true;
     }
+    if (g_str_has_prefix(uri, "file:") || g_str_has_prefix(uri, "exec:")) {
+        int fd = uri[0] == 'f' ? channel_open_file(uri, false, errp)
+                               : channel_exec(uri, false, errp);
+        if (fd < 0) {
+            return false;
+        }
+        incoming_from_fd(s, fd);
+        return true;
+    }
     int fd = channel_listen(uri, &addr, errp);
     if (fd < 0) {
         return false;
@@ -538,6 +547,12 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "Migration is not possible in run state %s",
                     runstate_name(s->m->state));
+        return NULL;
+    }
+    if ((g_str_has_prefix(uri, "file:") || g_str_has_prefix(uri, "exec:")) &&
+        migrate_cap(s, "return-path")) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Return path is not supported with %.5s migration", uri);
         return NULL;
     }
     int fd = g_str_has_prefix(uri, "fd:") ? qmp_take_fd(s->qmp, uri + 3, errp)

@@ -2,18 +2,30 @@
 /*
  * Migration transports: parse a URI, connect (source) or listen
  * (destination).  tcp:HOST:PORT (IPv4 or IPv6, [::] form; port 0 picks
- * a free one) and unix:PATH.
+ * a free one), unix:PATH, exec:COMMAND and file:PATH[,offset=N]; fd:NAME
+ * is migration.c's (getfd).
  *
  * Error contract: GError **errp last; fds are returned, -1 on failure.
  */
 #ifndef MIGRATION_CHANNEL_H
 #define MIGRATION_CHANNEL_H
 
+#include <stdbool.h>
+
 #include <glib.h>
 #include <json-glib/json-glib.h>
 
-/* channel_connect: a connected stream socket for @uri. */
+/*
+ * channel_connect: where the source writes @uri's stream: a connected
+ * socket (tcp:, unix:), a command's stdin (exec:CMD), or a file
+ * (file:PATH[,offset=N], created or truncated; with an offset, written
+ * from there).
+ */
 int channel_connect(const char *uri, GError **errp);
+
+/* channel_open_file / channel_exec: file: and exec: for either side. */
+int channel_open_file(const char *uri, bool writing, GError **errp);
+int channel_exec(const char *uri, bool writing, GError **errp);
 
 /*
  * channel_listen: a listening socket for @uri; *@addr gets QEMU's

@@ -517,6 +517,54 @@ def libvirt_precopy(opts):
         dst.close()
 
 
+def save_restore(opts):
+    """file:: save a stopped VM to a file, start another process from it
+    (paused, as its source was) and let it run; with and without offset=;
+    and exec: through shell commands."""
+    d = tmpdir()
+    for uri_out, uri_in in [
+            (f'file:{d}/vm.state', f'file:{d}/vm.state'),
+            (f'file:{d}/at4k,offset=4096', f'file:{d}/at4k,offset=4096'),
+            (f'exec:cat > {d}/vm.exec', f'exec:cat {d}/vm.exec')]:
+        src = Vm('256M', 2)
+        dst = None
+        try:
+            q = src.qmp
+            src.m.wait_line(r'^verify: round=1 ')
+            assert q.cmd('stop') == {'return': {}}
+            q.cmd('migrate-set-parameters', {'max-bandwidth': 0})
+            assert q.cmd('migrate', {'uri': uri_out}) == {'return': {}}, uri_out
+            info = src.wait_status({'completed', 'failed'})
+            assert info['status'] == 'completed', (uri_out, info)
+            assert q.cmd('query-status')['return']['status'] == 'postmigrate'
+            dst = Vm('256M', 2, incoming=uri_in)
+            assert dst.wait_status({'completed', 'failed'})['status'] == \
+                'completed', uri_in
+            assert dst.qmp.cmd('query-status')['return']['status'] == 'paused'
+            assert dst.qmp.cmd('cont') == {'return': {}}
+            verify_goes_on(src, dst)
+        finally:
+            src.close()
+            if dst:
+                dst.close()
+    v = Vm('128M', 1, append='idle')
+    try:
+        v.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': 'return-path', 'state': True}]})
+        r = v.qmp.cmd('migrate', {'uri': f'file:{d}/x'})
+        assert r['error']['desc'] == \
+            'Return path is not supported with file: migration', r
+        v.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': 'return-path', 'state': False}]})
+        r = v.qmp.cmd('migrate', {'uri': 'file:/nonexistent/dir/x'})
+        assert r['error']['desc'] == ('cannot open migration file '
+                                      '/nonexistent/dir/x: No such file or '
+                                      'directory'), r
+        assert v.qmp.cmd('query-status')['return']['status'] == 'running'
+    finally:
+        v.close()
+
+
 def hmp_migration(opts):
     """HMP's migration commands: QEMU's syntax and output; migrate without
     -d holds the prompt until the migration ends."""
@@ -590,6 +638,7 @@ cases = [
     ('/migration/precopy/pause-before-switchover', pause_before_switchover,
      MachineOptions()),
     ('/migration/libvirt/precopy', libvirt_precopy, MachineOptions()),
+    ('/migration/save-restore/file-exec', save_restore, MachineOptions()),
 ]
 
 if __name__ == '__main__':
