@@ -182,6 +182,49 @@ static uint64_t param_u64(MigrationState *s, const char *name)
     return v;
 }
 
+typedef struct Throttle {
+    MigrationState *s;
+    int pct;
+} Throttle;
+
+static void set_throttle_main(void *opaque)
+{
+    Throttle *t = opaque;
+    machine_set_throttle(t->s->m, t->pct);
+}
+
+static void set_throttle(MigrationState *s, int pct)
+{
+    Throttle t = { s, pct };
+    __atomic_store_n(&s->throttle_pct, pct, __ATOMIC_SEQ_CST);
+    migration_call_main(s, set_throttle_main, &t);
+}
+
+/*
+ * auto-converge, as QEMU: a pass in which the guest dirtied more than
+ * throttle-trigger-threshold percent of what was sent counts; at the
+ * second such pass the vCPUs are throttled by cpu-throttle-initial, then
+ * by cpu-throttle-increment more each time, up to max-cpu-throttle.
+ */
+static void auto_converge(MigrationState *s, uint64_t dirty_bytes,
+                          uint64_t sent_bytes, int *high)
+{
+    if (!migrate_cap(s, "auto-converge")) {
+        return;
+    }
+    if (dirty_bytes * 100 <= sent_bytes * param_u64(s, "throttle-trigger-threshold")) {
+        return;
+    }
+    if (++*high < 2) {
+        return;
+    }
+    *high = 0;
+    int pct = __atomic_load_n(&s->throttle_pct, __ATOMIC_SEQ_CST);
+    pct = pct ? pct + (int)param_u64(s, "cpu-throttle-increment")
+              : (int)param_u64(s, "cpu-throttle-initial");
+    set_throttle(s, MIN(pct, (int)param_u64(s, "max-cpu-throttle")));
+}
+
 static bool cancelled(MigrationState *s)
 {
     return __atomic_load_n(&s->cancel, __ATOMIC_SEQ_CST);
@@ -230,6 +273,7 @@ static gpointer migration_thread(gpointer opaque)
     g_free(a);
 
     bool return_path = migrate_cap(s, "return-path");
+    int dirty_high = 0;
     ram_saver_init(&r, m->ram, f, &s->stats, &s->cancel);
     stream_put_header(f, m->ram);
     if (return_path) {
@@ -279,6 +323,7 @@ static gpointer migration_thread(gpointer opaque)
         if (expected <= (int64_t)param_u64(s, "downtime-limit")) {
             break;
         }
+        auto_converge(s, dirty * 4096, bytes, &dirty_high);
         if (cancelled(s)) {
             goto fail;
         }
@@ -336,6 +381,7 @@ static gpointer migration_thread(gpointer opaque)
     __atomic_store_n(&s->stream_fd, -1, __ATOMIC_SEQ_CST);
     qemu_file_close(f);
     ram_saver_cleanup(&r);
+    set_throttle(s, 0);
     migration_call_main(s, finish_vm, &stop);
     migrate_set_state(s, status(s), MIGRATION_STATUS_COMPLETED);
     return NULL;
@@ -350,6 +396,7 @@ fail:
     qemu_file_close(f);
     kvm_set_dirty_log(&m->kvm, m->ram, false, NULL);
     ram_saver_cleanup(&r);
+    set_throttle(s, 0);
     if (stopped) {
         migration_call_main(s, restart_vm, &stop);
     }
@@ -720,6 +767,10 @@ static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp
                                                        __ATOMIC_SEQ_CST));
         }
         json_object_set_object_member(r, "ram", ram_info(s));
+        int pct = __atomic_load_n(&s->throttle_pct, __ATOMIC_SEQ_CST);
+        if (pct) {
+            json_object_set_int_member(r, "cpu-throttle-percentage", pct);
+        }
     }
     g_mutex_lock(&s->lock);
     if (s->error) {

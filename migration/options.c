@@ -13,7 +13,7 @@ static const struct {
     const char *name;
     bool implemented;           /* may be set to true */
 } caps[] = {
-    { "xbzrle", false }, { "rdma-pin-all", false }, { "auto-converge", false },
+    { "xbzrle", false }, { "rdma-pin-all", false }, { "auto-converge", true },
     { "zero-blocks", true },            /* no block devices: nothing to do */
     { "compress", false }, { "events", true }, { "postcopy-ram", false }, { "x-colo", false },
     { "release-ram", false }, { "block", false }, { "return-path", true },

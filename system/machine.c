@@ -254,6 +254,36 @@ void machine_resume(Machine *m)
     g_mutex_unlock(&m->pause_lock);
 }
 
+#define THROTTLE_SLICE_US 10000
+
+/* Every slice, kick the vCPUs: each then sleeps its share (vcpu_thread). */
+static gboolean throttle_tick(gpointer opaque)
+{
+    kick_all(opaque);
+    return G_SOURCE_CONTINUE;
+}
+
+void machine_set_throttle(Machine *m, int pct)
+{
+    pct = CLAMP(pct, 0, 99);
+    __atomic_store_n(&m->throttle_pct, pct, __ATOMIC_SEQ_CST);
+    if (pct && !m->throttle_src) {
+        m->throttle_src = g_timeout_add(THROTTLE_SLICE_US / 1000, throttle_tick, m);
+    } else if (!pct && m->throttle_src) {
+        g_source_remove(m->throttle_src);
+        m->throttle_src = 0;
+    }
+}
+
+/* A throttled vCPU sleeps pct/(100-pct) of a slice for each slice it ran. */
+static void throttle_sleep(Machine *m)
+{
+    int pct = __atomic_load_n(&m->throttle_pct, __ATOMIC_SEQ_CST);
+    if (pct > 0) {
+        g_usleep((uint64_t)THROTTLE_SLICE_US * pct / (100 - pct));
+    }
+}
+
 void machine_set_state(Machine *m, RunState s)
 {
     RunState old = m->state;
@@ -277,6 +307,7 @@ static void *vcpu_thread(void *opaque)
         int ret = kvm_vcpu_run(cpu);
         if (ret == -EINTR || ret == -EAGAIN) {
             __atomic_store_n(&cpu->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+            throttle_sleep(m);
             continue;
         }
         if (ret < 0) {
@@ -347,6 +378,11 @@ int machine_run(Machine *m)
 
 void machine_cleanup(Machine *m)
 {
+    if (m->throttle_src) {
+        g_source_remove(m->throttle_src);
+        m->throttle_src = 0;
+    }
+    __atomic_store_n(&m->throttle_pct, 0, __ATOMIC_SEQ_CST);
     __atomic_store_n(&m->quit, 1, __ATOMIC_SEQ_CST);
     g_mutex_lock(&m->pause_lock);
     g_cond_broadcast(&m->pause_cond);       /* parked threads see quit */

@@ -84,6 +84,7 @@ typedef struct MigrationState {
     GCond continue_cond;        /* here for migrate-continue or a cancel */
     bool continue_posted;       /* under continue_lock */
     int cancel;                 /* atomic */
+    int throttle_pct;           /* atomic: auto-converge's current throttle */
     int stream_fd;              /* atomic: shut down to cancel, or -1 */
 
     /* Destination. */

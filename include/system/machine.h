@@ -63,6 +63,9 @@ struct Machine {
     int pause_req;              /* atomic; written under pause_lock */
     int parked;                 /* under pause_lock */
 
+    int throttle_pct;           /* atomic: share of time vCPUs sleep, 0..99 */
+    guint throttle_src;         /* main thread: the 10 ms kicker */
+
     RunState state;             /* main thread only */
     /* Called in the main thread on every run-state change. */
     void (*state_changed)(void *opaque, RunState old, RunState now);
@@ -94,6 +97,12 @@ void machine_request_exit(Machine *m, int status, const char *cause,
  */
 void machine_pause(Machine *m);
 void machine_resume(Machine *m);
+
+/*
+ * machine_set_throttle: make every vCPU sleep @pct percent of each 10 ms
+ * slice (0 stops throttling), as QEMU's auto-converge does.  Main thread.
+ */
+void machine_set_throttle(Machine *m, int pct);
 
 /* machine_set_state: record @s and tell state_changed (main thread). */
 void machine_set_state(Machine *m, RunState s);

@@ -565,6 +565,57 @@ def save_restore(opts):
         v.close()
 
 
+def auto_converge(opts):
+    """A guest dirtying 96 MiB/s against 32 MiB/s of bandwidth never
+    converges; with auto-converge the vCPUs are throttled until it does."""
+    params = {'max-bandwidth': 32 << 20, 'downtime-limit': 50,
+              'cpu-throttle-initial': 60, 'cpu-throttle-increment': 20}
+    src = Vm('64M', 1, append='dirty rate=96')
+    dst = Vm('64M', 1, incoming='tcp:127.0.0.1:0')
+    dst2 = None
+    try:
+        q = src.qmp
+        src.m.wait_line(r'^dirty: second=1 ')
+        q.cmd('migrate-set-parameters', params)
+        q.cmd('migrate', {'uri': dst.listen_uri()})
+        deadline = time.monotonic() + 30
+        while q.cmd('query-migrate')['return'].get('ram', {}).get(
+                'dirty-sync-count', 0) < 4:
+            assert time.monotonic() < deadline, 'passes too slow'
+            time.sleep(0.2)
+        info = q.cmd('query-migrate')['return']
+        assert info['status'] == 'active', info
+        assert 'cpu-throttle-percentage' not in info, info
+        q.cmd('migrate_cancel')
+        assert src.wait_status({'cancelled'})['status'] == 'cancelled'
+        assert q.cmd('query-status')['return']['status'] == 'running'
+        dst.m.wait_exit(30)
+
+        dst2 = Vm('64M', 1, incoming='tcp:127.0.0.1:0')
+        q.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': 'auto-converge', 'state': True}]})
+        q.cmd('migrate', {'uri': dst2.listen_uri()})
+        throttled = 0
+        deadline = time.monotonic() + 120
+        while True:
+            info = q.cmd('query-migrate')['return']
+            throttled = max(throttled, info.get('cpu-throttle-percentage', 0))
+            if info['status'] not in ('setup', 'active'):
+                break
+            assert time.monotonic() < deadline, f'did not converge: {info}'
+            time.sleep(0.1)
+        assert info['status'] == 'completed', info
+        assert throttled >= 60, throttled
+        # The guest goes on dirtying on the destination, unthrottled there.
+        last = max(int(m.group(1)) for m in (re.match(r'^dirty: second=(\d+)', l)
+                   for l in src.m.lines) if m)
+        dst2.m.wait_line(rf'^dirty: second={last + 2} ', 30)
+    finally:
+        for v in (src, dst, dst2):
+            if v:
+                v.close()
+
+
 def hmp_migration(opts):
     """HMP's migration commands: QEMU's syntax and output; migrate without
     -d holds the prompt until the migration ends."""
@@ -639,6 +690,7 @@ cases = [
      MachineOptions()),
     ('/migration/libvirt/precopy', libvirt_precopy, MachineOptions()),
     ('/migration/save-restore/file-exec', save_restore, MachineOptions()),
+    ('/migration/precopy/auto-converge', auto_converge, MachineOptions()),
 ]
 
 if __name__ == '__main__':
