@@ -628,6 +628,23 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
     return ret_empty();
 }
 
+/*
+ * Make the migration thread give up: the flag it tests between pages,
+ * a wake-up if it waits for migrate-continue, and a shutdown of the
+ * stream for a write that blocks.  Any thread.
+ */
+static void stop_thread(MigrationState *s)
+{
+    __atomic_store_n(&s->cancel, 1, __ATOMIC_SEQ_CST);
+    g_mutex_lock(&s->continue_lock);
+    g_cond_broadcast(&s->continue_cond);
+    g_mutex_unlock(&s->continue_lock);
+    int fd = __atomic_load_n(&s->stream_fd, __ATOMIC_SEQ_CST);
+    if (fd >= 0) {
+        shutdown(fd, SHUT_RDWR);
+    }
+}
+
 static JsonNode *qmp_migrate_cancel(JsonObject *args, void *opaque, GError **errp)
 {
     MigrationState *s = opaque;
@@ -639,14 +656,7 @@ static JsonNode *qmp_migrate_cancel(JsonObject *args, void *opaque, GError **err
                          st == MIGRATION_STATUS_PRE_SWITCHOVER ||
                          st == MIGRATION_STATUS_DEVICE) &&
         migrate_set_state(s, st, MIGRATION_STATUS_CANCELLING)) {
-        __atomic_store_n(&s->cancel, 1, __ATOMIC_SEQ_CST);
-        g_mutex_lock(&s->continue_lock);
-        g_cond_broadcast(&s->continue_cond);
-        g_mutex_unlock(&s->continue_lock);
-        int fd = __atomic_load_n(&s->stream_fd, __ATOMIC_SEQ_CST);
-        if (fd >= 0) {
-            shutdown(fd, SHUT_RDWR);        /* unblock a write in progress */
-        }
+        stop_thread(s);
     }
     return ret_empty();
 }
@@ -821,14 +831,7 @@ void migration_cleanup(MigrationState *s)
         return;
     }
     if (s->thread && migration_running(s)) {
-        __atomic_store_n(&s->cancel, 1, __ATOMIC_SEQ_CST);
-        g_mutex_lock(&s->continue_lock);
-        g_cond_broadcast(&s->continue_cond);
-        g_mutex_unlock(&s->continue_lock);
-        int fd = __atomic_load_n(&s->stream_fd, __ATOMIC_SEQ_CST);
-        if (fd >= 0) {
-            shutdown(fd, SHUT_RDWR);
-        }
+        stop_thread(s);
     }
     /* Threads waiting on the main loop cannot finish now; leave them. */
     if (s->listen_src) {

@@ -109,6 +109,9 @@ static void send_run(RAMSaver *r, uint64_t first, uint64_t n)
 bool ram_save_pass(RAMSaver *r)
 {
     uint64_t page = find_first_bit(r->dirty, r->npages);
+    /* During a pass only this thread touches the bitmap, and only to
+     * clear bits: one count, then decrements, keeps remaining exact. */
+    uint64_t left = ram_dirty_count(r);
 
     while (page < r->npages) {
         if (__atomic_load_n(r->cancel, __ATOMIC_RELAXED) ||
@@ -121,9 +124,8 @@ bool ram_save_pass(RAMSaver *r)
             n++;
         }
         send_run(r, page, n);
-        __atomic_store_n(&r->stats->remaining_pages,
-                         bitmap_count_one_range(r->dirty, page, r->npages - page),
-                         __ATOMIC_RELAXED);
+        left -= n;
+        __atomic_store_n(&r->stats->remaining_pages, left, __ATOMIC_RELAXED);
         page = find_next_bit(r->dirty, r->npages, page + n);
     }
     return !qemu_file_error(r->f);

@@ -226,3 +226,35 @@ class QMP:
 
     def close(self):
         self.sock.close()
+
+
+class HMP:
+    """An HMP console on a unix socket: run a line, get its output."""
+
+    PROMPT = b'(ferry) '
+
+    def __init__(self, path, timeout=60.0):
+        import socket
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(path)
+        self.sock.settimeout(timeout)
+        self._buf = b''
+        self.banner = self.until_prompt()
+
+    def until_prompt(self):
+        """What the console printed before its next prompt."""
+        while self.PROMPT not in self._buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError('HMP connection closed')
+            self._buf += data
+        out, _, self._buf = self._buf.partition(self.PROMPT)
+        return out.decode()
+
+    def run(self, line):
+        self.sock.sendall(line.encode() + b'\n')
+        return self.until_prompt()
+
+    def send(self, line):
+        """A line whose answer never comes (quit)."""
+        self.sock.sendall(line.encode() + b'\n')

@@ -11,7 +11,7 @@ import socket
 import struct
 import time
 
-from ferrytest import Machine, MachineOptions, QMP, Skip, run_cases, tmpdir
+from ferrytest import HMP, Machine, MachineOptions, QMP, Skip, run_cases, tmpdir
 
 RAM_MEMBERS = {'transferred', 'remaining', 'total', 'duplicate', 'normal',
                'normal-bytes', 'dirty-pages-rate', 'mbps', 'dirty-sync-count',
@@ -623,23 +623,7 @@ def hmp_migration(opts):
     src = Vm('256M', 1, extra=['-monitor', f'unix:{hsock},server=on,wait=off'])
     dst = Vm('256M', 1, incoming='tcp:127.0.0.1:0')
     try:
-        h = socket.socket(socket.AF_UNIX)
-        h.connect(hsock)
-        h.settimeout(60)
-        buf = b''
-
-        def until_prompt():
-            nonlocal buf
-            while b'(ferry) ' not in buf:
-                buf += h.recv(65536)
-            out, _, buf = buf.partition(b'(ferry) ')
-            return out.decode()
-
-        def run(line):
-            h.sendall(line.encode() + b'\n')
-            return until_prompt()
-
-        until_prompt()
+        run = HMP(hsock).run
         assert 'events: on\n' in run('info migrate_capabilities')
         assert run('migrate_set_capability xbzrle off') == ''
         assert "Capability 'postcopy-ram' is not supported" in \

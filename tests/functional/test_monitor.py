@@ -8,8 +8,8 @@ import stat
 import subprocess
 import time
 
-from ferrytest import (FERRY, GUEST, QMP, Machine, MachineOptions, STATUS_OK,
-                       run_cases, tmpdir)
+from ferrytest import (FERRY, GUEST, HMP, QMP, Machine, MachineOptions,
+                       STATUS_OK, run_cases, tmpdir)
 
 
 def qmp_machine(extra=(), append='idle', serial=False):
@@ -155,23 +155,9 @@ def hmp(opts):
     m, qsock = qmp_machine(extra=['-monitor', f'unix:{hsock},server=on,wait=off'])
     with m:
         q = QMP(qsock)
-        h = socket.socket(socket.AF_UNIX)
-        h.connect(hsock)
-        h.settimeout(5)
-        buf = b''
-
-        def until_prompt():
-            nonlocal buf
-            while b'(ferry) ' not in buf:
-                buf += h.recv(4096)
-            out, _, buf = buf.partition(b'(ferry) ')
-            return out.decode()
-
-        assert "type 'help' for more information" in until_prompt()
-
-        def run(line):
-            h.sendall(line.encode() + b'\n')
-            return until_prompt()
+        h = HMP(hsock, timeout=5)
+        assert "type 'help' for more information" in h.banner
+        run = h.run
 
         help_text = run('help')
         for c in ('cont|c', 'info', 'quit|q', 'stop|s', 'help|?'):
@@ -187,7 +173,7 @@ def hmp(opts):
         assert run('info nothing') == "unknown command: 'info nothing'\n"
         assert 'info status' in run('info')
         assert run('') == ''
-        h.sendall(b'quit\n')
+        h.send('quit')
         ev = q.event('SHUTDOWN')
         assert ev['data']['reason'] == 'host-qmp-quit'
         assert m.wait_exit(10) == 0
