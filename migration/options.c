@@ -210,30 +210,24 @@ static bool check_param(const char *name, JsonNode *v, GError **errp)
             return false;
         }
     }
-    static const char *const compressions[] = {
-        "none", "zlib", "zstd", "qatzip", "qpl", "uadk", NULL,
+    /* String parameters and the values QEMU accepts for them. */
+    static const struct {
+        const char *name;
+        const char *const values[8];
+    } choices[] = {
+        { "multifd-compression", { "none", "zlib", "zstd", "qatzip", "qpl",
+                                   "uadk", NULL } },
+        { "zero-page-detection", { "none", "legacy", "multifd", NULL } },
+        { "mode", { "normal", "cpr-reboot", NULL } },
     };
-    if (!strcmp(name, "multifd-compression") &&
-        !g_strv_contains(compressions, json_node_get_string(v))) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "Parameter 'multifd-compression' does not accept value '%s'",
-                    json_node_get_string(v));
-        return false;
-    }
-    static const char *const zpd[] = { "none", "legacy", "multifd", NULL };
-    if (!strcmp(name, "zero-page-detection") &&
-        !g_strv_contains(zpd, json_node_get_string(v))) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "Parameter 'zero-page-detection' does not accept value '%s'",
-                    json_node_get_string(v));
-        return false;
-    }
-    static const char *const modes[] = { "normal", "cpr-reboot", NULL };
-    if (!strcmp(name, "mode") && !g_strv_contains(modes, json_node_get_string(v))) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "Parameter 'mode' does not accept value '%s'",
-                    json_node_get_string(v));
-        return false;
+    for (size_t i = 0; i < G_N_ELEMENTS(choices); i++) {
+        if (!strcmp(name, choices[i].name) &&
+            !g_strv_contains(choices[i].values, json_node_get_string(v))) {
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "Parameter '%s' does not accept value '%s'", name,
+                        json_node_get_string(v));
+            return false;
+        }
     }
     return true;
 }

@@ -341,6 +341,11 @@ def capabilities_parameters(opts):
                                       "milliseconds"), r
         r = q.cmd('migrate-set-parameters', {'max-bandwidth': -1})
         assert 'expected: size' in r['error']['desc'], r
+        r = q.cmd('migrate-set-parameters', {'multifd-compression': 'lz4'})
+        assert r['error']['desc'] == ("Parameter 'multifd-compression' does "
+                                      "not accept value 'lz4'"), r
+        assert q.cmd('migrate-set-parameters', {'zero-page-detection': 'legacy',
+                                                'mode': 'normal'}) == {'return': {}}
         r = q.cmd('migrate-set-parameters', {'tls-creds': 'tls0'})
         assert r['error']['desc'] == "No TLS credentials with id 'tls0'", r
         # A refused set changes nothing.
