@@ -17,6 +17,7 @@
 
 #include "migration/channel.h"
 #include "migration/qemu-file.h"
+#include "migration/ram.h"
 #include "migration/stream.h"
 #include "qemu/bitmap.h"
 
@@ -274,7 +275,7 @@ static gpointer migration_thread(gpointer opaque)
 
     bool return_path = migrate_cap(s, "return-path");
     int dirty_high = 0;
-    ram_saver_init(&r, m->ram, f, &s->stats, &s->cancel);
+    ram_saver_init(&r, m->ram, &m->kvm, f, &s->stats, &s->cancel);
     stream_put_header(f, m->ram);
     if (return_path) {
         qemu_put_byte(f, REC_OPEN_RETURN_PATH);
@@ -306,7 +307,7 @@ static gpointer migration_thread(gpointer opaque)
         uint64_t bytes = s->stats.transferred - bytes0;
         uint64_t bw = MAX(1, bytes / secs);
 
-        if (!kvm_sync_dirty_log(&m->kvm, m->ram, r.dirty, &err)) {
+        if (!ram_sync_dirty(&r, &err)) {
             goto fail;
         }
         uint64_t dirty = ram_dirty_count(&r);
@@ -338,7 +339,7 @@ static gpointer migration_thread(gpointer opaque)
     }
     uint64_t before = s->stats.transferred;
     r.max_bandwidth = 0;        /* the guest is stopped: no limit now */
-    if (!kvm_sync_dirty_log(&m->kvm, m->ram, r.dirty, &err)) {
+    if (!ram_sync_dirty(&r, &err)) {
         goto fail;
     }
     if (!ram_save_pass(&r)) {

@@ -1,9 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/*
- * The source's RAM saver: sends dirty pages, zero pages as a flag only,
- * runs of contiguous pages in one record, within max-bandwidth.  Runs
- * in the migration thread, which owns the bitmap.
- */
+/* The source's RAM saver; the contract is in include/migration/ram.h. */
+#include "migration/ram.h"
+
 #include "migration/migration.h"
 #include "migration/qemu-file.h"
 #include "migration/stream.h"
@@ -14,23 +12,60 @@
 #define PAGE            4096
 #define MAX_RUN         256     /* pages in one RAM_PAGES record: 1 MiB */
 
-void ram_saver_init(RAMSaver *r, RAMBlock *rb, QEMUFile *f,
+void ram_saver_init(RAMSaver *r, RAMBlock *rb, KVMState *kvm, QEMUFile *f,
                     MigrationStats *stats, int *cancel)
 {
     memset(r, 0, sizeof(*r));
     r->rb = rb;
+    r->kvm = kvm;
     r->f = f;
     r->stats = stats;
     r->cancel = cancel;
     r->npages = rb->size / PAGE;
     r->dirty = bitmap_new(r->npages);
     bitmap_set(r->dirty, 0, r->npages);     /* the first pass sends all */
+    /* KVM's log starts all set (INITIALLY_SET) or empty: clear either way. */
+    uint64_t chunks = ((r->npages + RAM_CLEAR_CHUNK_PAGES - 1) / RAM_CLEAR_CHUNK_PAGES);
+    r->clear_pending = bitmap_new(chunks);
+    bitmap_set(r->clear_pending, 0, chunks);
+}
+
+bool ram_sync_dirty(RAMSaver *r, GError **errp)
+{
+    if (!kvm_sync_dirty_log(r->kvm, r->rb, r->dirty, errp)) {
+        return false;
+    }
+    bitmap_set(r->clear_pending, 0,
+               ((r->npages + RAM_CLEAR_CHUNK_PAGES - 1) / RAM_CLEAR_CHUNK_PAGES));
+    return true;
+}
+
+/*
+ * Before reading page @page to send it: clear KVM's log for its chunk,
+ * so that the guest's next write to any page of it is logged again.
+ */
+static bool clear_chunk(RAMSaver *r, uint64_t page)
+{
+    uint64_t chunk = page / RAM_CLEAR_CHUNK_PAGES;
+    if (!test_bit(chunk, r->clear_pending)) {
+        return true;
+    }
+    clear_bit(chunk, r->clear_pending);
+    uint64_t first = chunk * RAM_CLEAR_CHUNK_PAGES;
+    uint64_t n = MIN(RAM_CLEAR_CHUNK_PAGES, r->npages - first);
+    int ret = kvm_clear_dirty_log(r->kvm, r->rb, r->dirty, first, n);
+    if (ret < 0) {
+        qemu_file_set_error(r->f, ret);
+        return false;
+    }
+    return true;
 }
 
 void ram_saver_cleanup(RAMSaver *r)
 {
     bitmap_free(r->dirty);
-    r->dirty = NULL;
+    bitmap_free(r->clear_pending);
+    r->dirty = r->clear_pending = NULL;
 }
 
 uint64_t ram_dirty_count(const RAMSaver *r)
@@ -118,8 +153,14 @@ bool ram_save_pass(RAMSaver *r)
             qemu_file_error(r->f)) {
             return false;
         }
+        if (!clear_chunk(r, page)) {
+            return false;
+        }
+        /* A run stops at a chunk's end, whose log may still need clearing. */
+        uint64_t chunk_end = (page / RAM_CLEAR_CHUNK_PAGES + 1) *
+                             RAM_CLEAR_CHUNK_PAGES;
         uint64_t n = 0;
-        while (page + n < r->npages && n < MAX_RUN &&
+        while (page + n < chunk_end && page + n < r->npages && n < MAX_RUN &&
                test_and_clear_bit_atomic(page + n, r->dirty)) {
             n++;
         }

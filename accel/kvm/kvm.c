@@ -71,6 +71,21 @@ bool kvm_init(KVMState *s, GError **errp)
         kvm_fail(errp, "KVM_CREATE_PIT2");
         goto fail;
     }
+    /*
+     * Manual dirty-log protection: a sync no longer write-protects all
+     * of RAM at once (a stall that grows with the guest); pages are
+     * protected again chunk by chunk, just before they are sent.
+     */
+    int manual = ioctl(s->vm_fd, KVM_CHECK_EXTENSION,
+                       KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+    if (manual > 0) {
+        struct kvm_enable_cap cap = {
+            .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+            .args[0] = manual & (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE |
+                                 KVM_DIRTY_LOG_INITIALLY_SET),
+        };
+        s->manual_dirty_log = ioctl(s->vm_fd, KVM_ENABLE_CAP, &cap) == 0;
+    }
     return true;
 
 fail:
@@ -135,6 +150,47 @@ bool kvm_sync_dirty_log(KVMState *s, RAMBlock *rb, unsigned long *bitmap,
         }
     }
     return true;
+}
+
+int kvm_clear_dirty_log(KVMState *s, RAMBlock *rb, const unsigned long *bitmap,
+                        uint64_t first, uint64_t n)
+{
+    if (!s->manual_dirty_log) {
+        return 0;
+    }
+    for (int i = 0; i < rb->nmap; i++) {
+        uint64_t base = rb->map[i].offset / 4096;
+        uint64_t end = base + rb->map[i].size / 4096;
+        uint64_t lo = MAX(first, base), hi = MIN(first + n, end);
+        if (lo >= hi) {
+            continue;
+        }
+        /* Slots start on 2 MiB boundaries, so lo - base stays 64-aligned. */
+        uint64_t count = hi - lo;
+        size_t longs = (count + 63) / 64;
+        g_autofree uint64_t *mask = g_new0(uint64_t, longs);
+        bool any = false;
+        for (size_t w = 0; w < longs; w++) {
+            mask[w] = bitmap[lo / 64 + w];
+            if (w == longs - 1 && count % 64) {
+                mask[w] &= (1ULL << (count % 64)) - 1;
+            }
+            any |= mask[w] != 0;
+        }
+        if (!any) {
+            continue;
+        }
+        struct kvm_clear_dirty_log c = {
+            .slot = s->ram_slot0 + i,
+            .first_page = lo - base,
+            .num_pages = count,
+            .dirty_bitmap = mask,
+        };
+        if (ioctl(s->vm_fd, KVM_CLEAR_DIRTY_LOG, &c) < 0) {
+            return -errno;
+        }
+    }
+    return 0;
 }
 
 bool kvm_add_ram(KVMState *s, RAMBlock *rb, GError **errp)

@@ -122,30 +122,4 @@ void migration_options_register(MigrationState *s, QmpDispatcher *d);
 /* migration_call_main: run @fn(@opaque) in the main thread and wait. */
 void migration_call_main(MigrationState *s, void (*fn)(void *), void *opaque);
 
-/* ---- The RAM saver and loader (migration/ram.c) ------------------------ */
-
-typedef struct QEMUFile QEMUFile;
-
-typedef struct RAMSaver {
-    RAMBlock *rb;
-    unsigned long *dirty;       /* one bit per 4 KiB page of the block */
-    uint64_t npages;
-    QEMUFile *f;
-    MigrationStats *stats;
-    uint64_t max_bandwidth;     /* bytes/s, 0: unlimited */
-    int64_t window_start_us;    /* rate limiting: 100 ms windows */
-    uint64_t window_bytes;
-    int *cancel;
-} RAMSaver;
-
-void ram_saver_init(RAMSaver *r, RAMBlock *rb, QEMUFile *f,
-                    MigrationStats *stats, int *cancel);
-void ram_saver_cleanup(RAMSaver *r);
-
-/* ram_save_pass: send every dirty page once; false on error or cancel. */
-bool ram_save_pass(RAMSaver *r);
-
-/* ram_dirty_count: pages still dirty. */
-uint64_t ram_dirty_count(const RAMSaver *r);
-
 #endif

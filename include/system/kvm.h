@@ -25,6 +25,13 @@ typedef struct KVMState {
     int run_size;               /* bytes of each vCPU's kvm_run mapping */
     int nslots;
     int ram_slot0;              /* slot of the RAM block's first mapping */
+    /*
+     * KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 is on: KVM_GET_DIRTY_LOG leaves
+     * the log set and the pages writable until kvm_clear_dirty_log(), and
+     * turning logging on sets every bit instead of write-protecting all
+     * of RAM at once (KVM_DIRTY_LOG_INITIALLY_SET).
+     */
+    bool manual_dirty_log;
     struct kvm_cpuid2 *cpuid;   /* what KVM supports, the template of every vCPU */
 } KVMState;
 
@@ -48,11 +55,25 @@ bool kvm_add_ram(KVMState *s, RAMBlock *rb, GError **errp);
 bool kvm_set_dirty_log(KVMState *s, RAMBlock *rb, bool on, GError **errp);
 
 /*
- * kvm_sync_dirty_log: fetch and clear KVM's dirty log of @rb and OR it
- * into @bitmap (one bit per 4 KiB page of the block, by block offset).
+ * kvm_sync_dirty_log: fetch KVM's dirty log of @rb and OR it into
+ * @bitmap (one bit per 4 KiB page of the block, by block offset).
+ * Without manual protection this also clears the log and write-protects
+ * the pages; with it, the caller clears with kvm_clear_dirty_log().
  */
 bool kvm_sync_dirty_log(KVMState *s, RAMBlock *rb, unsigned long *bitmap,
                         GError **errp);
+
+/*
+ * kvm_clear_dirty_log: with manual protection, clear KVM's log for the
+ * pages of [@first, @first + @n) whose bit is set in @bitmap (block
+ * page numbers; @first and @n multiples of 64) and write-protect them
+ * again, so that the next write is logged.  Call it before reading
+ * those pages to send them: a write after the clear is caught, and the
+ * bits not set in @bitmap (written since the last sync) are kept.  A
+ * no-op without manual protection.  Any thread; -errno on failure.
+ */
+int kvm_clear_dirty_log(KVMState *s, RAMBlock *rb, const unsigned long *bitmap,
+                        uint64_t first, uint64_t n);
 
 /*
  * kvm_vcpu_create: vCPU @index with the supported CPUID, its APIC id
