@@ -8,6 +8,7 @@ are real ferry (or QEMU) processes; their serial output is read line by
 line and parsed as docs/test-guest.md documents it.
 """
 import dataclasses
+import fcntl
 import os
 import re
 import shutil
@@ -154,6 +155,49 @@ def run_cases(cases):
 
 def tmpdir():
     return tempfile.mkdtemp(prefix='ferry-test-')
+
+
+HP = '/sys/kernel/mm/hugepages/hugepages-2048kB/'
+
+
+class HugePages:
+    """Make @n free 2 MiB pages available, and put the pool back after.
+    Tests run in parallel: a lock file keeps two of them from resizing
+    the pool at once."""
+
+    def __init__(self, n):
+        self.n, self.saved, self.lock = n, None, None
+
+    def __enter__(self):
+        self.lock = open('/tmp/ferry-hugepages.lock', 'w')
+        fcntl.flock(self.lock, fcntl.LOCK_EX)
+        try:
+            free = int(open(HP + 'free_hugepages').read())
+            total = int(open(HP + 'nr_hugepages').read())
+        except OSError:
+            self.__exit__()
+            raise Skip('no 2 MiB hugetlb pool on this host')
+        if free < self.n:
+            try:
+                with open(HP + 'nr_hugepages', 'w') as f:
+                    f.write(str(total + self.n - free))
+                self.saved = total
+            except OSError as e:
+                self.__exit__()
+                raise Skip(f'cannot reserve {self.n} huge pages: {e}')
+            if int(open(HP + 'free_hugepages').read()) < self.n:
+                self.__exit__()
+                raise Skip(f'fewer than {self.n} free 2 MiB pages')
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            with open(HP + 'nr_hugepages', 'w') as f:
+                f.write(str(self.saved))
+            self.saved = None
+        if self.lock:
+            self.lock.close()
+            self.lock = None
 
 
 class QMP:

@@ -5,41 +5,8 @@ passes on each, and /proc shows the memory really is what was asked for."""
 import os
 import subprocess
 
-from ferrytest import (GUEST, Machine, MachineOptions, Skip, run_cases,
-                       run_ferry, tmpdir)
-
-HP = '/sys/kernel/mm/hugepages/hugepages-2048kB/'
-
-
-class HugePages:
-    """Make @n free 2 MiB pages available, and put the pool back after."""
-
-    def __init__(self, n):
-        self.n, self.saved = n, None
-
-    def __enter__(self):
-        try:
-            free = int(open(HP + 'free_hugepages').read())
-            total = int(open(HP + 'nr_hugepages').read())
-        except OSError:
-            raise Skip('no 2 MiB hugetlb pool on this host')
-        if free < self.n:
-            try:
-                with open(HP + 'nr_hugepages', 'w') as f:
-                    f.write(str(total + self.n - free))
-                self.saved = total
-            except OSError as e:
-                raise Skip(f'cannot reserve {self.n} huge pages: {e}')
-            if int(open(HP + 'free_hugepages').read()) < self.n:
-                self.__exit__()
-                raise Skip(f'fewer than {self.n} free 2 MiB pages')
-        return self
-
-    def __exit__(self, *exc):
-        if self.saved is not None:
-            with open(HP + 'nr_hugepages', 'w') as f:
-                f.write(str(self.saved))
-
+from ferrytest import (GUEST, HugePages, Machine, MachineOptions, Skip,
+                       run_cases, run_ferry, tmpdir)
 
 def ram_mapping(pid, size):
     """The smaps entry of the guest RAM mapping (the one of @size bytes)."""

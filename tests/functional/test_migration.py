@@ -11,7 +11,8 @@ import socket
 import struct
 import time
 
-from ferrytest import HMP, Machine, MachineOptions, QMP, Skip, run_cases, tmpdir
+from ferrytest import (HMP, HugePages, Machine, MachineOptions, QMP, Skip,
+                       run_cases, tmpdir)
 
 RAM_MEMBERS = {'transferred', 'remaining', 'total', 'duplicate', 'normal',
                'normal-bytes', 'dirty-pages-rate', 'mbps', 'dirty-sync-count',
@@ -116,6 +117,26 @@ def basic(opts):
     finally:
         src.close()
         dst.close()
+
+
+def backend_args(obj):
+    return ['-object', f'{obj},id=m', '-machine', 'memory-backend=m']
+
+
+def backend(opts):
+    """Each RAM backend on both sides (or different ones on each side):
+    the stream carries pages, not the backend, so any pair works."""
+    src_obj, dst_obj, hugepages = opts.extra
+    with HugePages(hugepages) if hugepages else open(os.devnull) as _:
+        src = Vm(None, 2, extra=backend_args(src_obj))
+        dst = Vm(None, 2, incoming='tcp:127.0.0.1:0', extra=backend_args(dst_obj))
+        try:
+            src.m.wait_line(r'^verify: round=1 ', 120)
+            migrate(src, dst)
+            verify_goes_on(src, dst)
+        finally:
+            src.close()
+            dst.close()
 
 
 def ipv6(opts):
@@ -654,6 +675,12 @@ def hmp_migration(opts):
         dst.close()
 
 
+RAM_SHARED = 'memory-backend-ram,size=512M,share=on'
+MEMFD = 'memory-backend-memfd,size=512M'
+SHM_FILE = 'memory-backend-file,size=512M,mem-path=/dev/shm,share=on'
+MEMFD_HUGE = 'memory-backend-memfd,size=512M,hugetlb=on,hugetlbsize=2M'
+
+
 def B(mem, smp, uri):
     return MachineOptions(extra=[mem, smp, uri])
 
@@ -663,7 +690,17 @@ cases = [
     ('/migration/precopy/tcp/smp2-1G', basic, B('1G', 2, 'tcp:127.0.0.1:0')),
     ('/migration/precopy/unix/smp4-512M', basic,
      B('512M', 4, 'unix:' + os.path.join(tmpdir(), 'mig.sock'))),
-    ('/migration/precopy/tcp/smp2-4G', basic, B('4G', 2, 'tcp:0.0.0.0:0')),
+    ('/migration/precopy/tcp/smp2-6G', basic, B('6G', 2, 'tcp:0.0.0.0:0')),
+    ('/migration/precopy/backend/ram-shared', backend,
+     MachineOptions(extra=[RAM_SHARED, RAM_SHARED, 0])),
+    ('/migration/precopy/backend/memfd', backend,
+     MachineOptions(extra=[MEMFD, MEMFD, 0])),
+    ('/migration/precopy/backend/file-dev-shm', backend,
+     MachineOptions(extra=[SHM_FILE, SHM_FILE, 0])),
+    ('/migration/precopy/backend/memfd-hugetlb-2M', backend,
+     MachineOptions(extra=[MEMFD_HUGE, MEMFD_HUGE, 512])),
+    ('/migration/precopy/backend/ram-to-hugetlb-2M', backend,
+     MachineOptions(extra=['memory-backend-ram,size=512M', MEMFD_HUGE, 256])),
     ('/migration/precopy/tcp-ipv6', ipv6, MachineOptions()),
     ('/migration/precopy/incoming-defer', defer, MachineOptions()),
     ('/migration/precopy/ping-pong', ping_pong, MachineOptions()),
