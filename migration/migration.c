@@ -18,6 +18,7 @@
 #include "migration/channel.h"
 #include "migration/qemu-file.h"
 #include "migration/ram.h"
+#include "migration/ram-load.h"
 #include "migration/stream.h"
 #include "qemu/bitmap.h"
 
@@ -454,13 +455,17 @@ static gpointer load_thread(gpointer opaque)
     LoadDone done = { s, false, RUN_STATE_RUNNING };
     g_free(a);
 
-    bool return_path = false;
+    RAMLoader ram;
+    ram_loader_init(&ram, s->m->ram);
+    StreamLoad l = { .m = s->m, .stats = &s->stats, .ram = &ram };
     migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
-    done.ok = stream_load(f, s->m, &s->stats, &done.source_state, &return_path,
-                          &err);
+    done.ok = stream_load(f, &l, &err);
+    done.source_state = l.source_state;
+    /* Ordinary memory again before any vCPU runs. */
+    ram_loader_cleanup(&ram);
     __atomic_store_n(&s->stats.transferred, qemu_file_transferred(f),
                      __ATOMIC_RELAXED);
-    if (return_path) {
+    if (l.return_path) {
         QEMUFile *rp = qemu_file_new(qemu_file_fd(f), true, false);
         qemu_put_byte(rp, RP_SHUT);
         qemu_put_u32(rp, done.ok ? 0 : 1);

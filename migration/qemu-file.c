@@ -29,6 +29,15 @@ QEMUFile *qemu_file_new(int fd, bool writable, bool own)
     return f;
 }
 
+QEMUFile *qemu_file_new_mem(const void *data, size_t len)
+{
+    QEMUFile *f = g_new0(QEMUFile, 1);
+    f->fd = -1;
+    f->buf = g_memdup2(data, len ? len : 1);
+    f->len = len;
+    return f;
+}
+
 int qemu_file_error(const QEMUFile *f)
 {
     return f->error;
@@ -129,6 +138,10 @@ void qemu_put_u64(QEMUFile *f, uint64_t v)
 static bool fill(QEMUFile *f)
 {
     f->pos = f->len = 0;
+    if (f->fd < 0) {
+        qemu_file_set_error(f, -EIO);       /* a memory file's end */
+        return false;
+    }
     for (;;) {
         ssize_t n = read(f->fd, f->buf, IO_BUF_SIZE);
         if (n < 0 && errno == EINTR) {
@@ -153,7 +166,7 @@ void qemu_get_buffer(QEMUFile *f, void *buf, size_t len)
         }
         if (f->pos == f->len) {
             /* Large reads go straight into the caller's memory. */
-            if (len >= IO_BUF_SIZE / 2) {
+            if (len >= IO_BUF_SIZE / 2 && f->fd >= 0) {
                 ssize_t n = read(f->fd, p, len);
                 if (n < 0 && errno == EINTR) {
                     continue;

@@ -8,6 +8,7 @@
 
 #include "migration/migration.h"
 #include "migration/qemu-file.h"
+#include "migration/ram-load.h"
 #include "system/kvm-state.h"
 
 #define PAGE 4096
@@ -171,11 +172,137 @@ static bool load_device(Machine *m, const char *name, const uint8_t *data,
     return false;
 }
 
-bool stream_load(QEMUFile *f, Machine *m, MigrationStats *stats,
-                 RunState *source_state, bool *return_path, GError **errp)
+/* A device record's body (after its type byte); @have_* note what came. */
+static bool load_device_record(QEMUFile *f, Machine *m, RunState *state,
+                               bool *have_vm, bool *have_cpu, GError **errp)
 {
+    char name[65];
+    if (!get_name(f, name, sizeof(name))) {
+        return load_fail(f, errp, "device section name too long");
+    }
+    uint32_t len = qemu_get_u32(f);
+    if (len > STREAM_MAX_DEVICE) {
+        return load_fail(f, errp, "device '%s': state of %u bytes is "
+                         "larger than %u", name, len, STREAM_MAX_DEVICE);
+    }
+    g_autofree uint8_t *data = g_malloc(len ? len : 1);
+    qemu_get_buffer(f, data, len);
+    if (qemu_file_error(f)) {
+        return load_fail(f, errp, "read error");
+    }
+    g_autoptr(GError) err = NULL;
+    if (!load_device(m, name, data, len, state, &err)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "loading device '%s': %s", name, err->message);
+        return false;
+    }
+    int cpu;
+    if (!strcmp(name, "vm")) {
+        *have_vm = true;
+    } else if (sscanf(name, "cpu%d", &cpu) == 1) {
+        have_cpu[cpu] = true;
+    }
+    return true;
+}
+
+static bool devices_complete(QEMUFile *f, Machine *m, bool have_vm,
+                             const bool *have_cpu, GError **errp)
+{
+    if (!have_vm) {
+        return load_fail(f, errp, "the stream ended without the VM's "
+                         "device state");
+    }
+    for (int i = 0; i < m->ncpus; i++) {
+        if (!have_cpu[i]) {
+            return load_fail(f, errp, "the stream has no state for vCPU "
+                             "%d (give both sides the same -smp)", i);
+        }
+    }
+    return true;
+}
+
+bool stream_load_devices(QEMUFile *f, Machine *m, RunState *source_state,
+                         GError **errp)
+{
+    bool have_vm = false, have_cpu[MAX_VCPUS] = { false };
+    *source_state = RUN_STATE_RUNNING;
+    for (;;) {
+        uint8_t type = qemu_get_byte(f);
+        if (qemu_file_error(f)) {
+            return load_fail(f, errp, "read error");
+        }
+        if (type == REC_EOF) {
+            return devices_complete(f, m, have_vm, have_cpu, errp);
+        }
+        if (type != REC_DEVICE) {
+            return load_fail(f, errp, "record type 0x%02x in the postcopy "
+                             "device package", type);
+        }
+        if (!load_device_record(f, m, source_state, &have_vm, have_cpu, errp)) {
+            return false;
+        }
+    }
+}
+
+static bool postcopy_record(QEMUFile *f, StreamLoad *l, uint8_t type,
+                            GError **errp)
+{
+    RAMBlock *rb = l->m->ram;
+    if (!l->postcopy) {
+        return load_fail(f, errp, "postcopy record 0x%02x, but postcopy-ram "
+                         "is not enabled on the destination", type);
+    }
+    switch (type) {
+    case REC_POSTCOPY_ADVISE: {
+        uint64_t hps = qemu_get_u64(f);
+        if (qemu_file_error(f)) {
+            return load_fail(f, errp, "read error");
+        }
+        return l->postcopy->advise(l->opaque, hps, errp);
+    }
+    case REC_POSTCOPY_DISCARD: {
+        uint64_t off = qemu_get_u64(f), count = qemu_get_u64(f);
+        if (qemu_file_error(f)) {
+            return load_fail(f, errp, "read error");
+        }
+        if (off % PAGE || count == 0 || off > rb->size ||
+            count > (rb->size - off) / PAGE) {
+            return load_fail(f, errp, "discard at 0x%" PRIx64 " of %" PRIu64
+                             " pages lies outside block '%s'", off, count,
+                             rb->name);
+        }
+        return ram_load_discard(l->ram, off, count, errp);
+    }
+    case REC_POSTCOPY_LISTEN:
+        return l->postcopy->listen(l->opaque, errp);
+    case REC_POSTCOPY_RUN: {
+        uint32_t len = qemu_get_u32(f);
+        if (len > STREAM_MAX_PACKAGE) {
+            return load_fail(f, errp, "postcopy package of %u bytes is larger "
+                             "than %u", len, STREAM_MAX_PACKAGE);
+        }
+        g_autofree uint8_t *data = g_malloc(len ? len : 1);
+        qemu_get_buffer(f, data, len);
+        if (qemu_file_error(f)) {
+            return load_fail(f, errp, "read error");
+        }
+        g_autoptr(GBytes) pkg = g_bytes_new_take(g_steal_pointer(&data), len);
+        if (!l->postcopy->run(l->opaque, pkg, errp)) {
+            return false;
+        }
+        l->postcopy_running = true;
+        return true;
+    }
+    }
+    return false;
+}
+
+bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
+{
+    Machine *m = l->m;
     RAMBlock *rb = m->ram;
     char name[65];
+    RAMLoadBuf buf;
 
     uint32_t magic = qemu_get_u32(f), version = qemu_get_u32(f);
     if (magic != STREAM_MAGIC) {
@@ -199,92 +326,73 @@ bool stream_load(QEMUFile *f, Machine *m, MigrationStats *stats,
     (void)page_size;    /* The source's backend may differ from ours. */
 
     bool have_vm = false, have_cpu[MAX_VCPUS] = { false };
-    *source_state = RUN_STATE_RUNNING;
-    *return_path = false;
+    bool ok = false;
+    l->source_state = RUN_STATE_RUNNING;
+    l->return_path = false;
+    l->postcopy_running = false;
+    ram_load_buf_init(&buf, l->ram);
     for (;;) {
         uint8_t type = qemu_get_byte(f);
         if (qemu_file_error(f)) {
-            return load_fail(f, errp, "read error");
+            load_fail(f, errp, "read error");
+            break;
         }
-        switch (type) {
-        case REC_RAM_PAGES:
-        case REC_RAM_ZERO: {
+        if (type == REC_RAM_PAGES || type == REC_RAM_ZERO) {
             uint64_t off = qemu_get_u64(f);
             uint32_t count = qemu_get_u32(f);
             if (!check_range(f, rb, off, count, errp)) {
-                return false;
+                break;
             }
-            uint8_t *dst = rb->host + off;
             if (type == REC_RAM_PAGES) {
-                qemu_get_buffer(f, dst, (uint64_t)count * PAGE);
-                __atomic_fetch_add(&stats->normal_pages, count, __ATOMIC_RELAXED);
+                if (!ram_load_pages(l->ram, &buf, f, off, count, errp)) {
+                    break;
+                }
+                __atomic_fetch_add(&l->stats->normal_pages, count,
+                                   __ATOMIC_RELAXED);
             } else {
-                /* Fresh memory is zero already; only reused pages need it. */
-                for (uint32_t i = 0; i < count; i++) {
-                    uint64_t *p = (uint64_t *)(dst + (uint64_t)i * PAGE);
-                    for (int w = 0; w < PAGE / 8; w++) {
-                        if (p[w]) {
-                            memset(p, 0, PAGE);
-                            break;
-                        }
-                    }
+                if (!ram_load_zero(l->ram, &buf, off, count, errp)) {
+                    break;
                 }
-                __atomic_fetch_add(&stats->zero_pages, count, __ATOMIC_RELAXED);
+                __atomic_fetch_add(&l->stats->zero_pages, count,
+                                   __ATOMIC_RELAXED);
             }
-            __atomic_store_n(&stats->transferred, qemu_file_transferred(f),
+            __atomic_store_n(&l->stats->transferred, qemu_file_transferred(f),
                              __ATOMIC_RELAXED);
-            break;
+            continue;
         }
-        case REC_OPEN_RETURN_PATH:
-            *return_path = true;
-            break;
-        case REC_PASS_END:
+        if (type == REC_OPEN_RETURN_PATH) {
+            l->return_path = true;
+            continue;
+        }
+        if (type == REC_PASS_END) {
             qemu_get_u32(f);
-            __atomic_fetch_add(&stats->dirty_sync_count, 1, __ATOMIC_RELAXED);
-            break;
-        case REC_DEVICE: {
-            if (!get_name(f, name, sizeof(name))) {
-                return load_fail(f, errp, "device section name too long");
+            __atomic_fetch_add(&l->stats->dirty_sync_count, 1, __ATOMIC_RELAXED);
+            continue;
+        }
+        if (type >= REC_POSTCOPY_ADVISE && type <= REC_POSTCOPY_RUN &&
+            !l->postcopy_running) {
+            if (!postcopy_record(f, l, type, errp)) {
+                break;
             }
-            uint32_t len = qemu_get_u32(f);
-            if (len > STREAM_MAX_DEVICE) {
-                return load_fail(f, errp, "device '%s': state of %u bytes is "
-                                 "larger than %u", name, len, STREAM_MAX_DEVICE);
+            continue;
+        }
+        if (type == REC_DEVICE && !l->postcopy_running) {
+            if (!load_device_record(f, m, &l->source_state, &have_vm, have_cpu,
+                                    errp)) {
+                break;
             }
-            g_autofree uint8_t *data = g_malloc(len ? len : 1);
-            qemu_get_buffer(f, data, len);
-            if (qemu_file_error(f)) {
-                return load_fail(f, errp, "read error");
-            }
-            g_autoptr(GError) err = NULL;
-            if (!load_device(m, name, data, len, source_state, &err)) {
-                g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                            "loading device '%s': %s", name, err->message);
-                return false;
-            }
-            int cpu;
-            if (!strcmp(name, "vm")) {
-                have_vm = true;
-            } else if (sscanf(name, "cpu%d", &cpu) == 1) {
-                have_cpu[cpu] = true;
-            }
+            continue;
+        }
+        if (type == REC_EOF) {
+            /* In postcopy the devices came in the package. */
+            ok = l->postcopy_running ||
+                 devices_complete(f, m, have_vm, have_cpu, errp);
             break;
         }
-        case REC_EOF:
-            if (!have_vm) {
-                return load_fail(f, errp, "the stream ended without the VM's "
-                                 "device state");
-            }
-            for (int i = 0; i < m->ncpus; i++) {
-                if (!have_cpu[i]) {
-                    return load_fail(f, errp, "the stream has no state for vCPU "
-                                     "%d (give both sides the same -smp)", i);
-                }
-            }
-            return true;
-        default:
-            return load_fail(f, errp, "unknown record type 0x%02x in the "
-                             "migration stream", type);
-        }
+        load_fail(f, errp, "unknown record type 0x%02x in the migration "
+                  "stream", type);
+        break;
     }
+    ram_load_buf_cleanup(&buf);
+    return ok;
 }

@@ -216,6 +216,7 @@ RAMBlock *ram_block_new(const char *name, const MemBackendOptions *o,
     rb->size = o->size;
     rb->page_size = page;
     rb->fd = fd;
+    rb->shared = share;
     if (!apply_policy(o, host, o->size, errp) ||
         (o->prealloc && !prealloc(host, o->size, page, errp))) {
         ram_block_free(rb);

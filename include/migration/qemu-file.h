@@ -25,6 +25,12 @@ typedef struct QEMUFile QEMUFile;
 /* qemu_file_new: over @fd, which it closes at qemu_file_close if @own. */
 QEMUFile *qemu_file_new(int fd, bool writable, bool own);
 
+/*
+ * qemu_file_new_mem: a reader over a copy of @data (a packaged part of
+ * a stream); reading past its end is an error (-EIO), as at a stream's.
+ */
+QEMUFile *qemu_file_new_mem(const void *data, size_t len);
+
 /* qemu_file_close: flush (writers), free; the first error, or 0. */
 int qemu_file_close(QEMUFile *f);
 

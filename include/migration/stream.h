@@ -26,19 +26,52 @@ enum {
     REC_PASS_END    = 0x04,     /* u32 pass */
     REC_DEVICE      = 0x05,     /* u8 len, name, u32 len, state */
     REC_OPEN_RETURN_PATH = 0x06,    /* the destination answers on this fd */
+    /* Postcopy (docs/migration-stream.md): */
+    REC_POSTCOPY_ADVISE = 0x10,     /* u64 host page size: get ready */
+    REC_POSTCOPY_DISCARD = 0x11,    /* u64 offset, u64 count: drop pages */
+    REC_POSTCOPY_LISTEN = 0x12,     /* start serving faults */
+    REC_POSTCOPY_RUN = 0x13,        /* u32 len, device records + EOF: run */
     REC_EOF         = 0xff,
 };
 
 /* Return path (destination to source), on the same connection. */
 enum {
     RP_SHUT         = 0x01,     /* u32 status: 0 when everything loaded */
+    RP_REQ_PAGES    = 0x02,     /* u64 offset, u32 count: send these now */
 };
 
 #define STREAM_MAX_RUN      1024            /* pages in one record */
 #define STREAM_MAX_DEVICE   (1 << 20)       /* bytes of one device's state */
+#define STREAM_MAX_PACKAGE  (16 << 20)      /* bytes of the postcopy package */
 
 typedef struct QEMUFile QEMUFile;
 typedef struct MigrationStats MigrationStats;
+typedef struct RAMLoader RAMLoader;
+
+/*
+ * What a destination does at the postcopy records; all run in the load
+ * thread.  NULL ops: postcopy was not enabled, the records are refused.
+ */
+typedef struct StreamPostcopyOps {
+    /* ADVISE: check that postcopy can run here. */
+    bool (*advise)(void *opaque, uint64_t host_page_size, GError **errp);
+    /* LISTEN: start the fault thread. */
+    bool (*listen)(void *opaque, GError **errp);
+    /* RUN: load the device state in @package and run the guest, without
+     * waiting for it: RAM keeps coming on this stream meanwhile. */
+    bool (*run)(void *opaque, GBytes *package, GError **errp);
+} StreamPostcopyOps;
+
+typedef struct StreamLoad {
+    Machine *m;
+    MigrationStats *stats;
+    RAMLoader *ram;
+    const StreamPostcopyOps *postcopy;
+    void *opaque;
+    RunState source_state;      /* out: the source's run state */
+    bool return_path;           /* out: the source asked for one */
+    bool postcopy_running;      /* out: RUN was loaded */
+} StreamLoad;
 
 /* stream_put_header: magic, version and the RAM block's identity. */
 void stream_put_header(QEMUFile *f, const RAMBlock *rb);
@@ -51,12 +84,19 @@ bool stream_put_devices(QEMUFile *f, Machine *m, RunState state,
                         GError **errp);
 
 /*
- * stream_load: read a whole stream into @m: RAM as it comes, device
- * state at the end (vCPUs parked).  *@source_state gets the source's
- * run state, which decides whether the guest runs here; *@return_path
- * whether the source asked for one (then it waits for RP_SHUT).
+ * stream_load: read a whole stream into @l->m: RAM as it comes, device
+ * state at the end (vCPUs parked), or in postcopy the RUN package.
+ * @l->source_state gets the source's run state, which decides whether
+ * the guest runs here; @l->return_path whether the source asked for one
+ * (then it waits for RP_SHUT).
  */
-bool stream_load(QEMUFile *f, Machine *m, MigrationStats *stats,
-                 RunState *source_state, bool *return_path, GError **errp);
+bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp);
+
+/*
+ * stream_load_devices: device records up to the end marker, from @f (a
+ * postcopy package), every vCPU included.  Main thread, vCPUs parked.
+ */
+bool stream_load_devices(QEMUFile *f, Machine *m, RunState *source_state,
+                         GError **errp);
 
 #endif

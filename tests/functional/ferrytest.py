@@ -7,6 +7,7 @@ skipped one) so that meson and make check count every case.  Machines
 are real ferry (or QEMU) processes; their serial output is read line by
 line and parsed as docs/test-guest.md documents it.
 """
+import ctypes
 import dataclasses
 import fcntl
 import os
@@ -25,6 +26,16 @@ QEMU = shutil.which('qemu-system-x86_64')
 DEBUG_EXIT = 'isa-debug-exit,iobase=0xf4,iosize=4'
 STATUS_OK = 1           # the guest wrote 0 to isa-debug-exit
 STATUS_FAIL = 3         # the guest wrote 1
+
+
+# Every machine started and not yet reaped: run_cases kills what a case
+# left behind, so that a failed case cannot leave a guest spinning.
+LIVE = []
+
+
+def _die_with_parent():
+    """In the child: get SIGKILL when the test process dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, 9)     # PR_SET_PDEATHSIG, SIGKILL
 
 
 class Skip(Exception):
@@ -66,7 +77,8 @@ class Machine:
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True,
-                                     bufsize=1)
+                                     bufsize=1, preexec_fn=_die_with_parent)
+        LIVE.append(self)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -150,6 +162,9 @@ def run_cases(cases):
             for line in traceback.format_exception(e):
                 for sub in line.rstrip().splitlines():
                     print(f'# {sub}', flush=True)
+        finally:
+            while LIVE:
+                LIVE.pop().kill()
     sys.exit(1 if failed else 0)
 
 

@@ -18,6 +18,7 @@
 
 #include "migration/migration.h"
 #include "migration/qemu-file.h"
+#include "migration/ram-load.h"
 #include "migration/stream.h"
 
 #define HARNESS_RAM (16ULL << 20)
@@ -47,10 +48,15 @@ static inline bool harness_load(const uint8_t *data, size_t len,
     lseek(fd, 0, SEEK_SET);
     QEMUFile *f = qemu_file_new(fd, false, true);
     MigrationStats stats = { 0 };
-    RunState state;
-    bool rp;
+    RAMLoader ram;
+    ram_loader_init(&ram, m.ram);
+    StreamLoad l = { .m = &m, .stats = &stats, .ram = &ram };
     GError *err = NULL;
-    bool ok = stream_load(f, &m, &stats, &state, &rp, &err);
+    bool ok = stream_load(f, &l, &err);
+    ram_loader_cleanup(&ram);
+    /* Pages never placed read as zero again only after unregistering;
+     * drop what this input placed so that the next starts afresh. */
+    madvise(m.ram->host, m.ram->size, MADV_DONTNEED);
     qemu_file_close(f);
     if (error) {
         *error = err ? g_strdup(err->message) : NULL;

@@ -386,6 +386,14 @@ static void __attribute__((noreturn)) run_dirty(void)
     uint64_t credit = 0, next = 0, done = 0, sec = 0;
     uint64_t tick = tsc_khz, t = rdtsc(), report = t + 1000 * tsc_khz;
 
+    /* fill=1: every page holds data first, as in a busy guest's RAM. */
+    if (param_u64("fill", 0)) {
+        for (uint64_t i = 0; i < pages.count; i++) {
+            *page_addr(i) = i | 1;
+        }
+        t = rdtsc();
+        report = t + 1000 * tsc_khz;
+    }
     print("dirty: rate=%lu MiB/s pages=%lu\n", rate, pages.count);
     for (;;) {
         while (rdtsc() < t + tick) {

@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The destination's RAM placement (migration/ram-load.c).
+ *
+ * Guest RAM is registered with userfaultfd (MISSING) from the start of
+ * an incoming migration whenever the kernel and the backend allow it.
+ * A page arriving for the first time is then placed with UFFDIO_COPY,
+ * which maps a new page holding the data: the kernel does not zero it
+ * first, which on first touch costs more than the copy itself.  A page
+ * that arrives again (a later precopy pass) is copied over in place.
+ * In postcopy the same registration makes a vCPU touching a missing
+ * page fault to the fault thread (migration/postcopy-ram.c), and a zero
+ * page has to be placed too (UFFDIO_ZEROPAGE) since a vCPU may wait on
+ * it.  Backends with huge pages are placed a whole huge page at a time.
+ *
+ * Threads: the placing functions run in the threads that read streams
+ * (the main stream's load thread, the preempt channel's thread), each
+ * with its own bounce buffer; the received bitmap is updated with
+ * atomic operations after a page is placed, and read by any thread.
+ * Error contract: GError **errp last, bool.
+ */
+#ifndef MIGRATION_RAM_LOAD_H
+#define MIGRATION_RAM_LOAD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <glib.h>
+
+#include "system/ramblock.h"
+
+typedef struct QEMUFile QEMUFile;
+
+typedef struct RAMLoader {
+    RAMBlock *rb;
+    uint64_t npages;            /* 4 KiB pages */
+    uint64_t hpages;            /* 4 KiB pages per host page: 1, or 512 */
+    int uffd;                   /* -1: no userfaultfd, plain copies */
+    bool registered;            /* guest RAM is registered with uffd */
+    /* Set once postcopy runs: zero pages must be placed, not skipped. */
+    bool postcopy;
+    unsigned long *received;    /* one bit per 4 KiB page, atomic */
+    uint64_t features;          /* UFFD_FEATURE_* enabled on uffd */
+    char *why_no_uffd;          /* when uffd is -1 or unregistered: why */
+    void (*placed)(void *opaque, uint64_t first, uint64_t n);
+    void *placed_opaque;
+} RAMLoader;
+
+/* A placer's scratch space: one per thread that reads a stream. */
+typedef struct RAMLoadBuf {
+    uint8_t *data;              /* STREAM_MAX_RUN pages, or one huge page */
+    size_t size;
+    /* A huge page being assembled from 4 KiB records (postcopy). */
+    uint64_t huge_first;        /* its first 4 KiB page, or UINT64_MAX */
+    uint64_t huge_have;         /* 4 KiB pages of it received */
+    uint8_t *huge;
+} RAMLoadBuf;
+
+/*
+ * ram_loader_init: a loader for @rb.  Opens and registers a userfaultfd
+ * when the kernel offers one; without it precopy still works (plain
+ * copies) and ram_loader_can_postcopy() says why postcopy cannot.
+ */
+void ram_loader_init(RAMLoader *l, RAMBlock *rb);
+void ram_loader_cleanup(RAMLoader *l);
+
+/* ram_loader_can_postcopy: whether postcopy can run here; if not, why. */
+bool ram_loader_can_postcopy(RAMLoader *l, GError **errp);
+
+/*
+ * ram_loader_unregister: RAM becomes ordinary memory again (THP, KSM,
+ * swap work as usual); pages never received read as zero.  Threads
+ * still waiting on a fault retry it as an ordinary fault.
+ */
+void ram_loader_unregister(RAMLoader *l);
+
+void ram_load_buf_init(RAMLoadBuf *b, const RAMLoader *l);
+void ram_load_buf_cleanup(RAMLoadBuf *b);
+
+/*
+ * ram_load_pages: read @count pages for block offset @off from @f and
+ * place them.  The range was checked by the caller.
+ */
+bool ram_load_pages(RAMLoader *l, RAMLoadBuf *b, QEMUFile *f, uint64_t off,
+                    uint32_t count, GError **errp);
+
+/* ram_load_zero: pages [off, off + count * 4 KiB) are zero. */
+bool ram_load_zero(RAMLoader *l, RAMLoadBuf *b, uint64_t off, uint32_t count,
+                   GError **errp);
+
+/*
+ * ram_load_discard: the source says these pages, sent before, were
+ * written again: drop them, so that they are missing until sent anew.
+ */
+bool ram_load_discard(RAMLoader *l, uint64_t off, uint64_t count,
+                      GError **errp);
+
+/* ram_load_received: whether 4 KiB page @page is in place. */
+static inline bool ram_load_received(const RAMLoader *l, uint64_t page)
+{
+    return (__atomic_load_n(&l->received[page / (8 * sizeof(long))],
+                            __ATOMIC_ACQUIRE) >> (page % (8 * sizeof(long)))) & 1;
+}
+
+/* ram_load_all_received: every page is in place. */
+bool ram_load_all_received(const RAMLoader *l);
+
+/*
+ * RAMLoader.placed, when set (postcopy statistics), is called by the
+ * placing thread after pages [first, first + n) were placed.
+ */
+
+#endif

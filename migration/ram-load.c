@@ -1,0 +1,345 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Destination RAM placement; the contract is in include/migration/ram-load.h. */
+#include "migration/ram-load.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <gio/gio.h>
+
+#include "migration/qemu-file.h"
+#include "migration/stream.h"
+#include "qemu/bitmap.h"
+#include "qemu/userfaultfd.h"
+
+#define PAGE 4096
+
+void ram_loader_init(RAMLoader *l, RAMBlock *rb)
+{
+    memset(l, 0, sizeof(*l));
+    l->rb = rb;
+    l->npages = rb->size / PAGE;
+    l->hpages = rb->page_size / PAGE;
+    l->received = bitmap_new(l->npages);
+    l->uffd = uffd_open(O_CLOEXEC | O_NONBLOCK);
+    if (l->uffd < 0) {
+        l->why_no_uffd = g_strdup_printf("userfaultfd is not available: %s",
+                                         g_strerror(-l->uffd));
+        return;
+    }
+    /* THREAD_ID: which vCPU waits, for postcopy-vcpu-blocktime. */
+    uint64_t avail = 0;
+    uffd_query(&avail, NULL);
+    l->features = avail & UFFD_FEATURE_THREAD_ID;
+    int ret = uffd_api(l->uffd, l->features, NULL, NULL);
+    if (ret < 0) {
+        l->why_no_uffd = g_strdup_printf("UFFDIO_API: %s", g_strerror(-ret));
+        goto fail;
+    }
+    uint64_t ioctls = 0;
+    ret = uffd_register(l->uffd, rb->host, rb->size,
+                        UFFDIO_REGISTER_MODE_MISSING, &ioctls);
+    if (ret < 0) {
+        l->why_no_uffd = g_strdup_printf("this RAM backend cannot be registered "
+                                         "with userfaultfd: %s", g_strerror(-ret));
+        goto fail;
+    }
+    uint64_t need = UFFD_IOCTL_BIT(_UFFDIO_COPY) | UFFD_IOCTL_BIT(_UFFDIO_WAKE);
+    if ((ioctls & need) != need) {
+        l->why_no_uffd = g_strdup("userfaultfd cannot place pages in this RAM "
+                                  "backend (no UFFDIO_COPY)");
+        uffd_unregister(l->uffd, rb->host, rb->size);
+        goto fail;
+    }
+    l->registered = true;
+    return;
+
+fail:
+    uffd_close(l->uffd);
+    l->uffd = -1;
+}
+
+void ram_loader_unregister(RAMLoader *l)
+{
+    if (l->registered) {
+        uffd_unregister(l->uffd, l->rb->host, l->rb->size);
+        l->registered = false;
+    }
+}
+
+void ram_loader_cleanup(RAMLoader *l)
+{
+    ram_loader_unregister(l);
+    if (l->uffd >= 0) {
+        uffd_close(l->uffd);
+    }
+    bitmap_free(l->received);
+    g_free(l->why_no_uffd);
+    memset(l, 0, sizeof(*l));
+    l->uffd = -1;
+}
+
+bool ram_loader_can_postcopy(RAMLoader *l, GError **errp)
+{
+    if (!l->registered) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                    "Postcopy is not supported: %s",
+                    l->why_no_uffd ? l->why_no_uffd : "RAM is not registered");
+        return false;
+    }
+    return true;
+}
+
+void ram_load_buf_init(RAMLoadBuf *b, const RAMLoader *l)
+{
+    b->size = (size_t)STREAM_MAX_RUN * PAGE;
+    b->data = g_malloc(b->size);
+    b->huge = l->hpages > 1 ? g_malloc(l->hpages * PAGE) : NULL;
+    b->huge_first = UINT64_MAX;
+    b->huge_have = 0;
+}
+
+void ram_load_buf_cleanup(RAMLoadBuf *b)
+{
+    g_free(b->data);
+    g_free(b->huge);
+    memset(b, 0, sizeof(*b));
+}
+
+static void mark_received(RAMLoader *l, uint64_t first, uint64_t n)
+{
+    bitmap_set_atomic(l->received, first, n);
+    if (l->placed) {
+        l->placed(l->placed_opaque, first, n);
+    }
+}
+
+static bool place_fail(GError **errp, const char *what, uint64_t off, int err)
+{
+    g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                "placing guest page at 0x%" G_GINT64_MODIFIER "x: %s: %s",
+                off, what, g_strerror(-err));
+    return false;
+}
+
+/*
+ * Place @n missing host pages' worth of data from @src at page @first
+ * with UFFDIO_COPY.  A page found present (EEXIST: preallocated memory,
+ * or a race with the other channel) is copied over in place.
+ */
+static bool uffd_place(RAMLoader *l, uint64_t first, uint64_t n,
+                       const uint8_t *src, GError **errp)
+{
+    uint8_t *dst = l->rb->host + first * PAGE;
+    uint64_t len = n * PAGE, done = 0;
+    uint64_t hp = l->hpages * PAGE;
+
+    while (done < len) {
+        ssize_t r = uffd_copy(l->uffd, dst + done, src + done, len - done, 0);
+        if (r > 0) {
+            done += r;
+        } else if (r == -EAGAIN) {
+            continue;
+        } else if (r == -EEXIST) {
+            memcpy(dst + done, src + done, hp);
+            done += hp;
+        } else {
+            return place_fail(errp, "UFFDIO_COPY", first * PAGE + done, r);
+        }
+    }
+    return true;
+}
+
+static bool uffd_place_zero(RAMLoader *l, uint64_t first, uint64_t n,
+                            GError **errp)
+{
+    uint8_t *dst = l->rb->host + first * PAGE;
+    uint64_t len = n * PAGE, done = 0;
+
+    while (done < len) {
+        ssize_t r = uffd_zeropage(l->uffd, dst + done, len - done, 0);
+        if (r > 0) {
+            done += r;
+        } else if (r == -EAGAIN) {
+            continue;
+        } else if (r == -EEXIST) {
+            memset(dst + done, 0, PAGE);
+            done += PAGE;
+        } else {
+            return place_fail(errp, "UFFDIO_ZEROPAGE", first * PAGE + done, r);
+        }
+    }
+    return true;
+}
+
+/* Set a received page to @src's content, or to zero when @src is NULL. */
+static void overwrite(RAMLoader *l, uint64_t page, const uint8_t *src)
+{
+    uint64_t *p = (uint64_t *)(l->rb->host + page * PAGE);
+    if (src) {
+        memcpy(p, src, PAGE);
+        return;
+    }
+    for (int w = 0; w < PAGE / 8; w++) {
+        if (p[w]) {
+            memset(p, 0, PAGE);
+            return;
+        }
+    }
+}
+
+/*
+ * Huge pages: 4 KiB records are gathered into the bounce huge page and
+ * placed with one UFFDIO_COPY once all of it has come.  The source
+ * sends the sub-pages of a missing huge page together and in order
+ * (the first pass sends every page; postcopy sends whole host pages).
+ */
+static bool huge_add(RAMLoader *l, RAMLoadBuf *b, uint64_t page,
+                     const uint8_t *src, GError **errp)
+{
+    uint64_t first = page - page % l->hpages;
+    if (b->huge_first != first) {
+        if (b->huge_first != UINT64_MAX) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                        "huge page at 0x%" G_GINT64_MODIFIER "x arrived "
+                        "incomplete (%" G_GINT64_MODIFIER "u of %"
+                        G_GINT64_MODIFIER "u pages)", b->huge_first * PAGE,
+                        b->huge_have, l->hpages);
+            return false;
+        }
+        b->huge_first = first;
+        b->huge_have = 0;
+    }
+    if (page - first != b->huge_have) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "huge page at 0x%" G_GINT64_MODIFIER "x: page 0x%"
+                    G_GINT64_MODIFIER "x out of order", first * PAGE, page * PAGE);
+        return false;
+    }
+    uint8_t *slot = b->huge + (page - first) * PAGE;
+    if (src) {
+        memcpy(slot, src, PAGE);
+    } else {
+        memset(slot, 0, PAGE);
+    }
+    if (++b->huge_have < l->hpages) {
+        return true;
+    }
+    b->huge_first = UINT64_MAX;
+    if (!uffd_place(l, first, l->hpages, b->huge, errp)) {
+        return false;
+    }
+    mark_received(l, first, l->hpages);
+    return true;
+}
+
+/*
+ * Place pages [first, first + n) from @src (NULL: zero pages).  Runs of
+ * missing pages go through userfaultfd, received ones are overwritten.
+ */
+static bool place(RAMLoader *l, RAMLoadBuf *b, uint64_t first, uint64_t n,
+                  const uint8_t *src, GError **errp)
+{
+    uint64_t i = 0;
+    while (i < n) {
+        uint64_t page = first + i;
+        bool have = ram_load_received(l, page);
+        uint64_t j = i + 1;
+        while (j < n && ram_load_received(l, first + j) == have) {
+            j++;
+        }
+        const uint8_t *s = src ? src + i * PAGE : NULL;
+        if (have || !l->registered) {
+            /* In place: received before, or RAM is not registered (then
+             * memory never written is zero already: skip zero pages). */
+            for (uint64_t k = i; k < j; k++) {
+                if (have || s) {
+                    overwrite(l, first + k, s ? s + (k - i) * PAGE : NULL);
+                }
+            }
+            if (!have) {
+                mark_received(l, page, j - i);
+            }
+        } else if (l->hpages > 1) {
+            for (uint64_t k = i; k < j; k++) {
+                if (!huge_add(l, b, first + k, s ? s + (k - i) * PAGE : NULL,
+                              errp)) {
+                    return false;
+                }
+            }
+        } else if (s) {
+            if (!uffd_place(l, page, j - i, s, errp)) {
+                return false;
+            }
+            mark_received(l, page, j - i);
+        } else if (l->postcopy) {
+            /* A vCPU may be waiting on it: map the zero page. */
+            if (!uffd_place_zero(l, page, j - i, errp)) {
+                return false;
+            }
+            mark_received(l, page, j - i);
+        }
+        /* Else a zero page never written, in precopy: leave it missing;
+         * it reads as zero once RAM is unregistered. */
+        i = j;
+    }
+    return true;
+}
+
+bool ram_load_pages(RAMLoader *l, RAMLoadBuf *b, QEMUFile *f, uint64_t off,
+                    uint32_t count, GError **errp)
+{
+    uint64_t first = off / PAGE;
+    size_t len = (size_t)count * PAGE;
+    bool all_in = true;
+    for (uint32_t i = 0; i < count && all_in; i++) {
+        all_in = ram_load_received(l, first + i);
+    }
+    if (all_in) {
+        /* Every page is mapped already: read straight into guest RAM. */
+        qemu_get_buffer(f, l->rb->host + off, len);
+        return true;
+    }
+    g_assert(len <= b->size);
+    qemu_get_buffer(f, b->data, len);
+    if (qemu_file_error(f)) {
+        return true;            /* the caller reports the stream's error */
+    }
+    return place(l, b, first, count, b->data, errp);
+}
+
+bool ram_load_zero(RAMLoader *l, RAMLoadBuf *b, uint64_t off, uint32_t count,
+                   GError **errp)
+{
+    return place(l, b, off / PAGE, count, NULL, errp);
+}
+
+bool ram_load_discard(RAMLoader *l, uint64_t off, uint64_t count,
+                      GError **errp)
+{
+    uint64_t first = off / PAGE, hp = l->hpages;
+    if (first % hp || count % hp) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "discard of 0x%" G_GINT64_MODIFIER "x+%" G_GINT64_MODIFIER
+                    "u pages is not aligned to the %" G_GINT64_MODIFIER
+                    "u KiB host page", off, count, hp * 4);
+        return false;
+    }
+    /* Clear first: a fault from now on must ask for the page again. */
+    bitmap_test_and_clear_atomic(l->received, first, count);
+    int advice = l->rb->shared ? MADV_REMOVE : MADV_DONTNEED;
+    if (madvise(l->rb->host + off, count * PAGE, advice) < 0) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "discarding guest pages at 0x%" G_GINT64_MODIFIER "x: %s",
+                    off, g_strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+bool ram_load_all_received(const RAMLoader *l)
+{
+    return find_first_zero_bit(l->received, l->npages) >= l->npages;
+}
