@@ -19,6 +19,7 @@
 #include "migration/qemu-file.h"
 #include "migration/ram.h"
 #include "migration/ram-load.h"
+#include "migration/postcopy-ram.h"
 #include "migration/stream.h"
 #include "qemu/bitmap.h"
 
@@ -237,10 +238,12 @@ static bool cancelled(MigrationState *s)
  * migrate-continue (libvirt's cue), then go on in device.  False when
  * cancelled meanwhile.
  */
-static bool pause_before_switchover(MigrationState *s)
+static bool pause_before_switchover(MigrationState *s, MigrationStatus next)
 {
     if (!migrate_cap(s, "pause-before-switchover")) {
-        return !cancelled(s);
+        return !cancelled(s) &&
+               (next == MIGRATION_STATUS_DEVICE ||
+                migrate_set_state(s, MIGRATION_STATUS_ACTIVE, next));
     }
     if (!migrate_set_state(s, MIGRATION_STATUS_ACTIVE,
                            MIGRATION_STATUS_PRE_SWITCHOVER)) {
@@ -253,14 +256,181 @@ static bool pause_before_switchover(MigrationState *s)
     s->continue_posted = false;
     g_mutex_unlock(&s->continue_lock);
     return !cancelled(s) &&
-           migrate_set_state(s, MIGRATION_STATUS_PRE_SWITCHOVER,
-                             MIGRATION_STATUS_DEVICE);
+           migrate_set_state(s, MIGRATION_STATUS_PRE_SWITCHOVER, next);
 }
 
 typedef struct MigrateArgs {
     MigrationState *s;
     int fd;
+    char *uri;                  /* source: where the preempt channel goes */
 } MigrateArgs;
+
+/* ---- Postcopy on the source ------------------------------------------------------ */
+
+/*
+ * The return-path thread: page requests, the destination's "running",
+ * and its final SHUT.  A malformed request is refused (counted and
+ * logged), never served.  On a broken connection it shuts the stream
+ * down so that the migration thread's next write fails too.
+ */
+static gpointer rp_thread(gpointer opaque)
+{
+    MigrationState *s = opaque;
+    RAMSaver *r = s->saver;
+    RAMBlock *rb = s->m->ram;
+    int fd = __atomic_load_n(&s->stream_fd, __ATOMIC_SEQ_CST);
+    QEMUFile *rp = qemu_file_new(fd, false, false);
+    QEMUFile *pf = s->preempt_fd >= 0 ? qemu_file_new(s->preempt_fd, true, false)
+                                      : NULL;
+
+    for (;;) {
+        uint8_t type = qemu_get_byte(rp);
+        if (qemu_file_error(rp)) {
+            break;
+        }
+        if (type == RP_REQ_PAGES) {
+            uint64_t off = qemu_get_u64(rp);
+            uint32_t count = qemu_get_u32(rp);
+            if (qemu_file_error(rp)) {
+                break;
+            }
+            if (off % 4096 || count == 0 || count > STREAM_MAX_RUN ||
+                off >= rb->size || (uint64_t)count * 4096 > rb->size - off) {
+                __atomic_fetch_add(&s->rp_refused, 1, __ATOMIC_RELAXED);
+                g_warning("return path: refused a request for %u pages at "
+                          "0x%" G_GINT64_MODIFIER "x (block '%s' has 0x%"
+                          G_GINT64_MODIFIER "x bytes)", count, off, rb->name,
+                          rb->size);
+                continue;
+            }
+            ram_postcopy_request(r, pf, off / 4096, count);
+            if (pf && qemu_file_error(pf)) {
+                break;
+            }
+        } else if (type == RP_RUNNING) {
+            int64_t stop = __atomic_load_n(&s->stop_ms, __ATOMIC_SEQ_CST);
+            __atomic_store_n(&s->downtime_ms, now_ms() - stop, __ATOMIC_SEQ_CST);
+        } else if (type == RP_SHUT) {
+            uint32_t rc = qemu_get_u32(rp);
+            __atomic_store_n(&s->rp_shut, qemu_file_error(rp) ? 1 : (int)rc,
+                             __ATOMIC_SEQ_CST);
+            break;
+        } else {
+            g_warning("return path: unknown message 0x%02x", type);
+            break;
+        }
+    }
+    if (__atomic_load_n(&s->rp_shut, __ATOMIC_SEQ_CST) < 0) {
+        /* Broken before the end: make the sender notice at once. */
+        shutdown(fd, SHUT_RDWR);
+    }
+    if (pf) {
+        qemu_file_close(pf);
+    }
+    qemu_file_close(rp);
+    ram_postcopy_wake(r);
+    return NULL;
+}
+
+/* Main thread: the source VM stays paused while postcopy is paused. */
+static void pause_vm_for_recovery(void *opaque)
+{
+    StopCall *c = opaque;
+    machine_set_state(c->s->m, RUN_STATE_POSTMIGRATE);
+}
+
+/* Connect the preempt channel to where the main stream went. */
+static bool open_preempt(MigrationState *s, const char *uri, GError **errp)
+{
+    if (!migrate_cap(s, "postcopy-preempt")) {
+        return true;
+    }
+    int fd = channel_connect(uri, errp);
+    if (fd < 0) {
+        return false;
+    }
+    s->preempt_fd = fd;
+    return true;
+}
+
+/*
+ * Switch to postcopy: stop, discard what was dirtied again, start the
+ * destination's fault handling, ship the device state as a package it
+ * loads while pages keep coming, then push every page still dirty with
+ * requests first.  Returns the migration's end state: completed,
+ * postcopy-paused (the connection broke: nothing is freed, the VM stays
+ * here paused), or failed/cancelled before the switch.
+ */
+static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
+                                    StopCall *stop, bool *stopped,
+                                    const char *uri, GError **errp)
+{
+    Machine *m = s->m;
+
+    __atomic_store_n(&s->stop_ms, now_ms(), __ATOMIC_SEQ_CST);
+    migration_call_main(s, stop_vm, stop);
+    *stopped = true;
+    if (!pause_before_switchover(s, MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
+        return MIGRATION_STATUS_FAILED;
+    }
+    if (!ram_sync_dirty(r, errp) || !open_preempt(s, uri, errp)) {
+        return MIGRATION_STATUS_FAILED;
+    }
+    r->max_bandwidth = param_u64(s, "max-postcopy-bandwidth");
+    ram_postcopy_discard(r);
+    __atomic_store_n(&s->stats.remaining_pages, ram_dirty_count(r),
+                     __ATOMIC_RELAXED);
+    qemu_put_byte(f, REC_POSTCOPY_LISTEN);
+    QEMUFile *pkg = qemu_file_new_mem_writer();
+    if (!stream_put_devices(pkg, m, stop->before, errp)) {
+        g_bytes_unref(qemu_file_mem_finish(pkg));
+        return MIGRATION_STATUS_FAILED;
+    }
+    g_autoptr(GBytes) b = qemu_file_mem_finish(pkg);
+    qemu_put_byte(f, REC_POSTCOPY_RUN);
+    qemu_put_u32(f, g_bytes_get_size(b));
+    qemu_put_buffer(f, g_bytes_get_data(b, NULL), g_bytes_get_size(b));
+    qemu_fflush(f);
+    __atomic_store_n(&s->stats.postcopy_start_bytes, s->stats.transferred,
+                     __ATOMIC_RELAXED);
+    __atomic_fetch_add(&s->stats.transferred, 1 + 4 + g_bytes_get_size(b),
+                       __ATOMIC_RELAXED);
+    __atomic_store_n(&s->rp_shut, -1, __ATOMIC_SEQ_CST);
+    s->saver = r;
+    s->rp_thread = g_thread_new("mig/src/rp", rp_thread, s);
+
+    bool sent = ram_postcopy_send(r, !s->postcopy_no_push);
+    if (sent) {
+        qemu_put_byte(f, REC_EOF);
+        qemu_fflush(f);
+    }
+    if (sent && !qemu_file_error(f)) {
+        /* Wait for the destination to have every page and say so. */
+        shutdown(qemu_file_fd(f), SHUT_WR);
+    }
+    g_thread_join(s->rp_thread);
+    s->rp_thread = NULL;
+    if (s->preempt_fd >= 0) {
+        close(s->preempt_fd);
+        s->preempt_fd = -1;
+    }
+    int shut = __atomic_load_n(&s->rp_shut, __ATOMIC_SEQ_CST);
+    if (sent && shut == 0) {
+        return MIGRATION_STATUS_COMPLETED;
+    }
+    if (shut > 0) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "the destination failed to load the migration");
+        return MIGRATION_STATUS_FAILED;
+    }
+    g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                "postcopy: the connection to the destination broke (%s); "
+                "both sides keep their memory until it is recovered",
+                qemu_file_error(f) ? g_strerror(-qemu_file_error(f))
+                                   : "return path closed");
+    migration_call_main(s, pause_vm_for_recovery, stop);
+    return MIGRATION_STATUS_POSTCOPY_PAUSED;
+}
 
 static gpointer migration_thread(gpointer opaque)
 {
@@ -272,14 +442,22 @@ static gpointer migration_thread(gpointer opaque)
     RAMSaver r;
     StopCall stop = { s, RUN_STATE_RUNNING, RUN_STATE_FINISH_MIGRATE };
     bool stopped = false;
+    g_autofree char *uri = a->uri;
     g_free(a);
 
-    bool return_path = migrate_cap(s, "return-path");
+    bool postcopy = migrate_cap(s, "postcopy-ram");
+    /* postcopy-ram brings the return path with it. */
+    bool return_path = migrate_cap(s, "return-path") || postcopy;
     int dirty_high = 0;
     ram_saver_init(&r, m->ram, &m->kvm, f, &s->stats, &s->cancel);
+    r.stop_pass = postcopy ? &s->postcopy_start : NULL;
     stream_put_header(f, m->ram);
     if (return_path) {
         qemu_put_byte(f, REC_OPEN_RETURN_PATH);
+    }
+    if (postcopy) {
+        qemu_put_byte(f, REC_POSTCOPY_ADVISE);
+        qemu_put_u64(f, m->ram->page_size);
     }
     if (!kvm_set_dirty_log(&m->kvm, m->ram, true, &err)) {
         goto fail;
@@ -304,6 +482,10 @@ static gpointer migration_thread(gpointer opaque)
         qemu_put_byte(f, REC_PASS_END);
         qemu_put_u32(f, pass);
         qemu_fflush(f);
+        if (postcopy && (__atomic_load_n(&s->postcopy_start, __ATOMIC_SEQ_CST) ||
+                         s->postcopy_after_pass1)) {
+            goto postcopy;
+        }
         double secs = MAX(1e-6, (g_get_monotonic_time() - t0) / 1e6);
         uint64_t bytes = s->stats.transferred - bytes0;
         uint64_t bw = MAX(1, bytes / secs);
@@ -335,7 +517,7 @@ static gpointer migration_thread(gpointer opaque)
     int64_t stop_at = now_ms();
     migration_call_main(s, stop_vm, &stop);
     stopped = true;
-    if (!pause_before_switchover(s)) {
+    if (!pause_before_switchover(s, MIGRATION_STATUS_DEVICE)) {
         goto fail;
     }
     uint64_t before = s->stats.transferred;
@@ -387,6 +569,27 @@ static gpointer migration_thread(gpointer opaque)
     migration_call_main(s, finish_vm, &stop);
     migrate_set_state(s, status(s), MIGRATION_STATUS_COMPLETED);
     return NULL;
+
+postcopy: {
+    MigrationStatus end = postcopy_run(s, &r, f, &stop, &stopped, uri, &err);
+    s->saver = NULL;
+    if (end == MIGRATION_STATUS_FAILED) {
+        goto fail;
+    }
+    kvm_set_dirty_log(&m->kvm, m->ram, false, NULL);
+    __atomic_store_n(&s->end_ms, now_ms(), __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->stream_fd, -1, __ATOMIC_SEQ_CST);
+    qemu_file_close(f);
+    ram_saver_cleanup(&r);
+    set_throttle(s, 0);
+    if (end == MIGRATION_STATUS_COMPLETED) {
+        migration_call_main(s, finish_vm, &stop);
+    } else {
+        set_error(s, err->message);
+    }
+    migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE, end);
+    return NULL;
+}
 
 fail:
     if (!err && qemu_file_error(f) && !cancelled(s)) {
@@ -446,6 +649,123 @@ static void incoming_done(void *opaque)
     }
 }
 
+/* ---- Postcopy on the destination ---------------------------------------------- */
+
+typedef struct LoadCtx {
+    MigrationState *s;
+    int fd;                     /* the stream's connection */
+} LoadCtx;
+
+static bool pc_advise(void *opaque, uint64_t host_page_size, GError **errp)
+{
+    LoadCtx *c = opaque;
+    MigrationState *s = c->s;
+    if (!migrate_cap(s, "postcopy-ram")) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "the source wants postcopy, but the postcopy-ram "
+                    "capability is off on the destination");
+        return false;
+    }
+    if (!ram_loader_can_postcopy(s->ram_loader, errp)) {
+        return false;
+    }
+    if (host_page_size != s->m->ram->page_size) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "postcopy needs the same RAM page size on both sides: "
+                    "%" G_GUINT64_FORMAT " KiB on the source, %" G_GUINT64_FORMAT
+                    " KiB here", host_page_size >> 10, s->m->ram->page_size >> 10);
+        return false;
+    }
+    if (!s->pci) {
+        s->pci = g_new0(PostcopyIncoming, 1);
+        postcopy_incoming_init(s->pci, s->m, s->ram_loader);
+    }
+    return true;
+}
+
+static bool pc_listen(void *opaque, GError **errp)
+{
+    LoadCtx *c = opaque;
+    MigrationState *s = c->s;
+    if (!s->pci) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "postcopy listen without advise");
+        return false;
+    }
+    if (!postcopy_listen(s->pci, c->fd, errp)) {
+        return false;
+    }
+    migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_POSTCOPY_ACTIVE);
+    return true;
+}
+
+typedef struct RunCall {
+    MigrationState *s;
+    GBytes *pkg;
+} RunCall;
+
+/* Main thread: load the devices from the package and run the guest. */
+static gboolean postcopy_run_main(gpointer opaque)
+{
+    RunCall *rc = opaque;
+    MigrationState *s = rc->s;
+    Machine *m = s->m;
+    gsize len;
+    const void *data = g_bytes_get_data(rc->pkg, &len);
+    QEMUFile *mf = qemu_file_new_mem(data, len);
+    g_autoptr(GError) err = NULL;
+    RunState src = RUN_STATE_RUNNING;
+    bool ok = stream_load_devices(mf, m, &src, &err);
+    qemu_file_close(mf);
+    g_bytes_unref(rc->pkg);
+    g_free(rc);
+    if (!ok) {
+        /* The source stopped for good; nothing here can run either. */
+        g_autofree char *msg = g_strdup_printf("postcopy: loading the device "
+                                               "state: %s", err->message);
+        set_error(s, msg);
+        migrate_set_state(s, status(s), MIGRATION_STATUS_FAILED);
+        if (s->exit_on_error) {
+            fprintf(stderr, "ferry: load of migration failed: %s\n", msg);
+            machine_request_exit(m, 1, NULL, false);
+        }
+        return G_SOURCE_REMOVE;
+    }
+    if (src == RUN_STATE_RUNNING && !m->opts->start_paused) {
+        machine_set_state(m, RUN_STATE_RUNNING);
+        machine_resume(m);
+    } else {
+        machine_set_state(m, RUN_STATE_PAUSED);
+    }
+    postcopy_rp_send(s->pci, RP_RUNNING, NULL, 0);
+    return G_SOURCE_REMOVE;
+}
+
+static bool pc_run(void *opaque, GBytes *package, GError **errp)
+{
+    LoadCtx *c = opaque;
+    (void)errp;
+    RunCall *rc = g_new0(RunCall, 1);
+    rc->s = c->s;
+    rc->pkg = g_bytes_ref(package);
+    g_main_context_invoke(NULL, postcopy_run_main, rc);
+    return true;
+}
+
+static const StreamPostcopyOps postcopy_ops = {
+    .advise = pc_advise,
+    .listen = pc_listen,
+    .run = pc_run,
+};
+
+/* Main thread: the postcopy migration is in; RAM is ordinary memory. */
+static void postcopy_incoming_done(void *opaque)
+{
+    MigrationState *s = opaque;
+    s->incoming = false;
+    s->incoming_defer = false;
+}
+
 static gpointer load_thread(gpointer opaque)
 {
     MigrateArgs *a = opaque;
@@ -453,18 +773,50 @@ static gpointer load_thread(gpointer opaque)
     QEMUFile *f = qemu_file_new(a->fd, false, true);
     g_autoptr(GError) err = NULL;
     LoadDone done = { s, false, RUN_STATE_RUNNING };
+    LoadCtx ctx = { s, a->fd };
     g_free(a);
 
-    RAMLoader ram;
-    ram_loader_init(&ram, s->m->ram);
-    StreamLoad l = { .m = s->m, .stats = &s->stats, .ram = &ram };
+    s->ram_loader = g_new0(RAMLoader, 1);
+    ram_loader_init(s->ram_loader, s->m->ram);
+    StreamLoad l = { .m = s->m, .stats = &s->stats, .ram = s->ram_loader,
+                     .postcopy = &postcopy_ops, .opaque = &ctx };
     migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
     done.ok = stream_load(f, &l, &err);
     done.source_state = l.source_state;
-    /* Ordinary memory again before any vCPU runs. */
-    ram_loader_cleanup(&ram);
     __atomic_store_n(&s->stats.transferred, qemu_file_transferred(f),
                      __ATOMIC_RELAXED);
+
+    if (l.postcopy_running) {
+        if (!done.ok) {
+            /*
+             * The connection broke with the guest running here: keep RAM
+             * registered (a vCPU touching a missing page waits instead of
+             * reading zeros) and keep the stream's fd open, since the
+             * fault thread's return path still refers to it.
+             */
+            set_error(s, err->message);
+            migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
+                              MIGRATION_STATUS_POSTCOPY_PAUSED);
+            return NULL;
+        }
+        postcopy_stop_faults(s->pci);
+        if (!ram_load_all_received(s->ram_loader)) {
+            g_warning("postcopy: the stream ended with pages missing");
+        }
+        ram_loader_unregister(s->ram_loader);
+        uint32_t zero = 0;
+        postcopy_rp_send(s->pci, RP_SHUT, &zero, sizeof(zero));
+        qemu_file_close(f);
+        __atomic_store_n(&s->end_ms, now_ms(), __ATOMIC_SEQ_CST);
+        migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
+                          MIGRATION_STATUS_COMPLETED);
+        migration_call_main(s, postcopy_incoming_done, s);
+        return NULL;
+    }
+
+    /* Ordinary memory again before any vCPU runs. */
+    ram_loader_cleanup(s->ram_loader);
+    g_clear_pointer(&s->ram_loader, g_free);
     if (l.return_path) {
         QEMUFile *rp = qemu_file_new(qemu_file_fd(f), true, false);
         qemu_put_byte(rp, RP_SHUT);
@@ -477,7 +829,7 @@ static gpointer load_thread(gpointer opaque)
         migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_COMPLETED);
     } else {
         set_error(s, err->message);
-        migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_FAILED);
+        migrate_set_state(s, status(s), MIGRATION_STATUS_FAILED);
     }
     migration_call_main(s, incoming_done, &done);
     return NULL;
@@ -608,6 +960,29 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
                     "Return path is not supported with %.5s migration", uri);
         return NULL;
     }
+    bool want_pc = (json_object_has_member(args, "x-postcopy-after-pass1") &&
+                    json_object_get_boolean_member(args, "x-postcopy-after-pass1")) ||
+                   (json_object_has_member(args, "x-postcopy-no-push") &&
+                    json_object_get_boolean_member(args, "x-postcopy-no-push"));
+    if (want_pc && !migrate_cap(s, "postcopy-ram")) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Enable postcopy with migrate_set_capability before the "
+                    "start of migration");
+        return NULL;
+    }
+    if (migrate_cap(s, "postcopy-preempt") && !g_str_has_prefix(uri, "tcp:") &&
+        !g_str_has_prefix(uri, "unix:")) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Postcopy preempt needs a tcp: or unix: URI to open its "
+                    "second channel");
+        return NULL;
+    }
+    if (migrate_cap(s, "postcopy-ram") &&
+        (g_str_has_prefix(uri, "file:") || g_str_has_prefix(uri, "exec:"))) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Postcopy is not supported with %.5s migration", uri);
+        return NULL;
+    }
     int fd = g_str_has_prefix(uri, "fd:") ? qmp_take_fd(s->qmp, uri + 3, errp)
                                           : channel_connect(uri, errp);
     if (fd < 0) {
@@ -622,6 +997,12 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
     g_mutex_unlock(&s->lock);
     memset(&s->stats, 0, sizeof(s->stats));
     s->setup_ms = s->end_ms = s->downtime_ms = s->expected_downtime_ms = 0;
+    __atomic_store_n(&s->postcopy_start, 0, __ATOMIC_SEQ_CST);
+    s->postcopy_after_pass1 = json_object_has_member(args, "x-postcopy-after-pass1") &&
+        json_object_get_boolean_member(args, "x-postcopy-after-pass1");
+    s->postcopy_no_push = json_object_has_member(args, "x-postcopy-no-push") &&
+        json_object_get_boolean_member(args, "x-postcopy-no-push");
+    s->rp_refused = 0;
     s->start_ms = now_ms();
     __atomic_store_n(&s->cancel, 0, __ATOMIC_SEQ_CST);
     __atomic_store_n(&s->stream_fd, fd, __ATOMIC_SEQ_CST);
@@ -630,6 +1011,7 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
     MigrateArgs *a = g_new0(MigrateArgs, 1);
     a->s = s;
     a->fd = fd;
+    a->uri = g_strdup(uri);
     s->thread = g_thread_new("live_migration", migration_thread, a);
     return ret_empty();
 }
@@ -655,8 +1037,15 @@ static JsonNode *qmp_migrate_cancel(JsonObject *args, void *opaque, GError **err
 {
     MigrationState *s = opaque;
     (void)args;
-    (void)errp;
     MigrationStatus st = status(s);
+    if (!s->incoming && st >= MIGRATION_STATUS_POSTCOPY_ACTIVE &&
+        st <= MIGRATION_STATUS_POSTCOPY_RECOVER) {
+        /* The guest runs there now: cancelling would lose it. */
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Postcopy migration can't be cancelled, please try "
+                    "migrate-pause");
+        return NULL;
+    }
     if (!s->incoming && (st == MIGRATION_STATUS_SETUP ||
                          st == MIGRATION_STATUS_ACTIVE ||
                          st == MIGRATION_STATUS_PRE_SWITCHOVER ||
@@ -664,6 +1053,31 @@ static JsonNode *qmp_migrate_cancel(JsonObject *args, void *opaque, GError **err
         migrate_set_state(s, st, MIGRATION_STATUS_CANCELLING)) {
         stop_thread(s);
     }
+    return ret_empty();
+}
+
+static JsonNode *qmp_migrate_start_postcopy(JsonObject *args, void *opaque,
+                                           GError **errp)
+{
+    MigrationState *s = opaque;
+    (void)args;
+    MigrationStatus st = status(s);
+    if (st == MIGRATION_STATUS_COMPLETED || st == MIGRATION_STATUS_FAILED ||
+        st == MIGRATION_STATUS_CANCELLED) {
+        return ret_empty();     /* as QEMU: too late is not an error */
+    }
+    if (!migrate_cap(s, "postcopy-ram")) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Enable postcopy with migrate_set_capability before the "
+                    "start of migration");
+        return NULL;
+    }
+    if (s->incoming || st == MIGRATION_STATUS_NONE) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Postcopy must be started after migration has been started");
+        return NULL;
+    }
+    __atomic_store_n(&s->postcopy_start, 1, __ATOMIC_SEQ_CST);
     return ret_empty();
 }
 
@@ -735,7 +1149,9 @@ static JsonObject *ram_info(MigrationState *s)
     json_object_set_int_member(r, "dirty-sync-count",
                                __atomic_load_n(&st->dirty_sync_count,
                                                __ATOMIC_RELAXED));
-    json_object_set_int_member(r, "postcopy-requests", 0);
+    json_object_set_int_member(r, "postcopy-requests",
+                               __atomic_load_n(&st->postcopy_requests,
+                                               __ATOMIC_RELAXED));
     json_object_set_int_member(r, "page-size", 4096);
     json_object_set_int_member(r, "multifd-bytes", 0);
     json_object_set_int_member(r, "pages-per-second",
@@ -743,9 +1159,12 @@ static JsonObject *ram_info(MigrationState *s)
                                                __ATOMIC_RELAXED));
     uint64_t downtime_bytes = __atomic_load_n(&st->downtime_bytes,
                                               __ATOMIC_RELAXED);
-    json_object_set_int_member(r, "precopy-bytes", transferred - downtime_bytes);
+    uint64_t pc0 = __atomic_load_n(&st->postcopy_start_bytes, __ATOMIC_RELAXED);
+    uint64_t postcopy_bytes = pc0 ? transferred - pc0 : 0;
+    json_object_set_int_member(r, "precopy-bytes",
+                               transferred - downtime_bytes - postcopy_bytes);
     json_object_set_int_member(r, "downtime-bytes", downtime_bytes);
-    json_object_set_int_member(r, "postcopy-bytes", 0);
+    json_object_set_int_member(r, "postcopy-bytes", postcopy_bytes);
     json_object_set_int_member(r, "dirty-sync-missed-zero-copy", 0);
     return r;
 }
@@ -762,10 +1181,13 @@ static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp
         return json_node_init_object(json_node_alloc(), r);
     }
     json_object_set_string_member(r, "status", migration_status_name(st));
-    if (s->incoming) {
+    if (s->incoming || s->pci) {
         if (s->socket_address && st == MIGRATION_STATUS_SETUP) {
             json_object_set_array_member(r, "socket-address",
                                          json_array_ref(s->socket_address));
+        }
+        if (s->pci && migrate_cap(s, "postcopy-blocktime")) {
+            postcopy_stats(s->pci, r);
         }
     } else if (st != MIGRATION_STATUS_SETUP) {
         int64_t end = __atomic_load_n(&s->end_ms, __ATOMIC_SEQ_CST);
@@ -773,7 +1195,9 @@ static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp
                                    __atomic_load_n(&s->setup_ms, __ATOMIC_SEQ_CST));
         json_object_set_int_member(r, "total-time",
                                    (end ? end : now_ms()) - s->start_ms);
-        if (st == MIGRATION_STATUS_COMPLETED) {
+        if (st == MIGRATION_STATUS_COMPLETED ||
+            (st >= MIGRATION_STATUS_POSTCOPY_ACTIVE &&
+             st <= MIGRATION_STATUS_POSTCOPY_RECOVER)) {
             json_object_set_int_member(r, "downtime",
                                        __atomic_load_n(&s->downtime_ms,
                                                        __ATOMIC_SEQ_CST));
@@ -804,6 +1228,9 @@ bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
     s->status = MIGRATION_STATUS_NONE;
     s->listen_fd = -1;
     s->stream_fd = -1;
+    s->preempt_fd = -1;
+    g_mutex_init(&s->preempt_lock);
+    g_cond_init(&s->preempt_cond);
     s->exit_on_error = true;
     g_mutex_init(&s->lock);
     g_mutex_init(&s->continue_lock);
@@ -812,6 +1239,7 @@ bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
     qmp_register(d, "migrate", qmp_migrate, s);
     qmp_register(d, "migrate_cancel", qmp_migrate_cancel, s);
     qmp_register(d, "migrate-continue", qmp_migrate_continue, s);
+    qmp_register(d, "migrate-start-postcopy", qmp_migrate_start_postcopy, s);
     qmp_register(d, "migrate-incoming", qmp_migrate_incoming, s);
     qmp_register(d, "query-migrate", qmp_query_migrate, s);
     if (!incoming) {

@@ -15,12 +15,12 @@ static const struct {
 } caps[] = {
     { "xbzrle", false }, { "rdma-pin-all", false }, { "auto-converge", true },
     { "zero-blocks", true },            /* no block devices: nothing to do */
-    { "compress", false }, { "events", true }, { "postcopy-ram", false }, { "x-colo", false },
+    { "compress", false }, { "events", true }, { "postcopy-ram", true }, { "x-colo", false },
     { "release-ram", false }, { "block", false }, { "return-path", true },
     { "pause-before-switchover", true }, { "multifd", false }, { "dirty-bitmaps", false },
-    { "postcopy-blocktime", false }, { "late-block-activate", true },
+    { "postcopy-blocktime", true }, { "late-block-activate", true },
     { "x-ignore-shared", false }, { "validate-uuid", false }, { "background-snapshot", false },
-    { "zero-copy-send", false }, { "postcopy-preempt", false }, { "switchover-ack", false },
+    { "zero-copy-send", false }, { "postcopy-preempt", true }, { "switchover-ack", false },
     { "dirty-limit", false }, { "mapped-ram", false },
 };
 
@@ -151,6 +151,11 @@ static JsonNode *set_capabilities(JsonObject *args, void *opaque, GError **errp)
             return NULL;
         }
         next[idx] = on;
+    }
+    if (next[cap_index("postcopy-preempt")] && !next[cap_index("postcopy-ram")]) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Postcopy preempt requires postcopy-ram");
+        return NULL;
     }
     g_mutex_lock(&s->lock);
     memcpy(s->caps, next, G_N_ELEMENTS(caps) * sizeof(bool));

@@ -17,6 +17,7 @@ struct QEMUFile {
     size_t pos;                 /* reader: next byte */
     uint64_t transferred;
     int error;
+    GByteArray *out;            /* a memory writer's contents */
 };
 
 QEMUFile *qemu_file_new(int fd, bool writable, bool own)
@@ -36,6 +37,22 @@ QEMUFile *qemu_file_new_mem(const void *data, size_t len)
     f->buf = g_memdup2(data, len ? len : 1);
     f->len = len;
     return f;
+}
+
+QEMUFile *qemu_file_new_mem_writer(void)
+{
+    QEMUFile *f = qemu_file_new(-1, true, false);
+    f->out = g_byte_array_new();
+    return f;
+}
+
+GBytes *qemu_file_mem_finish(QEMUFile *f)
+{
+    qemu_fflush(f);
+    GBytes *b = g_byte_array_free_to_bytes(f->out);
+    f->out = NULL;
+    qemu_file_close(f);
+    return b;
 }
 
 int qemu_file_error(const QEMUFile *f)
@@ -69,6 +86,10 @@ void qemu_file_shutdown(QEMUFile *f)
 
 static void write_all(QEMUFile *f, const uint8_t *p, size_t len)
 {
+    if (f->out) {
+        g_byte_array_append(f->out, p, len);
+        return;
+    }
     while (len && !f->error) {
         ssize_t n = write(f->fd, p, len);
         if (n < 0 && errno == EINTR) {

@@ -22,7 +22,12 @@ void ram_saver_init(RAMSaver *r, RAMBlock *rb, KVMState *kvm, QEMUFile *f,
     r->stats = stats;
     r->cancel = cancel;
     r->npages = rb->size / PAGE;
+    r->hpages = rb->page_size / PAGE;
     r->dirty = bitmap_new(r->npages);
+    r->sent = bitmap_new(r->npages);
+    g_mutex_init(&r->urgent_lock);
+    g_cond_init(&r->urgent_cond);
+    g_queue_init(&r->urgent);
     bitmap_set(r->dirty, 0, r->npages);     /* the first pass sends all */
     /* KVM's log starts all set (INITIALLY_SET) or empty: clear either way. */
     uint64_t chunks = ((r->npages + RAM_CLEAR_CHUNK_PAGES - 1) / RAM_CLEAR_CHUNK_PAGES);
@@ -65,7 +70,11 @@ void ram_saver_cleanup(RAMSaver *r)
 {
     bitmap_free(r->dirty);
     bitmap_free(r->clear_pending);
-    r->dirty = r->clear_pending = NULL;
+    bitmap_free(r->sent);
+    r->dirty = r->clear_pending = r->sent = NULL;
+    g_queue_clear_full(&r->urgent, g_free);
+    g_mutex_clear(&r->urgent_lock);
+    g_cond_clear(&r->urgent_cond);
 }
 
 uint64_t ram_dirty_count(const RAMSaver *r)
@@ -111,8 +120,7 @@ static void add(uint64_t *stat, uint64_t n)
     __atomic_fetch_add(stat, n, __ATOMIC_RELAXED);
 }
 
-/* Send pages [first, first + n), all dirty a moment ago. */
-static void send_run(RAMSaver *r, uint64_t first, uint64_t n)
+void ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n)
 {
     uint8_t *base = r->rb->host;
     uint64_t i = first, end = first + n;
@@ -124,21 +132,24 @@ static void send_run(RAMSaver *r, uint64_t first, uint64_t n)
         while (j < end && page_is_zero(base + j * PAGE) == zero) {
             j++;
         }
-        uint64_t before = qemu_file_transferred(r->f);
-        qemu_put_byte(r->f, zero ? REC_RAM_ZERO : REC_RAM_PAGES);
-        qemu_put_u64(r->f, i * PAGE);
-        qemu_put_u32(r->f, j - i);
+        uint64_t before = qemu_file_transferred(f);
+        qemu_put_byte(f, zero ? REC_RAM_ZERO : REC_RAM_PAGES);
+        qemu_put_u64(f, i * PAGE);
+        qemu_put_u32(f, j - i);
         if (zero) {
             add(&r->stats->zero_pages, j - i);
         } else {
-            qemu_put_buffer(r->f, base + i * PAGE, (j - i) * PAGE);
+            qemu_put_buffer(f, base + i * PAGE, (j - i) * PAGE);
             add(&r->stats->normal_pages, j - i);
         }
-        uint64_t sent = qemu_file_transferred(r->f) - before;
+        uint64_t sent = qemu_file_transferred(f) - before;
         add(&r->stats->transferred, sent);
-        rate_limit(r, sent);
+        if (f == r->f) {
+            rate_limit(r, sent);
+        }
         i = j;
     }
+    bitmap_set_atomic(r->sent, first, n);
 }
 
 bool ram_save_pass(RAMSaver *r)
@@ -153,6 +164,9 @@ bool ram_save_pass(RAMSaver *r)
             qemu_file_error(r->f)) {
             return false;
         }
+        if (r->stop_pass && __atomic_load_n(r->stop_pass, __ATOMIC_RELAXED)) {
+            break;              /* postcopy takes over from here */
+        }
         if (!clear_chunk(r, page)) {
             return false;
         }
@@ -164,7 +178,7 @@ bool ram_save_pass(RAMSaver *r)
                test_and_clear_bit_atomic(page + n, r->dirty)) {
             n++;
         }
-        send_run(r, page, n);
+        ram_send_pages(r, r->f, page, n);
         left -= n;
         __atomic_store_n(&r->stats->remaining_pages, left, __ATOMIC_RELAXED);
         page = find_next_bit(r->dirty, r->npages, page + n);

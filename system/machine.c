@@ -299,6 +299,7 @@ static void *vcpu_thread(void *opaque)
     Machine *m = t->m;
     KVMCPU *cpu = &t->cpu;
 
+    __atomic_store_n(&t->tid, (int)gettid(), __ATOMIC_RELEASE);
     while (!__atomic_load_n(&m->quit, __ATOMIC_ACQUIRE)) {
         if (__atomic_load_n(&m->pause_req, __ATOMIC_SEQ_CST)) {
             park(m);

@@ -59,7 +59,13 @@ typedef struct MigrationStats {
     uint64_t bandwidth;         /* bytes per second, last pass */
     uint64_t downtime_bytes;    /* sent while the VM was stopped */
     uint64_t pages_per_second;
+    uint64_t postcopy_requests; /* source: page requests received */
+    uint64_t postcopy_start_bytes;  /* transferred when postcopy began */
 } MigrationStats;
+
+typedef struct RAMSaver RAMSaver;
+typedef struct RAMLoader RAMLoader;
+typedef struct PostcopyIncoming PostcopyIncoming;
 
 typedef struct MigrationState {
     Machine *m;
@@ -86,6 +92,16 @@ typedef struct MigrationState {
     int cancel;                 /* atomic */
     int throttle_pct;           /* atomic: auto-converge's current throttle */
     int stream_fd;              /* atomic: shut down to cancel, or -1 */
+    /* Postcopy (source). */
+    int postcopy_start;         /* atomic: migrate-start-postcopy was given */
+    bool postcopy_after_pass1;  /* HMP migrate -p */
+    bool postcopy_no_push;      /* HMP migrate -n: pages only on demand */
+    int64_t stop_ms;            /* atomic: when the source stopped the VM */
+    int preempt_fd;             /* the preempt channel, or -1 */
+    GThread *rp_thread;         /* "mig/src/rp": reads the return path */
+    RAMSaver *saver;            /* the migration thread's, during postcopy */
+    int rp_shut;                /* atomic: -1 none yet, else SHUT's status */
+    uint64_t rp_refused;        /* atomic: malformed requests refused */
 
     /* Destination. */
     bool incoming;              /* this process waits for a migration */
@@ -95,6 +111,12 @@ typedef struct MigrationState {
     guint listen_src;
     JsonArray *socket_address;  /* main thread */
     GThread *load_thread;
+    RAMLoader *ram_loader;      /* load thread; kept while postcopy-paused */
+    PostcopyIncoming *pci;      /* postcopy ran: fault thread and stats */
+    char *preempt_uri;          /* where the preempt channel connects */
+    GThread *preempt_thread;    /* "mig/dst/preempt" */
+    GMutex preempt_lock;        /* preempt_fd hand-over on the destination */
+    GCond preempt_cond;
 } MigrationState;
 
 /*

@@ -31,6 +31,13 @@ QEMUFile *qemu_file_new(int fd, bool writable, bool own);
  */
 QEMUFile *qemu_file_new_mem(const void *data, size_t len);
 
+/*
+ * qemu_file_new_mem_writer: a writer into memory (the postcopy device
+ * package); qemu_file_mem_finish() closes it and returns what it holds.
+ */
+QEMUFile *qemu_file_new_mem_writer(void);
+GBytes *qemu_file_mem_finish(QEMUFile *f);
+
 /* qemu_file_close: flush (writers), free; the first error, or 0. */
 int qemu_file_close(QEMUFile *f);
 

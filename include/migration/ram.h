@@ -41,6 +41,21 @@ typedef struct RAMSaver {
     int64_t window_start_us;    /* rate limiting: 100 ms windows */
     uint64_t window_bytes;
     int *cancel;
+    /* Set (atomic) to end a precopy pass early: postcopy starts. */
+    int *stop_pass;
+    unsigned long *sent;        /* pages sent at least once */
+    uint64_t hpages;            /* 4 KiB pages per host page */
+
+    /*
+     * Postcopy.  From the switchover the dirty bitmap is shared with
+     * the return-path thread, which may serve requests itself on the
+     * preempt channel: whoever clears a page's bit (atomically) sends
+     * it, so no page is sent twice.
+     */
+    GMutex urgent_lock;
+    GCond urgent_cond;          /* a request queued, or time to give up */
+    GQueue urgent;              /* under urgent_lock: UrgentReq */
+    uint64_t last;              /* migration thread: scan position */
 } RAMSaver;
 
 /* ram_saver_init: every page dirty, for the first pass. */
@@ -56,5 +71,42 @@ bool ram_sync_dirty(RAMSaver *r, GError **errp);
 
 /* ram_dirty_count: pages still dirty. */
 uint64_t ram_dirty_count(const RAMSaver *r);
+
+/*
+ * ram_send_pages: send pages [first, first + n) on @f as they are now
+ * (zero runs as flags), and account for them.  Any thread that cleared
+ * the pages' dirty bits.
+ */
+void ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n);
+
+/* ---- Postcopy on the source (migration/ram-postcopy.c) ----------------- */
+
+/*
+ * ram_postcopy_discard: after the last sync, widen dirty pages to whole
+ * host pages, then tell the destination to drop each page sent before
+ * and dirtied since (REC_POSTCOPY_DISCARD runs).
+ */
+void ram_postcopy_discard(RAMSaver *r);
+
+/*
+ * ram_postcopy_request: the destination wants pages [first, first + n)
+ * now (return-path thread).  With @f (the preempt channel) the pages
+ * still dirty are sent at once from the calling thread; without, the
+ * request is queued for the migration thread, which serves it before
+ * its next background run.
+ */
+void ram_postcopy_request(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n);
+
+/*
+ * ram_postcopy_send: the migration thread's postcopy loop: queued
+ * requests first, then (when @background) the next dirty pages after
+ * the last request, whole host pages at a time, until every page is
+ * sent.  max_bandwidth limits the background pages only.  False on a
+ * stream error or cancel.
+ */
+bool ram_postcopy_send(RAMSaver *r, bool background);
+
+/* ram_postcopy_wake: make a waiting ram_postcopy_send() look again. */
+void ram_postcopy_wake(RAMSaver *r);
 
 #endif

@@ -38,6 +38,7 @@ enum {
 enum {
     RP_SHUT         = 0x01,     /* u32 status: 0 when everything loaded */
     RP_REQ_PAGES    = 0x02,     /* u64 offset, u32 count: send these now */
+    RP_RUNNING      = 0x03,     /* postcopy: the guest runs here now */
 };
 
 #define STREAM_MAX_RUN      1024            /* pages in one record */

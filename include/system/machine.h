@@ -34,6 +34,7 @@ typedef struct VCPUThread {
     Machine *m;
     KVMCPU cpu;
     pthread_t thread;
+    int tid;                    /* its kernel thread id, once running (atomic) */
     bool started;               /* thread created; joined at cleanup */
 } VCPUThread;
 

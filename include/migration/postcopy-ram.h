@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Postcopy on the destination (migration/postcopy-ram.c): the fault
+ * thread, page requests on the return path, and the blocktime and
+ * latency statistics.
+ *
+ * Threads:
+ * - fault thread ("mig/dst/fault"): polls the userfaultfd and a quit
+ *   eventfd, reads faults in batches, and sends a request for each page
+ *   neither received nor requested yet.  It owns nothing but the
+ *   requested bitmap's set operations.
+ * - placing threads (load thread, preempt thread): call
+ *   postcopy_placed() through the RAM loader's hook.
+ * - any thread: postcopy_rp_send() (under rp_lock).
+ * Statistics are under stats_lock.
+ */
+#ifndef MIGRATION_POSTCOPY_RAM_H
+#define MIGRATION_POSTCOPY_RAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+#include "migration/ram-load.h"
+#include "system/machine.h"
+
+typedef struct QEMUFile QEMUFile;
+
+#define POSTCOPY_DIST_BUCKETS   32      /* 1 us .. 2^31 us */
+
+typedef struct PostcopyIncoming {
+    Machine *m;
+    RAMLoader *ram;
+    unsigned long *requested;   /* one bit per 4 KiB page, atomic */
+
+    GMutex rp_lock;
+    QEMUFile *rp;               /* under rp_lock; NULL: no return path yet */
+
+    GThread *fault_thread;
+    int quit_fd;                /* eventfd: wakes the fault thread to stop */
+    int quit;                   /* atomic */
+    uint64_t requests;          /* atomic: requests sent */
+
+    GMutex stats_lock;
+    GHashTable *faults;         /* page -> FaultRec, pages being waited for */
+    int blocked;                /* vCPUs waiting on a page now */
+    int64_t all_blocked_since;  /* ns, when every vCPU started waiting */
+    int64_t blocktime_ns;       /* time every vCPU waited at once */
+    int64_t vcpu_blocktime_ns[MAX_VCPUS];
+    uint64_t vcpu_faults[MAX_VCPUS];
+    uint64_t latency_count;
+    int64_t latency_sum_ns;
+    uint64_t dist[POSTCOPY_DIST_BUCKETS];
+} PostcopyIncoming;
+
+/*
+ * postcopy_incoming_init: ready for faults on @ram's userfaultfd, which
+ * must be registered (ram_loader_can_postcopy()).
+ */
+void postcopy_incoming_init(PostcopyIncoming *pc, Machine *m, RAMLoader *ram);
+
+/*
+ * postcopy_listen: requests go out on @fd (the stream's connection,
+ * written in the other direction); start the fault thread.
+ */
+bool postcopy_listen(PostcopyIncoming *pc, int fd, GError **errp);
+
+/* postcopy_rp_send: a return-path message (type, then @len bytes). */
+void postcopy_rp_send(PostcopyIncoming *pc, uint8_t type, const void *data,
+                      size_t len);
+
+/* postcopy_stop_faults: stop and join the fault thread. */
+void postcopy_stop_faults(PostcopyIncoming *pc);
+
+void postcopy_incoming_cleanup(PostcopyIncoming *pc);
+
+/* postcopy_placed: the RAM loader's hook (pages placed). */
+void postcopy_placed(void *opaque, uint64_t first, uint64_t n);
+
+/* postcopy_stats: add the statistics members to a query-migrate reply. */
+void postcopy_stats(PostcopyIncoming *pc, JsonObject *reply);
+
+/* postcopy_fault_vcpu: the vCPU whose thread is @tid, or -1 (for tests). */
+int postcopy_fault_vcpu(Machine *m, uint32_t tid);
+
+#endif

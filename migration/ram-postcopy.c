@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The source's RAM saver in postcopy: discards at the switchover, the
+ * urgent-page queue, and the background push.  The contract and the
+ * thread rules are in include/migration/ram.h.
+ */
+#include "migration/ram.h"
+
+#include "migration/migration.h"
+#include "migration/qemu-file.h"
+#include "migration/stream.h"
+#include "qemu/bitmap.h"
+
+#define PAGE            4096
+/* Background run: 128 KiB, so a queued request waits at most one. */
+#define BG_RUN          32
+
+typedef struct UrgentReq {
+    uint64_t first, n;
+} UrgentReq;
+
+void ram_postcopy_discard(RAMSaver *r)
+{
+    /* A host page with one dirty 4 KiB page goes again whole. */
+    if (r->hpages > 1) {
+        for (uint64_t p = find_first_bit(r->dirty, r->npages); p < r->npages;
+             p = find_next_bit(r->dirty, r->npages, p + 1)) {
+            uint64_t hp = p - p % r->hpages;
+            bitmap_set(r->dirty, hp, r->hpages);
+            p = hp + r->hpages - 1;
+        }
+    }
+    /* Runs of pages both sent and dirty: the destination drops them. */
+    uint64_t p = 0;
+    while (p < r->npages) {
+        p = find_next_bit(r->dirty, r->npages, p);
+        while (p < r->npages && !test_bit(p, r->sent)) {
+            p = find_next_bit(r->dirty, r->npages, p + 1);
+        }
+        if (p >= r->npages) {
+            break;
+        }
+        uint64_t first = p - p % r->hpages, end = first;
+        while (end < r->npages && test_bit(end, r->dirty) &&
+               (test_bit(end, r->sent) || end % r->hpages)) {
+            end++;
+        }
+        end = (end + r->hpages - 1) / r->hpages * r->hpages;
+        qemu_put_byte(r->f, REC_POSTCOPY_DISCARD);
+        qemu_put_u64(r->f, first * PAGE);
+        qemu_put_u64(r->f, end - first);
+        p = end;
+    }
+}
+
+/* Claim one host page: whoever clears its first bit owns it. */
+static bool claim(RAMSaver *r, uint64_t p)
+{
+    if (!test_and_clear_bit_atomic(p, r->dirty)) {
+        return false;
+    }
+    if (r->hpages > 1) {
+        bitmap_test_and_clear_atomic(r->dirty, p, r->hpages);
+    }
+    return true;
+}
+
+/* Claim and send the host pages of [first, first + n) still dirty, in runs. */
+static void serve(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n)
+{
+    uint64_t hp = r->hpages;
+    uint64_t end = MIN(first + n, r->npages);
+    uint64_t p = first - first % hp;
+
+    while (p < end) {
+        if (!claim(r, p)) {
+            p += hp;
+            continue;
+        }
+        uint64_t run = p + hp;
+        while (run < end && run - p < STREAM_MAX_RUN && claim(r, run)) {
+            run += hp;
+        }
+        ram_send_pages(r, f, p, run - p);
+        __atomic_fetch_sub(&r->stats->remaining_pages, run - p,
+                           __ATOMIC_RELAXED);
+        p = run;
+    }
+}
+
+void ram_postcopy_request(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n)
+{
+    __atomic_fetch_add(&r->stats->postcopy_requests, 1, __ATOMIC_RELAXED);
+    if (f) {
+        serve(r, f, first, n);
+        qemu_fflush(f);
+        return;
+    }
+    UrgentReq *q = g_new(UrgentReq, 1);
+    q->first = first;
+    q->n = n;
+    g_mutex_lock(&r->urgent_lock);
+    g_queue_push_tail(&r->urgent, q);
+    g_cond_signal(&r->urgent_cond);
+    g_mutex_unlock(&r->urgent_lock);
+}
+
+void ram_postcopy_wake(RAMSaver *r)
+{
+    g_mutex_lock(&r->urgent_lock);
+    g_cond_broadcast(&r->urgent_cond);
+    g_mutex_unlock(&r->urgent_lock);
+}
+
+static UrgentReq *pop(RAMSaver *r, bool wait)
+{
+    g_mutex_lock(&r->urgent_lock);
+    UrgentReq *q = g_queue_pop_head(&r->urgent);
+    if (!q && wait) {
+        g_cond_wait_until(&r->urgent_cond, &r->urgent_lock,
+                          g_get_monotonic_time() + 100000);
+        q = g_queue_pop_head(&r->urgent);
+    }
+    g_mutex_unlock(&r->urgent_lock);
+    return q;
+}
+
+bool ram_postcopy_send(RAMSaver *r, bool background)
+{
+    for (;;) {
+        if (__atomic_load_n(r->cancel, __ATOMIC_RELAXED) ||
+            qemu_file_error(r->f)) {
+            return false;
+        }
+        UrgentReq *q;
+        bool served = false;
+        while ((q = pop(r, false))) {
+            serve(r, r->f, q->first, q->n);
+            /* Locality: the guest will likely touch what follows. */
+            r->last = q->first + q->n;
+            g_free(q);
+            served = true;
+        }
+        if (served) {
+            qemu_fflush(r->f);
+        }
+        uint64_t p = find_next_bit(r->dirty, r->npages,
+                                   r->last < r->npages ? r->last : 0);
+        if (p >= r->npages) {
+            p = find_first_bit(r->dirty, r->npages);
+        }
+        if (p >= r->npages) {
+            return true;        /* every page is sent */
+        }
+        if (!background) {
+            /* Demand only: wait for the next request. */
+            if ((q = pop(r, true))) {
+                g_mutex_lock(&r->urgent_lock);
+                g_queue_push_head(&r->urgent, q);
+                g_mutex_unlock(&r->urgent_lock);
+            }
+            continue;
+        }
+        p -= p % r->hpages;
+        serve(r, r->f, p, MAX(BG_RUN, r->hpages));
+        r->last = p + MAX(BG_RUN, r->hpages);
+    }
+}
