@@ -393,6 +393,7 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
     qemu_fflush(f);
     __atomic_store_n(&s->stats.postcopy_start_bytes, s->stats.transferred,
                      __ATOMIC_RELAXED);
+    __atomic_store_n(&s->stats.postcopy_started, 1, __ATOMIC_RELEASE);
     __atomic_fetch_add(&s->stats.transferred, 1 + 4 + g_bytes_get_size(b),
                        __ATOMIC_RELAXED);
     __atomic_store_n(&s->rp_shut, -1, __ATOMIC_SEQ_CST);
@@ -776,8 +777,9 @@ static gpointer load_thread(gpointer opaque)
     LoadCtx ctx = { s, a->fd };
     g_free(a);
 
-    s->ram_loader = g_new0(RAMLoader, 1);
-    ram_loader_init(s->ram_loader, s->m->ram);
+    RAMLoader *rl = g_new0(RAMLoader, 1);
+    ram_loader_init(rl, s->m->ram);
+    __atomic_store_n(&s->ram_loader, rl, __ATOMIC_RELEASE);
     StreamLoad l = { .m = s->m, .stats = &s->stats, .ram = s->ram_loader,
                      .postcopy = &postcopy_ops, .opaque = &ctx };
     migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
@@ -835,6 +837,51 @@ static gpointer load_thread(gpointer opaque)
     return NULL;
 }
 
+/*
+ * The preempt channel's reader ("mig/dst/preempt"): requested pages
+ * only, placed as they come, never behind the main stream's backlog.
+ */
+static gpointer preempt_thread(gpointer opaque)
+{
+    MigrateArgs *a = opaque;
+    MigrationState *s = a->s;
+    QEMUFile *f = qemu_file_new(a->fd, false, true);
+    g_free(a);
+    RAMLoader *ram;
+    /* The main stream's thread made the loader when it started. */
+    while (!(ram = __atomic_load_n(&s->ram_loader, __ATOMIC_ACQUIRE))) {
+        g_usleep(1000);
+    }
+    RAMLoadBuf buf;
+    ram_load_buf_init(&buf, ram);
+    RAMBlock *rb = s->m->ram;
+    for (;;) {
+        uint8_t type = qemu_get_byte(f);
+        if (qemu_file_error(f) || type == REC_EOF) {
+            break;
+        }
+        uint64_t off = qemu_get_u64(f);
+        uint32_t count = qemu_get_u32(f);
+        g_autoptr(GError) err = NULL;
+        if ((type != REC_RAM_PAGES && type != REC_RAM_ZERO) || off % 4096 ||
+            count == 0 || count > STREAM_MAX_RUN || off > rb->size ||
+            (uint64_t)count * 4096 > rb->size - off) {
+            g_warning("postcopy preempt channel: bad record 0x%02x", type);
+            break;
+        }
+        bool ok = type == REC_RAM_PAGES
+                  ? ram_load_pages(ram, &buf, f, off, count, &err)
+                  : ram_load_zero(ram, &buf, off, count, &err);
+        if (!ok) {
+            g_warning("postcopy preempt channel: %s", err->message);
+            break;
+        }
+    }
+    ram_load_buf_cleanup(&buf);
+    qemu_file_close(f);
+    return NULL;
+}
+
 static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
 {
     MigrationState *s = opaque;
@@ -842,6 +889,19 @@ static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
     int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
     if (c < 0) {
         return G_SOURCE_CONTINUE;
+    }
+    MigrateArgs *a = g_new0(MigrateArgs, 1);
+    a->s = s;
+    a->fd = c;
+    if (s->load_thread) {
+        /* The second connection: postcopy-preempt's channel. */
+        s->preempt_thread = g_thread_new("mig/dst/preempt", preempt_thread, a);
+    } else {
+        s->load_thread = g_thread_new("mig/dst/load", load_thread, a);
+        /* With preempt, the source connects again at the switch. */
+        if (migrate_cap(s, "postcopy-preempt")) {
+            return G_SOURCE_CONTINUE;
+        }
     }
     /* One migration per listening socket, as QEMU. */
     s->listen_src = 0;
@@ -851,10 +911,6 @@ static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
         json_array_unref(s->socket_address);
         s->socket_address = NULL;
     }
-    MigrateArgs *a = g_new0(MigrateArgs, 1);
-    a->s = s;
-    a->fd = c;
-    s->load_thread = g_thread_new("mig/dst/load", load_thread, a);
     return G_SOURCE_REMOVE;
 }
 
@@ -1160,7 +1216,8 @@ static JsonObject *ram_info(MigrationState *s)
     uint64_t downtime_bytes = __atomic_load_n(&st->downtime_bytes,
                                               __ATOMIC_RELAXED);
     uint64_t pc0 = __atomic_load_n(&st->postcopy_start_bytes, __ATOMIC_RELAXED);
-    uint64_t postcopy_bytes = pc0 ? transferred - pc0 : 0;
+    uint64_t postcopy_bytes =
+        __atomic_load_n(&st->postcopy_started, __ATOMIC_ACQUIRE) ? transferred - pc0 : 0;
     json_object_set_int_member(r, "precopy-bytes",
                                transferred - downtime_bytes - postcopy_bytes);
     json_object_set_int_member(r, "downtime-bytes", downtime_bytes);

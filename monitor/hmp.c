@@ -131,7 +131,8 @@ static gboolean migrate_wait(gpointer opaque)
     const char *st = r ? json_object_get_string_member_with_default(
                              json_node_get_object(r), "status", "none") : "none";
     if (!strcmp(st, "setup") || !strcmp(st, "active") ||
-        !strcmp(st, "cancelling")) {
+        !strcmp(st, "cancelling") || !strcmp(st, "postcopy-active") ||
+        !strcmp(st, "device")) {
         return G_SOURCE_CONTINUE;
     }
     if (!strcmp(st, "failed")) {
@@ -146,11 +147,15 @@ static gboolean migrate_wait(gpointer opaque)
 
 static void hmp_migrate(HmpConsole *c, char **argv)
 {
-    bool detach = false;
+    bool detach = false, postcopy = false, no_push = false;
     const char *uri = NULL;
     for (char **a = argv + 1; *a; a++) {
         if (!strcmp(*a, "-d")) {
             detach = true;
+        } else if (!strcmp(*a, "-p")) {
+            postcopy = true;
+        } else if (!strcmp(*a, "-n")) {
+            no_push = true;
         } else if (**a == '-' && strcmp(*a, "-r") != 0) {
             out(c, "Error: migrate: unknown option '%s'\n", *a);
             return;
@@ -164,12 +169,24 @@ static void hmp_migrate(HmpConsole *c, char **argv)
     }
     g_autoptr(JsonObject) args = args_new();
     json_object_set_string_member(args, "uri", uri);
+    if (postcopy) {
+        json_object_set_boolean_member(args, "x-postcopy-after-pass1", true);
+    }
+    if (no_push) {
+        json_object_set_boolean_member(args, "x-postcopy-no-push", true);
+    }
     g_autoptr(JsonNode) r = call(c, "migrate", args);
     if (r && !detach) {
         /* Read no input until the migration ends, as QEMU's monitor; the
          * read callback that called us ends its source when it sees this. */
         c->wait_src = g_timeout_add(50, migrate_wait, c);
     }
+}
+
+static void hmp_migrate_start_postcopy(HmpConsole *c, char **argv)
+{
+    (void)argv;
+    hmp_simple(c, "migrate-start-postcopy");
 }
 
 static void hmp_migrate_cancel(HmpConsole *c, char **argv)
@@ -247,6 +264,21 @@ static void hmp_migrate_set_parameter(HmpConsole *c, char **argv)
     g_autoptr(JsonNode) r = call(c, "migrate-set-parameters", args);
 }
 
+/* "[a, b, c]" from an integer array member, for info migrate. */
+static const char *int_list(JsonObject *o, const char *name)
+{
+    static __thread char buf[512];
+    JsonArray *a = json_object_get_array_member(o, name);
+    size_t n = 0;
+    buf[n++] = '[';
+    for (guint i = 0; a && i < json_array_get_length(a) && n < sizeof(buf) - 32; i++) {
+        n += g_snprintf(buf + n, sizeof(buf) - n, "%s%" G_GINT64_FORMAT,
+                      i ? ", " : "", json_array_get_int_element(a, i));
+    }
+    g_snprintf(buf + n, sizeof(buf) - n, "]");
+    return buf;
+}
+
 static void hmp_info_migrate(HmpConsole *c, char **argv)
 {
     (void)argv;
@@ -293,6 +325,18 @@ static void hmp_info_migrate(HmpConsole *c, char **argv)
             json_object_get_int_member(ram, "dirty-pages-rate"));
         out(c, "postcopy request count: %" G_GINT64_FORMAT "\n",
             json_object_get_int_member(ram, "postcopy-requests"));
+        out(c, "postcopy ram: %" G_GINT64_FORMAT " kbytes\n",
+            json_object_get_int_member(ram, "postcopy-bytes") >> 10);
+    }
+    if (json_object_has_member(o, "postcopy-blocktime")) {
+        out(c, "postcopy blocktime: %" G_GINT64_FORMAT "\n",
+            json_object_get_int_member(o, "postcopy-blocktime"));
+        out(c, "postcopy vcpu blocktime: %s\n", int_list(o, "postcopy-vcpu-blocktime"));
+        out(c, "postcopy latency: %" G_GINT64_FORMAT " ns\n",
+            json_object_get_int_member(o, "postcopy-latency"));
+        out(c, "postcopy vcpu latency: %s\n", int_list(o, "postcopy-vcpu-latency"));
+        out(c, "postcopy latency distribution (us, power-of-two buckets): %s\n",
+            int_list(o, "postcopy-latency-dist"));
     }
     if (json_object_has_member(o, "error-desc")) {
         out(c, "Error: %s\n", json_object_get_string_member(o, "error-desc"));
@@ -356,8 +400,12 @@ static const HmpCommand commands[] = {
     { "help|?", "[cmd]", "show the help", hmp_help },
     { "info", "[subcommand]", "show various information about the system state",
       hmp_info },
-    { "migrate", "[-d] uri", "migrate to URI (using -d to not wait for completion)",
+    { "migrate", "[-d] [-p [-n]] uri",
+      "migrate to URI (using -d to not wait for completion; -p switches to "
+      "postcopy after the first pass, -n then sends pages only on demand)",
       hmp_migrate },
+    { "migrate_start_postcopy", "", "switch a running migration to postcopy",
+      hmp_migrate_start_postcopy },
     { "migrate_cancel", "", "cancel the current VM migration", hmp_migrate_cancel },
     { "migrate_incoming", "uri", "continue an incoming migration from an -incoming defer",
       hmp_migrate_incoming },

@@ -61,6 +61,7 @@ typedef struct MigrationStats {
     uint64_t pages_per_second;
     uint64_t postcopy_requests; /* source: page requests received */
     uint64_t postcopy_start_bytes;  /* transferred when postcopy began */
+    uint64_t postcopy_started;      /* 1 once it began */
 } MigrationStats;
 
 typedef struct RAMSaver RAMSaver;

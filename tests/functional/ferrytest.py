@@ -145,6 +145,15 @@ def run_ferry(args, timeout=30):
     return p.returncode, p.stdout, p.stderr
 
 
+def todo(reason, fn):
+    """A case that hits a known, open bug: it runs, and a failure is
+    reported as TODO with @reason rather than failing the suite."""
+    def run(opts):
+        fn(opts)
+    run.todo = reason
+    return run
+
+
 def run_cases(cases):
     """Run [(name, fn, opts)] and print TAP; exit 1 if any case failed."""
     print(f'1..{len(cases)}', flush=True)
@@ -157,6 +166,13 @@ def run_cases(cases):
         except Skip as e:
             print(f'ok {i} - {name} # SKIP {e}', flush=True)
         except Exception as e:     # noqa: BLE001 - any failure fails the case
+            if getattr(fn, 'todo', None):
+                # A known bug: reported as TODO, with its last lines.
+                print(f'not ok {i} - {name} # TODO {fn.todo}', flush=True)
+                for line in traceback.format_exception(e)[-1:]:
+                    for sub in line.rstrip().splitlines():
+                        print(f'# {sub}', flush=True)
+                continue
             failed += 1
             print(f'not ok {i} - {name}', flush=True)
             for line in traceback.format_exception(e):

@@ -342,8 +342,8 @@ def capabilities_parameters(opts):
         assert q.cmd('migrate-set-capabilities', {'capabilities': libvirt}) == \
             {'return': {}}
         r = q.cmd('migrate-set-capabilities', {'capabilities': [
-            {'capability': 'postcopy-ram', 'state': True}]})
-        assert "Capability 'postcopy-ram' is not supported" in r['error']['desc']
+            {'capability': 'multifd', 'state': True}]})
+        assert "Capability 'multifd' is not supported" in r['error']['desc']
         r = q.cmd('migrate-set-capabilities', {'capabilities': [
             {'capability': 'warp-drive', 'state': True}]})
         assert r['error']['desc'] == \
@@ -652,8 +652,8 @@ def hmp_migration(opts):
         run = HMP(hsock).run
         assert 'events: on\n' in run('info migrate_capabilities')
         assert run('migrate_set_capability xbzrle off') == ''
-        assert "Capability 'postcopy-ram' is not supported" in \
-            run('migrate_set_capability postcopy-ram on')
+        assert "Capability 'xbzrle' is not supported" in \
+            run('migrate_set_capability xbzrle on')
         assert run('migrate_set_parameter max-bandwidth 64') == ''   # MiB/s
         assert run('migrate_set_parameter downtime-limit 400') == ''
         p = run('info migrate_parameters')

@@ -1,0 +1,356 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Postcopy live migration between real ferry processes.  The verify
+guest must go on without a FAIL line on the destination: every page
+arrived exactly as the source last had it, including the pages it
+faulted on before they were pushed."""
+import os
+import socket
+import struct
+import time
+
+from ferrytest import (HMP, HugePages, MachineOptions, Skip, run_cases, tmpdir,
+                       todo)
+from test_migration import RAM_MEMBERS, Vm, backend_args, verify_goes_on
+
+UFFD_MISSING = '/proc/sys/vm/unprivileged_userfaultfd'
+
+
+def caps(vm, **on):
+    """Set capabilities: names with '_' for '-'; each True or False."""
+    vm.qmp.cmd('query-status')
+    r = vm.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+        {'capability': k.replace('_', '-'), 'state': v} for k, v in on.items()]})
+    assert r == {'return': {}}, r
+
+
+def pair(mem='512M', smp=1, append='verify', preempt=False, extra=(),
+         dst_extra=None):
+    """A source and a destination with postcopy on, each with an HMP
+    socket too (vm.hmp_sock)."""
+    vms = []
+    for inc, ex in ((None, extra), ('tcp:127.0.0.1:0',
+                                    extra if dst_extra is None else dst_extra)):
+        hs = os.path.join(tmpdir(), 'hmp.sock')
+        v = Vm(mem, smp, append=append, incoming=inc,
+               extra=list(ex) + ['-monitor', f'unix:{hs},server=on,wait=off'])
+        v.hmp_sock = hs
+        vms.append(v)
+    src, dst = vms
+    for v in (src, dst):
+        caps(v, postcopy_ram=True, postcopy_blocktime=True,
+             postcopy_preempt=preempt)
+    return src, dst
+
+
+def finish(src, dst, timeout=180):
+    """Wait for both ends to complete; check the reply shapes."""
+    info = src.wait_status({'completed', 'failed', 'postcopy-paused'}, timeout)
+    assert info['status'] == 'completed', info
+    assert RAM_MEMBERS <= set(info['ram'])
+    assert info['ram']['remaining'] == 0
+    d = dst.wait_status({'completed', 'failed', 'postcopy-paused'}, timeout)
+    assert d['status'] == 'completed', d
+    for k in ('postcopy-blocktime', 'postcopy-vcpu-blocktime', 'postcopy-latency',
+              'postcopy-vcpu-latency', 'postcopy-latency-dist'):
+        assert k in d, (k, d)
+    assert len(d['postcopy-vcpu-blocktime']) == len(d['postcopy-vcpu-latency'])
+    assert dst.qmp.cmd('query-status')['return']['status'] == 'running'
+    assert src.qmp.cmd('query-status')['return']['status'] == 'postmigrate'
+    return info, d
+
+
+def statuses(vm):
+    out = []
+    while True:
+        ev = vm.qmp.event('MIGRATION', 60)
+        out.append(ev['data']['status'])
+        if out[-1] in ('completed', 'failed', 'postcopy-paused'):
+            return out
+
+
+def plain(opts):
+    """Precopy that cannot converge (3 MB/s, 1 ms), then the switch."""
+    src, dst = pair('512M', 2)
+    src.m.wait_line(r'^verify: round=1 ', 120)
+    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 3 << 20,
+                                           'downtime-limit': 1})
+    assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
+    src.qmp.event('MIGRATION_PASS', 30)
+    time.sleep(0.5)
+    assert src.qmp.cmd('query-migrate')['return']['status'] == 'active'
+    assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0})
+    info, d = finish(src, dst)
+    assert info['ram']['postcopy-bytes'] > 0, info
+    assert 'postcopy-active' in statuses(src)
+    verify_goes_on(src, dst)
+
+
+def immediate(opts):
+    """Switch before the first pass is done: nearly every page comes on
+    demand or by the push, with the guest already running here."""
+    mem, smp, preempt = opts.extra
+    src, dst = pair(mem, smp, preempt=preempt)
+    src.m.wait_line(r'^verify: round=1 ', 120)
+    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0})
+    assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
+    assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+    info, d = finish(src, dst)
+    assert info['ram']['postcopy-requests'] > 0, info
+    assert info['ram']['postcopy-bytes'] > info['ram']['total'] // 2, info
+    assert sum(d['postcopy-latency-dist']) > 0, d
+    verify_goes_on(src, dst)
+
+
+def demand_only(opts):
+    """HMP migrate -p -n: after the first pass, pages come only when the
+    destination asks.  The guest rewrites all its memory every round, so
+    it asks for every page, and the migration still completes."""
+    src, dst = pair('256M', 1)
+    hmp = HMP(src.hmp_sock)
+    src.m.wait_line(r'^verify: round=1 ', 120)
+    assert hmp.run('migrate_set_parameter max-bandwidth 0') == ''
+    assert hmp.run(f'migrate -d -p -n {dst.listen_uri()}') == ''
+    info, d = finish(src, dst)
+    # Every page sent after the switch was asked for: far more requests
+    # than with the push, and the pages still all arrive.
+    assert info['ram']['postcopy-requests'] > 1000, info
+    text = hmp.run('info migrate')
+    assert 'postcopy request count: ' in text, text
+    dtext = HMP(dst.hmp_sock).run('info migrate')
+    assert 'postcopy blocktime: ' in dtext and 'postcopy latency: ' in dtext, dtext
+    verify_goes_on(src, dst)
+
+
+def backend(opts):
+    obj, hugepages = opts.extra
+    ctx = HugePages(hugepages) if hugepages else open(os.devnull)
+    with ctx:
+        src, dst = pair(None, 2, extra=backend_args(obj))
+        src.m.wait_line(r'^verify: round=1 ', 120)
+        src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0})
+        src.qmp.cmd('migrate', {'uri': dst.listen_uri()})
+        src.qmp.cmd('migrate-start-postcopy')
+        finish(src, dst)
+        verify_goes_on(src, dst)
+
+
+def heavy_dirty(opts):
+    """The verify guest rewrites all its memory every round, far faster
+    than 100 MiB/s of precopy: at the switch after pass 2 nearly every
+    page sent is dirty again, and the destination must drop each one
+    (discard) and get it anew; a stale page fails verify."""
+    src, dst = pair('512M', 2)
+    src.m.wait_line(r'^verify: round=1 ', 120)
+    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 100 << 20})
+    src.qmp.cmd('migrate', {'uri': dst.listen_uri()})
+    while src.qmp.event('MIGRATION_PASS', 60)['data']['pass'] < 2:
+        pass
+    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0})
+    src.qmp.cmd('migrate-start-postcopy')
+    info, _ = finish(src, dst)
+    assert info['ram']['postcopy-bytes'] > 256 << 20, info
+    verify_goes_on(src, dst)
+
+
+def cut_connection(opts):
+    """The connection breaks during postcopy: both sides stop in
+    postcopy-paused with error-desc; the source keeps the VM paused and
+    all its memory; the destination does not exit."""
+    src, dst = pair('1G', 1, append='verify')
+    src.m.wait_line(r'^verify: round=1 ', 120)
+    # Slow push so that postcopy is still going when the cut comes.
+    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0,
+                                           'max-postcopy-bandwidth': 20 << 20})
+    src.qmp.cmd('migrate', {'uri': dst.listen_uri()})
+    src.qmp.cmd('migrate-start-postcopy')
+    src.wait_status({'postcopy-active'}, 30)
+    dst.wait_status({'postcopy-active'}, 30)
+    time.sleep(0.5)
+    r = src.qmp.cmd('migrate_cancel')
+    assert 'error' in r and "can't be cancelled" in r['error']['desc'], r
+    # Cut it from outside: kill the TCP connection with ss.
+    port = dst_port = None
+    for line in os.popen('ss -tnp').read().splitlines():
+        if f'pid={src.m.proc.pid},' in line and '127.0.0.1' in line:
+            port = line.split()[3].rsplit(':', 1)[1]
+            dst_port = line.split()[4].rsplit(':', 1)[1]
+    assert port, 'no migration connection found'
+    os.system(f'ss -K dst 127.0.0.1 dport = {dst_port} >/dev/null 2>&1')
+    os.system(f'ss -K dst 127.0.0.1 dport = {port} >/dev/null 2>&1')
+    si = src.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
+    di = dst.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
+    if si['status'] == 'completed':
+        raise Skip('the migration finished before the cut')
+    assert si['status'] == 'postcopy-paused' and 'error-desc' in si, si
+    assert di['status'] == 'postcopy-paused' and 'error-desc' in di, di
+    assert src.m.proc.poll() is None and dst.m.proc.poll() is None
+    assert src.qmp.cmd('query-status')['return']['running'] is False
+    assert dst.qmp.cmd('query-status')['return']['status'] == 'running'
+
+
+def bad_requests(opts):
+    """Malformed page requests on the return path are refused, not
+    served: a fake destination asks for pages outside the block."""
+    src = Vm('128M', 1)
+    try:
+        caps(src, postcopy_ram=True)
+        ls = socket.socket()
+        ls.bind(('127.0.0.1', 0))
+        ls.listen(1)
+        port = ls.getsockname()[1]
+        src.m.wait_line(r'^verify: round=0 ', 60)
+        src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 1 << 20})
+        src.qmp.cmd('migrate', {'uri': f'tcp:127.0.0.1:{port}'})
+        c, _ = ls.accept()
+        src.qmp.cmd('migrate-start-postcopy')
+        src.wait_status({'postcopy-active'}, 30)
+        for off, n in ((1 << 40, 1), (4096 * 3 + 1, 1), (0, 1 << 30), (0, 0)):
+            c.sendall(struct.pack('<BQI', 2, off, n))
+        time.sleep(0.5)
+        info = src.qmp.cmd('query-migrate')['return']
+        assert info['ram']['postcopy-requests'] == 0, info
+        assert src.m.proc.poll() is None
+        c.close()
+        st = src.wait_status({'postcopy-paused'}, 30)
+        assert 'error-desc' in st
+    finally:
+        src.close()
+
+
+def errors(opts):
+    """QEMU's errors for migrate-start-postcopy and the capabilities."""
+    src = Vm('64M', 1)
+    try:
+        r = src.qmp.cmd('migrate-start-postcopy')
+        assert r['error']['desc'] == ('Enable postcopy with migrate_set_capability '
+                                      'before the start of migration'), r
+        caps(src, postcopy_ram=True)
+        r = src.qmp.cmd('migrate-start-postcopy')
+        assert r['error']['desc'] == ('Postcopy must be started after migration '
+                                      'has been started'), r
+        r = src.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': 'postcopy-ram', 'state': False},
+            {'capability': 'postcopy-preempt', 'state': True}]})
+        assert r['error']['desc'] == 'Postcopy preempt requires postcopy-ram', r
+        r = src.qmp.cmd('migrate', {'uri': f'file:{tmpdir()}/x'})
+        assert 'Postcopy is not supported' in r['error']['desc'], r
+    finally:
+        src.close()
+
+
+def libvirt_postcopy(opts):
+    """libvirt's conversation (../shared/reference), word for word:
+    -S -incoming defer, pause-before-switchover, fd:migrate, switch when
+    MIGRATION_PASS reaches 2, cont on the destination."""
+    src = Vm('512M', 2)
+    dst = Vm('512M', 2, incoming='defer', extra=['-S'])
+    try:
+        for v in (src, dst):
+            v.qmp.cmd('query-migrate-capabilities')
+        dst.qmp.cmd('query-migrate-parameters')
+        base = {'xbzrle': False, 'auto-converge': False, 'rdma-pin-all': False,
+                'postcopy-ram': True, 'compress': False,
+                'pause-before-switchover': False, 'late-block-activate': True,
+                'multifd': False, 'dirty-bitmaps': False, 'return-path': True,
+                'zero-copy-send': False}
+        r = dst.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': k, 'state': v} for k, v in base.items()]})
+        assert r == {'return': {}}, r
+        dst.qmp.cmd('migrate-set-parameters', {'tls-creds': '', 'tls-hostname': ''})
+        assert dst.qmp.cmd('migrate-incoming',
+                           {'uri': 'tcp:127.0.0.1:0'}) == {'return': {}}
+        uri = dst.listen_uri()
+        src.m.wait_line(r'^verify: round=1 ', 120)
+        src.qmp.cmd('query-migrate')
+        src.qmp.cmd('query-migrate-parameters')
+        sc = dict(base, **{'pause-before-switchover': True})
+        r = src.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': k, 'state': v} for k, v in sc.items()]})
+        assert r == {'return': {}}, r
+        src.qmp.cmd('migrate-set-parameters', {'tls-creds': '', 'tls-hostname': '',
+                                               'max-bandwidth': 64 << 20})
+        host, port = uri[4:].rsplit(':', 1)
+        sock = socket.create_connection((host, int(port)))
+        from test_migration import send_fd
+        send_fd(src.qmp, 'migrate', sock.fileno())
+        sock.close()
+        assert src.qmp.cmd('migrate', {'resume': False,
+                                       'uri': 'fd:migrate'}) == {'return': {}}
+        while src.qmp.event('MIGRATION_PASS', 60)['data']['pass'] < 2:
+            pass
+        assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+        src.qmp.event('STOP', 30)
+        while src.qmp.event('MIGRATION', 30)['data']['status'] != 'pre-switchover':
+            pass
+        assert src.qmp.cmd('migrate-continue',
+                           {'state': 'pre-switchover'}) == {'return': {}}
+        while src.qmp.event('MIGRATION', 30)['data']['status'] != 'postcopy-active':
+            pass
+        while dst.qmp.event('MIGRATION', 30)['data']['status'] != 'postcopy-active':
+            pass
+        assert dst.qmp.cmd('cont') == {'return': {}}
+        dst.qmp.event('RESUME', 30)
+        while dst.qmp.event('MIGRATION', 120)['data']['status'] != 'completed':
+            pass
+        while src.qmp.event('MIGRATION', 120)['data']['status'] != 'completed':
+            pass
+        info = src.qmp.cmd('query-migrate')['return']
+        assert info['status'] == 'completed' and info['ram']['postcopy-bytes'] > 0
+        dst.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': k, 'state': False} for k in base]})
+        verify_goes_on(src, dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+def guarded(fn):
+    """Userfaultfd must work here; close every machine afterwards."""
+    def run(opts):
+        if not os.path.exists('/proc/sys/vm/unprivileged_userfaultfd') and \
+                not os.path.exists('/dev/userfaultfd'):
+            raise Skip('this kernel has no userfaultfd')
+        fn(opts)
+    return run
+
+
+MEMFD = 'memory-backend-memfd,size=512M'
+MEMFD_HUGE = 'memory-backend-memfd,size=512M,hugetlb=on,hugetlbsize=2M'
+RAM_SHARED = 'memory-backend-ram,size=512M,share=on'
+
+cases = [
+    ('/postcopy/plain', plain, MachineOptions()),
+    ('/postcopy/immediate/smp1-1G', immediate, MachineOptions(extra=['1G', 1, False])),
+    ('/postcopy/immediate/smp4-512M', immediate,
+     MachineOptions(extra=['512M', 4, False])),
+    ('/postcopy/immediate/6G', immediate, MachineOptions(extra=['6G', 2, False])),
+    ('/postcopy/preempt', immediate, MachineOptions(extra=['1G', 2, True])),
+    ('/postcopy/demand-only', demand_only, MachineOptions()),
+    ('/postcopy/backend/memfd', backend, MachineOptions(extra=[MEMFD, 0])),
+    ('/postcopy/backend/ram-shared', backend, MachineOptions(extra=[RAM_SHARED, 0])),
+    ('/postcopy/backend/memfd-hugetlb-2M', backend,
+     MachineOptions(extra=[MEMFD_HUGE, 512])),
+    ('/postcopy/heavy-dirty', heavy_dirty, MachineOptions()),
+    ('/postcopy/failure/cut-connection', cut_connection, MachineOptions()),
+    ('/postcopy/failure/bad-requests', bad_requests, MachineOptions()),
+    ('/postcopy/errors', errors, MachineOptions()),
+    ('/postcopy/libvirt', libvirt_postcopy, MachineOptions()),
+]
+# Open bug: when the guest runs here before the pages the vCPUs' own
+# structures live on (page tables, IDT, stack) have arrived, a vCPU may
+# triple-fault: on this host's software MMU (kvm_pvm) some of KVM's
+# accesses to guest memory do not wait for a userfault.  Cases that
+# switch at once, or push slowly, are reported as TODO until it is fixed.
+KVM_BUG = ('known bug: a vCPU may triple-fault when KVM touches a page '
+           'not yet arrived (docs/postcopy.md)')
+AT_RISK = {'/postcopy/immediate/smp1-1G', '/postcopy/immediate/smp4-512M',
+           '/postcopy/immediate/6G', '/postcopy/preempt', '/postcopy/backend/memfd',
+           '/postcopy/backend/ram-shared', '/postcopy/backend/memfd-hugetlb-2M',
+           '/postcopy/failure/cut-connection'}
+cases = [(n, todo(KVM_BUG, guarded(f)) if n in AT_RISK else guarded(f), o)
+         for n, f, o in cases]
+
+if __name__ == '__main__':
+    run_cases(cases)

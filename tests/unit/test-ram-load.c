@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The destination's page placement (migration/ram-load.c): runs of
+ * missing pages through userfaultfd, received ones in place, zero
+ * pages skipped in precopy and placed in postcopy, discards, and pages
+ * already present (EEXIST).  Skips, saying why, without userfaultfd.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <glib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "migration/qemu-file.h"
+#include "migration/ram-load.h"
+
+#define PAGE    4096
+#define NPAGES  64
+
+typedef struct Fixture {
+    RAMBlock *rb;
+    RAMLoader l;
+    RAMLoadBuf b;
+} Fixture;
+
+static int setup(void **state)
+{
+    Fixture *f = g_new0(Fixture, 1);
+    f->rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
+    ram_loader_init(&f->l, f->rb);
+    ram_load_buf_init(&f->b, &f->l);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    Fixture *f = *state;
+    ram_load_buf_cleanup(&f->b);
+    ram_loader_cleanup(&f->l);
+    ram_block_free(f->rb);
+    g_free(f);
+    return 0;
+}
+
+static void need_uffd(Fixture *f)
+{
+    if (!f->l.registered) {
+        print_message("# SKIP: %s\n", f->l.why_no_uffd);
+        skip();
+    }
+}
+
+/* Pages [first, first + n) of data, each filled with its number + @tag. */
+static bool load(Fixture *f, uint64_t first, uint32_t n, uint8_t tag)
+{
+    g_autofree uint8_t *data = g_malloc(n * PAGE);
+    for (uint32_t i = 0; i < n; i++) {
+        memset(data + i * PAGE, (uint8_t)(first + i + tag), PAGE);
+    }
+    QEMUFile *mf = qemu_file_new_mem(data, n * PAGE);
+    g_autoptr(GError) err = NULL;
+    bool ok = ram_load_pages(&f->l, &f->b, mf, first * PAGE, n, &err);
+    assert_int_equal(qemu_file_close(mf), 0);
+    return ok;
+}
+
+static void check(Fixture *f, uint64_t page, uint8_t want)
+{
+    assert_true(ram_load_received(&f->l, page));
+    for (int i = 0; i < PAGE; i++) {
+        assert_int_equal(f->rb->host[page * PAGE + i], want);
+    }
+}
+
+static void test_runs(void **state)
+{
+    Fixture *f = *state;
+    need_uffd(f);
+    assert_true(load(f, 4, 8, 0));
+    for (uint64_t p = 4; p < 12; p++) {
+        check(f, p, (uint8_t)p);
+    }
+    assert_false(ram_load_received(&f->l, 3));
+    assert_false(ram_load_received(&f->l, 12));
+    /* A run half received, half not: both halves land. */
+    assert_true(load(f, 8, 8, 100));
+    for (uint64_t p = 8; p < 16; p++) {
+        check(f, p, (uint8_t)(p + 100));
+    }
+    check(f, 7, 7);
+}
+
+static void test_zero(void **state)
+{
+    Fixture *f = *state;
+    need_uffd(f);
+    g_autoptr(GError) err = NULL;
+    /* Precopy: a zero page never written stays missing (no touch). */
+    assert_true(ram_load_zero(&f->l, &f->b, 0, 2, &err));
+    assert_false(ram_load_received(&f->l, 0));
+    /* A received page set to zero is cleared in place. */
+    assert_true(load(f, 2, 1, 7));
+    assert_true(ram_load_zero(&f->l, &f->b, 2 * PAGE, 1, &err));
+    check(f, 2, 0);
+    /* Postcopy: a vCPU may wait on it, so it is placed. */
+    f->l.postcopy = true;
+    assert_true(ram_load_zero(&f->l, &f->b, 0, 2, &err));
+    check(f, 0, 0);
+    check(f, 1, 0);
+}
+
+static void test_discard(void **state)
+{
+    Fixture *f = *state;
+    need_uffd(f);
+    g_autoptr(GError) err = NULL;
+    assert_true(load(f, 20, 4, 1));
+    assert_true(ram_load_discard(&f->l, 21 * PAGE, 2, &err));
+    assert_false(ram_load_received(&f->l, 21));
+    assert_false(ram_load_received(&f->l, 22));
+    check(f, 20, 21);
+    check(f, 23, 24);
+    /* Missing again: the next copy goes through userfaultfd. */
+    assert_true(load(f, 21, 2, 50));
+    check(f, 21, 71);
+    check(f, 22, 72);
+    assert_false(ram_load_all_received(&f->l));
+}
+
+static void test_present(void **state)
+{
+    /* Preallocated RAM: every page present, UFFDIO_COPY says EEXIST. */
+    Fixture *f = g_new0(Fixture, 1);
+    f->rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
+    memset(f->rb->host, 0xee, NPAGES * PAGE);
+    ram_loader_init(&f->l, f->rb);
+    ram_load_buf_init(&f->b, &f->l);
+    *state = f;
+    need_uffd(f);
+    assert_true(load(f, 0, NPAGES, 3));
+    for (uint64_t p = 0; p < NPAGES; p++) {
+        check(f, p, (uint8_t)(p + 3));
+    }
+    assert_true(ram_load_all_received(&f->l));
+}
+
+static void placed_count(void *opaque, uint64_t first, uint64_t n)
+{
+    (void)first;
+    *(uint64_t *)opaque += n;
+}
+
+static void test_hook(void **state)
+{
+    Fixture *f = *state;
+    need_uffd(f);
+    uint64_t n = 0;
+    f->l.placed = placed_count;
+    f->l.placed_opaque = &n;
+    assert_true(load(f, 30, 5, 0));
+    assert_int_equal(n, 5);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        { "/migration/ram-load/runs", test_runs, setup, teardown, NULL },
+        { "/migration/ram-load/zero", test_zero, setup, teardown, NULL },
+        { "/migration/ram-load/discard", test_discard, setup, teardown, NULL },
+        { "/migration/ram-load/present", test_present, NULL, teardown, NULL },
+        { "/migration/ram-load/placed-hook", test_hook, setup, teardown, NULL },
+    };
+    return cmocka_run_group_tests_name("ram-load", tests, NULL, NULL);
+}
