@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # make demo: boot the test guest under ferry, watch it check its memory
 # on two vCPUs for a few seconds, ask QMP how it is, stop it, then show
-# the userfaultfd floor of this machine.  Live migration joins the demo
-# when it lands.
+# the userfaultfd floor of this machine, then migrate a running guest
+# with postcopy between two ferry processes (scripts/demo.py).
 set -eu
 build=${1:-build}
 dir=$(mktemp -d)
@@ -39,3 +39,7 @@ echo "== the guest checked every page of its RAM each round: no FAIL line"
 echo
 echo "== the userfaultfd floor this machine gives postcopy"
 "$build/bench/uffd-floor" --quick
+echo
+echo "== live migration with postcopy"
+FERRY="$build/system/ferry" GUEST="$build/tests/guest/guest.elf" \
+    python3 "$(dirname "$0")/demo.py"
