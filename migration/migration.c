@@ -802,10 +802,19 @@ static gpointer load_thread(gpointer opaque)
             return NULL;
         }
         postcopy_stop_faults(s->pci);
+        if (s->preempt_thread) {
+            /* Every page is in: nothing more can come on it. */
+            shutdown(s->preempt_fd, SHUT_RDWR);
+            g_thread_join(s->preempt_thread);
+            s->preempt_thread = NULL;
+            s->preempt_fd = -1;
+        }
         if (!ram_load_all_received(s->ram_loader)) {
             g_warning("postcopy: the stream ended with pages missing");
         }
-        ram_loader_unregister(s->ram_loader);
+        s->pci->ram = NULL;
+        ram_loader_cleanup(s->ram_loader);
+        g_clear_pointer(&s->ram_loader, g_free);
         uint32_t zero = 0;
         postcopy_rp_send(s->pci, RP_SHUT, &zero, sizeof(zero));
         qemu_file_close(f);
@@ -895,6 +904,7 @@ static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
     a->fd = c;
     if (s->load_thread) {
         /* The second connection: postcopy-preempt's channel. */
+        s->preempt_fd = c;
         s->preempt_thread = g_thread_new("mig/dst/preempt", preempt_thread, a);
     } else {
         s->load_thread = g_thread_new("mig/dst/load", load_thread, a);
@@ -1016,11 +1026,11 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
                     "Return path is not supported with %.5s migration", uri);
         return NULL;
     }
-    bool want_pc = (json_object_has_member(args, "x-postcopy-after-pass1") &&
-                    json_object_get_boolean_member(args, "x-postcopy-after-pass1")) ||
-                   (json_object_has_member(args, "x-postcopy-no-push") &&
-                    json_object_get_boolean_member(args, "x-postcopy-no-push"));
-    if (want_pc && !migrate_cap(s, "postcopy-ram")) {
+    bool after_pass1 = json_object_get_boolean_member_with_default(
+        args, "x-postcopy-after-pass1", false);
+    bool no_push = json_object_get_boolean_member_with_default(
+        args, "x-postcopy-no-push", false);
+    if ((after_pass1 || no_push) && !migrate_cap(s, "postcopy-ram")) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "Enable postcopy with migrate_set_capability before the "
                     "start of migration");
@@ -1054,10 +1064,13 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
     memset(&s->stats, 0, sizeof(s->stats));
     s->setup_ms = s->end_ms = s->downtime_ms = s->expected_downtime_ms = 0;
     __atomic_store_n(&s->postcopy_start, 0, __ATOMIC_SEQ_CST);
-    s->postcopy_after_pass1 = json_object_has_member(args, "x-postcopy-after-pass1") &&
-        json_object_get_boolean_member(args, "x-postcopy-after-pass1");
-    s->postcopy_no_push = json_object_has_member(args, "x-postcopy-no-push") &&
-        json_object_get_boolean_member(args, "x-postcopy-no-push");
+    s->postcopy_after_pass1 = after_pass1;
+    s->postcopy_no_push = no_push;
+    if (s->pci) {
+        /* An earlier incoming postcopy's statistics: this is a source now. */
+        postcopy_incoming_cleanup(s->pci);
+        g_clear_pointer(&s->pci, g_free);
+    }
     s->rp_refused = 0;
     s->start_ms = now_ms();
     __atomic_store_n(&s->cancel, 0, __ATOMIC_SEQ_CST);
@@ -1286,8 +1299,6 @@ bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
     s->listen_fd = -1;
     s->stream_fd = -1;
     s->preempt_fd = -1;
-    g_mutex_init(&s->preempt_lock);
-    g_cond_init(&s->preempt_cond);
     s->exit_on_error = true;
     g_mutex_init(&s->lock);
     g_mutex_init(&s->continue_lock);

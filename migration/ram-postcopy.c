@@ -65,8 +65,12 @@ static bool claim(RAMSaver *r, uint64_t p)
     return true;
 }
 
-/* Claim and send the host pages of [first, first + n) still dirty, in runs. */
-static void serve(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n)
+/*
+ * Claim and send the host pages of [first, first + n) still dirty, in
+ * runs; @push: background pages, within max-postcopy-bandwidth.
+ */
+static void serve(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
+                  bool push)
 {
     uint64_t hp = r->hpages;
     uint64_t end = MIN(first + n, r->npages);
@@ -81,7 +85,7 @@ static void serve(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n)
         while (run < end && run - p < STREAM_MAX_RUN && claim(r, run)) {
             run += hp;
         }
-        ram_send_pages(r, f, p, run - p);
+        ram_send_pages(r, f, p, run - p, push);
         __atomic_fetch_sub(&r->stats->remaining_pages, run - p,
                            __ATOMIC_RELAXED);
         p = run;
@@ -92,7 +96,7 @@ void ram_postcopy_request(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n)
 {
     __atomic_fetch_add(&r->stats->postcopy_requests, 1, __ATOMIC_RELAXED);
     if (f) {
-        serve(r, f, first, n);
+        serve(r, f, first, n, false);
         qemu_fflush(f);
         return;
     }
@@ -112,17 +116,23 @@ void ram_postcopy_wake(RAMSaver *r)
     g_mutex_unlock(&r->urgent_lock);
 }
 
-static UrgentReq *pop(RAMSaver *r, bool wait)
+static UrgentReq *pop(RAMSaver *r)
 {
     g_mutex_lock(&r->urgent_lock);
     UrgentReq *q = g_queue_pop_head(&r->urgent);
-    if (!q && wait) {
-        g_cond_wait_until(&r->urgent_cond, &r->urgent_lock,
-                          g_get_monotonic_time() + 100000);
-        q = g_queue_pop_head(&r->urgent);
-    }
     g_mutex_unlock(&r->urgent_lock);
     return q;
+}
+
+/* Demand only: sleep until a request comes (or 100 ms, to look at cancel). */
+static void wait_request(RAMSaver *r)
+{
+    g_mutex_lock(&r->urgent_lock);
+    if (g_queue_is_empty(&r->urgent)) {
+        g_cond_wait_until(&r->urgent_cond, &r->urgent_lock,
+                          g_get_monotonic_time() + 100000);
+    }
+    g_mutex_unlock(&r->urgent_lock);
 }
 
 bool ram_postcopy_send(RAMSaver *r, bool background)
@@ -134,8 +144,8 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
         }
         UrgentReq *q;
         bool served = false;
-        while ((q = pop(r, false))) {
-            serve(r, r->f, q->first, q->n);
+        while ((q = pop(r))) {
+            serve(r, r->f, q->first, q->n, false);
             /* Locality: the guest will likely touch what follows. */
             r->last = q->first + q->n;
             g_free(q);
@@ -153,16 +163,11 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
             return true;        /* every page is sent */
         }
         if (!background) {
-            /* Demand only: wait for the next request. */
-            if ((q = pop(r, true))) {
-                g_mutex_lock(&r->urgent_lock);
-                g_queue_push_head(&r->urgent, q);
-                g_mutex_unlock(&r->urgent_lock);
-            }
+            wait_request(r);
             continue;
         }
         p -= p % r->hpages;
-        serve(r, r->f, p, MAX(BG_RUN, r->hpages));
+        serve(r, r->f, p, MAX(BG_RUN, r->hpages), true);
         r->last = p + MAX(BG_RUN, r->hpages);
     }
 }

@@ -120,7 +120,8 @@ static void add(uint64_t *stat, uint64_t n)
     __atomic_fetch_add(stat, n, __ATOMIC_RELAXED);
 }
 
-void ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n)
+void ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
+                    bool limit)
 {
     uint8_t *base = r->rb->host;
     uint64_t i = first, end = first + n;
@@ -144,7 +145,7 @@ void ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n)
         }
         uint64_t sent = qemu_file_transferred(f) - before;
         add(&r->stats->transferred, sent);
-        if (f == r->f) {
+        if (limit) {
             rate_limit(r, sent);
         }
         i = j;
@@ -178,7 +179,7 @@ bool ram_save_pass(RAMSaver *r)
                test_and_clear_bit_atomic(page + n, r->dirty)) {
             n++;
         }
-        ram_send_pages(r, r->f, page, n);
+        ram_send_pages(r, r->f, page, n, true);
         left -= n;
         __atomic_store_n(&r->stats->remaining_pages, left, __ATOMIC_RELAXED);
         page = find_next_bit(r->dirty, r->npages, page + n);

@@ -98,7 +98,7 @@ typedef struct MigrationState {
     bool postcopy_after_pass1;  /* HMP migrate -p */
     bool postcopy_no_push;      /* HMP migrate -n: pages only on demand */
     int64_t stop_ms;            /* atomic: when the source stopped the VM */
-    int preempt_fd;             /* the preempt channel, or -1 */
+    int preempt_fd;             /* the preempt channel (either side), or -1 */
     GThread *rp_thread;         /* "mig/src/rp": reads the return path */
     RAMSaver *saver;            /* the migration thread's, during postcopy */
     int rp_shut;                /* atomic: -1 none yet, else SHUT's status */
@@ -114,10 +114,7 @@ typedef struct MigrationState {
     GThread *load_thread;
     RAMLoader *ram_loader;      /* load thread; kept while postcopy-paused */
     PostcopyIncoming *pci;      /* postcopy ran: fault thread and stats */
-    char *preempt_uri;          /* where the preempt channel connects */
     GThread *preempt_thread;    /* "mig/dst/preempt" */
-    GMutex preempt_lock;        /* preempt_fd hand-over on the destination */
-    GCond preempt_cond;
 } MigrationState;
 
 /*

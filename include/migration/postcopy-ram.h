@@ -82,7 +82,7 @@ void postcopy_placed(void *opaque, uint64_t first, uint64_t n);
 /* postcopy_stats: add the statistics members to a query-migrate reply. */
 void postcopy_stats(PostcopyIncoming *pc, JsonObject *reply);
 
-/* postcopy_fault_vcpu: the vCPU whose thread is @tid, or -1 (for tests). */
+/* postcopy_fault_vcpu: the vCPU whose thread is @tid, or -1. */
 int postcopy_fault_vcpu(Machine *m, uint32_t tid);
 
 #endif

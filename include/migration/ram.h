@@ -74,10 +74,12 @@ uint64_t ram_dirty_count(const RAMSaver *r);
 
 /*
  * ram_send_pages: send pages [first, first + n) on @f as they are now
- * (zero runs as flags), and account for them.  Any thread that cleared
- * the pages' dirty bits.
+ * (zero runs as flags), and account for them; within max_bandwidth when
+ * @limit (precopy passes and the postcopy push, never requested pages).
+ * Any thread that cleared the pages' dirty bits.
  */
-void ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n);
+void ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
+                    bool limit);
 
 /* ---- Postcopy on the source (migration/ram-postcopy.c) ----------------- */
 

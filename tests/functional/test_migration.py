@@ -3,6 +3,7 @@
 """Precopy live migration between real ferry processes.  The verify guest
 must go on without a FAIL line on the destination: every page arrived,
 and none stale."""
+import contextlib
 import json
 import os
 import re
@@ -127,7 +128,7 @@ def backend(opts):
     """Each RAM backend on both sides (or different ones on each side):
     the stream carries pages, not the backend, so any pair works."""
     src_obj, dst_obj, hugepages = opts.extra
-    with HugePages(hugepages) if hugepages else open(os.devnull) as _:
+    with HugePages(hugepages) if hugepages else contextlib.nullcontext():
         src = Vm(None, 2, extra=backend_args(src_obj))
         dst = Vm(None, 2, incoming='tcp:127.0.0.1:0', extra=backend_args(dst_obj))
         try:

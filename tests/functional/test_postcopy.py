@@ -4,6 +4,7 @@
 guest must go on without a FAIL line on the destination: every page
 arrived exactly as the source last had it, including the pages it
 faulted on before they were pushed."""
+import contextlib
 import os
 import socket
 import struct
@@ -12,8 +13,6 @@ import time
 from ferrytest import (HMP, HugePages, MachineOptions, Skip, run_cases, tmpdir,
                        todo)
 from test_migration import RAM_MEMBERS, Vm, backend_args, verify_goes_on
-
-UFFD_MISSING = '/proc/sys/vm/unprivileged_userfaultfd'
 
 
 def caps(vm, **on):
@@ -125,8 +124,7 @@ def demand_only(opts):
 
 def backend(opts):
     obj, hugepages = opts.extra
-    ctx = HugePages(hugepages) if hugepages else open(os.devnull)
-    with ctx:
+    with HugePages(hugepages) if hugepages else contextlib.nullcontext():
         src, dst = pair(None, 2, extra=backend_args(obj))
         src.m.wait_line(r'^verify: round=1 ', 120)
         src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0})
@@ -171,7 +169,7 @@ def cut_connection(opts):
     r = src.qmp.cmd('migrate_cancel')
     assert 'error' in r and "can't be cancelled" in r['error']['desc'], r
     # Cut it from outside: kill the TCP connection with ss.
-    port = dst_port = None
+    port = dst_port = None      # found below, else no connection
     for line in os.popen('ss -tnp').read().splitlines():
         if f'pid={src.m.proc.pid},' in line and '127.0.0.1' in line:
             port = line.split()[3].rsplit(':', 1)[1]
@@ -307,7 +305,7 @@ def libvirt_postcopy(opts):
 
 
 def guarded(fn):
-    """Userfaultfd must work here; close every machine afterwards."""
+    """Postcopy needs userfaultfd: skip, saying so, on a kernel without."""
     def run(opts):
         if not os.path.exists('/proc/sys/vm/unprivileged_userfaultfd') and \
                 not os.path.exists('/dev/userfaultfd'):
