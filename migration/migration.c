@@ -677,6 +677,9 @@ static bool pc_advise(void *opaque, uint64_t host_page_size, GError **errp)
                     " KiB here", host_page_size >> 10, s->m->ram->page_size >> 10);
         return false;
     }
+    if (!ram_load_discard_missing(s->ram_loader, errp)) {
+        return false;
+    }
     if (!s->pci) {
         s->pci = g_new0(PostcopyIncoming, 1);
         postcopy_incoming_init(s->pci, s->m, s->ram_loader);

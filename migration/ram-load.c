@@ -316,6 +316,21 @@ bool ram_load_zero(RAMLoader *l, RAMLoadBuf *b, uint64_t off, uint32_t count,
     return place(l, b, off / PAGE, count, NULL, errp);
 }
 
+/* Unmap pages [first, first + count): missing again, a fault on them waits. */
+static bool drop_pages(RAMLoader *l, uint64_t first, uint64_t count,
+                       GError **errp)
+{
+    uint64_t off = first * PAGE;
+    int advice = l->rb->shared ? MADV_REMOVE : MADV_DONTNEED;
+    if (madvise(l->rb->host + off, count * PAGE, advice) < 0) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "discarding guest pages at 0x%" G_GINT64_MODIFIER "x: %s",
+                    off, g_strerror(errno));
+        return false;
+    }
+    return true;
+}
+
 bool ram_load_discard(RAMLoader *l, uint64_t off, uint64_t count,
                       GError **errp)
 {
@@ -329,12 +344,19 @@ bool ram_load_discard(RAMLoader *l, uint64_t off, uint64_t count,
     }
     /* Clear first: a fault from now on must ask for the page again. */
     bitmap_test_and_clear_atomic(l->received, first, count);
-    int advice = l->rb->shared ? MADV_REMOVE : MADV_DONTNEED;
-    if (madvise(l->rb->host + off, count * PAGE, advice) < 0) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
-                    "discarding guest pages at 0x%" G_GINT64_MODIFIER "x: %s",
-                    off, g_strerror(errno));
-        return false;
+    return drop_pages(l, first, count, errp);
+}
+
+bool ram_load_discard_missing(RAMLoader *l, GError **errp)
+{
+    for (uint64_t first = find_next_zero_bit(l->received, l->npages, 0);
+         first < l->npages;) {
+        uint64_t end = find_next_bit(l->received, l->npages, first);
+        if (!drop_pages(l, first, end - first, errp)) {
+            return false;
+        }
+        first = end < l->npages ? find_next_zero_bit(l->received, l->npages, end)
+                                : end;
     }
     return true;
 }

@@ -95,6 +95,15 @@ bool ram_load_zero(RAMLoader *l, RAMLoadBuf *b, uint64_t off, uint32_t count,
 bool ram_load_discard(RAMLoader *l, uint64_t off, uint64_t count,
                       GError **errp);
 
+/*
+ * ram_load_discard_missing: unmap every page not received yet.  Guest RAM
+ * here may hold what this process wrote before the migration began (the
+ * kernel and boot information it loaded); postcopy needs such pages
+ * missing, or the guest would read them instead of faulting (QEMU
+ * discards all RAM at postcopy advise for the same reason).
+ */
+bool ram_load_discard_missing(RAMLoader *l, GError **errp);
+
 /* ram_load_received: whether 4 KiB page @page is in place. */
 static inline bool ram_load_received(const RAMLoader *l, uint64_t page)
 {

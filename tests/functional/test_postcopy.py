@@ -10,8 +10,7 @@ import socket
 import struct
 import time
 
-from ferrytest import (HMP, HugePages, MachineOptions, Skip, run_cases, tmpdir,
-                       todo)
+from ferrytest import HMP, HugePages, MachineOptions, Skip, run_cases, tmpdir
 from test_migration import RAM_MEMBERS, Vm, backend_args, verify_goes_on
 
 
@@ -336,19 +335,7 @@ cases = [
     ('/postcopy/errors', errors, MachineOptions()),
     ('/postcopy/libvirt', libvirt_postcopy, MachineOptions()),
 ]
-# Open bug: when the guest runs here before the pages the vCPUs' own
-# structures live on (page tables, IDT, stack) have arrived, a vCPU may
-# triple-fault: on this host's software MMU (kvm_pvm) some of KVM's
-# accesses to guest memory do not wait for a userfault.  Cases that
-# switch at once, or push slowly, are reported as TODO until it is fixed.
-KVM_BUG = ('known bug: a vCPU may triple-fault when KVM touches a page '
-           'not yet arrived (docs/postcopy.md)')
-AT_RISK = {'/postcopy/immediate/smp1-1G', '/postcopy/immediate/smp4-512M',
-           '/postcopy/immediate/6G', '/postcopy/preempt', '/postcopy/backend/memfd',
-           '/postcopy/backend/ram-shared', '/postcopy/backend/memfd-hugetlb-2M',
-           '/postcopy/failure/cut-connection'}
-cases = [(n, todo(KVM_BUG, guarded(f)) if n in AT_RISK else guarded(f), o)
-         for n, f, o in cases]
+cases = [(n, guarded(f), o) for n, f, o in cases]
 
 if __name__ == '__main__':
     run_cases(cases)
