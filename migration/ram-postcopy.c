@@ -67,11 +67,12 @@ static bool claim(RAMSaver *r, uint64_t p)
 
 /*
  * Claim and send the host pages of [first, first + n) still dirty, in
- * runs; @push: background pages, within max-postcopy-bandwidth.
+ * runs; returns the bytes written.  Never sleeps: the caller keeps the
+ * push within max-postcopy-bandwidth (requests are never held back).
  */
-static void serve(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
-                  bool push)
+static uint64_t serve(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n)
 {
+    uint64_t bytes = 0;
     uint64_t hp = r->hpages;
     uint64_t end = MIN(first + n, r->npages);
     uint64_t p = first - first % hp;
@@ -85,18 +86,19 @@ static void serve(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
         while (run < end && run - p < STREAM_MAX_RUN && claim(r, run)) {
             run += hp;
         }
-        ram_send_pages(r, f, p, run - p, push);
+        bytes += ram_send_pages(r, f, p, run - p, false);
         __atomic_fetch_sub(&r->stats->remaining_pages, run - p,
                            __ATOMIC_RELAXED);
         p = run;
     }
+    return bytes;
 }
 
 void ram_postcopy_request(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n)
 {
     __atomic_fetch_add(&r->stats->postcopy_requests, 1, __ATOMIC_RELAXED);
     if (f) {
-        serve(r, f, first, n, false);
+        serve(r, f, first, n);
         qemu_fflush(f);
         return;
     }
@@ -124,13 +126,16 @@ static UrgentReq *pop(RAMSaver *r)
     return q;
 }
 
-/* Demand only: sleep until a request comes (or 100 ms, to look at cancel). */
-static void wait_request(RAMSaver *r)
+/*
+ * Sleep until a request comes or @us pass (at most 100 ms, to look at
+ * cancel): demand only, or the push has used its bandwidth share.
+ */
+static void wait_request(RAMSaver *r, int64_t us)
 {
     g_mutex_lock(&r->urgent_lock);
     if (g_queue_is_empty(&r->urgent)) {
         g_cond_wait_until(&r->urgent_cond, &r->urgent_lock,
-                          g_get_monotonic_time() + 100000);
+                          g_get_monotonic_time() + MIN(us, 100000));
     }
     g_mutex_unlock(&r->urgent_lock);
 }
@@ -145,7 +150,7 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
         UrgentReq *q;
         bool served = false;
         while ((q = pop(r))) {
-            serve(r, r->f, q->first, q->n, false);
+            serve(r, r->f, q->first, q->n);
             /* Locality: the guest will likely touch what follows. */
             r->last = q->first + q->n;
             g_free(q);
@@ -163,11 +168,24 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
             return true;        /* every page is sent */
         }
         if (!background) {
-            wait_request(r);
+            wait_request(r, 100000);
+            continue;
+        }
+        int64_t now = g_get_monotonic_time();
+        if (r->max_bandwidth && now < r->push_next_us) {
+            wait_request(r, r->push_next_us - now);
             continue;
         }
         p -= p % r->hpages;
-        serve(r, r->f, p, MAX(BG_RUN, r->hpages), true);
+        uint64_t bytes = serve(r, r->f, p, MAX(BG_RUN, r->hpages));
+        if (r->max_bandwidth) {
+            /*
+             * Paced run by run, not in 100 ms bursts: a burst sits in the
+             * stream ahead of the next requested page (tens of ms here).
+             */
+            r->push_next_us = MAX(now, r->push_next_us) +
+                              (int64_t)(bytes * G_USEC_PER_SEC / r->max_bandwidth);
+        }
         r->last = p + MAX(BG_RUN, r->hpages);
     }
 }

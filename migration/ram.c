@@ -93,25 +93,30 @@ static bool page_is_zero(const uint8_t *p)
     return true;
 }
 
-/* Sleep out the rest of a 100 ms window once it has carried its share. */
-static void rate_limit(RAMSaver *r, uint64_t bytes)
+/* How long to wait before more fits in the 100 ms window (0: go on). */
+static int64_t rate_wait_us(RAMSaver *r)
 {
     if (!r->max_bandwidth) {
-        return;
+        return 0;
     }
     int64_t now = g_get_monotonic_time();
-    if (now - r->window_start_us >= 100000) {
+    int64_t left = r->window_start_us + 100000 - now;
+    if (left <= 0) {
         r->window_start_us = now;
         r->window_bytes = 0;
+        return 0;
     }
+    return r->window_bytes >= r->max_bandwidth / 10 ? left : 0;
+}
+
+/* Precopy: sleep out the rest of a 100 ms window once it has its share. */
+static void rate_limit(RAMSaver *r, uint64_t bytes)
+{
     r->window_bytes += bytes;
-    if (r->window_bytes >= r->max_bandwidth / 10) {
-        int64_t left = r->window_start_us + 100000 - now;
-        if (left > 0) {
-            g_usleep(left);
-        }
-        r->window_start_us = g_get_monotonic_time();
-        r->window_bytes = 0;
+    int64_t left = rate_wait_us(r);
+    if (left > 0) {
+        g_usleep(left);
+        rate_wait_us(r);
     }
 }
 
@@ -120,9 +125,10 @@ static void add(uint64_t *stat, uint64_t n)
     __atomic_fetch_add(stat, n, __ATOMIC_RELAXED);
 }
 
-void ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
-                    bool limit)
+uint64_t ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
+                        bool limit)
 {
+    uint64_t total = 0;
     uint8_t *base = r->rb->host;
     uint64_t i = first, end = first + n;
 
@@ -145,12 +151,14 @@ void ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
         }
         uint64_t sent = qemu_file_transferred(f) - before;
         add(&r->stats->transferred, sent);
+        total += sent;
         if (limit) {
             rate_limit(r, sent);
         }
         i = j;
     }
     bitmap_set_atomic(r->sent, first, n);
+    return total;
 }
 
 bool ram_save_pass(RAMSaver *r)

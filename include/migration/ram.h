@@ -56,6 +56,7 @@ typedef struct RAMSaver {
     GCond urgent_cond;          /* a request queued, or time to give up */
     GQueue urgent;              /* under urgent_lock: UrgentReq */
     uint64_t last;              /* migration thread: scan position */
+    int64_t push_next_us;       /* migration thread: next push run allowed */
 } RAMSaver;
 
 /* ram_saver_init: every page dirty, for the first pass. */
@@ -74,12 +75,12 @@ uint64_t ram_dirty_count(const RAMSaver *r);
 
 /*
  * ram_send_pages: send pages [first, first + n) on @f as they are now
- * (zero runs as flags), and account for them; within max_bandwidth when
- * @limit (precopy passes and the postcopy push, never requested pages).
- * Any thread that cleared the pages' dirty bits.
+ * (zero runs as flags), and account for them; returns the bytes written.
+ * With @limit (precopy passes) the calling thread sleeps to stay within
+ * max_bandwidth.  Any thread that cleared the pages' dirty bits.
  */
-void ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
-                    bool limit);
+uint64_t ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
+                        bool limit);
 
 /* ---- Postcopy on the source (migration/ram-postcopy.c) ----------------- */
 

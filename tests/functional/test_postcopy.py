@@ -101,6 +101,25 @@ def immediate(opts):
     verify_goes_on(src, dst)
 
 
+def push_limited(opts):
+    """max-postcopy-bandwidth holds back the push only: with it at 4 MB/s
+    (128 s for 512 MiB) the guest's requests still get their pages at
+    once, so the migration completes long before the push alone would,
+    and no request waits out a bandwidth window (100 ms; the slowest
+    bucket here is 65-131 ms)."""
+    src, dst = pair('512M', 1)
+    src.m.wait_line(r'^verify: round=1 ', 120)
+    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0,
+                                           'max-postcopy-bandwidth': 4 << 20})
+    assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
+    assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+    info, d = finish(src, dst, timeout=100)
+    assert info['ram']['postcopy-requests'] > 10000, info
+    dist = d['postcopy-latency-dist']
+    assert len(dist) <= 16, dist
+    verify_goes_on(src, dst)
+
+
 def demand_only(opts):
     """HMP migrate -p -n: after the first pass, pages come only when the
     destination asks.  The guest rewrites all its memory every round, so
@@ -325,6 +344,7 @@ cases = [
     ('/postcopy/immediate/6G', immediate, MachineOptions(extra=['6G', 2, False])),
     ('/postcopy/preempt', immediate, MachineOptions(extra=['1G', 2, True])),
     ('/postcopy/demand-only', demand_only, MachineOptions()),
+    ('/postcopy/push-limited', push_limited, MachineOptions()),
     ('/postcopy/backend/memfd', backend, MachineOptions(extra=[MEMFD, 0])),
     ('/postcopy/backend/ram-shared', backend, MachineOptions(extra=[RAM_SHARED, 0])),
     ('/postcopy/backend/memfd-hugetlb-2M', backend,
