@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -361,6 +364,16 @@ static bool open_preempt(MigrationState *s, const char *uri, GError **errp)
  * postcopy-paused (the connection broke: nothing is freed, the VM stays
  * here paused), or failed/cancelled before the switch.
  */
+/*
+ * Postcopy's background push, against requested pages (measured with
+ * bench/postcopy.py, 1 GiB, on 2 CPUs): nice 10 for the threads that push
+ * and place it took the mean demand fault with preempt from 0.5-0.9 ms
+ * to 0.4-0.65 ms; bounding the backlog without preempt, from 5-9 ms to
+ * 0.7-1.5 ms, with five times the requests served and the same total time.
+ */
+#define PUSH_NICE       10
+#define PUSH_BACKLOG    (128 << 10)
+
 static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
                                     StopCall *stop, bool *stopped,
                                     const char *uri, GError **errp)
@@ -400,7 +413,24 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
     s->saver = r;
     s->rp_thread = g_thread_new("mig/src/rp", rp_thread, s);
 
+    /*
+     * The push must not keep a requested page waiting.  With preempt the
+     * page takes its own connection, served by the return-path thread:
+     * the push runs at a lower priority so that those threads get a CPU
+     * at once.  Without, the page queues behind what the push has
+     * written: keep at most PUSH_BACKLOG of it unsent (and the
+     * destination's receive buffer small, in pc_listen).
+     */
+    int nice_was = getpriority(PRIO_PROCESS, gettid());
+    if (s->preempt_fd >= 0) {
+        setpriority(PRIO_PROCESS, gettid(), PUSH_NICE);
+    } else {
+        int lowat = PUSH_BACKLOG;
+        setsockopt(qemu_file_fd(f), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat,
+                   sizeof(lowat));     /* not TCP: nothing to bound */
+    }
     bool sent = ram_postcopy_send(r, !s->postcopy_no_push);
+    setpriority(PRIO_PROCESS, gettid(), nice_was);
     if (sent) {
         qemu_put_byte(f, REC_EOF);
         qemu_fflush(f);
@@ -698,6 +728,13 @@ static bool pc_listen(void *opaque, GError **errp)
     }
     if (!postcopy_listen(s->pci, c->fd, errp)) {
         return false;
+    }
+    /* As the source's push (postcopy_run): requests before the push. */
+    if (migrate_cap(s, "postcopy-preempt")) {
+        setpriority(PRIO_PROCESS, gettid(), PUSH_NICE);
+    } else {
+        int sz = 2 * PUSH_BACKLOG;
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
     }
     migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_POSTCOPY_ACTIVE);
     return true;

@@ -18,11 +18,14 @@
 #define PAGE            4096
 #define FAULT_BATCH     64
 /*
- * Before sleeping in poll(), look for a fault again for this long: on
- * this kind of host waking a sleeping thread costs 40-60 us, most of
- * the time a demand fault may take (docs/postcopy.md).
+ * Before sleeping in poll(), look for a fault again for this long: waking
+ * a sleeping thread costs 40-60 us here, much of what a demand fault may
+ * take.  Only with CPUs to spare: on a 2-CPU host the spin took the CPU
+ * that the threads serving the fault needed, and the mean fault latency
+ * rose by a third (docs/postcopy.md).
  */
 #define SPIN_NS         200000
+#define SPIN_MIN_CPUS   4
 
 typedef struct FaultRec {
     int64_t t0;                         /* first fault on the page, ns */
@@ -44,6 +47,7 @@ void postcopy_incoming_init(PostcopyIncoming *pc, Machine *m, RAMLoader *ram)
     pc->ram = ram;
     pc->requested = bitmap_new(ram->npages);
     pc->quit_fd = -1;
+    pc->spin_ns = g_get_num_processors() >= SPIN_MIN_CPUS ? SPIN_NS : 0;
     g_mutex_init(&pc->rp_lock);
     g_mutex_init(&pc->stats_lock);
     pc->faults = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
@@ -189,7 +193,7 @@ static gpointer fault_thread(gpointer opaque)
         int n = uffd_read_events(uffd, ev, FAULT_BATCH);
         if (n == 0) {
             /* Nothing pending: look again for a while, then sleep. */
-            int64_t until = now_ns() + SPIN_NS;
+            int64_t until = now_ns() + pc->spin_ns;
             while (n == 0 && now_ns() < until &&
                    !__atomic_load_n(&pc->quit, __ATOMIC_ACQUIRE)) {
                 n = uffd_read_events(uffd, ev, FAULT_BATCH);

@@ -40,6 +40,7 @@ typedef struct PostcopyIncoming {
 
     GThread *fault_thread;
     int quit_fd;                /* eventfd: wakes the fault thread to stop */
+    int64_t spin_ns;            /* fault thread: busy look before poll() */
     int quit;                   /* atomic */
     uint64_t requests;          /* atomic: requests sent */
 

@@ -74,6 +74,7 @@ class Machine:
         args += opts.extra
         self.args = args
         self.lines = []
+        self.times = []         # time.time() at which each line was read
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True,
@@ -85,6 +86,7 @@ class Machine:
     def _read(self):
         for line in self.proc.stdout:
             with self._cond:
+                self.times.append(time.time())
                 self.lines.append(line.rstrip('\n'))
                 self._cond.notify_all()
         with self._cond:

@@ -456,6 +456,37 @@ static uint64_t hist_quantile(uint64_t count, uint64_t num, uint64_t den)
 }
 
 /*
+ * Stalls for a host to merge over many windows: 2 buckets per power of
+ * two of cycles, from 2^10 cycles (well under a microsecond) up; faster
+ * accesses are the window's count less these.  Bucket c holds
+ * [2^e + h * 2^(e-1), ...) with e = c / 2, h = c % 2.
+ */
+#define STALL_MIN_LOG   10
+static uint64_t stall[128];
+
+static void print_stalls(uint64_t w)
+{
+    char line[200], *p = line;
+    for (int c = 2 * STALL_MIN_LOG; c < 128; c++) {
+        if (!stall[c]) {
+            continue;
+        }
+        if (p - line > 160) {
+            *p = 0;
+            print("latency: stalls window=%lu%s\n", w, line);
+            p = line;
+        }
+        *p++ = ' ';
+        put_u64(&p, c, 10);
+        *p++ = ':';
+        put_u64(&p, stall[c], 10);
+        stall[c] = 0;
+    }
+    *p = 0;
+    print("latency: stalls window=%lu%s\n", w, line);
+}
+
+/*
  * Write one word of a random page, timing each access with the TSC; per
  * window (window=<ms>, default 1000) print the count and the stalls.
  */
@@ -465,6 +496,13 @@ static void __attribute__((noreturn)) run_latency(void)
     uint64_t x = rdtsc() | 1, n = 0, max = 0, w = 0;
     uint64_t end = rdtsc() + window;
 
+    /* fill=1: every page holds data before the first window. */
+    if (param_u64("fill", 0)) {
+        for (uint64_t i = 0; i < pages.count; i++) {
+            *page_addr(i) = i | 1;
+        }
+        end = rdtsc() + window;
+    }
     print("latency: tsc_khz=%lu pages=%lu\n", tsc_khz, pages.count);
     for (;;) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
@@ -473,6 +511,10 @@ static void __attribute__((noreturn)) run_latency(void)
         *p += 1;
         uint64_t d = rdtsc() - t0;
         hist[bucket(d)]++;
+        if (d >> STALL_MIN_LOG) {
+            int e = 63 - __builtin_clzll(d);
+            stall[2 * e + ((d >> (e - 1)) & 1)]++;
+        }
         n++;
         if (d > max) {
             max = d;
@@ -481,6 +523,7 @@ static void __attribute__((noreturn)) run_latency(void)
             print("latency: window=%lu count=%lu p50=%lu p99=%lu p999=%lu "
                   "max=%lu\n", w++, n, hist_quantile(n, 50, 100),
                   hist_quantile(n, 99, 100), hist_quantile(n, 999, 1000), max);
+            print_stalls(w - 1);
             for (int b = 0; b < 64 * SUB; b++) {
                 hist[b] = 0;
             }

@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Postcopy live migration, ferry against QEMU on the same guest ELF: the
+stalls the guest sees while its memory arrives, its progress, and the
+migration's own figures.
+
+    bench/postcopy.py [--runs N] [--doc docs/benchmarks.md]
+                      [--plot docs/postcopy-stalls.png]
+
+The `latency` guest (every page filled with data first) writes one word
+of a random page at a time and times each write with the TSC.  It is
+migrated with postcopy switched on right after `migrate` (nearly every
+page comes on demand or by the background push), 1 GiB and 4 GiB, by
+ferry and by QEMU 7.2, each with and without postcopy-preempt; runs
+interleaved so that a slow spell hits every variant.
+"""
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'functional'))
+import benchlib  # noqa: E402
+from ferrytest import QEMU, QMP, Machine, MachineOptions, tmpdir  # noqa: E402
+
+SIZES = ['1G', '4G']
+VARIANTS = [('ferry', False, False), ('ferry, preempt', False, True),
+            ('QEMU 7.2', True, False), ('QEMU 7.2, preempt', True, True)]
+WINDOW_MS = 200
+STALL_MIN = 1 << 10             # cycles: the guest's first stall bucket
+UNLIMITED = 100 * 10**9
+
+WIN_RX = re.compile(r'^latency: window=(\d+) count=(\d+) .* max=(\d+)')
+STALL_RX = re.compile(r'^latency: stalls window=(\d+)((?: \d+:\d+)*)')
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def vm(qemu, mem, incoming):
+    sock = os.path.join(tmpdir(), 'qmp.sock')
+    extra = ['-qmp', f'unix:{sock},server=on,wait=off']
+    if incoming:
+        extra += ['-incoming', 'defer']
+    m = Machine(MachineOptions(mem=mem, smp=1, extra=extra, qemu=qemu,
+                               append=f'latency window={WINDOW_MS} fill=1'))
+    deadline = time.monotonic() + 30
+    while not os.path.exists(sock):
+        assert time.monotonic() < deadline, m.stderr()
+        time.sleep(0.02)
+    return m, QMP(sock)
+
+
+def windows(m, since=0.0, until=float('inf')):
+    """The guest's windows whose line came in (since, until]: a list of
+    (count, max cycles, {bucket: n})."""
+    out, cur = [], None
+    for t, line in zip(list(m.times), list(m.lines)):
+        w = WIN_RX.match(line)
+        if w:
+            cur = None
+            if since < t <= until:
+                cur = (int(w.group(2)), int(w.group(3)), {})
+                out.append(cur)
+            continue
+        s = STALL_RX.match(line)
+        if s and cur is not None:
+            for pair in s.group(2).split():
+                b, n = pair.split(':')
+                cur[2][int(b)] = cur[2].get(int(b), 0) + int(n)
+    return out
+
+
+def bucket_top(b):
+    """Upper end, in cycles, of the guest's stall bucket @b."""
+    e, h = divmod(b, 2)
+    return (1 << e) + ((h + 1) << (e - 1))
+
+
+def merge(wins):
+    """Pool windows into ({bucket: n}, fast count, max cycles)."""
+    hist, count, mx = {}, 0, 0
+    for c, m, h in wins:
+        count += c
+        mx = max(mx, m)
+        for b, n in h.items():
+            hist[b] = hist.get(b, 0) + n
+    return hist, count - sum(hist.values()), mx
+
+
+def quantile(hist, fast, q):
+    """Cycles below which a fraction @q of the accesses fall."""
+    total = fast + sum(hist.values())
+    want, seen = q * total, fast
+    if seen > want:
+        return STALL_MIN
+    for b in sorted(hist):
+        seen += hist[b]
+        if seen > want:
+            return bucket_top(b)
+    return bucket_top(max(hist))
+
+
+def host_tsc_khz():
+    """The host's TSC rate from the kernel log (the guests read the same
+    TSC; their own PIT calibration is off by up to 20 % here), or None."""
+    try:
+        log = subprocess.run(['dmesg'], capture_output=True, text=True).stdout
+    except OSError:
+        return None
+    found = None
+    for rx in (r'tsc: Detected ([\d.]+) MHz', r'Refined TSC clocksource '
+               r'calibration: ([\d.]+) MHz'):
+        m = re.search(rx, log)
+        if m:
+            found = float(m.group(1)) * 1000
+    return found
+
+
+HOST_TSC_KHZ = host_tsc_khz()
+
+
+def ts(ev):
+    return ev['timestamp']['seconds'] + ev['timestamp']['microseconds'] / 1e6
+
+
+def one_postcopy(qemu, preempt, mem):
+    src, sq = vm(qemu, mem, False)
+    dst, dq = vm(qemu, mem, True)
+    try:
+        caps = [{'capability': 'postcopy-ram', 'state': True},
+                {'capability': 'postcopy-preempt', 'state': preempt}]
+        for q in (sq, dq):
+            r = q.cmd('migrate-set-capabilities', {'capabilities': caps})
+            assert r == {'return': {}}, r
+        port = free_port()
+        r = dq.cmd('migrate-incoming', {'uri': f'tcp:127.0.0.1:{port}'})
+        assert r == {'return': {}}, r
+        tsc = int(src.wait_line(r'^latency: tsc_khz=(\d+)', 300).group(1))
+        tsc = HOST_TSC_KHZ or tsc
+        src.wait_line(r'^latency: window=3 ', 60)
+        before = windows(src)[1:]
+        sq.cmd('migrate-set-parameters', {'max-bandwidth': UNLIMITED})
+        r = sq.cmd('migrate', {'uri': f'tcp:127.0.0.1:{port}'})
+        assert r == {'return': {}}, r
+        r = sq.cmd('migrate-start-postcopy')
+        assert r == {'return': {}}, r
+        deadline = time.monotonic() + 300
+        while True:
+            info = sq.cmd('query-migrate')['return']
+            if info.get('status') in ('completed', 'failed', 'cancelled',
+                                      'postcopy-paused'):
+                break
+            assert time.monotonic() < deadline, info
+            time.sleep(0.01)
+        done = time.time()
+        assert info['status'] == 'completed', info
+        stop = ts(sq.event('STOP', 10))
+        run = ts(dq.event('RESUME', 10))
+        # The window under way at completion ends within a window and
+        # its printing; then every window is after postcopy.
+        n = len(windows(dst))
+        dst.wait_line(rf'^latency: window={n + 1} ', 30)
+        phase = windows(dst, run, done + WINDOW_MS / 1000 + 0.1)
+        assert phase, 'no guest window during postcopy'
+        hist, fast, mx = merge(phase)
+        us = lambda c: c / (tsc / 1000)               # noqa: E731
+        rate_before = sum(w[0] for w in before) / len(before)
+        rate_during = sum(w[0] for w in phase) / len(phase)
+        return {
+            'p50': us(quantile(hist, fast, 0.5)),
+            'p99': us(quantile(hist, fast, 0.99)),
+            'p999': us(quantile(hist, fast, 0.999)),
+            'max': us(mx),
+            'progress': rate_during / rate_before * 100,
+            'total': info['total-time'] / 1000,
+            'stop_run': (run - stop) * 1000,
+            'requests': info['ram'].get('postcopy-requests', 0),
+            'push': info['ram'].get('postcopy-bytes', 0) / max(1e-3, done - stop)
+                    / 2**20,
+            'hist': hist, 'fast': fast, 'tsc': tsc,
+        }
+    finally:
+        src.kill()
+        dst.kill()
+
+
+def cell(vals, fmt):
+    med, lo, hi = benchlib.median_range(vals)
+    return f'{fmt(med)} ({fmt(lo)}-{fmt(hi)})'
+
+
+def plot(res, variants, path):
+    """CCDF of the stalls, every run of a variant pooled, one panel a size."""
+    d = tmpdir()
+    files = {}
+    for size in SIZES:
+        for name, *_ in variants:
+            hist, fast = {}, 0
+            for x in res[(size, name)]:
+                k = x['tsc'] / 1000
+                fast += x['fast']
+                for b, n in x['hist'].items():
+                    hist[bucket_top(b) / k] = hist.get(bucket_top(b) / k, 0) + n
+            total = fast + sum(hist.values())
+            fn = os.path.join(d, f'{size}-{len(files)}.dat')
+            with open(fn, 'w') as f:
+                left = sum(hist.values())
+                for us in sorted(hist):
+                    f.write(f'{us:.3f} {max(left, 1) / total:.3e}\n')
+                    left -= hist[us]
+            files[(size, name)] = fn
+    script = [f"set terminal pngcairo size 1100,450 font ',10'",
+              f"set output '{path}'", 'set multiplot layout 1,2',
+              'set logscale xy', 'set format y "10^{%T}"',
+              "set xlabel 'stall (us)'", "set ylabel 'fraction of writes at least this long'",
+              'set grid', 'set key bottom left']
+    for size in SIZES:
+        script.append(f"set title 'postcopy, {size}iB guest, switch at once'")
+        script.append('plot ' + ', '.join(
+            f"'{files[(size, n)]}' using 1:2 with steps lw 2 title '{n}'"
+            for n, *_ in variants))
+    script.append('unset multiplot')
+    subprocess.run(['gnuplot'], input='\n'.join(script), text=True, check=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--runs', type=int, default=5)
+    ap.add_argument('--sizes', default=','.join(SIZES))
+    ap.add_argument('--only', help='variants to run, by name, separated by ;')
+    ap.add_argument('--doc')
+    ap.add_argument('--plot')
+    args = ap.parse_args()
+    SIZES[:] = args.sizes.split(',')
+
+    variants = [v for v in VARIANTS if (QEMU or not v[1]) and
+                (not args.only or v[0] in args.only.split(';'))]
+    res = {(s, v[0]): [] for s in SIZES for v in variants}
+    for r in range(args.runs):
+        for size in SIZES:
+            for name, qemu, preempt in variants:
+                print(f'postcopy: run {r + 1}/{args.runs}, {size}, {name}',
+                      file=sys.stderr, flush=True)
+                x = one_postcopy(qemu, preempt, size)
+                print('  ' + ' '.join(f'{k}={v:.3g}' for k, v in x.items()
+                                      if not isinstance(v, dict)),
+                      file=sys.stderr, flush=True)
+                res[(size, name)].append(x)
+
+    f1 = lambda v: f'{v:.1f}'                     # noqa: E731
+    f0 = lambda v: f'{v:.0f}'                     # noqa: E731
+    f2 = lambda v: f'{v:.2f}'                     # noqa: E731
+    f3 = lambda v: f'{v:.3g}'                     # noqa: E731
+    rows = ['| guest | VMM | stall p50 (us) | p99 (us) | p99.9 (us) | max (ms) '
+            '| progress (%) | total (s) | stop to run (ms) | requests '
+            '| push (MiB/s) |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for size in SIZES:
+        for name, *_ in variants:
+            rs = res[(size, name)]
+            col = lambda k, f: cell([x[k] for x in rs], f)   # noqa: E731
+            rows.append(
+                f'| {size}iB | {name} | {col("p50", f1)} | {col("p99", f0)} '
+                f'| {col("p999", f0)} | {cell([x["max"] / 1000 for x in rs], f1)} '
+                f'| {col("progress", f3)} | {col("total", f2)} '
+                f'| {col("stop_run", f1)} | {col("requests", f0)} '
+                f'| {col("push", f0)} |')
+    body = '\n'.join(rows) + '\n\n'
+    if args.plot:
+        plot(res, variants, args.plot)
+        body += (f'![stall distribution]({os.path.basename(args.plot)})\n\n')
+    body += (
+        f'Median (min-max) of {args.runs} interleaved runs; 1 vCPU, '
+        'tcp:127.0.0.1, the `latency` guest (`fill=1`, windows of '
+        f'{WINDOW_MS} ms) switched to postcopy right after `migrate`, '
+        'max-bandwidth and max-postcopy-bandwidth unlimited.  Stalls are the '
+        'guest\'s own TSC timings of its writes (at the host\'s TSC rate) '
+        'in the windows that ran on the destination while postcopy was '
+        'under way, pooled (p50 under '
+        f'{STALL_MIN} cycles shows as that bound); progress is the writes per '
+        'window then against the windows before `migrate`; total time and '
+        'requests are the source\'s query-migrate (total-time, '
+        'ram.postcopy-requests); stop to run is the destination\'s RESUME '
+        'event less the source\'s STOP event (QMP timestamps); push is '
+        'ram.postcopy-bytes over the time from STOP to completed.  Measured '
+        f'on {benchlib.machine_line()}.  `bench/postcopy.py --doc '
+        'docs/benchmarks.md --plot docs/postcopy-stalls.png` regenerates '
+        'this section and the plot.\n')
+    print(body)
+    if args.doc:
+        benchlib.update_section(args.doc, 'postcopy',
+                                'Postcopy migration against QEMU', body)
+
+
+if __name__ == '__main__':
+    main()
