@@ -50,6 +50,11 @@ bench: build
 	$(BUILD)/bench/uffd-floor --runs 5 --doc docs/benchmarks.md
 	FERRY=$(BUILD)/system/ferry GUEST=$(BUILD)/tests/guest/guest.elf \
 	    python3 bench/startup.py --runs 5 --doc docs/benchmarks.md
+	FERRY=$(BUILD)/system/ferry GUEST=$(BUILD)/tests/guest/guest.elf \
+	    python3 bench/migration.py --runs 5 --doc docs/benchmarks.md
+	FERRY=$(BUILD)/system/ferry GUEST=$(BUILD)/tests/guest/guest.elf \
+	    python3 bench/postcopy.py --runs 5 --doc docs/benchmarks.md \
+	    --plot docs/postcopy-stalls.png
 
 # libFuzzer on the migration stream loader (clang), from the seed corpus.
 FUZZ_BUILD ?= build-fuzz
