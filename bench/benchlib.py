@@ -2,6 +2,7 @@
 """Helpers the Python benchmarks share: statistics and docs/benchmarks.md."""
 import os
 import platform
+import socket
 import statistics
 import time
 
@@ -9,6 +10,19 @@ import time
 def median_range(values):
     """'median (min-max)' of @values."""
     return (statistics.median(values), min(values), max(values))
+
+
+def cell(values, fmt):
+    """'median (min-max)' of @values, each formatted by @fmt."""
+    med, lo, hi = median_range(values)
+    return f'{fmt(med)} ({fmt(lo)}-{fmt(hi)})'
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 free just now."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def machine_line():

@@ -34,12 +34,6 @@ CONFIGS = [
 UNLIMITED = 100 * 10**9
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def loopback_gbps(nbytes=1 << 30):
     """Bulk TCP over loopback, one connection, as a migration stream."""
     ls = socket.socket()
@@ -86,7 +80,7 @@ def vm(qemu, mem, append, ready, incoming=None):
 
 def one_migration(qemu, mem, append, ready):
     src, sq = vm(qemu, mem, append, ready)
-    port = free_port()
+    port = benchlib.free_port()
     dst, dq = vm(qemu, mem, append, ready, incoming=f'tcp:127.0.0.1:{port}')
     try:
         time.sleep(0.5)         # the dirtying guest settles into its rate
@@ -120,11 +114,6 @@ def one_migration(qemu, mem, append, ready):
         dst.kill()
 
 
-def cell(vals, fmt):
-    med, lo, hi = benchlib.median_range(vals)
-    return f'{fmt(med)} ({fmt(lo)}-{fmt(hi)})'
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--runs', type=int, default=5)
@@ -151,10 +140,10 @@ def main():
         for q in vmms:
             rs = res[(name, q)]
             rows.append(f'| {name} | {"QEMU 7.2" if q else "ferry"} '
-                        f'| {cell([x["total"] for x in rs], ms)} '
-                        f'| {cell([x["downtime"] for x in rs], ms)} '
-                        f'| {cell([x["bytes"] for x in rs], mib)} '
-                        f'| {cell([x["rate"] for x in rs], gbs)} |')
+                        f'| {benchlib.cell([x["total"] for x in rs], ms)} '
+                        f'| {benchlib.cell([x["downtime"] for x in rs], ms)} '
+                        f'| {benchlib.cell([x["bytes"] for x in rs], mib)} '
+                        f'| {benchlib.cell([x["rate"] for x in rs], gbs)} |')
         if QEMU:
             f = benchlib.median_range([x['total'] for x in res[(name, False)]])[0]
             q = benchlib.median_range([x['total'] for x in res[(name, True)]])[0]
@@ -164,7 +153,7 @@ def main():
     frate = benchlib.median_range([x['rate'] for x in res[(big, False)]])[0]
     body = '\n'.join(rows) + '\n\n'
     body += ('Loopback TCP bulk throughput in the same run (one connection, '
-             f'4 MiB writes, Python): {cell(loop, gbs)} GB/s.  ferry\'s rate on '
+             f'4 MiB writes, Python): {benchlib.cell(loop, gbs)} GB/s.  ferry\'s rate on '
              f'the 4 GiB guest is {frate / lb[0] * 100:.0f} % of it.\n\n')
     if ratios:
         body += ''.join(f'- {x}\n' for x in ratios) + '\n'

@@ -17,7 +17,6 @@ interleaved so that a slow spell hits every variant.
 import argparse
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -37,12 +36,6 @@ UNLIMITED = 100 * 10**9
 
 WIN_RX = re.compile(r'^latency: window=(\d+) count=(\d+) .* max=(\d+)')
 STALL_RX = re.compile(r'^latency: stalls window=(\d+)((?: \d+:\d+)*)')
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def vm(qemu, mem, incoming):
@@ -141,7 +134,7 @@ def one_postcopy(qemu, preempt, mem):
         for q in (sq, dq):
             r = q.cmd('migrate-set-capabilities', {'capabilities': caps})
             assert r == {'return': {}}, r
-        port = free_port()
+        port = benchlib.free_port()
         r = dq.cmd('migrate-incoming', {'uri': f'tcp:127.0.0.1:{port}'})
         assert r == {'return': {}}, r
         tsc = int(src.wait_line(r'^latency: tsc_khz=(\d+)', 300).group(1))
@@ -202,11 +195,6 @@ def one_postcopy(qemu, preempt, mem):
         dst.kill()
 
 
-def cell(vals, fmt):
-    med, lo, hi = benchlib.median_range(vals)
-    return f'{fmt(med)} ({fmt(lo)}-{fmt(hi)})'
-
-
 def plot(res, variants, path):
     """CCDF of the stalls, every run of a variant pooled, one panel a size."""
     d = tmpdir()
@@ -255,12 +243,12 @@ def report(res, variants, runs, args):
             rs = res[(size, name)]
             if not rs:
                 continue
-            col = lambda k, f: cell([x[k] for x in rs], f)   # noqa: E731
+            col = lambda k, f: benchlib.cell([x[k] for x in rs], f)   # noqa: E731
             part = sum(x['windows'] < 0 for x in rs)
             mark = f' (*{part})' if part else ''
             rows.append(
                 f'| {size}iB | {name}{mark} | {col("p50", f1)} | {col("p99", f0)} '
-                f'| {col("p999", f0)} | {cell([x["max"] / 1000 for x in rs], f1)} '
+                f'| {col("p999", f0)} | {benchlib.cell([x["max"] / 1000 for x in rs], f1)} '
                 f'| {col("progress", f3)} | {col("total", f2)} '
                 f'| {col("stop_run", f1)} | {col("requests", f0)} '
                 f'| {col("push", f0)} |')
