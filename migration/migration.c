@@ -365,8 +365,9 @@ static bool open_preempt(MigrationState *s, const char *uri, GError **errp)
  * here paused), or failed/cancelled before the switch.
  */
 /*
- * Postcopy's background push, against requested pages (measured with
- * bench/postcopy.py, 1 GiB, on 2 CPUs): nice 10 for the threads that push
+ * Postcopy's background push, against requested pages (the latency guest,
+ * 1 GiB, switch at once, 3 runs each on 2 CPUs, the destination's
+ * postcopy-latency): nice 10 for the threads that push
  * and place it took the mean demand fault with preempt from 0.5-0.9 ms
  * to 0.4-0.65 ms; bounding the backlog without preempt, from 5-9 ms to
  * 0.7-1.5 ms, with five times the requests served and the same total time.
