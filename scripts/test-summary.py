@@ -4,8 +4,9 @@
 
 Reads BUILD/meson-logs/testlog.json for each build given.  A TAP test
 counts each of its cases (cmocka prints TAP); any other test counts as
-one.  Prints the skipped cases with their reasons, then
-'N passed, N failed, N skipped'.  Exits 1 if anything failed or if no
+one.  Prints the skipped cases with their reasons, each failed case with
+the last lines of its diagnostics (CI often shows only the tail of the
+log), then 'N passed, N failed, N skipped'.  Exits 1 if anything failed or if no
 test ran at all.
 """
 import json
@@ -17,12 +18,14 @@ TAP = re.compile(r'^(not ok|ok)\b\s*\d*\s*-?\s*(.*?)(?:\s+#\s*(SKIP|TODO)\b\s*(.
 
 
 todos = []
+failures = []   # (build: name, [last diagnostic lines])
+DIAG_LINES = 6
 
 
 def count(build):
     passed = failed = skipped = 0
     skips = []
-    global todos
+    global todos, failures
     try:
         f = open(f'{build}/meson-logs/testlog.json')
     except OSError:
@@ -32,8 +35,10 @@ def count(build):
         for line in f:
             t = json.loads(line)
             cases = 0
+            cases_failed = 0
             reason = ''
-            for out in (t.get('stdout') or '').splitlines():
+            lines = (t.get('stdout') or '').splitlines()
+            for k, out in enumerate(lines):
                 if out.startswith('# SKIP:'):
                     reason = out[len('# SKIP:'):].strip()
                 m = TAP.match(out)
@@ -51,6 +56,14 @@ def count(build):
                     passed += 1
                 else:
                     failed += 1
+                    cases_failed += 1
+                    diag = []
+                    for d in lines[k + 1:]:
+                        if not d.startswith('#'):
+                            break
+                        diag.append(d)
+                    failures.append((f'{build}: {t.get("name")}: {name}',
+                                     diag[-DIAG_LINES:]))
                 reason = ''
             if cases == 0:
                 result = t.get('result')
@@ -61,9 +74,17 @@ def count(build):
                     skips.append(f"{build}: {t.get('name')}")
                 else:
                     failed += 1
-            elif t.get('result') not in ('OK', 'SKIP'):
-                # A crash after some cases printed still fails.
+                    tail = [x for x in lines if x.strip()][-DIAG_LINES:]
+                    failures.append((f'{build}: {t.get("name")}: '
+                                     f'{result}', tail))
+            elif t.get('result') not in ('OK', 'SKIP') and not cases_failed:
+                # A crash or timeout after some cases printed still
+                # fails; a failed case has already been counted.
                 failed += 1
+                tail = [x for x in lines if x.strip()][-DIAG_LINES:]
+                failures.append((f'{build}: {t.get("name")}: '
+                                 f'{t.get("result")} after {cases} cases',
+                                 tail))
     return passed, failed, skipped, skips
 
 
@@ -78,6 +99,10 @@ def main():
             print(f'skipped: {line}')
     for line in todos:
         print(f'known bug (TODO): {line}')
+    for name, diag in failures:
+        print(f'FAILED: {name}')
+        for d in diag:
+            print(f'    {d}')
     print(f'{total[0]} passed, {total[1]} failed, {total[2]} skipped, '
           f'{len(todos)} known bugs (TODO)')
     return 1 if total[1] or total[0] == 0 else 0
