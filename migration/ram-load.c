@@ -23,6 +23,7 @@ void ram_loader_init(RAMLoader *l, RAMBlock *rb)
     l->npages = rb->size / PAGE;
     l->hpages = rb->page_size / PAGE;
     l->received = bitmap_new(l->npages);
+    g_mutex_init(&l->pool_lock);
     l->uffd = uffd_open(O_CLOEXEC | O_NONBLOCK);
     if (l->uffd < 0) {
         l->why_no_uffd = g_strdup_printf("userfaultfd is not available: %s",
@@ -32,7 +33,8 @@ void ram_loader_init(RAMLoader *l, RAMBlock *rb)
     /* THREAD_ID: which vCPU waits, for postcopy-vcpu-blocktime. */
     uint64_t avail = 0;
     uffd_query(&avail, NULL);
-    l->features = avail & UFFD_FEATURE_THREAD_ID;
+    /* MOVE: placing preallocated pages from the pool. */
+    l->features = avail & (UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_MOVE);
     int ret = uffd_api(l->uffd, l->features, NULL, NULL);
     if (ret < 0) {
         l->why_no_uffd = g_strdup_printf("UFFDIO_API: %s", g_strerror(-ret));
@@ -67,6 +69,11 @@ void ram_loader_unregister(RAMLoader *l)
         uffd_unregister(l->uffd, l->rb->host, l->rb->size);
         l->registered = false;
     }
+    if (l->pool) {
+        /* Pool pages never claimed (pages placed otherwise) are freed;
+         * the mapping stays until cleanup for a thread still reading. */
+        madvise(l->pool, l->rb->size, MADV_DONTNEED);
+    }
 }
 
 void ram_loader_cleanup(RAMLoader *l)
@@ -75,6 +82,11 @@ void ram_loader_cleanup(RAMLoader *l)
     if (l->uffd >= 0) {
         uffd_close(l->uffd);
     }
+    if (l->pool) {
+        munmap(l->pool, l->rb->size);
+    }
+    bitmap_free(l->pooled);
+    g_mutex_clear(&l->pool_lock);
     bitmap_free(l->received);
     g_free(l->why_no_uffd);
     memset(l, 0, sizeof(*l));
@@ -191,6 +203,102 @@ static void overwrite(RAMLoader *l, uint64_t page, const uint8_t *src)
 }
 
 /*
+ * pool_take: claim pool pages [first, first + n), all of them or none.
+ * The caller then owns them: it fills them and moves them into place.
+ */
+static bool pool_take(RAMLoader *l, uint64_t first, uint64_t n)
+{
+    if (!l->pool) {
+        return false;
+    }
+    g_mutex_lock(&l->pool_lock);
+    bool all = bitmap_count_one_range(l->pooled, first, n) == n;
+    if (all) {
+        bitmap_clear(l->pooled, first, n);
+    }
+    g_mutex_unlock(&l->pool_lock);
+    return all;
+}
+
+/*
+ * Move claimed pool pages [first, first + n), filled, into place.  A page
+ * found present (a duplicate from the other channel) is copied over, and
+ * a pool page the kernel will not move (-EBUSY: shared, e.g. after fork)
+ * is copied with UFFDIO_COPY; such pool pages are freed after.
+ */
+static bool pool_place(RAMLoader *l, uint64_t first, uint64_t n,
+                       GError **errp)
+{
+    uint64_t off = first * PAGE, len = n * PAGE, done = 0;
+    uint8_t *dst = l->rb->host + off, *src = l->pool + off;
+    bool copied = false;
+
+    while (done < len) {
+        ssize_t r = uffd_move(l->uffd, dst + done, src + done, len - done, 0);
+        if (r > 0) {
+            done += r;
+            continue;
+        } else if (r == -EAGAIN) {
+            continue;
+        } else if (r == -EEXIST) {
+            memcpy(dst + done, src + done, PAGE);
+        } else if (r == -EBUSY) {
+            r = uffd_copy(l->uffd, dst + done, src + done, PAGE, 0);
+            if (r == -EEXIST) {
+                memcpy(dst + done, src + done, PAGE);
+            } else if (r < 0) {
+                return place_fail(errp, "UFFDIO_COPY", off + done, r);
+            }
+        } else {
+            return place_fail(errp, "UFFDIO_MOVE", off + done, r);
+        }
+        done += PAGE;
+        copied = true;
+    }
+    if (copied) {
+        madvise(src, len, MADV_DONTNEED);
+    }
+    return true;
+}
+
+/*
+ * Move RAM's pages aside into the pool (see the header): one mremap of
+ * the whole block, then the pages already received go back.  *made is
+ * false, with nothing changed, where no pool can be made.
+ */
+static bool pool_create(RAMLoader *l, bool *made, GError **errp)
+{
+    RAMBlock *rb = l->rb;
+    *made = false;
+    if (l->pool || !rb->prealloc || rb->shared || rb->fd >= 0 ||
+        l->hpages != 1 || !(l->features & UFFD_FEATURE_MOVE)) {
+        return true;
+    }
+    /* The hint is passed: the kernel reads a fifth argument for
+     * DONTUNMAP, and an unaligned leftover would fail with EINVAL. */
+    void *p = mremap(rb->host, rb->size, rb->size,
+                     MREMAP_MAYMOVE | MREMAP_DONTUNMAP, NULL);
+    if (p == MAP_FAILED) {
+        return true;        /* e.g. RAM spans several mappings */
+    }
+    *made = true;
+    l->pool = p;
+    l->pooled = bitmap_new(l->npages);
+    bitmap_set(l->pooled, 0, l->npages);
+    for (uint64_t first = find_first_bit(l->received, l->npages);
+         first < l->npages;) {
+        uint64_t end = find_next_zero_bit(l->received, l->npages, first);
+        bitmap_clear(l->pooled, first, end - first);
+        if (!pool_place(l, first, end - first, errp)) {
+            return false;
+        }
+        first = end < l->npages ? find_next_bit(l->received, l->npages, end)
+                                : end;
+    }
+    return true;
+}
+
+/*
  * Huge pages: 4 KiB records are gathered into the bounce huge page and
  * placed with one UFFDIO_COPY once all of it has come.  The source
  * sends the sub-pages of a missing huge page together and in order
@@ -269,6 +377,18 @@ static bool place(RAMLoader *l, RAMLoadBuf *b, uint64_t first, uint64_t n,
                     return false;
                 }
             }
+        } else if (pool_take(l, page, j - i)) {
+            /* Into the preallocated page, then moved into place; zero
+             * pages too, so that preallocated RAM stays allocated. */
+            if (s) {
+                memcpy(l->pool + page * PAGE, s, (j - i) * PAGE);
+            } else {
+                memset(l->pool + page * PAGE, 0, (j - i) * PAGE);
+            }
+            if (!pool_place(l, page, j - i, errp)) {
+                return false;
+            }
+            mark_received(l, page, j - i);
         } else if (s) {
             if (!uffd_place(l, page, j - i, s, errp)) {
                 return false;
@@ -300,6 +420,19 @@ bool ram_load_pages(RAMLoader *l, RAMLoadBuf *b, QEMUFile *f, uint64_t off,
     if (all_in) {
         /* Every page is mapped already: read straight into guest RAM. */
         qemu_get_buffer(f, l->rb->host + off, len);
+        return true;
+    }
+    if (pool_take(l, first, count)) {
+        /* Every page missing, with its pool page: read straight into the
+         * pool.  On a stream error the claimed pages stay missing. */
+        qemu_get_buffer(f, l->pool + off, len);
+        if (qemu_file_error(f)) {
+            return true;
+        }
+        if (!pool_place(l, first, count, errp)) {
+            return false;
+        }
+        mark_received(l, first, count);
         return true;
     }
     g_assert(len <= b->size);
@@ -349,6 +482,13 @@ bool ram_load_discard(RAMLoader *l, uint64_t off, uint64_t count,
 
 bool ram_load_discard_missing(RAMLoader *l, GError **errp)
 {
+    bool pooled;
+    if (!pool_create(l, &pooled, errp)) {
+        return false;
+    }
+    if (pooled) {
+        return true;
+    }
     for (uint64_t first = find_next_zero_bit(l->received, l->npages, 0);
          first < l->npages;) {
         uint64_t end = find_next_bit(l->received, l->npages, first);

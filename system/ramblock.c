@@ -217,6 +217,7 @@ RAMBlock *ram_block_new(const char *name, const MemBackendOptions *o,
     rb->page_size = page;
     rb->fd = fd;
     rb->shared = share;
+    rb->prealloc = o->prealloc;
     if (!apply_policy(o, host, o->size, errp) ||
         (o->prealloc && !prealloc(host, o->size, page, errp))) {
         ram_block_free(rb);

@@ -13,6 +13,14 @@
  * page has to be placed too (UFFDIO_ZEROPAGE) since a vCPU may wait on
  * it.  Backends with huge pages are placed a whole huge page at a time.
  *
+ * Preallocated RAM (prealloc=on, private anonymous) is not thrown away
+ * when postcopy needs its pages missing: the pages not yet received are
+ * moved aside into a pool at the same offsets (mremap MREMAP_DONTUNMAP,
+ * which leaves the registered range empty), and a page arriving later
+ * is read into its pool page and moved into place with UFFDIO_MOVE.
+ * Placement then allocates nothing: on a host where first touching
+ * memory is slow that is the difference between 0.4 and 7 GB/s.
+ *
  * Threads: the placing functions run in the threads that read streams
  * (the main stream's load thread, the preempt channel's thread), each
  * with its own bounce buffer; the received bitmap is updated with
@@ -44,6 +52,17 @@ typedef struct RAMLoader {
     char *why_no_uffd;          /* when uffd is -1 or unregistered: why */
     void (*placed)(void *opaque, uint64_t first, uint64_t n);
     void *placed_opaque;
+    /*
+     * The pool of preallocated pages (NULL: none), made at postcopy
+     * advise by the load thread before any other thread places pages:
+     * pool + off holds the page for guest offset off while its bit in
+     * @pooled is set.  A placing thread claims bits under @pool_lock and
+     * then owns those pool pages; the pool is unmapped in cleanup only,
+     * after every placing thread has stopped.
+     */
+    uint8_t *pool;
+    unsigned long *pooled;
+    GMutex pool_lock;
 } RAMLoader;
 
 /* A placer's scratch space: one per thread that reads a stream. */
@@ -100,7 +119,10 @@ bool ram_load_discard(RAMLoader *l, uint64_t off, uint64_t count,
  * here may hold what this process wrote before the migration began (the
  * kernel and boot information it loaded); postcopy needs such pages
  * missing, or the guest would read them instead of faulting (QEMU
- * discards all RAM at postcopy advise for the same reason).
+ * discards all RAM at postcopy advise for the same reason).  Preallocated
+ * private RAM keeps its pages in the pool instead, where the kernel
+ * allows it (UFFD_FEATURE_MOVE, one mapping); otherwise they are freed.
+ * Load thread, before the other channels place pages.
  */
 bool ram_load_discard_missing(RAMLoader *l, GError **errp);
 

@@ -34,6 +34,7 @@ typedef struct RAMBlock {
     uint64_t page_size;         /* 4 KiB, or the huge page size */
     int fd;                     /* backing file, or -1 for anonymous */
     bool shared;                /* MAP_SHARED: pages live in a file or shmem */
+    bool prealloc;              /* every page was allocated up front */
     RamMapping map[RAM_MAX_MAPPINGS];
     int nmap;
 } RAMBlock;

@@ -152,6 +152,23 @@ def backend(opts):
         verify_goes_on(src, dst)
 
 
+def prealloc_dst(opts):
+    """A destination with preallocated RAM keeps it: pages are read into
+    the pool of preallocated pages and moved into place (UFFDIO_MOVE),
+    by both channels with preempt; the guest's memory checks out."""
+    preempt, = opts.extra
+    src, dst = pair(None, 2, preempt=preempt,
+                    extra=backend_args('memory-backend-ram,size=1G'),
+                    dst_extra=backend_args('memory-backend-ram,size=1G,prealloc=on'))
+    src.m.wait_line(r'^verify: round=1 ', 120)
+    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0})
+    assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
+    assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+    info, d = finish(src, dst)
+    assert info['ram']['postcopy-requests'] > 0, info
+    verify_goes_on(src, dst)
+
+
 def heavy_dirty(opts):
     """The verify guest rewrites all its memory every round, far faster
     than 100 MiB/s of precopy: at the switch after pass 2 nearly every
@@ -349,6 +366,9 @@ cases = [
     ('/postcopy/backend/ram-shared', backend, MachineOptions(extra=[RAM_SHARED, 0])),
     ('/postcopy/backend/memfd-hugetlb-2M', backend,
      MachineOptions(extra=[MEMFD_HUGE, 512])),
+    ('/postcopy/backend/ram-prealloc', prealloc_dst, MachineOptions(extra=[False])),
+    ('/postcopy/backend/ram-prealloc-preempt', prealloc_dst,
+     MachineOptions(extra=[True])),
     ('/postcopy/heavy-dirty', heavy_dirty, MachineOptions()),
     ('/postcopy/failure/cut-connection', cut_connection, MachineOptions()),
     ('/postcopy/failure/bad-requests', bad_requests, MachineOptions()),

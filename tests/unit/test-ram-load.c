@@ -17,6 +17,7 @@
 
 #include "migration/qemu-file.h"
 #include "migration/ram-load.h"
+#include "qemu/userfaultfd.h"
 
 #define PAGE    4096
 #define NPAGES  64
@@ -188,6 +189,85 @@ static void test_discard_missing(void **state)
     check(f, 1, 2);
 }
 
+static bool pool_resident(Fixture *f, uint64_t page)
+{
+    unsigned char v = 0;
+    assert_int_equal(mincore(f->l.pool + page * PAGE, PAGE, &v), 0);
+    return v & 1;
+}
+
+static void test_pool(void **state)
+{
+    /*
+     * Preallocated RAM under postcopy: the pages not received move aside
+     * into the pool at advise instead of being freed, and arriving pages
+     * are read into their pool page and moved into place.
+     */
+    Fixture *f = g_new0(Fixture, 1);
+    MemBackendOptions o = { .type = MEM_BACKEND_RAM, .id = (char *)"m",
+                            .size = NPAGES * PAGE, .prealloc = true };
+    f->rb = ram_block_new("pc.ram", &o, NULL);
+    memset(f->rb->host, 0xee, 8 * PAGE);    /* the loader's kernel image */
+    ram_loader_init(&f->l, f->rb);
+    ram_load_buf_init(&f->b, &f->l);
+    *state = f;
+    need_uffd(f);
+    if (!(f->l.features & UFFD_FEATURE_MOVE)) {
+        print_message("# SKIP: the kernel has no UFFDIO_MOVE\n");
+        skip();
+    }
+    assert_true(load(f, 2, 3, 7));          /* precopy, before advise */
+    g_autoptr(GError) err = NULL;
+    assert_true(ram_load_discard_missing(&f->l, &err));
+    assert_non_null(f->l.pool);
+    for (uint64_t p = 0; p < NPAGES; p++) {
+        bool in = p >= 2 && p < 5;
+        assert_int_equal(resident(f, p), in);
+        assert_int_equal(pool_resident(f, p), !in);
+    }
+    check(f, 2, 9);
+    check(f, 4, 11);
+    /* A run arrives: its pool pages move into place, data intact. */
+    assert_true(load(f, 10, 8, 1));
+    for (uint64_t p = 10; p < 18; p++) {
+        check(f, p, (uint8_t)(p + 1));
+        assert_false(pool_resident(f, p));
+    }
+    /* A run partly received: the missing part comes from the pool too. */
+    assert_true(load(f, 16, 4, 2));
+    for (uint64_t p = 16; p < 20; p++) {
+        check(f, p, (uint8_t)(p + 2));
+    }
+    assert_false(pool_resident(f, 19));
+    /* A zero page over the loader's data: placed, and zero. */
+    f->l.postcopy = true;
+    assert_true(ram_load_zero(&f->l, &f->b, 6 * PAGE, 1, &err));
+    check(f, 6, 0);
+    assert_false(pool_resident(f, 6));
+    /* Dropped again after it came: no pool page left, so UFFDIO_COPY. */
+    assert_true(ram_load_discard(&f->l, 12 * PAGE, 1, &err));
+    assert_false(resident(f, 12));
+    assert_true(load(f, 12, 1, 5));
+    check(f, 12, 17);
+    assert_false(pool_resident(f, 12));
+    /* Postcopy done: pool pages never used are freed. */
+    assert_true(pool_resident(f, 40));
+    ram_loader_unregister(&f->l);
+    assert_false(pool_resident(f, 40));
+}
+
+static void test_no_pool(void **state)
+{
+    /* Without prealloc there is nothing to keep: no pool. */
+    Fixture *f = *state;
+    need_uffd(f);
+    g_autoptr(GError) err = NULL;
+    assert_true(ram_load_discard_missing(&f->l, &err));
+    assert_null(f->l.pool);
+    assert_true(load(f, 0, 4, 0));
+    check(f, 3, 3);
+}
+
 static void placed_count(void *opaque, uint64_t first, uint64_t n)
 {
     (void)first;
@@ -215,6 +295,8 @@ int main(void)
         { "/migration/ram-load/discard-missing", test_discard_missing, NULL,
           teardown, NULL },
         { "/migration/ram-load/placed-hook", test_hook, setup, teardown, NULL },
+        { "/migration/ram-load/pool", test_pool, NULL, teardown, NULL },
+        { "/migration/ram-load/no-pool", test_no_pool, setup, teardown, NULL },
     };
     return cmocka_run_group_tests_name("ram-load", tests, NULL, NULL);
 }
