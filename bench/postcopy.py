@@ -11,8 +11,9 @@ The `latency` guest (every page filled with data first) writes one word
 of a random page at a time and times each write with the TSC.  It is
 migrated with postcopy switched on right after `migrate` (nearly every
 page comes on demand or by the background push), 1 GiB and 4 GiB, by
-ferry and by QEMU 7.2, each with and without postcopy-preempt; runs
-interleaved so that a slow spell hits every variant.
+ferry and by QEMU 7.2, each with and without postcopy-preempt, and each
+with the destination's RAM preallocated (memory-backend-ram,prealloc=on)
+or not; runs interleaved so that a slow spell hits every variant.
 """
 import argparse
 import os
@@ -28,8 +29,13 @@ import benchlib  # noqa: E402
 from ferrytest import QEMU, QMP, Machine, MachineOptions, tmpdir  # noqa: E402
 
 SIZES = ['1G', '4G']
-VARIANTS = [('ferry', False, False), ('ferry, preempt', False, True),
-            ('QEMU 7.2', True, False), ('QEMU 7.2, preempt', True, True)]
+# (name, QEMU?, postcopy-preempt?, destination RAM preallocated?)
+VARIANTS = [('ferry', False, False, False), ('ferry, preempt', False, True, False),
+            ('QEMU 7.2', True, False, False), ('QEMU 7.2, preempt', True, True, False),
+            ('ferry, prealloc', False, False, True),
+            ('ferry, preempt, prealloc', False, True, True),
+            ('QEMU 7.2, prealloc', True, False, True),
+            ('QEMU 7.2, preempt, prealloc', True, True, True)]
 WINDOW_MS = 200
 STALL_MIN = 1 << 10             # cycles: the guest's first stall bucket
 UNLIMITED = 100 * 10**9
@@ -38,9 +44,16 @@ WIN_RX = re.compile(r'^latency: window=(\d+) count=(\d+) .* max=(\d+)')
 STALL_RX = re.compile(r'^latency: stalls window=(\d+)((?: \d+:\d+)*)')
 
 
-def vm(qemu, mem, incoming):
+def vm(qemu, mem, incoming, prealloc=None):
+    """A machine; @prealloc None: plain -m, else a memory-backend-ram
+    with prealloc on or off (QEMU names the RAM block after the backend,
+    so both sides of a migration need one)."""
     sock = os.path.join(tmpdir(), 'qmp.sock')
     extra = ['-qmp', f'unix:{sock},server=on,wait=off']
+    if prealloc is not None:
+        extra += ['-object', f'memory-backend-ram,id=m,size={mem},'
+                  f'prealloc={"on" if prealloc else "off"}',
+                  '-machine', 'memory-backend=m']
     if incoming:
         extra += ['-incoming', 'defer']
     m = Machine(MachineOptions(mem=mem, smp=1, extra=extra, qemu=qemu,
@@ -125,9 +138,9 @@ def ts(ev):
     return ev['timestamp']['seconds'] + ev['timestamp']['microseconds'] / 1e6
 
 
-def one_postcopy(qemu, preempt, mem):
-    src, sq = vm(qemu, mem, False)
-    dst, dq = vm(qemu, mem, True)
+def one_postcopy(qemu, preempt, prealloc, mem):
+    src, sq = vm(qemu, mem, False, False if prealloc else None)
+    dst, dq = vm(qemu, mem, True, True if prealloc else None)
     try:
         caps = [{'capability': 'postcopy-ram', 'state': True},
                 {'capability': 'postcopy-preempt', 'state': preempt}]
@@ -260,7 +273,10 @@ def report(res, variants, runs, args):
         f'Median (min-max) of {runs} interleaved runs; 1 vCPU, '
         'tcp:127.0.0.1, the `latency` guest (`fill=1`, windows of '
         f'{WINDOW_MS} ms) switched to postcopy right after `migrate`, '
-        'max-bandwidth and max-postcopy-bandwidth unlimited.  Stalls are the '
+        'max-bandwidth and max-postcopy-bandwidth unlimited; "prealloc": '
+        'both sides use -object memory-backend-ram, the destination\'s with '
+        'prealloc=on (ferry moves those pages into place, QEMU frees them '
+        'at postcopy advise).  Stalls are the '
         'guest\'s own TSC timings of its writes (at the host\'s TSC rate) '
         'in the guest\'s windows that began after the destination ran and '
         'ended before the migration completed, pooled ((*N): in N runs '
@@ -296,11 +312,11 @@ def main():
     res = {(s, v[0]): [] for s in SIZES for v in variants}
     for r in range(args.runs):
         for size in SIZES:
-            for name, qemu, preempt in variants:
+            for name, qemu, preempt, prealloc in variants:
                 print(f'postcopy: run {r + 1}/{args.runs}, {size}, {name}',
                       file=sys.stderr, flush=True)
                 try:
-                    x = one_postcopy(qemu, preempt, size)
+                    x = one_postcopy(qemu, preempt, prealloc, size)
                 except AssertionError as e:     # say so, and go on
                     print(f'  failed: {e}', file=sys.stderr, flush=True)
                     continue
