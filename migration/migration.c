@@ -22,6 +22,7 @@
 #include "migration/qemu-file.h"
 #include "migration/ram.h"
 #include "migration/ram-load.h"
+#include "migration/return-path.h"
 #include "migration/postcopy-ram.h"
 #include "migration/stream.h"
 #include "qemu/bitmap.h"
@@ -287,39 +288,29 @@ static gpointer rp_thread(gpointer opaque)
                                       : NULL;
 
     for (;;) {
-        uint8_t type = qemu_get_byte(rp);
-        if (qemu_file_error(rp)) {
+        RPMessage m;
+        g_autoptr(GError) err = NULL;
+        if (!rp_get(rp, &m, &err)) {
+            if (!qemu_file_error(rp)) {
+                g_warning("%s", err->message);      /* unknown message */
+            }
             break;
         }
-        if (type == RP_REQ_PAGES) {
-            uint64_t off = qemu_get_u64(rp);
-            uint32_t count = qemu_get_u32(rp);
-            if (qemu_file_error(rp)) {
-                break;
-            }
-            if (off % 4096 || count == 0 || count > STREAM_MAX_RUN ||
-                off >= rb->size || (uint64_t)count * 4096 > rb->size - off) {
+        if (m.type == RP_REQ_PAGES) {
+            if (!rp_check_request(rb, m.off, m.count, &err)) {
                 __atomic_fetch_add(&s->rp_refused, 1, __ATOMIC_RELAXED);
-                g_warning("return path: refused a request for %u pages at "
-                          "0x%" G_GINT64_MODIFIER "x (block '%s' has 0x%"
-                          G_GINT64_MODIFIER "x bytes)", count, off, rb->name,
-                          rb->size);
+                g_warning("%s", err->message);
                 continue;
             }
-            ram_postcopy_request(r, pf, off / 4096, count);
+            ram_postcopy_request(r, pf, m.off / 4096, m.count);
             if (pf && qemu_file_error(pf)) {
                 break;
             }
-        } else if (type == RP_RUNNING) {
+        } else if (m.type == RP_RUNNING) {
             int64_t stop = __atomic_load_n(&s->stop_ms, __ATOMIC_SEQ_CST);
             __atomic_store_n(&s->downtime_ms, now_ms() - stop, __ATOMIC_SEQ_CST);
-        } else if (type == RP_SHUT) {
-            uint32_t rc = qemu_get_u32(rp);
-            __atomic_store_n(&s->rp_shut, qemu_file_error(rp) ? 1 : (int)rc,
-                             __ATOMIC_SEQ_CST);
-            break;
         } else {
-            g_warning("return path: unknown message 0x%02x", type);
+            __atomic_store_n(&s->rp_shut, (int)m.status, __ATOMIC_SEQ_CST);
             break;
         }
     }
@@ -575,14 +566,13 @@ static gpointer migration_thread(gpointer opaque)
     shutdown(qemu_file_fd(f), SHUT_WR);
     if (return_path) {
         QEMUFile *rp = qemu_file_new(qemu_file_fd(f), false, false);
-        uint8_t type = qemu_get_byte(rp);
-        uint32_t rc = qemu_get_u32(rp);
-        bool ok = !qemu_file_error(rp) && type == RP_SHUT && rc == 0;
+        RPMessage m;
+        bool got = rp_get(rp, &m, NULL) && m.type == RP_SHUT;
         qemu_file_close(rp);
-        if (!ok) {
+        if (!got || m.status != 0) {
             g_set_error(&err, G_IO_ERROR, G_IO_ERROR_FAILED,
                         "the destination failed to load the migration "
-                        "(return path: %s)", type == RP_SHUT ?
+                        "(return path: %s)", got ?
                         "load error" : "closed without an answer");
             goto fail;
         }
@@ -779,7 +769,7 @@ static gboolean postcopy_run_main(gpointer opaque)
     } else {
         machine_set_state(m, RUN_STATE_PAUSED);
     }
-    postcopy_rp_send(s->pci, RP_RUNNING, NULL, 0);
+    postcopy_rp_send(s->pci, &(RPMessage) { .type = RP_RUNNING });
     return G_SOURCE_REMOVE;
 }
 
@@ -856,8 +846,7 @@ static gpointer load_thread(gpointer opaque)
         s->pci->ram = NULL;
         ram_loader_cleanup(s->ram_loader);
         g_clear_pointer(&s->ram_loader, g_free);
-        uint32_t zero = 0;
-        postcopy_rp_send(s->pci, RP_SHUT, &zero, sizeof(zero));
+        postcopy_rp_send(s->pci, &(RPMessage) { .type = RP_SHUT, .status = 0 });
         qemu_file_close(f);
         __atomic_store_n(&s->end_ms, now_ms(), __ATOMIC_SEQ_CST);
         migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
@@ -871,8 +860,7 @@ static gpointer load_thread(gpointer opaque)
     g_clear_pointer(&s->ram_loader, g_free);
     if (l.return_path) {
         QEMUFile *rp = qemu_file_new(qemu_file_fd(f), true, false);
-        qemu_put_byte(rp, RP_SHUT);
-        qemu_put_u32(rp, done.ok ? 0 : 1);
+        rp_put(rp, &(RPMessage) { .type = RP_SHUT, .status = done.ok ? 0 : 1 });
         qemu_file_close(rp);
     }
     qemu_file_close(f);

@@ -66,13 +66,11 @@ int postcopy_fault_vcpu(Machine *m, uint32_t tid)
     return -1;
 }
 
-void postcopy_rp_send(PostcopyIncoming *pc, uint8_t type, const void *data,
-                      size_t len)
+void postcopy_rp_send(PostcopyIncoming *pc, const RPMessage *m)
 {
     g_mutex_lock(&pc->rp_lock);
     if (pc->rp) {
-        qemu_put_byte(pc->rp, type);
-        qemu_put_buffer(pc->rp, data, len);
+        rp_put(pc->rp, m);
         qemu_fflush(pc->rp);
     }
     g_mutex_unlock(&pc->rp_lock);
@@ -161,18 +159,14 @@ static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev)
     }
     note_fault(pc, page, ev->pagefault.tid);
     if (test_and_set_bit_atomic(page, pc->requested)) {
+        __atomic_fetch_add(&pc->dup_faults, 1, __ATOMIC_RELAXED);
         return false;           /* asked for already */
     }
-    struct {
-        uint64_t off;
-        uint32_t count;
-    } __attribute__((packed)) req = {
-        GUINT64_TO_LE(page * PAGE), GUINT32_TO_LE((uint32_t)l->hpages),
-    };
+    RPMessage req = { .type = RP_REQ_PAGES, .off = page * PAGE,
+                      .count = (uint32_t)l->hpages };
     g_mutex_lock(&pc->rp_lock);
     if (pc->rp) {
-        qemu_put_byte(pc->rp, RP_REQ_PAGES);
-        qemu_put_buffer(pc->rp, &req, sizeof(req));
+        rp_put(pc->rp, &req);     /* flushed once per batch of faults */
     }
     g_mutex_unlock(&pc->rp_lock);
     __atomic_fetch_add(&pc->requests, 1, __ATOMIC_RELAXED);

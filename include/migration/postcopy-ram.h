@@ -24,6 +24,7 @@
 #include <json-glib/json-glib.h>
 
 #include "migration/ram-load.h"
+#include "migration/return-path.h"
 #include "system/machine.h"
 
 typedef struct QEMUFile QEMUFile;
@@ -43,6 +44,7 @@ typedef struct PostcopyIncoming {
     int64_t spin_ns;            /* fault thread: busy look before poll() */
     int quit;                   /* atomic */
     uint64_t requests;          /* atomic: requests sent */
+    uint64_t dup_faults;        /* atomic: faults on pages asked for already */
 
     GMutex stats_lock;
     GHashTable *faults;         /* page -> FaultRec, pages being waited for */
@@ -68,9 +70,8 @@ void postcopy_incoming_init(PostcopyIncoming *pc, Machine *m, RAMLoader *ram);
  */
 bool postcopy_listen(PostcopyIncoming *pc, int fd, GError **errp);
 
-/* postcopy_rp_send: a return-path message (type, then @len bytes). */
-void postcopy_rp_send(PostcopyIncoming *pc, uint8_t type, const void *data,
-                      size_t len);
+/* postcopy_rp_send: send a return-path message now (flushed). */
+void postcopy_rp_send(PostcopyIncoming *pc, const RPMessage *m);
 
 /* postcopy_stop_faults: stop and join the fault thread. */
 void postcopy_stop_faults(PostcopyIncoming *pc);

@@ -1,0 +1,223 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The return path (migration/return-path.c): each message written and
+ * read back, malformed messages and requests refused; and the fault
+ * thread's requests (migration/postcopy-ram.c): one request per missing
+ * page however many threads wait on it, none for a page in place.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <gio/gio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "migration/postcopy-ram.h"
+#include "migration/qemu-file.h"
+#include "migration/return-path.h"
+#include "migration/stream.h"
+
+#define PAGE    4096
+#define NPAGES  64
+
+static GBytes *encode(const RPMessage *msgs, int n)
+{
+    QEMUFile *w = qemu_file_new_mem_writer();
+    for (int i = 0; i < n; i++) {
+        rp_put(w, &msgs[i]);
+    }
+    return qemu_file_mem_finish(w);
+}
+
+static void test_roundtrip(void **state)
+{
+    (void)state;
+    RPMessage in[] = {
+        { .type = RP_REQ_PAGES, .off = 0x123456789000ULL, .count = 7 },
+        { .type = RP_RUNNING },
+        { .type = RP_SHUT, .status = 1 },
+    };
+    g_autoptr(GBytes) b = encode(in, 3);
+    /* The wire format of docs/migration-stream.md: 13 + 1 + 5 bytes. */
+    assert_int_equal(g_bytes_get_size(b), 19);
+    const uint8_t *p = g_bytes_get_data(b, NULL);
+    assert_int_equal(p[0], RP_REQ_PAGES);
+    assert_int_equal(p[1], 0x00);           /* little-endian offset */
+    assert_int_equal(p[2], 0x90);
+    assert_int_equal(p[9], 7);              /* little-endian count */
+    QEMUFile *r = qemu_file_new_mem(p, g_bytes_get_size(b));
+    for (int i = 0; i < 3; i++) {
+        RPMessage m;
+        g_autoptr(GError) err = NULL;
+        assert_true(rp_get(r, &m, &err));
+        assert_int_equal(m.type, in[i].type);
+        assert_int_equal(m.off, in[i].off);
+        assert_int_equal(m.count, in[i].count);
+        assert_int_equal(m.status, in[i].status);
+    }
+    /* Past the end: a stream error, not a message. */
+    RPMessage m;
+    g_autoptr(GError) err = NULL;
+    assert_false(rp_get(r, &m, &err));
+    assert_non_null(err);
+    qemu_file_close(r);
+}
+
+static void test_malformed(void **state)
+{
+    (void)state;
+    static const uint8_t unknown[] = { 0x7f };
+    static const uint8_t cut[] = { RP_REQ_PAGES, 0, 0x10, 0 };
+    RPMessage m;
+    g_autoptr(GError) e1 = NULL, e2 = NULL;
+    QEMUFile *r = qemu_file_new_mem(unknown, sizeof(unknown));
+    assert_false(rp_get(r, &m, &e1));
+    assert_non_null(strstr(e1->message, "unknown message 0x7f"));
+    qemu_file_close(r);
+    r = qemu_file_new_mem(cut, sizeof(cut));
+    assert_false(rp_get(r, &m, &e2));
+    assert_non_null(strstr(e2->message, "cut short"));
+    qemu_file_close(r);
+}
+
+static void test_check_request(void **state)
+{
+    (void)state;
+    RAMBlock rb = { .name = (char *)"pc.ram", .size = NPAGES * PAGE };
+    static const struct { uint64_t off; uint32_t count; bool ok; } t[] = {
+        { 0, 1, true },
+        { (NPAGES - 1) * PAGE, 1, true },
+        { 0, NPAGES, true },
+        { PAGE + 1, 1, false },                 /* not page aligned */
+        { 0, 0, false },                        /* empty */
+        { 0, STREAM_MAX_RUN + 1, false },       /* absurd length */
+        { NPAGES * PAGE, 1, false },            /* past the end */
+        { (NPAGES - 1) * PAGE, 2, false },      /* runs over the end */
+        { UINT64_MAX - PAGE + 1, 2, false },    /* wraps around */
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(t); i++) {
+        g_autoptr(GError) err = NULL;
+        assert_int_equal(rp_check_request(&rb, t[i].off, t[i].count, &err),
+                         t[i].ok);
+        if (!t[i].ok) {
+            assert_non_null(strstr(err->message, "block 'pc.ram'"));
+        }
+    }
+}
+
+/* ---- The fault thread's requests --------------------------------------- */
+
+typedef struct Toucher {
+    volatile uint8_t *addr;
+    uint8_t seen;
+} Toucher;
+
+static gpointer touch(gpointer opaque)
+{
+    Toucher *t = opaque;
+    t->seen = *t->addr;
+    return NULL;
+}
+
+/* Wait (up to 10 s) for *@v to reach @want: a test hang, not a timing. */
+static void wait_for(uint64_t *v, uint64_t want)
+{
+    for (int i = 0; i < 10000 && __atomic_load_n(v, __ATOMIC_ACQUIRE) < want; i++) {
+        g_usleep(1000);
+    }
+    assert_int_equal(__atomic_load_n(v, __ATOMIC_ACQUIRE), want);
+}
+
+static void place(RAMLoader *l, RAMLoadBuf *b, uint64_t page, uint8_t fill)
+{
+    uint8_t data[PAGE];
+    memset(data, fill, PAGE);
+    QEMUFile *mf = qemu_file_new_mem(data, PAGE);
+    g_autoptr(GError) err = NULL;
+    assert_true(ram_load_pages(l, b, mf, page * PAGE, 1, &err));
+    qemu_file_close(mf);
+}
+
+static void test_dedup(void **state)
+{
+    (void)state;
+    RAMBlock *rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
+    RAMLoader l;
+    RAMLoadBuf b;
+    ram_loader_init(&l, rb);
+    if (!l.registered) {
+        print_message("# SKIP: %s\n", l.why_no_uffd);
+        ram_loader_cleanup(&l);
+        ram_block_free(rb);
+        skip();
+    }
+    ram_load_buf_init(&b, &l);
+    Machine m = { .ncpus = 0 };
+    PostcopyIncoming pc;
+    postcopy_incoming_init(&pc, &m, &l);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    g_autoptr(GError) err = NULL;
+    assert_true(postcopy_listen(&pc, sv[0], &err));
+
+    /* A page in place already: read without a fault, no request. */
+    place(&l, &b, 7, 0x77);
+    assert_int_equal(rb->host[7 * PAGE], 0x77);
+
+    /* Two threads on one missing page: one request, the second fault
+     * is counted as a duplicate; both wake when the page is placed. */
+    Toucher t1 = { .addr = rb->host + 5 * PAGE + 8 };
+    Toucher t2 = { .addr = rb->host + 5 * PAGE + 100 };
+    GThread *th1 = g_thread_new("touch1", touch, &t1);
+    wait_for(&pc.requests, 1);
+    QEMUFile *src = qemu_file_new(sv[1], false, false);
+    RPMessage req;
+    assert_true(rp_get(src, &req, &err));
+    assert_int_equal(req.type, RP_REQ_PAGES);
+    assert_int_equal(req.off, 5 * PAGE);
+    assert_int_equal(req.count, 1);
+    GThread *th2 = g_thread_new("touch2", touch, &t2);
+    wait_for(&pc.dup_faults, 1);
+    assert_int_equal(__atomic_load_n(&pc.requests, __ATOMIC_ACQUIRE), 1);
+    place(&l, &b, 5, 0x55);
+    g_thread_join(th1);
+    g_thread_join(th2);
+    assert_int_equal(t1.seen, 0x55);
+    assert_int_equal(t2.seen, 0x55);
+
+    /* Nothing else was sent: the next message is the next request. */
+    Toucher t3 = { .addr = rb->host + 9 * PAGE };
+    GThread *th3 = g_thread_new("touch3", touch, &t3);
+    assert_true(rp_get(src, &req, &err));
+    assert_int_equal(req.off, 9 * PAGE);
+    place(&l, &b, 9, 0x99);
+    g_thread_join(th3);
+    assert_int_equal(t3.seen, 0x99);
+    assert_int_equal(__atomic_load_n(&pc.requests, __ATOMIC_ACQUIRE), 2);
+
+    qemu_file_close(src);
+    postcopy_incoming_cleanup(&pc);
+    close(sv[1]);
+    ram_load_buf_cleanup(&b);
+    ram_loader_cleanup(&l);
+    ram_block_free(rb);
+}
+
+int main(void)
+{
+    const struct CMUnitTest all[] = {
+        { "/migration/return-path/roundtrip", test_roundtrip, NULL, NULL, NULL },
+        { "/migration/return-path/malformed", test_malformed, NULL, NULL, NULL },
+        { "/migration/return-path/check-request", test_check_request, NULL, NULL,
+          NULL },
+        { "/migration/postcopy/request-dedup", test_dedup, NULL, NULL, NULL },
+    };
+    return cmocka_run_group_tests_name("return-path", all, NULL, NULL);
+}
