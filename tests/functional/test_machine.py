@@ -69,14 +69,20 @@ def latency_windows(opts):
             count, p50, p99, p999, mx = map(int, l.groups())
             assert count > 0 and p50 <= p99 <= p999, l.group(0)
             assert mx >= p50, l.group(0)
-            # Then its stalls of 2^10 cycles and more, bucket:count.
-            st = m.wait_line(rf'^latency: stalls window={w}((?: \d+:\d+)*)$', 20)
-            pairs = [tuple(map(int, x.split(':'))) for x in st.group(1).split()]
-            assert all(b >= 20 and n > 0 for b, n in pairs), st.group(0)
-            assert sum(n for _, n in pairs) <= count, (st.group(0), count)
+            # Then its stalls of 2^10 cycles and more, bucket:count, on
+            # as many lines as it takes: all of them come before the next
+            # window's line.
+            m.wait_line(rf'^latency: window={w + 1} ', 20)
+            rx = re.compile(rf'^latency: stalls window={w}((?: \d+:\d+)*)$')
+            st = [x for x in list(m.lines) if rx.match(x)]
+            assert st, f'no stalls line for window {w}'
+            pairs = [tuple(map(int, x.split(':')))
+                     for line in st for x in rx.match(line).group(1).split()]
+            assert all(b >= 20 and n > 0 for b, n in pairs), st
+            assert sum(n for _, n in pairs) <= count, (st, count)
             if mx >> 10:
                 top = max(b for b, _ in pairs)
-                assert (top // 2) == mx.bit_length() - 1, (st.group(0), mx)
+                assert (top // 2) == mx.bit_length() - 1, (st, mx)
 
 
 def serial_file(opts):
