@@ -41,6 +41,18 @@ def pair(mem='512M', smp=1, append='verify', preempt=False, extra=(),
     return src, dst
 
 
+def switch_at_once(src, dst, **params):
+    """Once the guest runs, migrate with max-bandwidth unlimited (and
+    @params, QMP parameter names with _ for -) and switch to postcopy
+    at once, before the first pass is done."""
+    src.m.wait_line(r'^verify: round=1 ', 120)
+    params = {'max-bandwidth': 0,
+              **{k.replace('_', '-'): v for k, v in params.items()}}
+    assert src.qmp.cmd('migrate-set-parameters', params) == {'return': {}}
+    assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
+    assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+
+
 def finish(src, dst, timeout=180):
     """Wait for both ends to complete; check the reply shapes."""
     info = src.wait_status({'completed', 'failed', 'postcopy-paused'}, timeout)
@@ -90,10 +102,7 @@ def immediate(opts):
     demand or by the push, with the guest already running here."""
     mem, smp, preempt = opts.extra
     src, dst = pair(mem, smp, preempt=preempt)
-    src.m.wait_line(r'^verify: round=1 ', 120)
-    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0})
-    assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
-    assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+    switch_at_once(src, dst)
     info, d = finish(src, dst)
     assert info['ram']['postcopy-requests'] > 0, info
     assert info['ram']['postcopy-bytes'] > info['ram']['total'] // 2, info
@@ -109,11 +118,7 @@ def push_limited(opts):
     serves requests and was still running after 100 s.)  How long single
     requests wait is measured by bench/postcopy.py, not asserted here."""
     src, dst = pair('512M', 1)
-    src.m.wait_line(r'^verify: round=1 ', 120)
-    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0,
-                                           'max-postcopy-bandwidth': 4 << 20})
-    assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
-    assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+    switch_at_once(src, dst, max_postcopy_bandwidth=4 << 20)
     info, d = finish(src, dst, timeout=100)
     assert info['ram']['postcopy-requests'] > 10000, info
     assert sum(d['postcopy-latency-dist']) > 0, d
@@ -144,10 +149,7 @@ def backend(opts):
     obj, hugepages = opts.extra
     with HugePages(hugepages) if hugepages else contextlib.nullcontext():
         src, dst = pair(None, 2, extra=backend_args(obj))
-        src.m.wait_line(r'^verify: round=1 ', 120)
-        src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0})
-        src.qmp.cmd('migrate', {'uri': dst.listen_uri()})
-        src.qmp.cmd('migrate-start-postcopy')
+        switch_at_once(src, dst)
         finish(src, dst)
         verify_goes_on(src, dst)
 
@@ -160,10 +162,7 @@ def prealloc_dst(opts):
     src, dst = pair(None, 2, preempt=preempt,
                     extra=backend_args('memory-backend-ram,size=1G'),
                     dst_extra=backend_args('memory-backend-ram,size=1G,prealloc=on'))
-    src.m.wait_line(r'^verify: round=1 ', 120)
-    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0})
-    assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
-    assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+    switch_at_once(src, dst)
     info, d = finish(src, dst)
     assert info['ram']['postcopy-requests'] > 0, info
     verify_goes_on(src, dst)
