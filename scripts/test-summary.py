@@ -80,11 +80,15 @@ def count(build):
             elif t.get('result') not in ('OK', 'SKIP') and not cases_failed:
                 # A crash or timeout after some cases printed still
                 # fails; a failed case has already been counted.
+                # The cause is then on stderr, or in the exit status.
                 failed += 1
                 tail = [x for x in lines if x.strip()][-DIAG_LINES:]
+                err = [x for x in (t.get('stderr') or '').splitlines()
+                       if x.strip()][-DIAG_LINES:]
                 failures.append((f'{build}: {t.get("name")}: '
-                                 f'{t.get("result")} after {cases} cases',
-                                 tail))
+                                 f'{t.get("result")} after {cases} cases, '
+                                 f'exit status {t.get("returncode")}',
+                                 tail + [f'stderr: {x}' for x in err]))
     return passed, failed, skipped, skips
 
 

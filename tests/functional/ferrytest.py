@@ -132,6 +132,10 @@ class Machine:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        # A daemon thread still inside a read of the pipe at interpreter
+        # exit holds the reader's lock, and Python aborts ("could not
+        # acquire lock ... at interpreter shutdown"): wait for its EOF.
+        self._reader.join(5)
 
     def __enter__(self):
         return self
