@@ -6,11 +6,14 @@
 #include "migration/qemu-file.h"
 #include "migration/stream.h"
 #include "qemu/bitmap.h"
+#include "qemu/pagemap.h"
 
 #include <string.h>
+#include <unistd.h>
 
 #define PAGE            4096
 #define MAX_RUN         256     /* pages in one RAM_PAGES record: 1 MiB */
+#define PM_BATCH        256     /* pagemap entries read at once: 2 KiB */
 
 void ram_saver_init(RAMSaver *r, RAMBlock *rb, KVMState *kvm, QEMUFile *f,
                     MigrationStats *stats, int *cancel)
@@ -33,6 +36,16 @@ void ram_saver_init(RAMSaver *r, RAMBlock *rb, KVMState *kvm, QEMUFile *f,
     uint64_t chunks = ((r->npages + RAM_CLEAR_CHUNK_PAGES - 1) / RAM_CLEAR_CHUNK_PAGES);
     r->clear_pending = bitmap_new(chunks);
     bitmap_set(r->clear_pending, 0, chunks);
+    /*
+     * Private anonymous RAM: pages the guest never wrote have no frame,
+     * and pagemap says so without the read faults that looking at them
+     * would cost (an idle guest's first pass is mostly such pages).
+     */
+    r->pagemap_fd = -1;
+    if (rb->fd < 0 && !rb->shared && rb->page_size == PAGE) {
+        int fd = pagemap_open();
+        r->pagemap_fd = fd < 0 ? -1 : fd;
+    }
 }
 
 bool ram_sync_dirty(RAMSaver *r, GError **errp)
@@ -72,6 +85,10 @@ void ram_saver_cleanup(RAMSaver *r)
     bitmap_free(r->clear_pending);
     bitmap_free(r->sent);
     r->dirty = r->clear_pending = r->sent = NULL;
+    if (r->pagemap_fd >= 0) {
+        close(r->pagemap_fd);
+        r->pagemap_fd = -1;
+    }
     g_queue_clear_full(&r->urgent, g_free);
     g_mutex_clear(&r->urgent_lock);
     g_cond_clear(&r->urgent_cond);
@@ -125,37 +142,64 @@ static void add(uint64_t *stat, uint64_t n)
     __atomic_fetch_add(stat, n, __ATOMIC_RELAXED);
 }
 
+/*
+ * Whether page @i reads as zero.  @pm holds the pagemap entries of the
+ * pages from @pm_first, or is NULL.  A page the guest writes after
+ * this look is logged dirty (its chunk's log was cleared before), and
+ * goes again in a later pass, as with a read of its contents.
+ */
+static bool zero_page(const RAMSaver *r, const uint64_t *pm,
+                      uint64_t pm_first, uint64_t i)
+{
+    if (pm && pagemap_never_touched(pm[i - pm_first])) {
+        return true;
+    }
+    return page_is_zero(r->rb->host + i * PAGE);
+}
+
 uint64_t ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
                         bool limit)
 {
     uint64_t total = 0;
     uint8_t *base = r->rb->host;
     uint64_t i = first, end = first + n;
+    uint64_t pm_buf[PM_BATCH];
 
     while (i < end) {
-        /* A stretch of zero pages, or of pages with data. */
-        bool zero = page_is_zero(base + i * PAGE);
-        uint64_t j = i + 1;
-        while (j < end && page_is_zero(base + j * PAGE) == zero) {
-            j++;
+        /* Runs end at a batch's end, where the pagemap entries do. */
+        uint64_t batch_end = MIN(end, i + PM_BATCH);
+        const uint64_t *pm = NULL;
+        if (r->pagemap_fd >= 0 &&
+            pagemap_read(r->pagemap_fd, base + i * PAGE, batch_end - i,
+                         pm_buf) == 0) {
+            pm = pm_buf;
         }
-        uint64_t before = qemu_file_transferred(f);
-        qemu_put_byte(f, zero ? REC_RAM_ZERO : REC_RAM_PAGES);
-        qemu_put_u64(f, i * PAGE);
-        qemu_put_u32(f, j - i);
-        if (zero) {
-            add(&r->stats->zero_pages, j - i);
-        } else {
-            qemu_put_buffer(f, base + i * PAGE, (j - i) * PAGE);
-            add(&r->stats->normal_pages, j - i);
+        uint64_t pm_first = i;
+        while (i < batch_end) {
+            /* A stretch of zero pages, or of pages with data. */
+            bool zero = zero_page(r, pm, pm_first, i);
+            uint64_t j = i + 1;
+            while (j < batch_end && zero_page(r, pm, pm_first, j) == zero) {
+                j++;
+            }
+            uint64_t before = qemu_file_transferred(f);
+            qemu_put_byte(f, zero ? REC_RAM_ZERO : REC_RAM_PAGES);
+            qemu_put_u64(f, i * PAGE);
+            qemu_put_u32(f, j - i);
+            if (zero) {
+                add(&r->stats->zero_pages, j - i);
+            } else {
+                qemu_put_buffer(f, base + i * PAGE, (j - i) * PAGE);
+                add(&r->stats->normal_pages, j - i);
+            }
+            uint64_t sent = qemu_file_transferred(f) - before;
+            add(&r->stats->transferred, sent);
+            total += sent;
+            if (limit) {
+                rate_limit(r, sent);
+            }
+            i = j;
         }
-        uint64_t sent = qemu_file_transferred(f) - before;
-        add(&r->stats->transferred, sent);
-        total += sent;
-        if (limit) {
-            rate_limit(r, sent);
-        }
-        i = j;
     }
     bitmap_set_atomic(r->sent, first, n);
     return total;

@@ -45,6 +45,8 @@ typedef struct RAMSaver {
     int *stop_pass;
     unsigned long *sent;        /* pages sent at least once */
     uint64_t hpages;            /* 4 KiB pages per host page */
+    /* /proc/self/pagemap for private anonymous RAM, else -1 (any thread). */
+    int pagemap_fd;
 
     /*
      * Postcopy.  From the switchover the dirty bitmap is shared with

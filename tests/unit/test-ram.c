@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The source's RAM saver (migration/ram.c): which pages go as data and
+ * which as a zero flag, for private anonymous RAM (where pagemap tells
+ * never-touched pages without reading them) and shared RAM (where it
+ * must not be trusted), checked against the memory itself.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <glib.h>
+#include <string.h>
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "migration/migration.h"
+#include "migration/qemu-file.h"
+#include "migration/ram.h"
+#include "migration/stream.h"
+#include "qemu/pagemap.h"
+#include "system/ramblock.h"
+
+#define PAGE    4096
+#define NPAGES  64
+
+/* What each page holds before it is sent. */
+enum { UNTOUCHED, DATA, ZEROED, DISCARDED, READ_ONLY };
+
+static const int layout[NPAGES] = {
+    [0] = DATA, [1] = DATA, [2] = DATA, [3] = DATA,
+    [4] = ZEROED, [5] = ZEROED, [6] = ZEROED, [7] = ZEROED,
+    [16] = DATA, [17] = DISCARDED, [18] = DISCARDED, [19] = DISCARDED,
+    [20] = READ_ONLY, [21] = READ_ONLY, [40] = DATA, [63] = DATA,
+};
+
+static void fill(RAMBlock *rb)
+{
+    volatile uint8_t sink = 0;
+    for (int i = 0; i < NPAGES; i++) {
+        uint8_t *p = rb->host + (size_t)i * PAGE;
+        switch (layout[i]) {
+        case DATA:
+            memset(p, 0x40 + i, PAGE);
+            p[PAGE - 1] = (uint8_t)i;
+            break;
+        case ZEROED:
+            memset(p, 0, PAGE);
+            break;
+        case DISCARDED:
+            memset(p, 0x77, PAGE);
+            break;
+        case READ_ONLY:
+            sink += p[0];
+            break;
+        }
+    }
+    for (int i = 0; i < NPAGES; i++) {
+        if (layout[i] == DISCARDED) {
+            /* Private anonymous: the contents go, the page reads zero. */
+            assert_int_equal(madvise(rb->host + (size_t)i * PAGE, PAGE,
+                                     MADV_DONTNEED), 0);
+        }
+    }
+    (void)sink;
+}
+
+/* Send the block, replay the records onto a copy, compare; count pages. */
+static void send_and_check(RAMBlock *rb, int want_pagemap)
+{
+    MigrationStats stats = { 0 };
+    int cancel = 0;
+    RAMSaver r;
+    QEMUFile *f = qemu_file_new_mem_writer();
+
+    ram_saver_init(&r, rb, NULL, f, &stats, &cancel);
+    if (want_pagemap && r.pagemap_fd < 0) {
+        print_message("# SKIP: /proc/self/pagemap cannot be read here\n");
+        ram_saver_cleanup(&r);
+        g_bytes_unref(qemu_file_mem_finish(f));
+        skip();
+    }
+    assert_int_equal(r.pagemap_fd >= 0, want_pagemap);
+    ram_send_pages(&r, f, 0, NPAGES, false);
+    g_autoptr(GBytes) out = qemu_file_mem_finish(f);
+    if (want_pagemap) {
+        /* Never-touched pages were not read: they still have no frame. */
+        uint64_t pm[NPAGES];
+        assert_int_equal(pagemap_read(r.pagemap_fd, rb->host, NPAGES, pm), 0);
+        for (int i = 0; i < NPAGES; i++) {
+            if (layout[i] == UNTOUCHED) {
+                assert_true(pagemap_never_touched(pm[i]));
+            }
+        }
+    }
+
+    g_autofree uint8_t *copy = g_malloc(NPAGES * PAGE);
+    memset(copy, 0xee, NPAGES * PAGE);  /* every page must be written */
+    gsize len;
+    const uint8_t *data = g_bytes_get_data(out, &len);
+    QEMUFile *in = qemu_file_new_mem(data, len);
+    uint64_t data_pages = 0, zero_pages = 0;
+    while (data_pages + zero_pages < NPAGES) {
+        uint8_t rec = qemu_get_byte(in);
+        uint64_t off = qemu_get_u64(in);
+        uint32_t n = qemu_get_u32(in);
+        assert_int_equal(qemu_file_error(in), 0);
+        assert_true(off % PAGE == 0 && off / PAGE + n <= NPAGES && n > 0);
+        if (rec == REC_RAM_PAGES) {
+            qemu_get_buffer(in, copy + off, (size_t)n * PAGE);
+            data_pages += n;
+        } else {
+            assert_int_equal(rec, REC_RAM_ZERO);
+            memset(copy + off, 0, (size_t)n * PAGE);
+            zero_pages += n;
+        }
+    }
+    assert_int_equal(qemu_file_error(in), 0);
+    assert_int_equal(qemu_file_close(in), 0);
+
+    assert_memory_equal(copy, rb->host, NPAGES * PAGE);
+    uint64_t want_data = 0;
+    for (int i = 0; i < NPAGES; i++) {
+        /* MADV_DONTNEED unmaps a shared page but keeps its contents,
+         * and pagemap then shows it as never touched: the trap. */
+        want_data += layout[i] == DATA || (rb->shared && layout[i] == DISCARDED);
+    }
+    assert_int_equal(data_pages, want_data);
+    assert_int_equal(stats.normal_pages, want_data);
+    assert_int_equal(stats.zero_pages, NPAGES - want_data);
+    ram_saver_cleanup(&r);
+    assert_int_equal(r.pagemap_fd, -1);
+}
+
+/* pagemap_read and pagemap_never_touched against known pages. */
+static void test_pagemap(void **state)
+{
+    (void)state;
+    int fd = pagemap_open();
+    if (fd < 0) {
+        print_message("# SKIP: /proc/self/pagemap: %s\n", strerror(-fd));
+        skip();
+    }
+    g_autoptr(RAMBlock) rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
+    fill(rb);
+    uint64_t pm[NPAGES];
+    assert_int_equal(pagemap_read(fd, rb->host, NPAGES, pm), 0);
+    for (int i = 0; i < NPAGES; i++) {
+        bool untouched = layout[i] == UNTOUCHED || layout[i] == DISCARDED;
+        assert_int_equal(pagemap_never_touched(pm[i]), untouched);
+    }
+    close(fd);
+    assert_int_equal(pagemap_read(-1, rb->host, 1, pm), -EBADF);
+}
+
+static void test_zero_detect_private(void **state)
+{
+    (void)state;
+    g_autoptr(RAMBlock) rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
+    fill(rb);
+    send_and_check(rb, 1);
+}
+
+/* Shared memory keeps pages in the file: every page is looked at. */
+static void test_zero_detect_shared(void **state)
+{
+    (void)state;
+    MemBackendOptions o = { .type = MEM_BACKEND_MEMFD, .id = (char *)"mem",
+                            .size = NPAGES * PAGE,
+                            .share = true };
+    g_autoptr(GError) err = NULL;
+    g_autoptr(RAMBlock) rb = ram_block_new("pc.ram", &o, &err);
+    if (!rb) {
+        fail_msg("%s", err->message);
+    }
+    fill(rb);
+    send_and_check(rb, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        { "/util/pagemap/entries", test_pagemap, NULL, NULL, NULL },
+        { "/migration/ram/zero-detect/private", test_zero_detect_private,
+          NULL, NULL, NULL },
+        { "/migration/ram/zero-detect/shared", test_zero_detect_shared,
+          NULL, NULL, NULL },
+    };
+    return cmocka_run_group_tests_name("ram", tests, NULL, NULL);
+}
