@@ -23,6 +23,7 @@ void ram_loader_init(RAMLoader *l, RAMBlock *rb)
     l->npages = rb->size / PAGE;
     l->hpages = rb->page_size / PAGE;
     l->received = bitmap_new(l->npages);
+    l->in_place = rb->prealloc;
     g_mutex_init(&l->pool_lock);
     l->uffd = uffd_open(O_CLOEXEC | O_NONBLOCK);
     if (l->uffd < 0) {
@@ -282,6 +283,7 @@ static bool pool_create(RAMLoader *l, bool *made, GError **errp)
         return true;        /* e.g. RAM spans several mappings */
     }
     *made = true;
+    l->in_place = false;
     l->pool = p;
     l->pooled = bitmap_new(l->npages);
     bitmap_set(l->pooled, 0, l->npages);
@@ -359,7 +361,13 @@ static bool place(RAMLoader *l, RAMLoadBuf *b, uint64_t first, uint64_t n,
             j++;
         }
         const uint8_t *s = src ? src + i * PAGE : NULL;
-        if (have || !l->registered) {
+        if (l->in_place && !have) {
+            /* Mapped, with the zeros of preallocation or earlier data. */
+            for (uint64_t k = i; k < j; k++) {
+                overwrite(l, first + k, s ? s + (k - i) * PAGE : NULL);
+            }
+            mark_received(l, page, j - i);
+        } else if (have || !l->registered) {
             /* In place: received before, or RAM is not registered (then
              * memory never written is zero already: skip zero pages). */
             for (uint64_t k = i; k < j; k++) {
@@ -413,6 +421,14 @@ bool ram_load_pages(RAMLoader *l, RAMLoadBuf *b, QEMUFile *f, uint64_t off,
 {
     uint64_t first = off / PAGE;
     size_t len = (size_t)count * PAGE;
+    if (l->in_place) {
+        /* Every page is mapped: straight into guest RAM. */
+        qemu_get_buffer(f, l->rb->host + off, len);
+        if (!qemu_file_error(f)) {
+            mark_received(l, first, count);
+        }
+        return true;
+    }
     bool all_in = true;
     for (uint32_t i = 0; i < count && all_in; i++) {
         all_in = ram_load_received(l, first + i);
@@ -455,6 +471,7 @@ static bool drop_pages(RAMLoader *l, uint64_t first, uint64_t count,
 {
     uint64_t off = first * PAGE;
     int advice = l->rb->shared ? MADV_REMOVE : MADV_DONTNEED;
+    l->in_place = false;        /* these pages are missing from now */
     if (madvise(l->rb->host + off, count * PAGE, advice) < 0) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
                     "discarding guest pages at 0x%" G_GINT64_MODIFIER "x: %s",

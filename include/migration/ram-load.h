@@ -49,6 +49,13 @@ typedef struct RAMLoader {
     /* Set once postcopy runs: zero pages must be placed, not skipped. */
     bool postcopy;
     unsigned long *received;    /* one bit per 4 KiB page, atomic */
+    /*
+     * Every page is mapped (preallocated RAM, nothing discarded yet and
+     * no pool made): precopy writes straight into guest RAM, as if all
+     * pages had been received.  Load thread only; cleared for good by a
+     * discard or the pool, before any other thread places pages.
+     */
+    bool in_place;
     uint64_t features;          /* UFFD_FEATURE_* enabled on uffd */
     char *why_no_uffd;          /* when uffd is -1 or unregistered: why */
     void (*placed)(void *opaque, uint64_t first, uint64_t n);

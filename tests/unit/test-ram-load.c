@@ -256,6 +256,42 @@ static void test_pool(void **state)
     assert_false(pool_resident(f, 40));
 }
 
+static void test_prealloc_precopy(void **state)
+{
+    /*
+     * Preallocated RAM in precopy: every page is mapped, so records go
+     * straight into guest RAM, with no userfaultfd call (a failing
+     * UFFDIO_COPY per page before).  A zero record over data clears it.
+     */
+    Fixture *f = g_new0(Fixture, 1);
+    MemBackendOptions o = { .type = MEM_BACKEND_RAM, .id = (char *)"m",
+                            .size = NPAGES * PAGE, .prealloc = true };
+    f->rb = ram_block_new("pc.ram", &o, NULL);
+    ram_loader_init(&f->l, f->rb);
+    ram_load_buf_init(&f->b, &f->l);
+    *state = f;
+    need_uffd(f);
+    assert_true(f->l.in_place);
+    memset(f->rb->host + 5 * PAGE, 0xee, PAGE);
+    int uffd = f->l.uffd;
+    f->l.uffd = -1;                 /* any userfaultfd call would fail */
+    assert_true(load(f, 2, 3, 7));
+    g_autoptr(GError) err = NULL;
+    assert_true(ram_load_zero(&f->l, &f->b, 5 * PAGE, 2, &err));
+    f->l.uffd = uffd;
+    check(f, 2, 9);
+    check(f, 4, 11);
+    check(f, 5, 0);
+    check(f, 6, 0);
+    assert_false(ram_load_received(&f->l, 7));
+    /* A discard makes pages missing: placing goes through uffd again. */
+    assert_true(ram_load_discard(&f->l, 3 * PAGE, 1, &err));
+    assert_false(f->l.in_place);
+    assert_false(resident(f, 3));
+    assert_true(load(f, 3, 1, 1));
+    check(f, 3, 4);
+}
+
 static void test_no_pool(void **state)
 {
     /* Without prealloc there is nothing to keep: no pool. */
@@ -297,6 +333,8 @@ int main(void)
         { "/migration/ram-load/placed-hook", test_hook, setup, teardown, NULL },
         { "/migration/ram-load/pool", test_pool, NULL, teardown, NULL },
         { "/migration/ram-load/no-pool", test_no_pool, setup, teardown, NULL },
+        { "/migration/ram-load/prealloc-precopy", test_prealloc_precopy, NULL,
+          teardown, NULL },
     };
     return cmocka_run_group_tests_name("ram-load", tests, NULL, NULL);
 }
