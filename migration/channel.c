@@ -43,7 +43,13 @@ static bool uri_parse(const char *uri, Uri *u, GError **errp)
     return false;
 }
 
-/* Big socket buffers: migration is a bulk transfer. */
+/*
+ * Big socket buffers: migration is a bulk transfer.  No Nagle on TCP:
+ * page requests and requested pages are small writes, and with Nagle a
+ * small write waits for the ACK of the one before, which the peer may
+ * delay up to 40 ms when it has nothing to send back (the main stream
+ * of a postcopy with preempt, whose pages take the other connection).
+ */
 static void tune(int fd, bool tcp)
 {
     int one = 1, buf = 4 << 20;
@@ -137,6 +143,20 @@ int channel_connect(const char *uri, GError **errp)
     }
     uri_clear(&u);
     return fd;
+}
+
+void channel_tune(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
+        return;                 /* not a socket: a pipe or a file */
+    }
+    if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+        tune(fd, true);
+    } else if (ss.ss_family == AF_UNIX) {
+        tune(fd, false);
+    }
 }
 
 static JsonObject *inet_address(const struct sockaddr *sa)

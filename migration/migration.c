@@ -26,6 +26,7 @@
 #include "migration/postcopy-ram.h"
 #include "migration/stream.h"
 #include "qemu/bitmap.h"
+#include "qemu/thread-prio.h"
 
 const char *migration_status_name(MigrationStatus s)
 {
@@ -286,6 +287,9 @@ static gpointer rp_thread(gpointer opaque)
     QEMUFile *rp = qemu_file_new(fd, false, false);
     QEMUFile *pf = s->preempt_fd >= 0 ? qemu_file_new(s->preempt_fd, true, false)
                                       : NULL;
+    /* Page requests are read (and with preempt served) here: see
+     * URGENT_RT_PRIO. */
+    thread_set_fifo(URGENT_RT_PRIO);
 
     for (;;) {
         RPMessage m;
@@ -885,6 +889,7 @@ static gpointer preempt_thread(gpointer opaque)
     MigrationState *s = a->s;
     QEMUFile *f = qemu_file_new(a->fd, false, true);
     g_free(a);
+    thread_set_fifo(URGENT_RT_PRIO);   /* requested pages: URGENT_RT_PRIO */
     RAMLoader *ram;
     /* The main stream's thread made the loader when it started. */
     while (!(ram = __atomic_load_n(&s->ram_loader, __ATOMIC_ACQUIRE))) {
@@ -928,6 +933,7 @@ static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
     if (c < 0) {
         return G_SOURCE_CONTINUE;
     }
+    channel_tune(c);
     MigrateArgs *a = g_new0(MigrateArgs, 1);
     a->s = s;
     a->fd = c;
@@ -980,6 +986,7 @@ static bool incoming_start(MigrationState *s, const char *uri, GError **errp)
             }
             return false;
         }
+        channel_tune(fd);
         incoming_from_fd(s, fd);
         return true;
     }
@@ -989,6 +996,7 @@ static bool incoming_start(MigrationState *s, const char *uri, GError **errp)
         if (fd < 0) {
             return false;
         }
+        channel_tune(fd);
         incoming_from_fd(s, fd);
         return true;
     }
@@ -1082,6 +1090,9 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
                                           : channel_connect(uri, errp);
     if (fd < 0) {
         return NULL;
+    }
+    if (g_str_has_prefix(uri, "fd:")) {
+        channel_tune(fd);
     }
     if (s->thread) {
         g_thread_join(s->thread);

@@ -13,6 +13,7 @@
 #include "migration/qemu-file.h"
 #include "migration/stream.h"
 #include "qemu/bitmap.h"
+#include "qemu/thread-prio.h"
 #include "qemu/userfaultfd.h"
 
 #define PAGE            4096
@@ -178,6 +179,10 @@ static gpointer fault_thread(gpointer opaque)
     PostcopyIncoming *pc = opaque;
     int uffd = pc->ram->uffd;
     UffdEvent ev[FAULT_BATCH];
+    /* A faulting vCPU waits on this thread, on a host whose CPUs the push
+     * keeps busy: run at once when woken (it blocks between faults).
+     * Without the privilege it stays a normal thread. */
+    thread_set_fifo(URGENT_RT_PRIO);
     struct pollfd pfd[2] = {
         { .fd = uffd, .events = POLLIN },
         { .fd = pc->quit_fd, .events = POLLIN },

@@ -23,6 +23,13 @@
  */
 int channel_connect(const char *uri, GError **errp);
 
+/*
+ * channel_tune: what channel_connect does to its sockets, for one that
+ * came another way (accepted, or passed with fd:): big buffers, and
+ * TCP_NODELAY on TCP.  Anything that is not a socket is left alone.
+ */
+void channel_tune(int fd);
+
 /* channel_open_file / channel_exec: file: and exec: for either side. */
 int channel_open_file(const char *uri, bool writing, GError **errp);
 int channel_exec(const char *uri, bool writing, GError **errp);

@@ -27,6 +27,16 @@
 #include "migration/return-path.h"
 #include "system/machine.h"
 
+/*
+ * The threads on a demand fault's path (the destination's fault and
+ * preempt threads, the source's return-path thread) run SCHED_FIFO at
+ * this priority where allowed: they block between short bursts, and on
+ * a host whose CPUs the push keeps busy a woken normal thread can wait
+ * milliseconds for one.  The latency guest, 1 GiB, preempt, 3 runs each
+ * on 2 CPUs: stall p99 1.2-2.4 ms against 4.8 ms as normal threads.
+ */
+#define URGENT_RT_PRIO  1
+
 typedef struct QEMUFile QEMUFile;
 
 #define POSTCOPY_DIST_BUCKETS   32      /* 1 us .. 2^31 us */

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * migration/channel.c's socket tuning for channels that did not come
+ * from channel_connect: an accepted TCP connection gets TCP_NODELAY
+ * (without it a page request waits for a delayed ACK, up to 40 ms), a
+ * unix socket big buffers, a pipe nothing.  And util/thread-prio.c.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <errno.h>
+#include <glib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "migration/channel.h"
+#include "qemu/thread-prio.h"
+
+static int opt(int fd, int level, int name)
+{
+    int v = -1;
+    socklen_t l = sizeof(v);
+    assert_int_equal(getsockopt(fd, level, name, &v, &l), 0);
+    return v;
+}
+
+static void test_tune_tcp(void **state)
+{
+    (void)state;
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET,
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t al = sizeof(a);
+    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(ls, 1), 0);
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &al), 0);
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof(a)), 0);
+    int s = accept(ls, NULL, NULL);
+    assert_true(s >= 0);
+    assert_int_equal(opt(s, IPPROTO_TCP, TCP_NODELAY), 0);
+    int before = opt(s, SOL_SOCKET, SO_SNDBUF);
+    channel_tune(s);
+    assert_int_not_equal(opt(s, IPPROTO_TCP, TCP_NODELAY), 0);
+    /* The kernel doubles the value and caps it at wmem_max. */
+    assert_true(opt(s, SOL_SOCKET, SO_SNDBUF) >= before);
+    close(s);
+    close(c);
+    close(ls);
+}
+
+static void test_tune_other(void **state)
+{
+    (void)state;
+    int sv[2], p[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    channel_tune(sv[0]);            /* no TCP option on a unix socket */
+    assert_true(opt(sv[0], SOL_SOCKET, SO_SNDBUF) > 0);
+    assert_int_equal(pipe(p), 0);
+    channel_tune(p[0]);             /* not a socket: left alone */
+    assert_int_equal(write(p[1], "x", 1), 1);
+    char c;
+    assert_int_equal(read(p[0], &c, 1), 1);
+    close(sv[0]);
+    close(sv[1]);
+    close(p[0]);
+    close(p[1]);
+}
+
+static void *fifo_thread(void *opaque)
+{
+    int *res = opaque;
+    res[0] = thread_set_fifo(1);
+    res[1] = sched_getscheduler(0);
+    res[2] = thread_set_normal();
+    res[3] = sched_getscheduler(0);
+    return NULL;
+}
+
+static void test_fifo(void **state)
+{
+    (void)state;
+    int res[4];
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, fifo_thread, res), 0);
+    pthread_join(t, NULL);
+    if (res[0] == -EPERM) {
+        print_message("# SKIP: no privilege for SCHED_FIFO here\n");
+        skip();
+    }
+    assert_int_equal(res[0], 0);
+    assert_int_equal(res[1], SCHED_FIFO);
+    assert_int_equal(res[2], 0);
+    assert_int_equal(res[3], SCHED_OTHER);
+    /* Only the thread that asked changed class. */
+    assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
+    assert_int_equal(thread_set_fifo(0), -EINVAL);     /* FIFO needs 1-99 */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        { "/migration/channel/tune-tcp", test_tune_tcp, NULL, NULL, NULL },
+        { "/migration/channel/tune-other", test_tune_other, NULL, NULL, NULL },
+        { "/util/thread-prio/fifo", test_fifo, NULL, NULL, NULL },
+    };
+    return cmocka_run_group_tests_name("channel", tests, NULL, NULL);
+}
