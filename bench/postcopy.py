@@ -269,7 +269,8 @@ def report(res, variants, runs, args):
     f3 = lambda v: f'{v:.3g}'                     # noqa: E731
     rows = ['| guest | VMM | stall p50 (us) | p99 (us) | p99.9 (us) | max (ms) '
             '| progress (%) | total (s) | stop to run (ms) | requests '
-            '| push (MiB/s) |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+            '| push (MiB/s) | demand fault, mean (us) |',
+            '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     for size in SIZES:
         for name, *_ in variants:
             rs = res[(size, name)]
@@ -277,13 +278,15 @@ def report(res, variants, runs, args):
                 continue
             col = lambda k, f: benchlib.cell([x[k] for x in rs], f)   # noqa: E731
             part = sum(x['windows'] < 0 for x in rs)
+            fm = [x['fault_mean'] for x in rs if x.get('fault_mean') is not None]
+            fault = benchlib.cell(fm, f0) if fm else '-'
             mark = f' (*{part})' if part else ''
             rows.append(
                 f'| {size}iB | {name}{mark} | {col("p50", f1)} | {col("p99", f0)} '
                 f'| {col("p999", f0)} | {benchlib.cell([x["max"] / 1000 for x in rs], f1)} '
                 f'| {col("progress", f3)} | {col("total", f2)} '
                 f'| {col("stop_run", f1)} | {col("requests", f0)} '
-                f'| {col("push", f0)} |')
+                f'| {col("push", f0)} | {fault} |')
     body = '\n'.join(rows) + '\n\n'
     if args.plot:
         plot(res, variants, args.plot)
@@ -306,7 +309,9 @@ def report(res, variants, runs, args):
         'requests are the source\'s query-migrate (total-time, '
         'ram.postcopy-requests); stop to run is the destination\'s RESUME '
         'event less the source\'s STOP event (QMP timestamps); push is '
-        'ram.postcopy-bytes over the time from STOP to completed.  Measured '
+        'ram.postcopy-bytes over the time from STOP to completed; the demand '
+        'fault is the destination\'s postcopy-latency, from a fault read to '
+        'its page placed (ferry only: QEMU 7.2 has no such figure).  Measured '
         f'on {benchlib.machine_line()}.  `bench/postcopy.py --doc '
         'docs/benchmarks.md --plot docs/postcopy-stalls.png` regenerates '
         'this section and the plot.\n')
@@ -340,7 +345,7 @@ def main():
                     print(f'  failed: {e}', file=sys.stderr, flush=True)
                     continue
                 print('  ' + ' '.join(f'{k}={v:.3g}' for k, v in x.items()
-                                      if not isinstance(v, dict)),
+                                      if isinstance(v, (int, float))),
                       file=sys.stderr, flush=True)
                 res[(size, name)].append(x)
 
