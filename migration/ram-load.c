@@ -361,17 +361,12 @@ static bool place(RAMLoader *l, RAMLoadBuf *b, uint64_t first, uint64_t n,
             j++;
         }
         const uint8_t *s = src ? src + i * PAGE : NULL;
-        if (l->in_place && !have) {
-            /* Mapped, with the zeros of preallocation or earlier data. */
+        if (have || !l->registered || l->in_place) {
+            /* In place: received before, RAM not registered, or every page
+             * mapped (preallocated).  A zero page not received is skipped
+             * where fresh memory reads as zero. */
             for (uint64_t k = i; k < j; k++) {
-                overwrite(l, first + k, s ? s + (k - i) * PAGE : NULL);
-            }
-            mark_received(l, page, j - i);
-        } else if (have || !l->registered) {
-            /* In place: received before, or RAM is not registered (then
-             * memory never written is zero already: skip zero pages). */
-            for (uint64_t k = i; k < j; k++) {
-                if (have || s) {
+                if (have || s || !l->rb->zeroed) {
                     overwrite(l, first + k, s ? s + (k - i) * PAGE : NULL);
                 }
             }
@@ -402,16 +397,27 @@ static bool place(RAMLoader *l, RAMLoadBuf *b, uint64_t first, uint64_t n,
                 return false;
             }
             mark_received(l, page, j - i);
-        } else if (l->postcopy) {
-            /* A vCPU may be waiting on it: map the zero page. */
+        } else if (l->postcopy || !l->rb->zeroed) {
+            /* A vCPU may be waiting on it, or the page may hold a kept
+             * file's old contents (then EEXIST: cleared in place). */
             if (!uffd_place_zero(l, page, j - i, errp)) {
                 return false;
             }
             mark_received(l, page, j - i);
         }
-        /* Else a zero page never written, in precopy: leave it missing;
-         * it reads as zero once RAM is unregistered. */
+        /* Else a zero page of fresh memory, in precopy: leave it
+         * missing; it reads as zero once RAM is unregistered. */
         i = j;
+    }
+    return true;
+}
+
+static bool all_received(const RAMLoader *l, uint64_t first, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        if (!ram_load_received(l, first + i)) {
+            return false;
+        }
     }
     return true;
 }
@@ -421,21 +427,12 @@ bool ram_load_pages(RAMLoader *l, RAMLoadBuf *b, QEMUFile *f, uint64_t off,
 {
     uint64_t first = off / PAGE;
     size_t len = (size_t)count * PAGE;
-    if (l->in_place) {
+    if (l->in_place || all_received(l, first, count)) {
         /* Every page is mapped: straight into guest RAM. */
         qemu_get_buffer(f, l->rb->host + off, len);
-        if (!qemu_file_error(f)) {
+        if (l->in_place && !qemu_file_error(f)) {
             mark_received(l, first, count);
         }
-        return true;
-    }
-    bool all_in = true;
-    for (uint32_t i = 0; i < count && all_in; i++) {
-        all_in = ram_load_received(l, first + i);
-    }
-    if (all_in) {
-        /* Every page is mapped already: read straight into guest RAM. */
-        qemu_get_buffer(f, l->rb->host + off, len);
         return true;
     }
     if (pool_take(l, first, count)) {

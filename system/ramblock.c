@@ -57,9 +57,12 @@ static bool fail_errno(GError **errp, int err, const char *fmt, const char *arg)
     return false;
 }
 
-/* Open the backing file for memory-backend-file; its page size in @page. */
+/*
+ * Open the backing file for memory-backend-file; its page size in @page;
+ * *@kept is true when an existing file with contents is used as it is.
+ */
 static int open_mem_path(const MemBackendOptions *o, uint64_t *page,
-                         GError **errp)
+                         bool *kept, GError **errp)
 {
     struct stat st;
     int fd;
@@ -74,6 +77,7 @@ static int open_mem_path(const MemBackendOptions *o, uint64_t *page,
         }
     } else {
         fd = open(o->mem_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        *kept = fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0;
     }
     if (fd < 0) {
         fail_errno(errp, errno, "can't open backing store %s for guest RAM",
@@ -171,7 +175,7 @@ RAMBlock *ram_block_new(const char *name, const MemBackendOptions *o,
 {
     uint64_t page = 4096;
     int fd = -1, flags;
-    bool share = o->share;
+    bool share = o->share, kept = false;
 
     switch (o->type) {
     case MEM_BACKEND_MEMFD:
@@ -181,7 +185,7 @@ RAMBlock *ram_block_new(const char *name, const MemBackendOptions *o,
         }
         break;
     case MEM_BACKEND_FILE:
-        fd = open_mem_path(o, &page, errp);
+        fd = open_mem_path(o, &page, &kept, errp);
         if (fd < 0) {
             return NULL;
         }
@@ -218,6 +222,7 @@ RAMBlock *ram_block_new(const char *name, const MemBackendOptions *o,
     rb->fd = fd;
     rb->shared = share;
     rb->prealloc = o->prealloc;
+    rb->zeroed = !kept;
     if (!apply_policy(o, host, o->size, errp) ||
         (o->prealloc && !prealloc(host, o->size, page, errp))) {
         ram_block_free(rb);

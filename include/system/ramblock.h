@@ -35,6 +35,9 @@ typedef struct RAMBlock {
     int fd;                     /* backing file, or -1 for anonymous */
     bool shared;                /* MAP_SHARED: pages live in a file or shmem */
     bool prealloc;              /* every page was allocated up front */
+    /* Every page reads as zero until written: not so for an existing
+     * file with contents (memory-backend-file keeps them, as QEMU's). */
+    bool zeroed;
     RamMapping map[RAM_MAX_MAPPINGS];
     int nmap;
 } RAMBlock;

@@ -14,6 +14,7 @@
 #include <glib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "migration/qemu-file.h"
 #include "migration/ram-load.h"
@@ -261,7 +262,7 @@ static void test_prealloc_precopy(void **state)
     /*
      * Preallocated RAM in precopy: every page is mapped, so records go
      * straight into guest RAM, with no userfaultfd call (a failing
-     * UFFDIO_COPY per page before).  A zero record over data clears it.
+     * UFFDIO_COPY per page before).
      */
     Fixture *f = g_new0(Fixture, 1);
     MemBackendOptions o = { .type = MEM_BACKEND_RAM, .id = (char *)"m",
@@ -272,7 +273,6 @@ static void test_prealloc_precopy(void **state)
     *state = f;
     need_uffd(f);
     assert_true(f->l.in_place);
-    memset(f->rb->host + 5 * PAGE, 0xee, PAGE);
     int uffd = f->l.uffd;
     f->l.uffd = -1;                 /* any userfaultfd call would fail */
     assert_true(load(f, 2, 3, 7));
@@ -290,6 +290,41 @@ static void test_prealloc_precopy(void **state)
     assert_false(resident(f, 3));
     assert_true(load(f, 3, 1, 1));
     check(f, 3, 4);
+}
+
+static void test_kept_file(void **state)
+{
+    /*
+     * memory-backend-file on an existing file keeps its contents, so a
+     * page not received does not read as zero: a zero record must clear
+     * it, in precopy as in postcopy (it was skipped, leaving old data).
+     */
+    g_autofree char *path = g_strdup("/dev/shm/ferry-test-ram-XXXXXX");
+    int fd = g_mkstemp(path);
+    assert_true(fd >= 0);
+    g_autofree uint8_t *old = g_malloc(NPAGES * PAGE);
+    memset(old, 0xee, NPAGES * PAGE);
+    assert_int_equal(write(fd, old, NPAGES * PAGE), NPAGES * PAGE);
+    close(fd);
+    Fixture *f = g_new0(Fixture, 1);
+    MemBackendOptions o = { .type = MEM_BACKEND_FILE, .id = (char *)"m",
+                            .size = NPAGES * PAGE, .share = true,
+                            .mem_path = path };
+    f->rb = ram_block_new("pc.ram", &o, NULL);
+    unlink(path);
+    assert_non_null(f->rb);
+    assert_false(f->rb->zeroed);
+    ram_loader_init(&f->l, f->rb);
+    ram_load_buf_init(&f->b, &f->l);
+    *state = f;
+    g_autoptr(GError) err = NULL;
+    assert_true(ram_load_zero(&f->l, &f->b, 3 * PAGE, 2, &err));
+    assert_true(load(f, 5, 1, 0));
+    check(f, 3, 0);
+    check(f, 4, 0);
+    check(f, 5, 5);
+    ram_loader_unregister(&f->l);
+    assert_int_equal(f->rb->host[6 * PAGE], 0xee);     /* never sent */
 }
 
 static void test_no_pool(void **state)
@@ -335,6 +370,7 @@ int main(void)
         { "/migration/ram-load/no-pool", test_no_pool, setup, teardown, NULL },
         { "/migration/ram-load/prealloc-precopy", test_prealloc_precopy, NULL,
           teardown, NULL },
+        { "/migration/ram-load/kept-file", test_kept_file, NULL, teardown, NULL },
     };
     return cmocka_run_group_tests_name("ram-load", tests, NULL, NULL);
 }
