@@ -55,3 +55,14 @@ def update_section(path, name, title, body):
         text = text.rstrip('\n') + '\n\n' + section + '\n'
     with open(path, 'w') as f:
         f.write(text)
+
+
+def ram_backend_args(mem, prealloc):
+    """-object memory-backend-ram for @mem with prealloc on or off, as the
+    machine's RAM (QEMU names the RAM block after the backend, so both
+    sides of a migration need one); [] for @prealloc None (plain -m)."""
+    if prealloc is None:
+        return []
+    return ['-object', f'memory-backend-ram,id=m,size={mem},'
+            f'prealloc={"on" if prealloc else "off"}',
+            '-machine', 'memory-backend=m']

@@ -86,16 +86,11 @@ def first_touch_gbps(nbytes=4 << 30):
 
 
 def vm(qemu, mem, append, ready, incoming=None, prealloc=None):
-    """@prealloc None: plain -m, else a memory-backend-ram with prealloc
-    on or off (QEMU names the RAM block after the backend, so both sides
-    of a migration need one)."""
+    """@prealloc: see benchlib.ram_backend_args."""
     d = tmpdir()
     sock = os.path.join(d, 'qmp.sock')
     extra = ['-qmp', f'unix:{sock},server=on,wait=off']
-    if prealloc is not None:
-        extra += ['-object', f'memory-backend-ram,id=m,size={mem},'
-                  f'prealloc={"on" if prealloc else "off"}',
-                  '-machine', 'memory-backend=m']
+    extra += benchlib.ram_backend_args(mem, prealloc)
     if incoming:
         extra += ['-incoming', incoming]
     m = Machine(MachineOptions(mem=mem, smp=1, append=append, extra=extra,

@@ -50,10 +50,7 @@ def vm(qemu, mem, incoming, prealloc=None):
     so both sides of a migration need one)."""
     sock = os.path.join(tmpdir(), 'qmp.sock')
     extra = ['-qmp', f'unix:{sock},server=on,wait=off']
-    if prealloc is not None:
-        extra += ['-object', f'memory-backend-ram,id=m,size={mem},'
-                  f'prealloc={"on" if prealloc else "off"}',
-                  '-machine', 'memory-backend=m']
+    extra += benchlib.ram_backend_args(mem, prealloc)
     if incoming:
         extra += ['-incoming', 'defer']
     m = Machine(MachineOptions(mem=mem, smp=1, extra=extra, qemu=qemu,

@@ -139,7 +139,7 @@ int channel_connect(const char *uri, GError **errp)
     int fd = u.is_unix ? unix_connect(u.path, errp)
                        : inet_connect(u.host, u.port, errp);
     if (fd >= 0) {
-        tune(fd, !u.is_unix);
+        channel_tune(fd);
     }
     uri_clear(&u);
     return fd;
