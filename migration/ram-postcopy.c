@@ -19,33 +19,67 @@ typedef struct UrgentReq {
     uint64_t first, n;
 } UrgentReq;
 
-void ram_postcopy_discard(RAMSaver *r)
+/* First page from @p both dirty and sent, or npages: word by word, as a
+ * switch right after `migrate` has a million dirty pages none of them sent. */
+static uint64_t next_resent(const RAMSaver *r, uint64_t p)
 {
-    /* A host page with one dirty 4 KiB page goes again whole. */
-    if (r->hpages > 1) {
-        for (uint64_t p = find_first_bit(r->dirty, r->npages); p < r->npages;
-             p = find_next_bit(r->dirty, r->npages, p + 1)) {
-            uint64_t hp = p - p % r->hpages;
-            bitmap_set(r->dirty, hp, r->hpages);
-            p = hp + r->hpages - 1;
+    uint64_t nw = BITS_TO_LONGS(r->npages);
+    for (uint64_t w = p / BITS_PER_LONG; w < nw; w++) {
+        unsigned long x = r->dirty[w] & r->sent[w];
+        if (w == p / BITS_PER_LONG) {
+            x &= ~0UL << (p % BITS_PER_LONG);
+        }
+        if (x) {
+            return MIN(w * BITS_PER_LONG + __builtin_ctzl(x), r->npages);
         }
     }
-    /* Runs of pages both sent and dirty: the destination drops them. */
-    uint64_t p = 0;
-    while (p < r->npages) {
-        p = find_next_bit(r->dirty, r->npages, p);
-        while (p < r->npages && !test_bit(p, r->sent)) {
-            p = find_next_bit(r->dirty, r->npages, p + 1);
+    return r->npages;
+}
+
+/* First page from @p not both dirty and sent, or npages. */
+static uint64_t next_not_resent(const RAMSaver *r, uint64_t p)
+{
+    uint64_t nw = BITS_TO_LONGS(r->npages);
+    for (uint64_t w = p / BITS_PER_LONG; w < nw; w++) {
+        unsigned long x = ~(r->dirty[w] & r->sent[w]);
+        if (w == p / BITS_PER_LONG) {
+            x &= ~0UL << (p % BITS_PER_LONG);
         }
-        if (p >= r->npages) {
-            break;
+        if (x) {
+            return MIN(w * BITS_PER_LONG + __builtin_ctzl(x), r->npages);
         }
-        uint64_t first = p - p % r->hpages, end = first;
-        while (end < r->npages && test_bit(end, r->dirty) &&
-               (test_bit(end, r->sent) || end % r->hpages)) {
+    }
+    return r->npages;
+}
+
+void ram_postcopy_discard(RAMSaver *r)
+{
+    uint64_t hp = r->hpages;
+    /* A host page with one dirty 4 KiB page goes again whole. */
+    if (hp > 1) {
+        for (uint64_t p = find_first_bit(r->dirty, r->npages); p < r->npages;
+             p = find_next_bit(r->dirty, r->npages, p + 1)) {
+            uint64_t first = p - p % hp;
+            bitmap_set(r->dirty, first, hp);
+            p = first + hp - 1;
+        }
+    }
+    /*
+     * Runs of pages both sent and dirty: the destination drops them.  A
+     * run takes in whole host pages: it goes on through a dirty host
+     * page's sub-pages not sent.
+     */
+    for (uint64_t p = next_resent(r, 0); p < r->npages;
+         p = next_resent(r, p)) {
+        uint64_t first = p - p % hp, end = p;
+        for (;;) {
+            end = next_not_resent(r, end);
+            if (end >= r->npages || end % hp == 0 || !test_bit(end, r->dirty)) {
+                break;
+            }
             end++;
         }
-        end = (end + r->hpages - 1) / r->hpages * r->hpages;
+        end = MIN((end + hp - 1) / hp * hp, r->npages);
         qemu_put_byte(r->f, REC_POSTCOPY_DISCARD);
         qemu_put_u64(r->f, first * PAGE);
         qemu_put_u64(r->f, end - first);

@@ -141,6 +141,16 @@ bool kvm_sync_dirty_log(KVMState *s, RAMBlock *rb, unsigned long *bitmap,
         }
         /* The slot's pages start at this bit of the block's bitmap. */
         uint64_t base = rb->map[i].offset / 4096;
+        if (base % 64 == 0) {
+            /* Word by word: a busy guest's log is dense. */
+            for (size_t w = 0; w < longs; w++) {
+                if (log[w]) {
+                    __atomic_fetch_or(&bitmap[base / 64 + w], log[w],
+                                      __ATOMIC_RELAXED);
+                }
+            }
+            continue;
+        }
         for (size_t w = 0; w < longs; w++) {
             for (uint64_t word = log[w]; word; word &= word - 1) {
                 uint64_t bit = base + w * 64 + __builtin_ctzll(word);

@@ -21,6 +21,7 @@
 #include "migration/qemu-file.h"
 #include "migration/ram.h"
 #include "migration/stream.h"
+#include "qemu/bitmap.h"
 #include "qemu/pagemap.h"
 #include "system/ramblock.h"
 
@@ -180,6 +181,93 @@ static void test_zero_detect_shared(void **state)
     send_and_check(rb, 0);
 }
 
+/*
+ * ram_postcopy_discard against its definition: with whole host pages
+ * sent, it names exactly the host pages both dirty and sent, as maximal
+ * ascending runs.  Random bitmaps, 4 KiB and 16 KiB host pages.
+ */
+static void check_discard(uint64_t hp, unsigned seed, int dirty_pct,
+                          int sent_pct)
+{
+    enum { N = 4096 + 64 * 3 };         /* not a whole number of words */
+    g_autoptr(RAMBlock) rb = ram_block_new_anon("pc.ram", N * PAGE, NULL);
+    MigrationStats stats = { 0 };
+    int cancel = 0;
+    RAMSaver r;
+    QEMUFile *f = qemu_file_new_mem_writer();
+    ram_saver_init(&r, rb, NULL, f, &stats, &cancel);
+    r.hpages = hp;
+    bitmap_clear(r.dirty, 0, N);
+    GRand *rnd = g_rand_new_with_seed(seed);
+    bool want[N] = { false };
+    for (uint64_t p = 0; p < N; p += hp) {
+        bool sent = g_rand_int_range(rnd, 0, 100) < sent_pct;
+        bool dirty = false;
+        for (uint64_t k = p; k < p + hp; k++) {
+            if (sent) {
+                set_bit(k, r.sent);
+            }
+            if (g_rand_int_range(rnd, 0, 100) < dirty_pct) {
+                set_bit(k, r.dirty);
+                dirty = true;
+            }
+        }
+        for (uint64_t k = p; k < p + hp; k++) {
+            want[k] = sent && dirty;
+        }
+    }
+    g_rand_free(rnd);
+    ram_postcopy_discard(&r);
+    g_autoptr(GBytes) out = qemu_file_mem_finish(f);
+
+    gsize len;
+    const uint8_t *data = g_bytes_get_data(out, &len);
+    QEMUFile *in = qemu_file_new_mem(data, len);
+    bool got[N] = { false };
+    uint64_t last_end = 0;
+    bool any = false;
+    assert_int_equal(len % 17, 0);      /* byte, offset, count */
+    for (gsize rec = 0; rec < len / 17; rec++) {
+        assert_int_equal(qemu_get_byte(in), REC_POSTCOPY_DISCARD);
+        uint64_t off = qemu_get_u64(in), n = qemu_get_u64(in);
+        assert_int_equal(qemu_file_error(in), 0);
+        uint64_t first = off / PAGE;
+        assert_true(off % (hp * PAGE) == 0 && n > 0 && n % hp == 0);
+        assert_true(first + n <= N);
+        /* Ascending and maximal: never touching the run before. */
+        assert_true(!any || first > last_end);
+        for (uint64_t k = first; k < first + n; k++) {
+            got[k] = true;
+        }
+        last_end = first + n;
+        any = true;
+    }
+    assert_int_equal(qemu_file_close(in), 0);
+    assert_memory_equal(got, want, sizeof(want));
+    /* The dirty bitmap now covers whole host pages. */
+    for (uint64_t p = 0; p < N; p++) {
+        bool host_dirty = false;
+        for (uint64_t k = p - p % hp; k < p - p % hp + hp; k++) {
+            host_dirty |= want[k] || test_bit(k, r.dirty);
+        }
+        assert_int_equal(test_bit(p, r.dirty), host_dirty);
+    }
+    ram_saver_cleanup(&r);
+}
+
+static void test_postcopy_discard(void **state)
+{
+    (void)state;
+    static const int mix[][2] = { { 50, 50 }, { 100, 100 }, { 100, 0 },
+                                  { 5, 95 }, { 95, 5 }, { 0, 100 } };
+    for (unsigned i = 0; i < G_N_ELEMENTS(mix); i++) {
+        for (unsigned seed = 1; seed <= 3; seed++) {
+            check_discard(1, seed, mix[i][0], mix[i][1]);
+            check_discard(4, seed, mix[i][0], mix[i][1]);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -187,6 +275,8 @@ int main(void)
         { "/migration/ram/zero-detect/private", test_zero_detect_private,
           NULL, NULL, NULL },
         { "/migration/ram/zero-detect/shared", test_zero_detect_shared,
+          NULL, NULL, NULL },
+        { "/migration/ram/postcopy-discard", test_postcopy_discard,
           NULL, NULL, NULL },
     };
     return cmocka_run_group_tests_name("ram", tests, NULL, NULL);
