@@ -19,39 +19,6 @@ typedef struct UrgentReq {
     uint64_t first, n;
 } UrgentReq;
 
-/* First page from @p both dirty and sent, or npages: word by word, as a
- * switch right after `migrate` has a million dirty pages none of them sent. */
-static uint64_t next_resent(const RAMSaver *r, uint64_t p)
-{
-    uint64_t nw = BITS_TO_LONGS(r->npages);
-    for (uint64_t w = p / BITS_PER_LONG; w < nw; w++) {
-        unsigned long x = r->dirty[w] & r->sent[w];
-        if (w == p / BITS_PER_LONG) {
-            x &= ~0UL << (p % BITS_PER_LONG);
-        }
-        if (x) {
-            return MIN(w * BITS_PER_LONG + __builtin_ctzl(x), r->npages);
-        }
-    }
-    return r->npages;
-}
-
-/* First page from @p not both dirty and sent, or npages. */
-static uint64_t next_not_resent(const RAMSaver *r, uint64_t p)
-{
-    uint64_t nw = BITS_TO_LONGS(r->npages);
-    for (uint64_t w = p / BITS_PER_LONG; w < nw; w++) {
-        unsigned long x = ~(r->dirty[w] & r->sent[w]);
-        if (w == p / BITS_PER_LONG) {
-            x &= ~0UL << (p % BITS_PER_LONG);
-        }
-        if (x) {
-            return MIN(w * BITS_PER_LONG + __builtin_ctzl(x), r->npages);
-        }
-    }
-    return r->npages;
-}
-
 void ram_postcopy_discard(RAMSaver *r)
 {
     uint64_t hp = r->hpages;
@@ -67,13 +34,15 @@ void ram_postcopy_discard(RAMSaver *r)
     /*
      * Runs of pages both sent and dirty: the destination drops them.  A
      * run takes in whole host pages: it goes on through a dirty host
-     * page's sub-pages not sent.
+     * page's sub-pages not sent.  Searched a word at a time: a switch
+     * right after `migrate` has a million dirty pages, none of them sent.
      */
-    for (uint64_t p = next_resent(r, 0); p < r->npages;
-         p = next_resent(r, p)) {
+    for (uint64_t p = find_next_and_bit(r->dirty, r->sent, r->npages, 0);
+         p < r->npages;
+         p = find_next_and_bit(r->dirty, r->sent, r->npages, p)) {
         uint64_t first = p - p % hp, end = p;
         for (;;) {
-            end = next_not_resent(r, end);
+            end = find_next_zero_and_bit(r->dirty, r->sent, r->npages, end);
             if (end >= r->npages || end % hp == 0 || !test_bit(end, r->dirty)) {
                 break;
             }

@@ -22,25 +22,31 @@ void bitmap_free(unsigned long *map)
 }
 
 /*
- * One search for both polarities: @invert is 0 to find a set bit and
- * ~0UL to find a clear one.
+ * One search for both polarities, of @map or of @map & @and (NULL: @map
+ * alone): @invert is 0 to find a set bit and ~0UL to find a clear one.
  */
-static size_t find_next(const unsigned long *map, size_t size, size_t offset,
-                        unsigned long invert)
+static size_t find_next(const unsigned long *map, const unsigned long *and,
+                        size_t size, size_t offset, unsigned long invert)
 {
     if (offset >= size) {
         return size;
     }
     size_t idx = BIT_WORD(offset);
-    unsigned long word = (__atomic_load_n(&map[idx], __ATOMIC_RELAXED) ^ invert)
-                         & FIRST_WORD_MASK(offset);
     size_t last = BIT_WORD(size - 1);
+    unsigned long word;
 
-    while (!word) {
+    for (word = FIRST_WORD_MASK(offset); ; word = ~0UL) {
+        unsigned long w = __atomic_load_n(&map[idx], __ATOMIC_RELAXED);
+        if (and) {
+            w &= __atomic_load_n(&and[idx], __ATOMIC_RELAXED);
+        }
+        word &= w ^ invert;
+        if (word) {
+            break;
+        }
         if (++idx > last) {
             return size;
         }
-        word = __atomic_load_n(&map[idx], __ATOMIC_RELAXED) ^ invert;
     }
     size_t bit = idx * BITS_PER_LONG + __builtin_ctzl(word);
     return bit < size ? bit : size;
@@ -48,12 +54,24 @@ static size_t find_next(const unsigned long *map, size_t size, size_t offset,
 
 size_t find_next_bit(const unsigned long *map, size_t size, size_t offset)
 {
-    return find_next(map, size, offset, 0);
+    return find_next(map, NULL, size, offset, 0);
 }
 
 size_t find_next_zero_bit(const unsigned long *map, size_t size, size_t offset)
 {
-    return find_next(map, size, offset, ~0UL);
+    return find_next(map, NULL, size, offset, ~0UL);
+}
+
+size_t find_next_and_bit(const unsigned long *a, const unsigned long *b,
+                         size_t size, size_t offset)
+{
+    return find_next(a, b, size, offset, 0);
+}
+
+size_t find_next_zero_and_bit(const unsigned long *a, const unsigned long *b,
+                              size_t size, size_t offset)
+{
+    return find_next(a, b, size, offset, ~0UL);
 }
 
 size_t bitmap_count_one_range(const unsigned long *map, size_t start,

@@ -85,6 +85,14 @@ size_t find_next_bit(const unsigned long *map, size_t size, size_t offset);
 size_t find_next_zero_bit(const unsigned long *map, size_t size,
                           size_t offset);
 
+/* find_next_and_bit: as find_next_bit, for a bit set in both @a and @b. */
+size_t find_next_and_bit(const unsigned long *a, const unsigned long *b,
+                         size_t size, size_t offset);
+
+/* find_next_zero_and_bit: as find_next_bit, for a bit not set in both. */
+size_t find_next_zero_and_bit(const unsigned long *a, const unsigned long *b,
+                              size_t size, size_t offset);
+
 static inline size_t find_first_bit(const unsigned long *map, size_t size)
 {
     return find_next_bit(map, size, 0);

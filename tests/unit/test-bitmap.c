@@ -199,6 +199,47 @@ static void test_atomic_race(void **state)
     bitmap_free(map);
 }
 
+/* find_next_and_bit and find_next_zero_and_bit against the model, on
+ * random pairs of maps of every size, from every offset. */
+static void test_and(void **state)
+{
+    (void)state;
+    GRand *rnd = g_rand_new_with_seed(7);
+    for (size_t s = 0; s < G_N_ELEMENTS(sizes); s++) {
+        size_t n = sizes[s];
+        for (int density = 10; density <= 90; density += 40) {
+            unsigned long *a = bitmap_new(n), *b = bitmap_new(n);
+            g_autofree bool *both = g_new0(bool, n);
+            for (size_t i = 0; i < n; i++) {
+                bool x = g_rand_int_range(rnd, 0, 100) < density;
+                bool y = g_rand_int_range(rnd, 0, 100) < density;
+                if (x) {
+                    set_bit(i, a);
+                }
+                if (y) {
+                    set_bit(i, b);
+                }
+                both[i] = x && y;
+            }
+            for (size_t off = 0; off <= n; off++) {
+                size_t next = off, zero = off;
+                while (next < n && !both[next]) {
+                    next++;
+                }
+                while (zero < n && both[zero]) {
+                    zero++;
+                }
+                assert_int_equal(find_next_and_bit(a, b, n, off), next);
+                assert_int_equal(find_next_zero_and_bit(a, b, n, off), zero);
+            }
+            assert_int_equal(find_next_and_bit(a, b, n, n + 5), n);
+            bitmap_free(a);
+            bitmap_free(b);
+        }
+    }
+    g_rand_free(rnd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -206,6 +247,7 @@ int main(void)
         { "/util/bitmap/ranges", test_ranges, NULL, NULL, NULL },
         { "/util/bitmap/range-edges", test_range_edges, NULL, NULL, NULL },
         { "/util/bitmap/atomic-race", test_atomic_race, NULL, NULL, NULL },
+        { "/util/bitmap/and", test_and, NULL, NULL, NULL },
     };
     return cmocka_run_group_tests_name("bitmap", tests, NULL, NULL);
 }
