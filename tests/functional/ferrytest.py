@@ -7,6 +7,7 @@ skipped one) so that meson and make check count every case.  Machines
 are real ferry (or QEMU) processes; their serial output is read line by
 line and parsed as docs/test-guest.md documents it.
 """
+import atexit
 import ctypes
 import dataclasses
 import fcntl
@@ -191,7 +192,11 @@ def run_cases(cases):
 
 
 def tmpdir():
-    return tempfile.mkdtemp(prefix='ferry-test-')
+    """A private directory for sockets and files, removed when the
+    process exits (every run left one behind in /tmp before)."""
+    d = tempfile.mkdtemp(prefix='ferry-test-')
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d
 
 
 HP = '/sys/kernel/mm/hugepages/hugepages-2048kB/'
