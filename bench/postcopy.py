@@ -266,8 +266,8 @@ def report(res, variants, runs, args):
     f3 = lambda v: f'{v:.3g}'                     # noqa: E731
     rows = ['| guest | VMM | stall p50 (us) | p99 (us) | p99.9 (us) | max (ms) '
             '| progress (%) | total (s) | stop to run (ms) | requests '
-            '| push (MiB/s) | demand fault, mean (us) |',
-            '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+            '| push (MiB/s) | demand fault, mean (us) | median under (us) |',
+            '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     for size in SIZES:
         for name, *_ in variants:
             rs = res[(size, name)]
@@ -277,6 +277,8 @@ def report(res, variants, runs, args):
             part = sum(x['windows'] < 0 for x in rs)
             fm = [x['fault_mean'] for x in rs if x.get('fault_mean') is not None]
             fault = benchlib.cell(fm, f0) if fm else '-'
+            fp = [x['fault_p50'] for x in rs if x.get('fault_p50') is not None]
+            fault += ' | ' + (benchlib.cell(fp, f0) if fp else '-')
             mark = f' (*{part})' if part else ''
             rows.append(
                 f'| {size}iB | {name}{mark} | {col("p50", f1)} | {col("p99", f0)} '
@@ -308,7 +310,9 @@ def report(res, variants, runs, args):
         'event less the source\'s STOP event (QMP timestamps); push is '
         'ram.postcopy-bytes over the time from STOP to completed; the demand '
         'fault is the destination\'s postcopy-latency, from a fault read to '
-        'its page placed (ferry only: QEMU 7.2 has no such figure).  Measured '
+        'its page placed, its mean (postcopy-latency) and the upper edge of the '
+        'power-of-two bucket of postcopy-latency-dist that holds its median '
+        '(ferry only: QEMU 7.2 has no such figure).  Measured '
         f'on {benchlib.machine_line()}.  `bench/postcopy.py --doc '
         'docs/benchmarks.md --plot docs/postcopy-stalls.png` regenerates '
         'this section and the plot.\n')

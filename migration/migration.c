@@ -717,6 +717,23 @@ static bool pc_advise(void *opaque, uint64_t host_page_size, GError **errp)
     return true;
 }
 
+/*
+ * The destination's preempt channel goes to the fault thread.  It may be
+ * accepted (main thread) before or after the fault thread starts (load
+ * thread, at LISTEN): each side publishes its half, then calls this; the
+ * exchange makes exactly one of them hand it over.
+ */
+static void hand_over_preempt(MigrationState *s)
+{
+    if (!__atomic_load_n(&s->urgent_ready, __ATOMIC_SEQ_CST)) {
+        return;
+    }
+    int fd = __atomic_exchange_n(&s->preempt_fd, -1, __ATOMIC_SEQ_CST);
+    if (fd >= 0) {
+        postcopy_attach_urgent(s->pci, fd);
+    }
+}
+
 static bool pc_listen(void *opaque, GError **errp)
 {
     LoadCtx *c = opaque;
@@ -726,9 +743,12 @@ static bool pc_listen(void *opaque, GError **errp)
                     "postcopy listen without advise");
         return false;
     }
-    if (!postcopy_listen(s->pci, c->fd, errp)) {
+    if (!postcopy_listen(s->pci, c->fd, migrate_cap(s, "postcopy-preempt"),
+                         errp)) {
         return false;
     }
+    __atomic_store_n(&s->urgent_ready, 1, __ATOMIC_SEQ_CST);
+    hand_over_preempt(s);
     /* As the source's push (postcopy_run): requests before the push. */
     if (migrate_cap(s, "postcopy-preempt")) {
         setpriority(PRIO_PROCESS, gettid(), PUSH_NICE);
@@ -840,14 +860,14 @@ static gpointer load_thread(gpointer opaque)
                               MIGRATION_STATUS_POSTCOPY_PAUSED);
             return NULL;
         }
-        postcopy_stop_faults(s->pci);
-        if (s->preempt_thread) {
-            /* Every page is in: nothing more can come on it. */
-            shutdown(s->preempt_fd, SHUT_RDWR);
-            g_thread_join(s->preempt_thread);
-            s->preempt_thread = NULL;
-            s->preempt_fd = -1;
+        if (!postcopy_drain(s->pci, &err)) {
+            /* Pages requested will not come: as a broken connection. */
+            set_error(s, err->message);
+            migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
+                              MIGRATION_STATUS_POSTCOPY_PAUSED);
+            return NULL;
         }
+        postcopy_stop_faults(s->pci);
         if (!ram_load_all_received(s->ram_loader)) {
             g_warning("postcopy: the stream ended with pages missing");
         }
@@ -866,6 +886,10 @@ static gpointer load_thread(gpointer opaque)
     /* Ordinary memory again before any vCPU runs. */
     ram_loader_cleanup(s->ram_loader);
     g_clear_pointer(&s->ram_loader, g_free);
+    int pfd = __atomic_exchange_n(&s->preempt_fd, -1, __ATOMIC_SEQ_CST);
+    if (pfd >= 0) {
+        close(pfd);             /* a preempt channel, and no postcopy */
+    }
     if (l.return_path) {
         QEMUFile *rp = qemu_file_new(qemu_file_fd(f), true, false);
         rp_put(rp, &(RPMessage) { .type = RP_SHUT, .status = done.ok ? 0 : 1 });
@@ -883,52 +907,6 @@ static gpointer load_thread(gpointer opaque)
     return NULL;
 }
 
-/*
- * The preempt channel's reader ("mig/dst/preempt"): requested pages
- * only, placed as they come, never behind the main stream's backlog.
- */
-static gpointer preempt_thread(gpointer opaque)
-{
-    MigrateArgs *a = opaque;
-    MigrationState *s = a->s;
-    QEMUFile *f = qemu_file_new(a->fd, false, true);
-    g_free(a);
-    thread_set_fifo(URGENT_RT_PRIO);   /* requested pages: URGENT_RT_PRIO */
-    RAMLoader *ram;
-    /* The main stream's thread made the loader when it started. */
-    while (!(ram = __atomic_load_n(&s->ram_loader, __ATOMIC_ACQUIRE))) {
-        g_usleep(1000);
-    }
-    RAMLoadBuf buf;
-    ram_load_buf_init(&buf, ram);
-    RAMBlock *rb = s->m->ram;
-    for (;;) {
-        uint8_t type = qemu_get_byte(f);
-        if (qemu_file_error(f) || type == REC_EOF) {
-            break;
-        }
-        uint64_t off = qemu_get_u64(f);
-        uint32_t count = qemu_get_u32(f);
-        g_autoptr(GError) err = NULL;
-        if ((type != REC_RAM_PAGES && type != REC_RAM_ZERO) || off % 4096 ||
-            count == 0 || count > STREAM_MAX_RUN || off > rb->size ||
-            (uint64_t)count * 4096 > rb->size - off) {
-            g_warning("postcopy preempt channel: bad record 0x%02x", type);
-            break;
-        }
-        bool ok = type == REC_RAM_PAGES
-                  ? ram_load_pages(ram, &buf, f, off, count, &err)
-                  : ram_load_zero(ram, &buf, off, count, &err);
-        if (!ok) {
-            g_warning("postcopy preempt channel: %s", err->message);
-            break;
-        }
-    }
-    ram_load_buf_cleanup(&buf);
-    qemu_file_close(f);
-    return NULL;
-}
-
 static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
 {
     MigrationState *s = opaque;
@@ -943,8 +921,12 @@ static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
     a->fd = c;
     if (s->load_thread) {
         /* The second connection: postcopy-preempt's channel. */
-        s->preempt_fd = c;
-        s->preempt_thread = g_thread_new("mig/dst/preempt", preempt_thread, a);
+        g_free(a);
+        int old = __atomic_exchange_n(&s->preempt_fd, c, __ATOMIC_SEQ_CST);
+        if (old >= 0) {
+            close(old);         /* a third connection: the newest counts */
+        }
+        hand_over_preempt(s);
     } else {
         s->load_thread = g_thread_new("mig/dst/load", load_thread, a);
         /* With preempt, the source connects again at the switch. */
@@ -1112,6 +1094,7 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
     s->postcopy_no_push = no_push;
     if (s->pci) {
         /* An earlier incoming postcopy's statistics: this is a source now. */
+        __atomic_store_n(&s->urgent_ready, 0, __ATOMIC_SEQ_CST);
         postcopy_incoming_cleanup(s->pci);
         g_clear_pointer(&s->pci, g_free);
     }

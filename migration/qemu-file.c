@@ -184,6 +184,11 @@ static bool fill(QEMUFile *f)
     }
 }
 
+size_t qemu_file_pending(const QEMUFile *f)
+{
+    return f->writable ? 0 : f->len - f->pos;
+}
+
 void qemu_get_buffer(QEMUFile *f, void *buf, size_t len)
 {
     uint8_t *p = buf;

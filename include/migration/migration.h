@@ -98,7 +98,8 @@ typedef struct MigrationState {
     bool postcopy_after_pass1;  /* HMP migrate -p */
     bool postcopy_no_push;      /* HMP migrate -n: pages only on demand */
     int64_t stop_ms;            /* atomic: when the source stopped the VM */
-    int preempt_fd;             /* the preempt channel (either side), or -1 */
+    int preempt_fd;             /* the preempt channel (either side), or -1;
+                                 * the destination's until handed over */
     GThread *rp_thread;         /* "mig/src/rp": reads the return path */
     RAMSaver *saver;            /* the migration thread's, during postcopy */
     int rp_shut;                /* atomic: -1 none yet, else SHUT's status */
@@ -114,7 +115,8 @@ typedef struct MigrationState {
     GThread *load_thread;
     RAMLoader *ram_loader;      /* load thread; kept while postcopy-paused */
     PostcopyIncoming *pci;      /* postcopy ran: fault thread and stats */
-    GThread *preempt_thread;    /* "mig/dst/preempt" */
+    int urgent_ready;           /* atomic: the fault thread takes the
+                                 * preempt channel (hand_over_preempt) */
 } MigrationState;
 
 /*

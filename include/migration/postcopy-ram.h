@@ -5,13 +5,20 @@
  * latency statistics.
  *
  * Threads:
- * - fault thread ("mig/dst/fault"): polls the userfaultfd and a quit
- *   eventfd, reads faults in batches, and sends a request for each page
- *   neither received nor requested yet.  It owns nothing but the
- *   requested bitmap's set operations.
- * - placing threads (load thread, preempt thread): call
- *   postcopy_placed() through the RAM loader's hook.
- * - any thread: postcopy_rp_send() (under rp_lock).
+ * - fault thread ("mig/dst/fault"): polls the userfaultfd, a wake
+ *   eventfd and, with postcopy-preempt, the urgent channel.  It reads
+ *   faults in batches and sends a request for each page neither received
+ *   nor requested yet; it reads the urgent channel's records (requested
+ *   pages only) and places them.  While a vCPU waits on a page that will
+ *   come on the urgent channel it does not sleep (URGENT_SPIN_NS): the
+ *   page is placed the moment it arrives, without a thread to wake.  It
+ *   owns the urgent channel's QEMUFile and the requested bitmap's set
+ *   operations.
+ * - load thread: places the main stream's pages and calls
+ *   postcopy_drain() at its end.
+ * - Both call postcopy_placed() through the RAM loader's hook.
+ * - any thread: postcopy_rp_send() (under rp_lock),
+ *   postcopy_attach_urgent().
  * Statistics are under stats_lock.
  */
 #ifndef MIGRATION_POSTCOPY_RAM_H
@@ -28,8 +35,8 @@
 #include "system/machine.h"
 
 /*
- * The threads on a demand fault's path (the destination's fault and
- * preempt threads, the source's return-path thread) run SCHED_FIFO at
+ * The threads on a demand fault's path (the destination's fault thread,
+ * the source's return-path thread) run SCHED_FIFO at
  * this priority where allowed: they block between short bursts, and on
  * a host whose CPUs the push keeps busy a woken normal thread can wait
  * milliseconds for one.  The latency guest, 1 GiB, preempt, 3 runs each
@@ -50,14 +57,25 @@ typedef struct PostcopyIncoming {
     QEMUFile *rp;               /* under rp_lock; NULL: no return path yet */
 
     GThread *fault_thread;
-    int quit_fd;                /* eventfd: wakes the fault thread to stop */
+    int wake_fd;                /* eventfd: stop, or take the urgent channel */
     int64_t spin_ns;            /* fault thread: busy look before poll() */
+    int64_t urgent_spin_ns;     /* and after a request, with preempt */
     int quit;                   /* atomic */
+    bool urgent_expected;       /* postcopy-preempt: a channel will come */
+    int urgent_new;             /* atomic: a channel handed over, or -1 */
+    int urgent_fd;              /* atomic: the channel the fault thread
+                                 * reads (closed at stop), or -1 */
+    int urgent_done;            /* atomic: it ended (EOF or error) */
     uint64_t requests;          /* atomic: requests sent */
     uint64_t dup_faults;        /* atomic: faults on pages asked for already */
 
     GMutex stats_lock;
     GHashTable *faults;         /* page -> FaultRec, pages being waited for */
+    int waiting;                /* its size; written under stats_lock, read
+                                 * atomically by the fault thread */
+    bool draining;              /* postcopy_drain() waits on drained */
+    GCond drained;              /* a requested page placed, or the urgent
+                                 * channel ended */
     int blocked;                /* vCPUs waiting on a page now */
     int64_t all_blocked_since;  /* ns, when every vCPU started waiting */
     int64_t blocktime_ns;       /* time every vCPU waited at once */
@@ -76,14 +94,32 @@ void postcopy_incoming_init(PostcopyIncoming *pc, Machine *m, RAMLoader *ram);
 
 /*
  * postcopy_listen: requests go out on @fd (the stream's connection,
- * written in the other direction); start the fault thread.
+ * written in the other direction); start the fault thread.  @urgent:
+ * requested pages will come on a second channel (postcopy-preempt),
+ * handed over with postcopy_attach_urgent().
  */
-bool postcopy_listen(PostcopyIncoming *pc, int fd, GError **errp);
+bool postcopy_listen(PostcopyIncoming *pc, int fd, bool urgent, GError **errp);
+
+/*
+ * postcopy_attach_urgent: the fault thread reads requested pages from
+ * @fd from now on and closes it when it stops.  Any thread, once, after
+ * postcopy_listen().
+ */
+void postcopy_attach_urgent(PostcopyIncoming *pc, int fd);
+
+/*
+ * postcopy_drain: the main stream has ended; wait until every page is
+ * in, since requested pages may still be on their way on the urgent
+ * channel.  False, with the reason, if the urgent channel ended with
+ * pages missing.  Load thread.
+ */
+bool postcopy_drain(PostcopyIncoming *pc, GError **errp);
 
 /* postcopy_rp_send: send a return-path message now (flushed). */
 void postcopy_rp_send(PostcopyIncoming *pc, const RPMessage *m);
 
-/* postcopy_stop_faults: stop and join the fault thread. */
+/* postcopy_stop_faults: stop and join the fault thread; close the urgent
+ * channel. */
 void postcopy_stop_faults(PostcopyIncoming *pc);
 
 void postcopy_incoming_cleanup(PostcopyIncoming *pc);

@@ -56,6 +56,12 @@ uint16_t qemu_get_u16(QEMUFile *f);
 uint32_t qemu_get_u32(QEMUFile *f);
 uint64_t qemu_get_u64(QEMUFile *f);
 
+/*
+ * qemu_file_pending: bytes read from the fd and not consumed yet; a
+ * reader polling the fd looks here first.
+ */
+size_t qemu_file_pending(const QEMUFile *f);
+
 /* qemu_file_error: 0 or -errno of the first failure. */
 int qemu_file_error(const QEMUFile *f);
 

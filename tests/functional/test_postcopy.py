@@ -146,9 +146,9 @@ def demand_only(opts):
 
 
 def backend(opts):
-    obj, hugepages = opts.extra
+    obj, hugepages, preempt = (list(opts.extra) + [False])[:3]
     with HugePages(hugepages) if hugepages else contextlib.nullcontext():
-        src, dst = pair(None, 2, extra=backend_args(obj))
+        src, dst = pair(None, 2, preempt=preempt, extra=backend_args(obj))
         switch_at_once(src, dst)
         finish(src, dst)
         verify_goes_on(src, dst)
@@ -189,8 +189,10 @@ def heavy_dirty(opts):
 def cut_connection(opts):
     """The connection breaks during postcopy: both sides stop in
     postcopy-paused with error-desc; the source keeps the VM paused and
-    all its memory; the destination does not exit."""
-    src, dst = pair('1G', 1, append='verify')
+    all its memory; the destination does not exit.  With preempt both
+    connections are cut."""
+    preempt, = opts.extra or [False]
+    src, dst = pair('1G', 1, append='verify', preempt=preempt)
     src.m.wait_line(r'^verify: round=1 ', 120)
     # Slow push so that postcopy is still going when the cut comes.
     src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0,
@@ -203,14 +205,15 @@ def cut_connection(opts):
     r = src.qmp.cmd('migrate_cancel')
     assert 'error' in r and "can't be cancelled" in r['error']['desc'], r
     # Cut it from outside: kill the TCP connection with ss.
-    port = dst_port = None      # found below, else no connection
+    ports = []                  # (source's port, destination's port)
     for line in os.popen('ss -tnp').read().splitlines():
         if f'pid={src.m.proc.pid},' in line and '127.0.0.1' in line:
-            port = line.split()[3].rsplit(':', 1)[1]
-            dst_port = line.split()[4].rsplit(':', 1)[1]
-    assert port, 'no migration connection found'
-    os.system(f'ss -K dst 127.0.0.1 dport = {dst_port} >/dev/null 2>&1')
-    os.system(f'ss -K dst 127.0.0.1 dport = {port} >/dev/null 2>&1')
+            ports.append((line.split()[3].rsplit(':', 1)[1],
+                          line.split()[4].rsplit(':', 1)[1]))
+    assert len(ports) == (2 if preempt else 1), ports
+    for port, dst_port in ports:
+        os.system(f'ss -K dst 127.0.0.1 dport = {dst_port} >/dev/null 2>&1')
+        os.system(f'ss -K dst 127.0.0.1 dport = {port} >/dev/null 2>&1')
     si = src.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
     di = dst.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
     if si['status'] == 'completed':
@@ -365,11 +368,15 @@ cases = [
     ('/postcopy/backend/ram-shared', backend, MachineOptions(extra=[RAM_SHARED, 0])),
     ('/postcopy/backend/memfd-hugetlb-2M', backend,
      MachineOptions(extra=[MEMFD_HUGE, 512])),
+    ('/postcopy/backend/memfd-hugetlb-2M-preempt', backend,
+     MachineOptions(extra=[MEMFD_HUGE, 512, True])),
     ('/postcopy/backend/ram-prealloc', prealloc_dst, MachineOptions(extra=[False])),
     ('/postcopy/backend/ram-prealloc-preempt', prealloc_dst,
      MachineOptions(extra=[True])),
     ('/postcopy/heavy-dirty', heavy_dirty, MachineOptions()),
     ('/postcopy/failure/cut-connection', cut_connection, MachineOptions()),
+    ('/postcopy/failure/cut-connection-preempt', cut_connection,
+     MachineOptions(extra=[True])),
     ('/postcopy/failure/bad-requests', bad_requests, MachineOptions()),
     ('/postcopy/errors', errors, MachineOptions()),
     ('/postcopy/libvirt', libvirt_postcopy, MachineOptions()),

@@ -3,7 +3,9 @@
  * The return path (migration/return-path.c): each message written and
  * read back, malformed messages and requests refused; and the fault
  * thread's requests (migration/postcopy-ram.c): one request per missing
- * page however many threads wait on it, none for a page in place.
+ * page however many threads wait on it, none for a page in place; the
+ * urgent (preempt) channel read and placed by the fault thread, and the
+ * end of the main stream waiting for the pages still on it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -165,7 +167,7 @@ static void test_dedup(void **state)
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     g_autoptr(GError) err = NULL;
-    assert_true(postcopy_listen(&pc, sv[0], &err));
+    assert_true(postcopy_listen(&pc, sv[0], false, &err));
 
     /* A page in place already: read without a fault, no request. */
     place(&l, &b, 7, 0x77);
@@ -210,6 +212,175 @@ static void test_dedup(void **state)
     ram_block_free(rb);
 }
 
+/* ---- The urgent channel ------------------------------------------------- */
+
+typedef struct Urgent {
+    RAMBlock *rb;
+    RAMLoader l;
+    RAMLoadBuf b;
+    Machine m;
+    PostcopyIncoming pc;
+    int rp[2], ch[2];           /* [0] the destination's end */
+    QEMUFile *src_rp, *src_ch;  /* the source's ends */
+} Urgent;
+
+static bool urgent_setup(Urgent *u)
+{
+    memset(u, 0, sizeof(*u));
+    u->rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
+    ram_loader_init(&u->l, u->rb);
+    if (!u->l.registered) {
+        print_message("# SKIP: %s\n", u->l.why_no_uffd);
+        ram_loader_cleanup(&u->l);
+        ram_block_free(u->rb);
+        return false;
+    }
+    ram_load_buf_init(&u->b, &u->l);
+    postcopy_incoming_init(&u->pc, &u->m, &u->l);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u->rp), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u->ch), 0);
+    g_autoptr(GError) err = NULL;
+    assert_true(postcopy_listen(&u->pc, u->rp[0], true, &err));
+    postcopy_attach_urgent(&u->pc, u->ch[0]);   /* the fault thread's now */
+    u->src_rp = qemu_file_new(u->rp[1], false, true);
+    u->src_ch = qemu_file_new(u->ch[1], true, true);
+    return true;
+}
+
+static void urgent_cleanup(Urgent *u)
+{
+    postcopy_incoming_cleanup(&u->pc);
+    qemu_file_close(u->src_rp);
+    if (u->src_ch) {
+        qemu_file_close(u->src_ch);
+    }
+    ram_load_buf_cleanup(&u->b);
+    ram_loader_cleanup(&u->l);
+    ram_block_free(u->rb);
+}
+
+/* The source's side: the next request is for @page; answer it. */
+static void serve_urgent(Urgent *u, uint64_t page, int fill)
+{
+    RPMessage req;
+    g_autoptr(GError) err = NULL;
+    assert_true(rp_get(u->src_rp, &req, &err));
+    assert_int_equal(req.type, RP_REQ_PAGES);
+    assert_int_equal(req.off, page * PAGE);
+    qemu_put_byte(u->src_ch, fill < 0 ? REC_RAM_ZERO : REC_RAM_PAGES);
+    qemu_put_u64(u->src_ch, page * PAGE);
+    qemu_put_u32(u->src_ch, 1);
+    if (fill >= 0) {
+        uint8_t data[PAGE];
+        memset(data, fill, PAGE);
+        qemu_put_buffer(u->src_ch, data, PAGE);
+    }
+    qemu_fflush(u->src_ch);
+}
+
+static void test_urgent(void **state)
+{
+    (void)state;
+    Urgent u;
+    if (!urgent_setup(&u)) {
+        skip();
+    }
+    /* A page and a zero page come on the urgent channel, with nothing on
+     * the main stream: the fault thread places them and the readers wake. */
+    Toucher t1 = { .addr = u.rb->host + 5 * PAGE + 8 };
+    GThread *th1 = g_thread_new("touch1", touch, &t1);
+    serve_urgent(&u, 5, 0x5a);
+    g_thread_join(th1);
+    assert_int_equal(t1.seen, 0x5a);
+    assert_true(ram_load_received(&u.l, 5));
+
+    Toucher t2 = { .addr = u.rb->host + 7 * PAGE };
+    GThread *th2 = g_thread_new("touch2", touch, &t2);
+    serve_urgent(&u, 7, -1);
+    g_thread_join(th2);
+    assert_int_equal(t2.seen, 0);
+    assert_true(ram_load_received(&u.l, 7));
+    urgent_cleanup(&u);
+}
+
+typedef struct Drainer {
+    PostcopyIncoming *pc;
+    int done;                   /* atomic: 1 returned true, 2 false */
+    char *error;
+} Drainer;
+
+static gpointer drain(gpointer opaque)
+{
+    Drainer *d = opaque;
+    GError *err = NULL;
+    bool ok = postcopy_drain(d->pc, &err);
+    if (err) {
+        d->error = g_strdup(err->message);
+        g_error_free(err);
+    }
+    __atomic_store_n(&d->done, ok ? 1 : 2, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Every page but @missing placed as if from the main stream. */
+static void place_all_but(Urgent *u, uint64_t missing)
+{
+    for (uint64_t p = 0; p < NPAGES; p++) {
+        if (p != missing && !ram_load_received(&u->l, p)) {
+            place(&u->l, &u->b, p, (uint8_t)p);
+        }
+    }
+}
+
+static void test_drain(void **state)
+{
+    (void)state;
+    Urgent u;
+    if (!urgent_setup(&u)) {
+        skip();
+    }
+    /* Page 9 is requested and on its way when the main stream ends: the
+     * end waits for it instead of completing with it missing. */
+    Toucher t = { .addr = u.rb->host + 9 * PAGE };
+    GThread *th = g_thread_new("touch", touch, &t);
+    wait_for(&u.pc.requests, 1);
+    place_all_but(&u, 9);
+    Drainer d = { .pc = &u.pc };
+    GThread *dt = g_thread_new("drain", drain, &d);
+    g_usleep(20000);
+    assert_int_equal(__atomic_load_n(&d.done, __ATOMIC_ACQUIRE), 0);
+    serve_urgent(&u, 9, 0x99);
+    g_thread_join(dt);
+    g_thread_join(th);
+    assert_int_equal(d.done, 1);
+    assert_int_equal(t.seen, 0x99);
+    urgent_cleanup(&u);
+}
+
+static void test_drain_broken(void **state)
+{
+    (void)state;
+    Urgent u;
+    if (!urgent_setup(&u)) {
+        skip();
+    }
+    /* The urgent channel ends with page 9 still to come: the end fails
+     * (the destination pauses) rather than complete without it. */
+    place_all_but(&u, 9);
+    Drainer d = { .pc = &u.pc };
+    GThread *dt = g_thread_new("drain", drain, &d);
+    g_usleep(20000);
+    assert_int_equal(__atomic_load_n(&d.done, __ATOMIC_ACQUIRE), 0);
+    qemu_file_close(u.src_ch);
+    u.src_ch = NULL;
+    g_thread_join(dt);
+    assert_int_equal(d.done, 2);
+    assert_non_null(strstr(d.error, "preempt channel closed"));
+    assert_false(ram_load_received(&u.l, 9));
+    g_free(d.error);
+    urgent_cleanup(&u);
+}
+
 int main(void)
 {
     const struct CMUnitTest all[] = {
@@ -218,6 +389,10 @@ int main(void)
         { "/migration/return-path/check-request", test_check_request, NULL, NULL,
           NULL },
         { "/migration/postcopy/request-dedup", test_dedup, NULL, NULL, NULL },
+        { "/migration/postcopy/urgent-channel", test_urgent, NULL, NULL, NULL },
+        { "/migration/postcopy/drain", test_drain, NULL, NULL, NULL },
+        { "/migration/postcopy/drain-broken", test_drain_broken, NULL, NULL,
+          NULL },
     };
     return cmocka_run_group_tests_name("return-path", all, NULL, NULL);
 }
