@@ -181,6 +181,16 @@ static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev)
         uffd_wake(l->uffd, l->rb->host + page * PAGE, l->hpages * PAGE);
         return false;
     }
+    if (ram_load_zero_left(l, page)) {
+        /* Sent as zero in precopy and left unmapped: the source will not
+         * send it again, and it needs nothing from there. */
+        g_autoptr(GError) err = NULL;
+        if (!ram_load_fault_zero(l, page, &err)) {
+            g_warning("postcopy fault thread: %s", err->message);
+        }
+        __atomic_fetch_add(&pc->zero_faults, 1, __ATOMIC_RELAXED);
+        return false;
+    }
     note_fault(pc, page, ev->pagefault.tid);
     if (test_and_set_bit_atomic(page, pc->requested)) {
         __atomic_fetch_add(&pc->dup_faults, 1, __ATOMIC_RELAXED);

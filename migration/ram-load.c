@@ -23,6 +23,7 @@ void ram_loader_init(RAMLoader *l, RAMBlock *rb)
     l->npages = rb->size / PAGE;
     l->hpages = rb->page_size / PAGE;
     l->received = bitmap_new(l->npages);
+    l->zero_left = bitmap_new(l->npages);
     l->in_place = rb->prealloc;
     g_mutex_init(&l->pool_lock);
     l->uffd = uffd_open(O_CLOEXEC | O_NONBLOCK);
@@ -89,6 +90,7 @@ void ram_loader_cleanup(RAMLoader *l)
     bitmap_free(l->pooled);
     g_mutex_clear(&l->pool_lock);
     bitmap_free(l->received);
+    bitmap_free(l->zero_left);
     g_free(l->why_no_uffd);
     memset(l, 0, sizeof(*l));
     l->uffd = -1;
@@ -405,8 +407,11 @@ static bool place(RAMLoader *l, RAMLoadBuf *b, uint64_t first, uint64_t n,
             }
             mark_received(l, page, j - i);
         }
-        /* Else a zero page of fresh memory, in precopy: leave it
-         * missing; it reads as zero once RAM is unregistered. */
+        else {
+            /* A zero page of fresh memory, in precopy: leave it missing;
+             * it reads as zero once RAM is unregistered. */
+            bitmap_set_atomic(l->zero_left, page, j - i);
+        }
         i = j;
     }
     return true;
@@ -491,6 +496,7 @@ bool ram_load_discard(RAMLoader *l, uint64_t off, uint64_t count,
     }
     /* Clear first: a fault from now on must ask for the page again. */
     bitmap_test_and_clear_atomic(l->received, first, count);
+    bitmap_test_and_clear_atomic(l->zero_left, first, count);
     return drop_pages(l, first, count, errp);
 }
 
@@ -515,7 +521,36 @@ bool ram_load_discard_missing(RAMLoader *l, GError **errp)
     return true;
 }
 
+bool ram_load_fault_zero(RAMLoader *l, uint64_t page, GError **errp)
+{
+    ssize_t r;
+    do {
+        r = uffd_zeropage(l->uffd, l->rb->host + page * PAGE, PAGE, 0);
+    } while (r == -EAGAIN);
+    if (r == -EEXIST) {
+        /* Placed by another thread meanwhile, which woke it. */
+        return true;
+    }
+    if (r < 0) {
+        return place_fail(errp, "UFFDIO_ZEROPAGE", page * PAGE, r);
+    }
+    mark_received(l, page, 1);
+    return true;
+}
+
 bool ram_load_all_received(const RAMLoader *l)
 {
-    return find_first_zero_bit(l->received, l->npages) >= l->npages;
+    const size_t bits = 8 * sizeof(long);
+    for (size_t w = 0; w < l->npages / bits; w++) {
+        if ((__atomic_load_n(&l->received[w], __ATOMIC_ACQUIRE) |
+             __atomic_load_n(&l->zero_left[w], __ATOMIC_ACQUIRE)) != ~0UL) {
+            return false;
+        }
+    }
+    for (uint64_t p = l->npages / bits * bits; p < l->npages; p++) {
+        if (!ram_load_received(l, p) && !ram_load_zero_left(l, p)) {
+            return false;
+        }
+    }
+    return true;
 }

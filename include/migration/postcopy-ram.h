@@ -68,6 +68,7 @@ typedef struct PostcopyIncoming {
     int urgent_done;            /* atomic: it ended (EOF or error) */
     uint64_t requests;          /* atomic: requests sent */
     uint64_t dup_faults;        /* atomic: faults on pages asked for already */
+    uint64_t zero_faults;       /* atomic: faults on zero pages left */
 
     GMutex stats_lock;
     GHashTable *faults;         /* page -> FaultRec, pages being waited for */

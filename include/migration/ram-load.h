@@ -23,8 +23,9 @@
  * (docs/benchmarks.md).
  *
  * Threads: the placing functions run in the threads that read streams
- * (the main stream's load thread, the preempt channel's thread), each
- * with its own bounce buffer; the received bitmap is updated with
+ * (the main stream's load thread; the fault thread, which reads the
+ * preempt channel and places zero pages left, below), each with its own
+ * bounce buffer; the received bitmap is updated with
  * atomic operations after a page is placed, and read by any thread.
  * Error contract: GError **errp last, bool.
  */
@@ -49,6 +50,15 @@ typedef struct RAMLoader {
     /* Set once postcopy runs: zero pages must be placed, not skipped. */
     bool postcopy;
     unsigned long *received;    /* one bit per 4 KiB page, atomic */
+    /*
+     * Pages that came as zero pages in precopy and were left unmapped,
+     * since fresh memory reads as zero: in place as far as the source
+     * knows, so it will not send them again.  In postcopy a vCPU that
+     * touches one faults, and the fault thread maps a zero page there
+     * (ram_load_fault_zero).  Set by the load thread, cleared by a
+     * discard; atomic.
+     */
+    unsigned long *zero_left;
     /*
      * Every page is mapped (preallocated RAM, nothing discarded yet and
      * no pool made): precopy writes straight into guest RAM, as if all
@@ -141,7 +151,20 @@ static inline bool ram_load_received(const RAMLoader *l, uint64_t page)
                             __ATOMIC_ACQUIRE) >> (page % (8 * sizeof(long)))) & 1;
 }
 
-/* ram_load_all_received: every page is in place. */
+/*
+ * ram_load_fault_zero: a fault on @page, which is in @zero_left: map a
+ * zero page there (it wakes the thread that faulted).  Fault thread.
+ */
+bool ram_load_fault_zero(RAMLoader *l, uint64_t page, GError **errp);
+
+/* ram_load_zero_left: whether 4 KiB page @page is in @zero_left. */
+static inline bool ram_load_zero_left(const RAMLoader *l, uint64_t page)
+{
+    return (__atomic_load_n(&l->zero_left[page / (8 * sizeof(long))],
+                            __ATOMIC_ACQUIRE) >> (page % (8 * sizeof(long)))) & 1;
+}
+
+/* ram_load_all_received: every page is in place or a zero page left. */
 bool ram_load_all_received(const RAMLoader *l);
 
 /*

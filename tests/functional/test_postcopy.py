@@ -110,6 +110,29 @@ def immediate(opts):
     verify_goes_on(src, dst)
 
 
+def zero_pages(opts):
+    """A guest that has written little of its RAM: precopy sends the rest
+    as zero pages, which the destination leaves unmapped, and the source
+    will not send again.  The guest goes on writing fresh pages there
+    after the switch (the fault thread maps zeros for them, asking
+    nothing), and the destination counts those pages in when the stream
+    ends: it completes, and the guest runs on."""
+    src, dst = pair('512M', 1, append='dirty rate=20', preempt=opts.extra[0])
+    src.m.wait_line(r'^dirty: second=1 ', 60)
+    hmp = HMP(src.hmp_sock)
+    assert hmp.run('migrate_set_parameter max-bandwidth 0') == ''
+    assert hmp.run(f'migrate -d -p {dst.listen_uri()}') == ''
+    info, d = finish(src, dst, timeout=60)
+    assert 'postcopy-active' in statuses(src), info
+    n = sum(1 for x in list(dst.m.lines) if x.startswith('dirty: second='))
+    for _ in range(100):
+        if sum(1 for x in list(dst.m.lines) if x.startswith('dirty: second=')) > n:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f'the guest stopped on the destination: {dst.m.lines[-3:]}')
+
+
 def push_limited(opts):
     """max-postcopy-bandwidth holds back the push only: with it at 4 MB/s
     (128 s for 512 MiB) the guest's requests still get their pages at
@@ -363,6 +386,8 @@ cases = [
     ('/postcopy/immediate/6G', immediate, MachineOptions(extra=['6G', 2, False])),
     ('/postcopy/preempt', immediate, MachineOptions(extra=['1G', 2, True])),
     ('/postcopy/demand-only', demand_only, MachineOptions()),
+    ('/postcopy/zero-pages', zero_pages, MachineOptions(extra=[False])),
+    ('/postcopy/zero-pages-preempt', zero_pages, MachineOptions(extra=[True])),
     ('/postcopy/push-limited', push_limited, MachineOptions()),
     ('/postcopy/backend/memfd', backend, MachineOptions(extra=[MEMFD, 0])),
     ('/postcopy/backend/ram-shared', backend, MachineOptions(extra=[RAM_SHARED, 0])),

@@ -116,6 +116,36 @@ static void test_zero(void **state)
     check(f, 1, 0);
 }
 
+static void test_zero_left(void **state)
+{
+    Fixture *f = *state;
+    need_uffd(f);
+    g_autoptr(GError) err = NULL;
+    /* Precopy leaves zero pages of fresh memory unmapped, and says so:
+     * the source counts them sent, and every other page is in. */
+    assert_true(ram_load_zero(&f->l, &f->b, 3 * PAGE, 2, &err));
+    assert_true(ram_load_zero_left(&f->l, 3));
+    assert_true(ram_load_zero_left(&f->l, 4));
+    assert_false(ram_load_received(&f->l, 3));
+    for (uint64_t p = 0; p < NPAGES; p++) {
+        if (p != 3 && p != 4) {
+            assert_true(load(f, p, 1, 1));
+        }
+    }
+    assert_true(ram_load_all_received(&f->l));
+    /* Dirtied again on the source: it comes again, and is missing now. */
+    assert_true(ram_load_discard(&f->l, 4 * PAGE, 1, &err));
+    assert_false(ram_load_zero_left(&f->l, 4));
+    assert_false(ram_load_all_received(&f->l));
+    /* A fault on page 3 in postcopy: the fault thread maps zeros. */
+    assert_true(ram_load_fault_zero(&f->l, 3, &err));
+    check(f, 3, 0);
+    /* Placed meanwhile by another thread: nothing to do. */
+    assert_true(ram_load_fault_zero(&f->l, 3, &err));
+    assert_true(load(f, 4, 1, 9));
+    assert_true(ram_load_all_received(&f->l));
+}
+
 static void test_discard(void **state)
 {
     Fixture *f = *state;
@@ -361,6 +391,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         { "/migration/ram-load/runs", test_runs, setup, teardown, NULL },
         { "/migration/ram-load/zero", test_zero, setup, teardown, NULL },
+        { "/migration/ram-load/zero-left", test_zero_left, setup, teardown, NULL },
         { "/migration/ram-load/discard", test_discard, setup, teardown, NULL },
         { "/migration/ram-load/present", test_present, NULL, teardown, NULL },
         { "/migration/ram-load/discard-missing", test_discard_missing, NULL,

@@ -167,6 +167,9 @@ static void test_dedup(void **state)
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     g_autoptr(GError) err = NULL;
+    /* Precopy, before: page 11 comes as zero and is left unmapped. */
+    assert_true(ram_load_zero(&l, &b, 11 * PAGE, 1, &err));
+    assert_true(ram_load_zero_left(&l, 11));
     assert_true(postcopy_listen(&pc, sv[0], false, &err));
 
     /* A page in place already: read without a fault, no request. */
@@ -193,6 +196,16 @@ static void test_dedup(void **state)
     g_thread_join(th2);
     assert_int_equal(t1.seen, 0x55);
     assert_int_equal(t2.seen, 0x55);
+
+    /* A page that came as zero in precopy and was left unmapped: the
+     * source will not send it again, so the fault thread maps zeros
+     * itself, with no request. */
+    Toucher tz = { .addr = rb->host + 11 * PAGE + 64 };
+    GThread *thz = g_thread_new("touchz", touch, &tz);
+    g_thread_join(thz);
+    assert_int_equal(tz.seen, 0);
+    assert_int_equal(__atomic_load_n(&pc.zero_faults, __ATOMIC_ACQUIRE), 1);
+    assert_int_equal(__atomic_load_n(&pc.requests, __ATOMIC_ACQUIRE), 1);
 
     /* Nothing else was sent: the next message is the next request. */
     Toucher t3 = { .addr = rb->host + 9 * PAGE };
