@@ -916,18 +916,15 @@ static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
         return G_SOURCE_CONTINUE;
     }
     channel_tune(c);
-    MigrateArgs *a = g_new0(MigrateArgs, 1);
-    a->s = s;
-    a->fd = c;
     if (s->load_thread) {
-        /* The second connection: postcopy-preempt's channel. */
-        g_free(a);
-        int old = __atomic_exchange_n(&s->preempt_fd, c, __ATOMIC_SEQ_CST);
-        if (old >= 0) {
-            close(old);         /* a third connection: the newest counts */
-        }
+        /* The second connection: postcopy-preempt's channel, the last
+         * this socket accepts. */
+        __atomic_store_n(&s->preempt_fd, c, __ATOMIC_SEQ_CST);
         hand_over_preempt(s);
     } else {
+        MigrateArgs *a = g_new0(MigrateArgs, 1);
+        a->s = s;
+        a->fd = c;
         s->load_thread = g_thread_new("mig/dst/load", load_thread, a);
         /* With preempt, the source connects again at the switch. */
         if (migrate_cap(s, "postcopy-preempt")) {

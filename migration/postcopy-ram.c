@@ -240,10 +240,10 @@ static bool urgent_record(PostcopyIncoming *pc, QEMUFile *f, RAMLoadBuf *buf)
         return false;
     }
     g_autoptr(GError) err = NULL;
-    if ((type != REC_RAM_PAGES && type != REC_RAM_ZERO) || off % PAGE ||
-        count == 0 || count > STREAM_MAX_RUN || off > rb->size ||
-        (uint64_t)count * PAGE > rb->size - off) {
-        g_warning("postcopy preempt channel: bad record 0x%02x", type);
+    if ((type != REC_RAM_PAGES && type != REC_RAM_ZERO) ||
+        !stream_run_fits(rb, off, count)) {
+        g_warning("postcopy preempt channel: bad record 0x%02x (%u pages at "
+                  "0x%" G_GINT64_MODIFIER "x)", type, count, off);
         return false;
     }
     bool ok = type == REC_RAM_PAGES

@@ -406,8 +406,7 @@ static bool place(RAMLoader *l, RAMLoadBuf *b, uint64_t first, uint64_t n,
                 return false;
             }
             mark_received(l, page, j - i);
-        }
-        else {
+        } else {
             /* A zero page of fresh memory, in precopy: leave it missing;
              * it reads as zero once RAM is unregistered. */
             bitmap_set_atomic(l->zero_left, page, j - i);
@@ -540,17 +539,15 @@ bool ram_load_fault_zero(RAMLoader *l, uint64_t page, GError **errp)
 
 bool ram_load_all_received(const RAMLoader *l)
 {
-    const size_t bits = 8 * sizeof(long);
-    for (size_t w = 0; w < l->npages / bits; w++) {
-        if ((__atomic_load_n(&l->received[w], __ATOMIC_ACQUIRE) |
-             __atomic_load_n(&l->zero_left[w], __ATOMIC_ACQUIRE)) != ~0UL) {
+    /* Each run of pages not received must be zero pages left. */
+    for (uint64_t p = find_first_zero_bit(l->received, l->npages);
+         p < l->npages;) {
+        uint64_t end = find_next_bit(l->received, l->npages, p);
+        if (find_next_zero_bit(l->zero_left, end, p) < end) {
             return false;
         }
-    }
-    for (uint64_t p = l->npages / bits * bits; p < l->npages; p++) {
-        if (!ram_load_received(l, p) && !ram_load_zero_left(l, p)) {
-            return false;
-        }
+        p = end < l->npages ? find_next_zero_bit(l->received, l->npages, end)
+                            : end;
     }
     return true;
 }

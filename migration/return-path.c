@@ -53,8 +53,7 @@ bool rp_get(QEMUFile *f, RPMessage *m, GError **errp)
 bool rp_check_request(const RAMBlock *rb, uint64_t off, uint32_t count,
                       GError **errp)
 {
-    if (off % 4096 || count == 0 || count > STREAM_MAX_RUN ||
-        off >= rb->size || (uint64_t)count * 4096 > rb->size - off) {
+    if (!stream_run_fits(rb, off, count)) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                     "return path: refused a request for %u pages at 0x%"
                     G_GINT64_MODIFIER "x (block '%s' has 0x%"

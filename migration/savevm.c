@@ -118,8 +118,7 @@ static bool get_name(QEMUFile *f, char *name, size_t cap)
 static bool check_range(QEMUFile *f, const RAMBlock *rb, uint64_t off,
                         uint32_t count, GError **errp)
 {
-    if (off % PAGE || count == 0 || count > STREAM_MAX_RUN ||
-        off > rb->size || (uint64_t)count * PAGE > rb->size - off) {
+    if (!stream_run_fits(rb, off, count)) {
         return load_fail(f, errp, "RAM record at offset 0x%" PRIx64 " with %u "
                          "pages lies outside block '%s' (size 0x%" PRIx64 ")",
                          off, count, rb->name, rb->size);

@@ -37,6 +37,7 @@
 
 #include <glib.h>
 
+#include "qemu/bitmap.h"
 #include "system/ramblock.h"
 
 typedef struct QEMUFile QEMUFile;
@@ -157,11 +158,11 @@ static inline bool ram_load_received(const RAMLoader *l, uint64_t page)
  */
 bool ram_load_fault_zero(RAMLoader *l, uint64_t page, GError **errp);
 
-/* ram_load_zero_left: whether 4 KiB page @page is in @zero_left. */
+/* ram_load_zero_left: whether 4 KiB page @page is in @zero_left (set
+ * before postcopy starts, so no ordering is needed). */
 static inline bool ram_load_zero_left(const RAMLoader *l, uint64_t page)
 {
-    return (__atomic_load_n(&l->zero_left[page / (8 * sizeof(long))],
-                            __ATOMIC_ACQUIRE) >> (page % (8 * sizeof(long)))) & 1;
+    return test_bit(page, l->zero_left);
 }
 
 /* ram_load_all_received: every page is in place or a zero page left. */

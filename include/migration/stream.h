@@ -45,6 +45,18 @@ enum {
 #define STREAM_MAX_DEVICE   (1 << 20)       /* bytes of one device's state */
 #define STREAM_MAX_PACKAGE  (16 << 20)      /* bytes of the postcopy package */
 
+/*
+ * stream_run_fits: whether @count pages at offset @off of @rb make a run
+ * the stream allows, in a RAM record or a page request: 4 KiB aligned,
+ * 1 to STREAM_MAX_RUN pages, inside the block.
+ */
+static inline bool stream_run_fits(const RAMBlock *rb, uint64_t off,
+                                   uint32_t count)
+{
+    return off % 4096 == 0 && count > 0 && count <= STREAM_MAX_RUN &&
+           off < rb->size && (uint64_t)count * 4096 <= rb->size - off;
+}
+
 typedef struct QEMUFile QEMUFile;
 typedef struct MigrationStats MigrationStats;
 typedef struct RAMLoader RAMLoader;
