@@ -144,6 +144,7 @@ void postcopy_placed(void *opaque, uint64_t first, uint64_t n)
             b++;
         }
         pc->dist[b]++;
+        hist_add(&pc->latency_hist, lat > 0 ? (uint64_t)lat : 0);
         if (r->vcpus && pc->blocked == pc->m->ncpus) {
             pc->blocktime_ns += now - pc->all_blocked_since;
         }
@@ -495,5 +496,15 @@ void postcopy_stats(PostcopyIncoming *pc, JsonObject *r)
         json_array_add_int_element(dist, pc->dist[b]);
     }
     json_object_set_array_member(r, "postcopy-latency-dist", dist);
+    /* ferry's own: percentiles within 6.25 % (qemu/histogram.h) */
+    static const struct { const char *name; double q; } pcts[] = {
+        { "p50", 0.5 }, { "p90", 0.9 }, { "p99", 0.99 }, { "p999", 0.999 },
+    };
+    JsonObject *p = json_object_new();
+    for (size_t i = 0; i < G_N_ELEMENTS(pcts); i++) {
+        json_object_set_int_member(p, pcts[i].name,
+                                   hist_percentile(&pc->latency_hist, pcts[i].q));
+    }
+    json_object_set_object_member(r, "x-postcopy-latency-percentiles", p);
     g_mutex_unlock(&pc->stats_lock);
 }

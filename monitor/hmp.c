@@ -337,6 +337,17 @@ static void hmp_info_migrate(HmpConsole *c, char **argv)
         out(c, "postcopy vcpu latency: %s\n", int_list(o, "postcopy-vcpu-latency"));
         out(c, "postcopy latency distribution (us, power-of-two buckets): %s\n",
             int_list(o, "postcopy-latency-dist"));
+        JsonObject *pct = json_object_get_object_member(o,
+                                                        "x-postcopy-latency-percentiles");
+        if (pct) {
+            out(c, "postcopy latency percentiles: p50 %" G_GINT64_FORMAT
+                " ns, p90 %" G_GINT64_FORMAT " ns, p99 %" G_GINT64_FORMAT
+                " ns, p99.9 %" G_GINT64_FORMAT " ns\n",
+                json_object_get_int_member(pct, "p50"),
+                json_object_get_int_member(pct, "p90"),
+                json_object_get_int_member(pct, "p99"),
+                json_object_get_int_member(pct, "p999"));
+        }
     }
     if (json_object_has_member(o, "error-desc")) {
         out(c, "Error: %s\n", json_object_get_string_member(o, "error-desc"));

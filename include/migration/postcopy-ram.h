@@ -31,6 +31,7 @@
 #include <json-glib/json-glib.h>
 
 #include "migration/ram-load.h"
+#include "qemu/histogram.h"
 #include "migration/return-path.h"
 #include "system/machine.h"
 
@@ -85,6 +86,9 @@ typedef struct PostcopyIncoming {
     uint64_t latency_count;
     int64_t latency_sum_ns;
     uint64_t dist[POSTCOPY_DIST_BUCKETS];
+    Histogram latency_hist;     /* ns, for x-postcopy-latency-percentiles:
+                                 * dist's power-of-two buckets are too
+                                 * coarse to tell 70 from 120 us */
 } PostcopyIncoming;
 
 /*

@@ -53,6 +53,24 @@ def switch_at_once(src, dst, **params):
     assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
 
 
+def check_percentiles(d):
+    """ferry's finer percentiles agree with the power-of-two buckets."""
+    pct, dist = d['x-postcopy-latency-percentiles'], d['postcopy-latency-dist']
+    got = [pct[k] for k in ('p50', 'p90', 'p99', 'p999')]
+    assert got == sorted(got), pct
+    if not sum(dist):
+        assert got == [0, 0, 0, 0], d
+        return
+    acc, b = 0, 0
+    while acc + dist[b] < sum(dist) / 2:
+        acc += dist[b]
+        b += 1
+    # bucket b holds [2^b, 2^(b+1)) us ([0, 2) for b = 0); a percentile
+    # is its bucket's upper edge, at most 1/16 above the value.
+    lo = 0 if b == 0 else 2 ** b * 1000
+    assert lo <= pct['p50'] <= 2 ** (b + 1) * 1000 * 17 // 16, (pct, dist)
+
+
 def finish(src, dst, timeout=180):
     """Wait for both ends to complete; check the reply shapes."""
     info = src.wait_status({'completed', 'failed', 'postcopy-paused'}, timeout)
@@ -65,6 +83,7 @@ def finish(src, dst, timeout=180):
               'postcopy-vcpu-latency', 'postcopy-latency-dist'):
         assert k in d, (k, d)
     assert len(d['postcopy-vcpu-blocktime']) == len(d['postcopy-vcpu-latency'])
+    check_percentiles(d)
     assert dst.qmp.cmd('query-status')['return']['status'] == 'running'
     assert src.qmp.cmd('query-status')['return']['status'] == 'postmigrate'
     return info, d
@@ -165,6 +184,7 @@ def demand_only(opts):
     assert 'postcopy request count: ' in text, text
     dtext = HMP(dst.hmp_sock).run('info migrate')
     assert 'postcopy blocktime: ' in dtext and 'postcopy latency: ' in dtext, dtext
+    assert 'postcopy latency percentiles: p50 ' in dtext, dtext
     verify_goes_on(src, dst)
 
 
