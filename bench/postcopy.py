@@ -308,8 +308,8 @@ def report(res, variants, runs, args):
         'ram.postcopy-bytes over the time from STOP to completed; the demand '
         'fault is the destination\'s postcopy-latency, from a fault read to '
         'its page placed: its mean (postcopy-latency) and its p50 and p99 '
-        '(x-postcopy-latency-percentiles, at most 6.25 % above the true '
-        'value; ferry only: QEMU 7.2 has no such figure).  Measured '
+        '(x-postcopy-latency-percentiles, at most 1 us or 6.25 % above '
+        'the true value; ferry only: QEMU 7.2 has no such figure).  Measured '
         f'on {benchlib.machine_line()}.  `bench/postcopy.py --doc '
         'docs/benchmarks.md --plot docs/postcopy-stalls.png` regenerates '
         'this section and the plot.\n')

@@ -136,15 +136,8 @@ void postcopy_placed(void *opaque, uint64_t first, uint64_t n)
             continue;
         }
         int64_t lat = now - r->t0;
-        pc->latency_count++;
         pc->latency_sum_ns += lat;
-        int b = 0;
-        for (int64_t us = lat / 1000; us > 1 && b < POSTCOPY_DIST_BUCKETS - 1;
-             us >>= 1) {
-            b++;
-        }
-        pc->dist[b]++;
-        hist_add(&pc->latency_hist, lat > 0 ? (uint64_t)lat : 0);
+        hist_add(&pc->latency_hist, lat / 1000);   /* CLOCK_MONOTONIC: >= 0 */
         if (r->vcpus && pc->blocked == pc->m->ncpus) {
             pc->blocktime_ns += now - pc->all_blocked_since;
         }
@@ -483,27 +476,29 @@ void postcopy_stats(PostcopyIncoming *pc, JsonObject *r)
                                    : 0);
     }
     json_object_set_array_member(r, "postcopy-vcpu-blocktime", vb);
-    json_object_set_int_member(r, "postcopy-latency", pc->latency_count ?
-                               pc->latency_sum_ns / (int64_t)pc->latency_count : 0);
+    const Histogram *h = &pc->latency_hist;
+    json_object_set_int_member(r, "postcopy-latency", h->count ?
+                               pc->latency_sum_ns / (int64_t)h->count : 0);
     json_object_set_array_member(r, "postcopy-vcpu-latency", vl);
-    int last = 0;
-    for (int b = 0; b < POSTCOPY_DIST_BUCKETS; b++) {
-        if (pc->dist[b]) {
-            last = b;
-        }
-    }
-    for (int b = 0; b <= last; b++) {
-        json_array_add_int_element(dist, pc->dist[b]);
+    /* QEMU's buckets, [0, 2), [2, 4), [4, 8) ... us, up to the last one
+     * used (at least one): each ends at 2^k - 1 us, a bucket edge of h. */
+    uint64_t below = 0;
+    for (unsigned k = 1; k == 1 || below < h->count; k++) {
+        uint64_t upto = hist_count_upto(h, (1ull << k) - 1);
+        json_array_add_int_element(dist, upto - below);
+        below = upto;
     }
     json_object_set_array_member(r, "postcopy-latency-dist", dist);
-    /* ferry's own: percentiles within 6.25 % (qemu/histogram.h) */
+    /* ferry's own, in ns: the top of the microsecond bucket holding each,
+     * at most 1 us or 6.25 % above it (qemu/histogram.h) */
     static const struct { const char *name; double q; } pcts[] = {
         { "p50", 0.5 }, { "p90", 0.9 }, { "p99", 0.99 }, { "p999", 0.999 },
     };
     JsonObject *p = json_object_new();
     for (size_t i = 0; i < G_N_ELEMENTS(pcts); i++) {
-        json_object_set_int_member(p, pcts[i].name,
-                                   hist_percentile(&pc->latency_hist, pcts[i].q));
+        json_object_set_int_member(p, pcts[i].name, h->count ?
+                                   (hist_percentile(h, pcts[i].q) + 1) * 1000 - 1
+                                   : 0);
     }
     json_object_set_object_member(r, "x-postcopy-latency-percentiles", p);
     g_mutex_unlock(&pc->stats_lock);

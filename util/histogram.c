@@ -34,6 +34,15 @@ void hist_add(Histogram *h, uint64_t v)
     h->count++;
 }
 
+uint64_t hist_count_upto(const Histogram *h, uint64_t v)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i <= hist_index(v); i++) {
+        n += h->n[i];
+    }
+    return n;
+}
+
 uint64_t hist_percentile(const Histogram *h, double q)
 {
     if (!h->count) {

@@ -47,7 +47,6 @@
 
 typedef struct QEMUFile QEMUFile;
 
-#define POSTCOPY_DIST_BUCKETS   32      /* 1 us .. 2^31 us */
 
 typedef struct PostcopyIncoming {
     Machine *m;
@@ -83,12 +82,12 @@ typedef struct PostcopyIncoming {
     int64_t blocktime_ns;       /* time every vCPU waited at once */
     int64_t vcpu_blocktime_ns[MAX_VCPUS];
     uint64_t vcpu_faults[MAX_VCPUS];
-    uint64_t latency_count;
     int64_t latency_sum_ns;
-    uint64_t dist[POSTCOPY_DIST_BUCKETS];
-    Histogram latency_hist;     /* ns, for x-postcopy-latency-percentiles:
-                                 * dist's power-of-two buckets are too
-                                 * coarse to tell 70 from 120 us */
+    Histogram latency_hist;     /* us, from a fault read to its page placed:
+                                 * QEMU's postcopy-latency-dist (power-of-two
+                                 * buckets, too coarse to tell 70 from 120
+                                 * us) is summed from it, and ferry's
+                                 * x-postcopy-latency-percentiles read */
 } PostcopyIncoming;
 
 /*

@@ -33,6 +33,12 @@ uint64_t hist_upper(unsigned i);
 void hist_add(Histogram *h, uint64_t v);
 
 /*
+ * hist_count_upto: how many recorded values are at most @v; exact when
+ * @v is a bucket's upper edge, as 2^k - 1 always is (2^k begins one).
+ */
+uint64_t hist_count_upto(const Histogram *h, uint64_t v);
+
+/*
  * hist_percentile: the upper edge of the bucket that holds the value of
  * rank ceil(@q * count) (at least 1) among those recorded, @q in [0, 1]:
  * never below the true percentile, at most 6.25 % above it.  0 when

@@ -90,6 +90,14 @@ static void test_percentile(void **state G_GNUC_UNUSED)
         assert_true(got >= exact);
         assert_true(got - exact <= exact / HIST_SUB);
     }
+    /* Counts up to 2^k - 1 (QEMU's power-of-two buckets) are exact. */
+    for (int k = 1; k < 40; k++) {
+        uint64_t edge = (1ull << k) - 1, n = 0;
+        while (n < N && v[n] <= edge) {
+            n++;
+        }
+        assert_int_equal(hist_count_upto(h, edge), n);
+    }
     g_free(h);
 }
 
