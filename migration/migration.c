@@ -374,6 +374,44 @@ static bool open_preempt(MigrationState *s, const char *uri, GError **errp)
  */
 #define PUSH_NICE       10
 #define PUSH_BACKLOG    (128 << 10)
+#define DISCARD_SETTLE  2048    /* pages: about 0.5 ms to drop there */
+#define DISCARD_ROUNDS  5
+
+/*
+ * Wait, with the guest still running, until the destination has loaded
+ * everything sent so far: PING @id on the stream, RP_PONG @id back.
+ * Without it the RAM queued in the two sockets' buffers (channel_tune
+ * asks for 4 MiB each) is placed on the destination, into memory its
+ * host may not have touched lately (0.4 GB/s), after the stop and
+ * before the switch is read: inside the downtime.  Migration thread,
+ * before the return path has a reader of its own.
+ */
+static bool drain_destination(QEMUFile *f, uint32_t id, GError **errp)
+{
+    qemu_put_byte(f, REC_PING);
+    qemu_put_u32(f, id);
+    qemu_fflush(f);
+    if (qemu_file_error(f)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "sending to the destination: %s",
+                    g_strerror(-qemu_file_error(f)));
+        return false;
+    }
+    /* Nothing else comes back before the switch: this reader cannot
+     * take bytes meant for a later one. */
+    QEMUFile *rp = qemu_file_new(qemu_file_fd(f), false, false);
+    RPMessage m;
+    bool ok = rp_get(rp, &m, errp);
+    qemu_file_close(rp);
+    if (ok && (m.type != RP_PONG || m.id != id)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, m.type == RP_SHUT ?
+                    "the destination failed to load the migration" :
+                    "return path: message 0x%02x where PONG %u was due",
+                    m.type, id);
+        ok = false;
+    }
+    return ok;
+}
 
 static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
                                     StopCall *stop, bool *stopped,
@@ -381,6 +419,29 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
 {
     Machine *m = s->m;
 
+    /*
+     * While the guest still runs here, the destination drops the pages
+     * dirtied since they were sent and loads what is on its way, in
+     * rounds until a round names at most DISCARD_SETTLE pages: the
+     * downtime then holds only what the guest dirties in the last one.
+     * (`make demo`: the verify guest rewrites its 1 GiB in 83 ms; the
+     * destination drops about 4,600 pages a millisecond and took 51 ms
+     * of the 53 ms downtime to drop the 778 MiB the first pass had sent;
+     * with one round before the stop, 4 of 6 ms went to the 14-18,000
+     * pages dirtied during that round.)
+     */
+    for (uint32_t round = 1;; round++) {
+        if (!ram_sync_dirty(r, errp)) {
+            return MIGRATION_STATUS_FAILED;
+        }
+        uint64_t named = ram_postcopy_discard(r);
+        if (!drain_destination(f, round, errp)) {
+            return MIGRATION_STATUS_FAILED;
+        }
+        if (named <= DISCARD_SETTLE || round == DISCARD_ROUNDS) {
+            break;
+        }
+    }
     __atomic_store_n(&s->stop_ms, now_ms(), __ATOMIC_SEQ_CST);
     migration_call_main(s, stop_vm, stop);
     *stopped = true;
@@ -812,6 +873,30 @@ static bool pc_run(void *opaque, GBytes *package, GError **errp)
     return true;
 }
 
+/*
+ * Load thread: the source's PING; every record before it is loaded.
+ * Before LISTEN this thread is the return path's only writer; from
+ * LISTEN on the fault thread writes too, under the postcopy lock.
+ */
+static bool load_pong(void *opaque, uint32_t id, GError **errp)
+{
+    LoadCtx *c = opaque;
+    RPMessage m = { .type = RP_PONG, .id = id };
+    if (c->s->pci && c->s->pci->rp) {   /* set at LISTEN, in this thread */
+        postcopy_rp_send(c->s->pci, &m);
+        return true;
+    }
+    QEMUFile *rp = qemu_file_new(c->fd, true, false);
+    rp_put(rp, &m);
+    int ret = qemu_file_close(rp);
+    if (ret < 0) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "return path: answering PING %u: %s", id, g_strerror(-ret));
+        return false;
+    }
+    return true;
+}
+
 static const StreamPostcopyOps postcopy_ops = {
     .advise = pc_advise,
     .listen = pc_listen,
@@ -840,7 +925,8 @@ static gpointer load_thread(gpointer opaque)
     ram_loader_init(rl, s->m->ram);
     __atomic_store_n(&s->ram_loader, rl, __ATOMIC_RELEASE);
     StreamLoad l = { .m = s->m, .stats = &s->stats, .ram = s->ram_loader,
-                     .postcopy = &postcopy_ops, .opaque = &ctx };
+                     .postcopy = &postcopy_ops, .pong = load_pong,
+                     .opaque = &ctx };
     migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
     done.ok = stream_load(f, &l, &err);
     done.source_state = l.source_state;

@@ -306,7 +306,8 @@ static bool pool_create(RAMLoader *l, bool *made, GError **errp)
  * Huge pages: 4 KiB records are gathered into the bounce huge page and
  * placed with one UFFDIO_COPY once all of it has come.  The source
  * sends the sub-pages of a missing huge page together and in order
- * (the first pass sends every page; postcopy sends whole host pages).
+ * (the first pass sends every page, and a pass cut short for postcopy
+ * ends at a host page's end; postcopy sends whole host pages).
  */
 static bool huge_add(RAMLoader *l, RAMLoadBuf *b, uint64_t page,
                      const uint8_t *src, GError **errp)

@@ -19,8 +19,9 @@ typedef struct UrgentReq {
     uint64_t first, n;
 } UrgentReq;
 
-void ram_postcopy_discard(RAMSaver *r)
+uint64_t ram_postcopy_discard(RAMSaver *r)
 {
+    uint64_t named = 0;
     uint64_t hp = r->hpages;
     /* A host page with one dirty 4 KiB page goes again whole. */
     if (hp > 1) {
@@ -52,8 +53,12 @@ void ram_postcopy_discard(RAMSaver *r)
         qemu_put_byte(r->f, REC_POSTCOPY_DISCARD);
         qemu_put_u64(r->f, first * PAGE);
         qemu_put_u64(r->f, end - first);
+        /* Missing there now: a later discard need not name them again. */
+        bitmap_clear(r->sent, first, end - first);
+        named += end - first;
         p = end;
     }
+    return named;
 }
 
 /* Claim one host page: whoever clears its first bit owns it. */

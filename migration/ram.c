@@ -211,14 +211,21 @@ bool ram_save_pass(RAMSaver *r)
     /* During a pass only this thread touches the bitmap, and only to
      * clear bits: one count, then decrements, keeps remaining exact. */
     uint64_t left = ram_dirty_count(r);
+    uint64_t open_end = 0;      /* end of a host page begun, not finished */
 
     while (page < r->npages) {
         if (__atomic_load_n(r->cancel, __ATOMIC_RELAXED) ||
             qemu_file_error(r->f)) {
             return false;
         }
-        if (r->stop_pass && __atomic_load_n(r->stop_pass, __ATOMIC_RELAXED)) {
-            break;              /* postcopy takes over from here */
+        /*
+         * Postcopy takes over from here, but not inside a host page
+         * begun: the destination gathers a missing huge page whole
+         * before placing it, and would wait for the rest forever.
+         */
+        if (r->stop_pass && __atomic_load_n(r->stop_pass, __ATOMIC_RELAXED) &&
+            page >= open_end) {
+            break;
         }
         if (!clear_chunk(r, page)) {
             return false;
@@ -232,6 +239,8 @@ bool ram_save_pass(RAMSaver *r)
             n++;
         }
         ram_send_pages(r, r->f, page, n, true);
+        open_end = (page + n) % r->hpages ? page + n - (page + n) % r->hpages +
+                                            r->hpages : 0;
         left -= n;
         __atomic_store_n(&r->stats->remaining_pages, left, __ATOMIC_RELAXED);
         page = find_next_bit(r->dirty, r->npages, page + n);

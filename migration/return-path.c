@@ -15,6 +15,8 @@ void rp_put(QEMUFile *f, const RPMessage *m)
         qemu_put_u32(f, m->count);
     } else if (m->type == RP_SHUT) {
         qemu_put_u32(f, m->status);
+    } else if (m->type == RP_PONG) {
+        qemu_put_u32(f, m->id);
     }
 }
 
@@ -33,6 +35,9 @@ bool rp_get(QEMUFile *f, RPMessage *m, GError **errp)
         break;
     case RP_SHUT:
         m->status = qemu_get_u32(f);
+        break;
+    case RP_PONG:
+        m->id = qemu_get_u32(f);
         break;
     case RP_RUNNING:
         break;

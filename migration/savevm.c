@@ -296,6 +296,20 @@ static bool postcopy_record(QEMUFile *f, StreamLoad *l, uint8_t type,
     return false;
 }
 
+/* Everything before the PING is in RAM: say so on the return path. */
+static bool load_ping(QEMUFile *f, StreamLoad *l, GError **errp)
+{
+    uint32_t id = qemu_get_u32(f);
+    if (qemu_file_error(f)) {
+        return load_fail(f, errp, "read error");
+    }
+    if (!l->return_path || !l->pong) {
+        return load_fail(f, errp, "PING %u in the migration stream, but there "
+                         "is no return path to answer on", id);
+    }
+    return l->pong(l->opaque, id, errp);
+}
+
 bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
 {
     Machine *m = l->m;
@@ -361,6 +375,12 @@ bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
         }
         if (type == REC_OPEN_RETURN_PATH) {
             l->return_path = true;
+            continue;
+        }
+        if (type == REC_PING) {
+            if (!load_ping(f, l, errp)) {
+                break;
+            }
             continue;
         }
         if (type == REC_PASS_END) {

@@ -41,7 +41,8 @@ typedef struct RAMSaver {
     int64_t window_start_us;    /* rate limiting: 100 ms windows */
     uint64_t window_bytes;
     int *cancel;
-    /* Set (atomic) to end a precopy pass early: postcopy starts. */
+    /* Set (atomic) to end a precopy pass early, at a host page's end:
+     * postcopy starts. */
     int *stop_pass;
     unsigned long *sent;        /* pages sent at least once */
     uint64_t hpages;            /* 4 KiB pages per host page */
@@ -87,11 +88,14 @@ uint64_t ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
 /* ---- Postcopy on the source (migration/ram-postcopy.c) ----------------- */
 
 /*
- * ram_postcopy_discard: after the last sync, widen dirty pages to whole
- * host pages, then tell the destination to drop each page sent before
- * and dirtied since (REC_POSTCOPY_DISCARD runs).
+ * ram_postcopy_discard: after a sync, widen dirty pages to whole host
+ * pages, then tell the destination to drop each page sent before and
+ * dirtied since (REC_POSTCOPY_DISCARD runs), and count those unsent.
+ * Called again after a later sync it names only pages sent and dirtied
+ * since; nothing may be sent in between.  Returns the 4 KiB pages
+ * named.  Migration thread, before the return-path thread starts.
  */
-void ram_postcopy_discard(RAMSaver *r);
+uint64_t ram_postcopy_discard(RAMSaver *r);
 
 /*
  * ram_postcopy_request: the destination wants pages [first, first + n)

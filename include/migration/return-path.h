@@ -2,7 +2,8 @@
 /*
  * Return-path messages (migration/return-path.c): what the destination
  * says to the source on the stream's connection read the other way
- * (docs/migration-stream.md): RP_SHUT, RP_REQ_PAGES, RP_RUNNING.
+ * (docs/migration-stream.md): RP_SHUT, RP_REQ_PAGES, RP_RUNNING,
+ * RP_PONG.
  *
  * rp_put() only encodes: the caller holds whatever lock guards @f and
  * flushes.  rp_get() reads one message.  Error contract:
@@ -25,6 +26,7 @@ typedef struct RPMessage {
     uint64_t off;               /* RP_REQ_PAGES: byte offset in the block */
     uint32_t count;             /* RP_REQ_PAGES: 4 KiB pages */
     uint32_t status;            /* RP_SHUT: 0 when everything loaded */
+    uint32_t id;                /* RP_PONG: the PING's id */
 } RPMessage;
 
 /* rp_put: write message @m (the members its type uses) to @f. */

@@ -26,6 +26,7 @@ enum {
     REC_PASS_END    = 0x04,     /* u32 pass */
     REC_DEVICE      = 0x05,     /* u8 len, name, u32 len, state */
     REC_OPEN_RETURN_PATH = 0x06,    /* the destination answers on this fd */
+    REC_PING        = 0x07,     /* u32 id: answer RP_PONG once loaded */
     /* Postcopy (docs/migration-stream.md): */
     REC_POSTCOPY_ADVISE = 0x10,     /* u64 host page size: get ready */
     REC_POSTCOPY_DISCARD = 0x11,    /* u64 offset, u64 count: drop pages */
@@ -39,6 +40,8 @@ enum {
     RP_SHUT         = 0x01,     /* u32 status: 0 when everything loaded */
     RP_REQ_PAGES    = 0x02,     /* u64 offset, u32 count: send these now */
     RP_RUNNING      = 0x03,     /* postcopy: the guest runs here now */
+    RP_PONG         = 0x04,     /* u32 id: every record before PING id is
+                                 * loaded */
 };
 
 #define STREAM_MAX_RUN      1024            /* pages in one record */
@@ -80,7 +83,13 @@ typedef struct StreamLoad {
     MigrationStats *stats;
     RAMLoader *ram;
     const StreamPostcopyOps *postcopy;
-    void *opaque;
+    /*
+     * PING: every record before it is loaded; answer RP_PONG @id on the
+     * return path.  Load thread.  NULL: no return path here, a PING is
+     * refused.
+     */
+    bool (*pong)(void *opaque, uint32_t id, GError **errp);
+    void *opaque;               /* for postcopy's ops and pong */
     RunState source_state;      /* out: the source's run state */
     bool return_path;           /* out: the source asked for one */
     bool postcopy_running;      /* out: RUN was loaded */

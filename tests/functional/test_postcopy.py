@@ -269,21 +269,78 @@ def cut_connection(opts):
     assert dst.qmp.cmd('query-status')['return']['status'] == 'running'
 
 
+def read_exact(c, n):
+    b = b''
+    while len(b) < n:
+        got = c.recv(n - len(b))
+        assert got, 'the source closed the stream'
+        b += got
+    return b
+
+
+def read_header(c):
+    magic, _, _, n = struct.unpack('<IIBB', read_exact(c, 10))
+    assert magic == 0x59525246
+    read_exact(c, n + 16)                   # RAM_BLOCK name, size, page size
+
+
+def read_to(c, types):
+    """A fake destination reads the stream (docs/migration-stream.md)
+    before the switch up to a record of one of @types; returns its type
+    and, for a PING, its id."""
+    fixed = {0x06: 0, 0x10: 8, 0x11: 16, 0x03: 12, 0x04: 4}
+    while True:
+        t = read_exact(c, 1)[0]
+        if t == 0x07:                       # PING u32 id
+            ping = struct.unpack('<I', read_exact(c, 4))[0]
+            if t in types:
+                return t, ping
+            continue
+        if t in types:
+            return t, None
+        if t == 0x02:                       # RAM_PAGES u64 offset, u32 count
+            count = struct.unpack('<QI', read_exact(c, 12))[1]
+            read_exact(c, count * 4096)
+            continue
+        assert t in fixed, f'record 0x{t:02x} before the switch'
+        read_exact(c, fixed[t])
+
+
+def answer_to_switch(c):
+    """Answer every PING (all loaded) up to the switch's LISTEN."""
+    while True:
+        t, ping = read_to(c, (0x07, 0x12))
+        if t == 0x12:
+            return
+        c.sendall(struct.pack('<BI', 4, ping))  # PONG
+
+
+def fake_destination(src):
+    """Migrate @src (the guest running) with postcopy-ram to a socket of
+    this test's, slowly, and switch to postcopy; returns the accepted
+    connection, read past the stream's header."""
+    caps(src, postcopy_ram=True)
+    ls = socket.socket()
+    ls.bind(('127.0.0.1', 0))
+    ls.listen(1)
+    port = ls.getsockname()[1]
+    src.m.wait_line(r'^verify: round=0 ', 60)
+    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 1 << 20})
+    src.qmp.cmd('migrate', {'uri': f'tcp:127.0.0.1:{port}'})
+    c, _ = ls.accept()
+    ls.close()
+    src.qmp.cmd('migrate-start-postcopy')
+    read_header(c)
+    return c
+
+
 def bad_requests(opts):
     """Malformed page requests on the return path are refused, not
     served: a fake destination asks for pages outside the block."""
     src = Vm('128M', 1)
     try:
-        caps(src, postcopy_ram=True)
-        ls = socket.socket()
-        ls.bind(('127.0.0.1', 0))
-        ls.listen(1)
-        port = ls.getsockname()[1]
-        src.m.wait_line(r'^verify: round=0 ', 60)
-        src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 1 << 20})
-        src.qmp.cmd('migrate', {'uri': f'tcp:127.0.0.1:{port}'})
-        c, _ = ls.accept()
-        src.qmp.cmd('migrate-start-postcopy')
+        c = fake_destination(src)
+        answer_to_switch(c)
         src.wait_status({'postcopy-active'}, 30)
         for off, n in ((1 << 40, 1), (4096 * 3 + 1, 1), (0, 1 << 30), (0, 0)):
             c.sendall(struct.pack('<BQI', 2, off, n))
@@ -294,6 +351,27 @@ def bad_requests(opts):
         c.close()
         st = src.wait_status({'postcopy-paused'}, 30)
         assert 'error-desc' in st
+    finally:
+        src.close()
+
+
+def silent_destination(opts):
+    """A destination that never answers the PING before the switch: the
+    source does not stop its guest for it, and migrate_cancel ends the
+    wait, with the guest running on here."""
+    src = Vm('128M', 1)
+    try:
+        c = fake_destination(src)
+        read_to(c, (0x07,))
+        time.sleep(0.5)
+        assert src.qmp.cmd('query-migrate')['return']['status'] == 'active'
+        assert src.qmp.cmd('query-status')['return']['status'] == 'running'
+        assert src.qmp.cmd('migrate_cancel') == {'return': {}}
+        src.wait_status({'cancelled'}, 30)
+        assert src.qmp.cmd('query-status')['return']['status'] == 'running'
+        last = src.last_round()
+        src.m.wait_line(rf'^verify: round={last + 1} ', 60)
+        c.close()
     finally:
         src.close()
 
@@ -424,6 +502,7 @@ cases = [
     ('/postcopy/failure/cut-connection-preempt', cut_connection,
      MachineOptions(extra=[True])),
     ('/postcopy/failure/bad-requests', bad_requests, MachineOptions()),
+    ('/postcopy/failure/silent-destination', silent_destination, MachineOptions()),
     ('/postcopy/errors', errors, MachineOptions()),
     ('/postcopy/libvirt', libvirt_postcopy, MachineOptions()),
 ]

@@ -32,6 +32,8 @@ seeds = {
     'pages-then-eof': header() + pages(0, 2) + zero(8192, 4) + bytes([4]) +
     struct.pack('<I', 1) + bytes([0xff]),
     'return-path': header() + bytes([6]) + pages(4096, 1) + bytes([0xff]),
+    'ping': header() + bytes([6]) + pages(0, 1) + bytes([7]) +
+    struct.pack('<I', 3) + pages(4096, 1) + bytes([0xff]),
     'runstate': header() + device(b'runstate', struct.pack('<I', 9)) + bytes([0xff]),
     'serial': header() + device(b'serial', bytes(7)) + bytes([0xff]),
     'vm-short': header() + device(b'vm', struct.pack('<I', 4) + b'abcd'),

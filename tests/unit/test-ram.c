@@ -14,7 +14,9 @@
 #include <glib.h>
 #include <string.h>
 #include <errno.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "migration/migration.h"
@@ -218,7 +220,11 @@ static void check_discard(uint64_t hp, unsigned seed, int dirty_pct,
         }
     }
     g_rand_free(rnd);
-    ram_postcopy_discard(&r);
+    uint64_t named = ram_postcopy_discard(&r), wanted = 0;
+    for (uint64_t p = 0; p < N; p++) {
+        wanted += want[p];
+    }
+    assert_int_equal(named, wanted);
     g_autoptr(GBytes) out = qemu_file_mem_finish(f);
 
     gsize len;
@@ -245,11 +251,118 @@ static void check_discard(uint64_t hp, unsigned seed, int dirty_pct,
     }
     assert_int_equal(qemu_file_close(in), 0);
     assert_memory_equal(got, want, sizeof(want));
-    /* The dirty bitmap now covers whole host pages. */
+    /* The dirty bitmap now covers whole host pages; what was dropped
+     * there counts as unsent. */
     for (uint64_t p = 0; p < N; p++) {
         assert_int_equal(test_bit(p, r.dirty), host_dirty[p]);
+        if (want[p]) {
+            assert_false(test_bit(p, r.sent));
+        }
+    }
+    /* Dirtied again after the first discard (the guest ran on): the
+     * second names the sent pages dirtied since, once, and no other. */
+    QEMUFile *f2 = qemu_file_new_mem_writer();
+    r.f = f2;
+    uint64_t again = N;
+    for (uint64_t p = 0; p < N; p += hp) {
+        if (test_bit(p, r.sent) && !test_bit(p, r.dirty)) {
+            again = p;
+            break;
+        }
+    }
+    uint64_t dropped = N;             /* dropped at the first discard */
+    for (uint64_t p = 0; p < N && dropped == N; p += hp) {
+        dropped = want[p] ? p : N;
+    }
+    if (dropped < N) {
+        set_bit(dropped, r.dirty);
+    }
+    if (again < N) {
+        set_bit(again, r.dirty);
+    }
+    assert_int_equal(ram_postcopy_discard(&r), again < N ? hp : 0);
+    g_autoptr(GBytes) out2 = qemu_file_mem_finish(f2);
+    const uint8_t *d2 = g_bytes_get_data(out2, &len);
+    if (again == N) {
+        assert_int_equal(len, 0);
+    } else {
+        assert_int_equal(len, 17);
+        in = qemu_file_new_mem(d2, len);
+        assert_int_equal(qemu_get_byte(in), REC_POSTCOPY_DISCARD);
+        assert_int_equal(qemu_get_u64(in), again * PAGE);
+        assert_int_equal(qemu_get_u64(in), hp);
+        assert_int_equal(qemu_file_close(in), 0);
     }
     ram_saver_cleanup(&r);
+}
+
+typedef struct PassThread {
+    RAMSaver *r;
+    bool ok;
+} PassThread;
+
+static gpointer run_pass(gpointer opaque)
+{
+    PassThread *t = opaque;
+    t->ok = ram_save_pass(t->r);
+    qemu_fflush(t->r->f);
+    shutdown(qemu_file_fd(t->r->f), SHUT_WR);   /* the reader sees the end */
+    return NULL;
+}
+
+/*
+ * A pass told to stop (migrate-start-postcopy) while it writes the first
+ * half of a 2 MiB host page (records carry 1 MiB) finishes that host
+ * page: the destination places a missing huge page only whole.  The
+ * pass blocks on a socket that this test reads only after the flag is
+ * set, so the flag is seen inside the first host page.
+ */
+static void test_stop_pass(void **state)
+{
+    (void)state;
+    enum { HP = 512, N = 4 * HP };
+    g_autoptr(RAMBlock) rb = ram_block_new_anon("pc.ram", N * PAGE, NULL);
+    memset(rb->host, 0x5a, (size_t)N * PAGE);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    int small = 4096;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    MigrationStats stats = { 0 };
+    int cancel = 0, stop = 0;
+    RAMSaver r;
+    QEMUFile *f = qemu_file_new(sv[0], true, true);
+    ram_saver_init(&r, rb, NULL, f, &stats, &cancel);
+    r.hpages = HP;
+    r.stop_pass = &stop;
+    bitmap_clear(r.clear_pending, 0, 1);    /* no KVM log to clear here */
+    PassThread t = { &r, false };
+    GThread *th = g_thread_new("pass", run_pass, &t);
+    struct pollfd pfd = { .fd = sv[1], .events = POLLIN };
+    assert_int_equal(poll(&pfd, 1, 10000), 1);      /* the first run began */
+    __atomic_store_n(&stop, 1, __ATOMIC_SEQ_CST);
+    uint64_t pages = 0;
+    QEMUFile *in = qemu_file_new(sv[1], false, false);
+    g_autofree uint8_t *buf = g_malloc(1024 * PAGE);
+    while (pages < HP) {
+        uint8_t type = qemu_get_byte(in);
+        assert_int_equal(qemu_file_error(in), 0);
+        assert_int_equal(type, REC_RAM_PAGES);
+        assert_int_equal(qemu_get_u64(in), pages * PAGE);
+        uint32_t n = qemu_get_u32(in);
+        assert_true(n > 0 && n <= 1024);
+        qemu_get_buffer(in, buf, (size_t)n * PAGE);
+        pages += n;
+    }
+    g_thread_join(th);
+    assert_true(t.ok);
+    /* Whole host pages, and the pass ended at the first host page's end. */
+    assert_int_equal(pages, HP);
+    assert_int_equal(ram_dirty_count(&r), N - HP);
+    qemu_file_close(in);
+    close(sv[1]);
+    ram_saver_cleanup(&r);
+    qemu_file_close(f);
 }
 
 static void test_postcopy_discard(void **state)
@@ -273,6 +386,7 @@ int main(void)
           NULL, NULL, NULL },
         { "/migration/ram/zero-detect/shared", test_zero_detect_shared,
           NULL, NULL, NULL },
+        { "/migration/ram/stop-pass", test_stop_pass, NULL, NULL, NULL },
         { "/migration/ram/postcopy-discard", test_postcopy_discard,
           NULL, NULL, NULL },
     };

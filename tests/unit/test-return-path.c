@@ -45,17 +45,20 @@ static void test_roundtrip(void **state)
         { .type = RP_REQ_PAGES, .off = 0x123456789000ULL, .count = 7 },
         { .type = RP_RUNNING },
         { .type = RP_SHUT, .status = 1 },
+        { .type = RP_PONG, .id = 0xa1b2c3d4 },
     };
-    g_autoptr(GBytes) b = encode(in, 3);
-    /* The wire format of docs/migration-stream.md: 13 + 1 + 5 bytes. */
-    assert_int_equal(g_bytes_get_size(b), 19);
+    g_autoptr(GBytes) b = encode(in, 4);
+    /* The wire format of docs/migration-stream.md: 13 + 1 + 5 + 5 bytes. */
+    assert_int_equal(g_bytes_get_size(b), 24);
     const uint8_t *p = g_bytes_get_data(b, NULL);
     assert_int_equal(p[0], RP_REQ_PAGES);
     assert_int_equal(p[1], 0x00);           /* little-endian offset */
     assert_int_equal(p[2], 0x90);
     assert_int_equal(p[9], 7);              /* little-endian count */
+    assert_int_equal(p[19], RP_PONG);
+    assert_int_equal(p[20], 0xd4);          /* little-endian id */
     QEMUFile *r = qemu_file_new_mem(p, g_bytes_get_size(b));
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         RPMessage m;
         g_autoptr(GError) err = NULL;
         assert_true(rp_get(r, &m, &err));
@@ -63,6 +66,7 @@ static void test_roundtrip(void **state)
         assert_int_equal(m.off, in[i].off);
         assert_int_equal(m.count, in[i].count);
         assert_int_equal(m.status, in[i].status);
+        assert_int_equal(m.id, in[i].id);
     }
     /* Past the end: a stream error, not a message. */
     RPMessage m;
@@ -77,8 +81,9 @@ static void test_malformed(void **state)
     (void)state;
     static const uint8_t unknown[] = { 0x7f };
     static const uint8_t cut[] = { RP_REQ_PAGES, 0, 0x10, 0 };
+    static const uint8_t cut_pong[] = { RP_PONG, 1, 0 };
     RPMessage m;
-    g_autoptr(GError) e1 = NULL, e2 = NULL;
+    g_autoptr(GError) e1 = NULL, e2 = NULL, e3 = NULL;
     QEMUFile *r = qemu_file_new_mem(unknown, sizeof(unknown));
     assert_false(rp_get(r, &m, &e1));
     assert_non_null(strstr(e1->message, "unknown message 0x7f"));
@@ -86,6 +91,10 @@ static void test_malformed(void **state)
     r = qemu_file_new_mem(cut, sizeof(cut));
     assert_false(rp_get(r, &m, &e2));
     assert_non_null(strstr(e2->message, "cut short"));
+    qemu_file_close(r);
+    r = qemu_file_new_mem(cut_pong, sizeof(cut_pong));
+    assert_false(rp_get(r, &m, &e3));
+    assert_non_null(strstr(e3->message, "message 0x04 cut short"));
     qemu_file_close(r);
 }
 

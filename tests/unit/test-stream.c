@@ -93,11 +93,101 @@ static void test_mutations(void **state)
     g_rand_free(rand);
 }
 
+typedef struct PingSeen {
+    RAMLoader *ram;
+    Machine *m;
+    int calls;
+    uint32_t id;
+    bool before_in, after_in;
+} PingSeen;
+
+static bool seen_pong(void *opaque, uint32_t id, GError **errp)
+{
+    PingSeen *p = opaque;
+    (void)errp;
+    p->calls++;
+    p->id = id;
+    /* What came before the PING is in RAM, what follows is not read yet. */
+    p->before_in = ram_load_received(p->ram, 0) && ((uint8_t *)p->m->ram->host)[0] == 0xab;
+    p->after_in = ram_load_received(p->ram, 1);
+    return true;
+}
+
+/* A stream: header, [return path], page 0, PING 0x01020304, page 1, EOF. */
+static GBytes *ping_stream(bool return_path)
+{
+    QEMUFile *w = qemu_file_new_mem_writer();
+    RAMBlock rb = { .name = (char *)"pc.ram", .size = HARNESS_RAM,
+                    .page_size = 4096 };
+    stream_put_header(w, &rb);
+    if (return_path) {
+        qemu_put_byte(w, REC_OPEN_RETURN_PATH);
+    }
+    uint8_t page[4096];
+    for (uint64_t p = 0; p < 2; p++) {
+        memset(page, 0xab, sizeof(page));
+        qemu_put_byte(w, REC_RAM_PAGES);
+        qemu_put_u64(w, p * 4096);
+        qemu_put_u32(w, 1);
+        qemu_put_buffer(w, page, sizeof(page));
+        if (p == 0) {
+            qemu_put_byte(w, REC_PING);
+            qemu_put_u32(w, 0x01020304);
+        }
+    }
+    qemu_put_byte(w, REC_EOF);
+    return qemu_file_mem_finish(w);
+}
+
+static bool load_ping_stream(bool return_path, PingSeen *seen, GError **errp)
+{
+    Machine m = { .ncpus = 1 };
+    m.ram = ram_block_new_anon("pc.ram", HARNESS_RAM, NULL);
+    pc_ram_layout(m.ram);
+    m.kvm.fd = m.kvm.vm_fd = -1;
+    m.vcpus[0].cpu.fd = -1;
+    g_autoptr(GBytes) b = ping_stream(return_path);
+    gsize len;
+    const void *d = g_bytes_get_data(b, &len);
+    QEMUFile *f = qemu_file_new_mem(d, len);
+    MigrationStats stats = { 0 };
+    RAMLoader ram;
+    ram_loader_init(&ram, m.ram);
+    *seen = (PingSeen) { .ram = &ram, .m = &m };
+    StreamLoad l = { .m = &m, .stats = &stats, .ram = &ram,
+                     .pong = seen_pong, .opaque = seen };
+    bool ok = stream_load(f, &l, errp);
+    qemu_file_close(f);
+    ram_loader_cleanup(&ram);
+    ram_block_free(m.ram);
+    return ok;
+}
+
+static void test_ping(void **state)
+{
+    (void)state;
+    PingSeen seen;
+    g_autoptr(GError) err = NULL, err2 = NULL;
+    /* No device state: the load fails at EOF, after the PING. */
+    assert_false(load_ping_stream(true, &seen, &err));
+    assert_non_null(strstr(err->message, "without the VM"));
+    assert_int_equal(seen.calls, 1);
+    assert_int_equal(seen.id, 0x01020304);
+    assert_true(seen.before_in);
+    assert_false(seen.after_in);
+    /* No return path to answer on: refused, not ignored. */
+    assert_false(load_ping_stream(false, &seen, &err2));
+    assert_int_equal(seen.calls, 0);
+    assert_non_null(strstr(err2->message, "PING 16909060"));
+    assert_non_null(strstr(err2->message, "no return path"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         { "/migration/stream/seeds", test_seeds, NULL, NULL, NULL },
         { "/migration/stream/mutations", test_mutations, NULL, NULL, NULL },
+        { "/migration/stream/ping", test_ping, NULL, NULL, NULL },
     };
     return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
 }
