@@ -85,14 +85,16 @@ int postcopy_fault_vcpu(Machine *m, uint32_t tid)
     return -1;
 }
 
-void postcopy_rp_send(PostcopyIncoming *pc, const RPMessage *m)
+bool postcopy_rp_send(PostcopyIncoming *pc, const RPMessage *m)
 {
     g_mutex_lock(&pc->rp_lock);
-    if (pc->rp) {
-        rp_put(pc->rp, m);
-        qemu_fflush(pc->rp);
+    QEMUFile *rp = pc->rp;
+    if (rp) {
+        rp_put(rp, m);
+        qemu_fflush(rp);
     }
     g_mutex_unlock(&pc->rp_lock);
+    return rp != NULL;
 }
 
 /* A vCPU (or other thread) waits on @page: note when, for the statistics. */

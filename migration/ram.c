@@ -211,7 +211,7 @@ bool ram_save_pass(RAMSaver *r)
     /* During a pass only this thread touches the bitmap, and only to
      * clear bits: one count, then decrements, keeps remaining exact. */
     uint64_t left = ram_dirty_count(r);
-    uint64_t open_end = 0;      /* end of a host page begun, not finished */
+    uint64_t open_end = 0;      /* end of the host page the last run ended in */
 
     while (page < r->npages) {
         if (__atomic_load_n(r->cancel, __ATOMIC_RELAXED) ||
@@ -239,8 +239,7 @@ bool ram_save_pass(RAMSaver *r)
             n++;
         }
         ram_send_pages(r, r->f, page, n, true);
-        open_end = (page + n) % r->hpages ? page + n - (page + n) % r->hpages +
-                                            r->hpages : 0;
+        open_end = (page + n + r->hpages - 1) / r->hpages * r->hpages;
         left -= n;
         __atomic_store_n(&r->stats->remaining_pages, left, __ATOMIC_RELAXED);
         page = find_next_bit(r->dirty, r->npages, page + n);

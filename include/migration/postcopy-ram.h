@@ -119,8 +119,9 @@ void postcopy_attach_urgent(PostcopyIncoming *pc, int fd);
  */
 bool postcopy_drain(PostcopyIncoming *pc, GError **errp);
 
-/* postcopy_rp_send: send a return-path message now (flushed). */
-void postcopy_rp_send(PostcopyIncoming *pc, const RPMessage *m);
+/* postcopy_rp_send: send a return-path message now (flushed); false,
+ * sending nothing, before postcopy_listen(). */
+bool postcopy_rp_send(PostcopyIncoming *pc, const RPMessage *m);
 
 /* postcopy_stop_faults: stop and join the fault thread; close the urgent
  * channel. */
