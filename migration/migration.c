@@ -275,8 +275,9 @@ typedef struct MigrateArgs {
 /*
  * The return-path thread: page requests, the destination's "running",
  * and its final SHUT.  A malformed request is refused (counted and
- * logged), never served.  On a broken connection it shuts the stream
- * down so that the migration thread's next write fails too.
+ * logged), never served.  On a broken connection or a failed SHUT it
+ * shuts the stream down so that the migration thread's next write fails
+ * too.
  */
 static gpointer rp_thread(gpointer opaque)
 {
@@ -318,8 +319,10 @@ static gpointer rp_thread(gpointer opaque)
             break;
         }
     }
-    if (__atomic_load_n(&s->rp_shut, __ATOMIC_SEQ_CST) < 0) {
-        /* Broken before the end: make the sender notice at once. */
+    if (__atomic_load_n(&s->rp_shut, __ATOMIC_SEQ_CST) != 0) {
+        /* Broken before the end, or the destination failed (before it
+         * ran the guest: after, it pauses and sends no SHUT): make the
+         * sender notice at once rather than on the peer's reset. */
         shutdown(fd, SHUT_RDWR);
     }
     if (pf) {
@@ -920,6 +923,24 @@ static void postcopy_incoming_done(void *opaque)
     s->incoming_defer = false;
 }
 
+/*
+ * Load thread: postcopy cannot go on here (the stream broke, or held
+ * something this side could not load, or the preempt channel ended with
+ * pages due).  Pause, as QEMU's postcopy_pause_incoming(): keep RAM
+ * registered (a vCPU touching a missing page waits instead of reading
+ * zeros) and every fd open, since the fault thread's return path still
+ * refers to the stream's, but shut the connections down.  A source
+ * whose connection is still up then reads their end and pauses too,
+ * rather than pushing into a stream no one reads.
+ */
+static void postcopy_pause_incoming(MigrationState *s, const GError *err)
+{
+    set_error(s, err->message);
+    postcopy_shutdown(s->pci);
+    migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
+                      MIGRATION_STATUS_POSTCOPY_PAUSED);
+}
+
 static gpointer load_thread(gpointer opaque)
 {
     MigrateArgs *a = opaque;
@@ -944,22 +965,13 @@ static gpointer load_thread(gpointer opaque)
 
     if (l.postcopy_running) {
         if (!done.ok) {
-            /*
-             * The connection broke with the guest running here: keep RAM
-             * registered (a vCPU touching a missing page waits instead of
-             * reading zeros) and keep the stream's fd open, since the
-             * fault thread's return path still refers to it.
-             */
-            set_error(s, err->message);
-            migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
-                              MIGRATION_STATUS_POSTCOPY_PAUSED);
+            /* The guest runs here: never exit or free (see above). */
+            postcopy_pause_incoming(s, err);
             return NULL;
         }
         if (!postcopy_drain(s->pci, &err)) {
             /* Pages requested will not come: as a broken connection. */
-            set_error(s, err->message);
-            migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
-                              MIGRATION_STATUS_POSTCOPY_PAUSED);
+            postcopy_pause_incoming(s, err);
             return NULL;
         }
         postcopy_stop_faults(s->pci);
@@ -978,6 +990,12 @@ static gpointer load_thread(gpointer opaque)
         return NULL;
     }
 
+    if (s->pci) {
+        /* Failed between LISTEN and RUN: the guest never ran here, but
+         * the fault thread did, on the loader freed below. */
+        postcopy_stop_faults(s->pci);
+        s->pci->ram = NULL;
+    }
     /* Ordinary memory again before any vCPU runs. */
     ram_loader_cleanup(s->ram_loader);
     g_clear_pointer(&s->ram_loader, g_free);

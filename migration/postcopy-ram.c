@@ -305,9 +305,13 @@ static gpointer fault_thread(gpointer opaque)
 
     while (!__atomic_load_n(&pc->quit, __ATOMIC_ACQUIRE)) {
         if (!urgent && __atomic_load_n(&pc->urgent_new, __ATOMIC_ACQUIRE) >= 0) {
-            int fd = __atomic_exchange_n(&pc->urgent_new, -1, __ATOMIC_ACQ_REL);
+            int fd = __atomic_exchange_n(&pc->urgent_new, -1, __ATOMIC_SEQ_CST);
             /* Closed by postcopy_stop_faults, after this thread is gone. */
-            __atomic_store_n(&pc->urgent_fd, fd, __ATOMIC_RELEASE);
+            __atomic_store_n(&pc->urgent_fd, fd, __ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&pc->shut, __ATOMIC_SEQ_CST)) {
+                /* postcopy_shutdown() may have looked between the two. */
+                shutdown(fd, SHUT_RDWR);
+            }
             urgent = qemu_file_new(fd, false, false);
             pfd[2].fd = fd;
         }
@@ -383,11 +387,36 @@ static void wake(PostcopyIncoming *pc)
 
 void postcopy_attach_urgent(PostcopyIncoming *pc, int fd)
 {
-    int old = __atomic_exchange_n(&pc->urgent_new, fd, __ATOMIC_ACQ_REL);
+    /* Published before pc->shut is read, as postcopy_shutdown() sets it
+     * before it reads the fds (both SEQ_CST): one of the two shuts it. */
+    int old = __atomic_exchange_n(&pc->urgent_new, fd, __ATOMIC_SEQ_CST);
     if (old >= 0) {
         close(old);             /* attached twice and never taken */
     }
+    if (__atomic_load_n(&pc->shut, __ATOMIC_SEQ_CST)) {
+        shutdown(fd, SHUT_RDWR);
+    }
     wake(pc);
+}
+
+void postcopy_shutdown(PostcopyIncoming *pc)
+{
+    __atomic_store_n(&pc->shut, 1, __ATOMIC_SEQ_CST);
+    g_mutex_lock(&pc->rp_lock);
+    if (pc->rp) {
+        shutdown(qemu_file_fd(pc->rp), SHUT_RDWR);
+    }
+    g_mutex_unlock(&pc->rp_lock);
+    /* Either fd may be taken by the fault thread meanwhile; it stays
+     * open until postcopy_stop_faults(), so a shutdown here cannot hit a
+     * reused number. */
+    int fds[2] = { __atomic_load_n(&pc->urgent_fd, __ATOMIC_SEQ_CST),
+                   __atomic_load_n(&pc->urgent_new, __ATOMIC_SEQ_CST) };
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] >= 0) {
+            shutdown(fds[i], SHUT_RDWR);
+        }
+    }
 }
 
 bool postcopy_drain(PostcopyIncoming *pc, GError **errp)

@@ -66,6 +66,7 @@ typedef struct PostcopyIncoming {
     int urgent_fd;              /* atomic: the channel the fault thread
                                  * reads (closed at stop), or -1 */
     int urgent_done;            /* atomic: it ended (EOF or error) */
+    int shut;                   /* atomic: postcopy_shutdown() was called */
     uint64_t requests;          /* atomic: requests sent */
     uint64_t dup_faults;        /* atomic: faults on pages asked for already */
     uint64_t zero_faults;       /* atomic: faults on zero pages left */
@@ -122,6 +123,18 @@ bool postcopy_drain(PostcopyIncoming *pc, GError **errp);
 /* postcopy_rp_send: send a return-path message now (flushed); false,
  * sending nothing, before postcopy_listen(). */
 bool postcopy_rp_send(PostcopyIncoming *pc, const RPMessage *m);
+
+/*
+ * postcopy_shutdown: the load failed or a channel broke, and postcopy
+ * pauses here.  Shut down both connections (shutdown(2), not close: the
+ * fault thread and the stream still hold their fds) so that the source
+ * reads the end of its return path and pauses too, instead of pushing
+ * into a stream nobody reads while its vCPUs' requests go unanswered.
+ * A preempt channel attached later is shut down as it comes.  Nothing
+ * is freed: RAM stays registered, and a vCPU touching a missing page
+ * waits.  Load thread.
+ */
+void postcopy_shutdown(PostcopyIncoming *pc);
 
 /* postcopy_stop_faults: stop and join the fault thread; close the urgent
  * channel. */

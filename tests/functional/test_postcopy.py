@@ -8,6 +8,7 @@ import contextlib
 import os
 import socket
 import struct
+import threading
 import time
 
 from ferrytest import HMP, HugePages, MachineOptions, Skip, run_cases, tmpdir
@@ -279,31 +280,46 @@ def read_exact(c, n):
 
 
 def read_header(c):
-    magic, _, _, n = struct.unpack('<IIBB', read_exact(c, 10))
+    """The stream's header (docs/migration-stream.md), as read."""
+    head = read_exact(c, 10)
+    magic, _, _, n = struct.unpack('<IIBB', head)
     assert magic == 0x59525246
-    read_exact(c, n + 16)                   # RAM_BLOCK name, size, page size
+    return head + read_exact(c, n + 16)     # RAM_BLOCK name, size, page size
+
+
+# Records of a fixed length after their type byte.
+FIXED = {0x03: 12, 0x04: 4, 0x06: 0, 0x07: 4, 0x10: 8, 0x11: 16, 0x12: 0,
+         0xff: 0}
+
+
+def read_record(c):
+    """One record of the stream after its header: (type, its bytes)."""
+    t = read_exact(c, 1)
+    if t[0] in FIXED:
+        return t[0], t + read_exact(c, FIXED[t[0]])
+    if t[0] == 0x02:                        # RAM_PAGES u64 offset, u32 count
+        h = read_exact(c, 12)
+        return t[0], t + h + read_exact(c, struct.unpack('<QI', h)[1] * 4096)
+    if t[0] == 0x05:                        # DEVICE u8 len, name, u32 length
+        n = read_exact(c, 1)
+        name = read_exact(c, n[0])
+        ln = read_exact(c, 4)
+        return t[0], t + n + name + ln + read_exact(c, struct.unpack('<I', ln)[0])
+    if t[0] == 0x13:                        # POSTCOPY_RUN u32 length
+        ln = read_exact(c, 4)
+        return t[0], t + ln + read_exact(c, struct.unpack('<I', ln)[0])
+    raise AssertionError(f'unknown record 0x{t[0]:02x}')
 
 
 def read_to(c, types):
-    """A fake destination reads the stream (docs/migration-stream.md)
-    before the switch up to a record of one of @types; returns its type
-    and, for a PING, its id."""
-    fixed = {0x06: 0, 0x10: 8, 0x11: 16, 0x03: 12, 0x04: 4}
+    """A fake destination reads the stream before the switch up to a
+    record of one of @types; returns its type and, for a PING, its id."""
     while True:
-        t = read_exact(c, 1)[0]
-        if t == 0x07:                       # PING u32 id
-            ping = struct.unpack('<I', read_exact(c, 4))[0]
-            if t in types:
-                return t, ping
-            continue
+        t, rec = read_record(c)
         if t in types:
-            return t, None
-        if t == 0x02:                       # RAM_PAGES u64 offset, u32 count
-            count = struct.unpack('<QI', read_exact(c, 12))[1]
-            read_exact(c, count * 4096)
-            continue
-        assert t in fixed, f'record 0x{t:02x} before the switch'
-        read_exact(c, fixed[t])
+            return t, (struct.unpack('<I', rec[1:])[0] if t == 0x07 else None)
+        assert t in (0x02, 0x03, 0x04, 0x06, 0x07, 0x10, 0x11), \
+            f'record 0x{t:02x} before the switch'
 
 
 def answer_to_switch(c):
@@ -374,6 +390,146 @@ def silent_destination(opts):
         c.close()
     finally:
         src.close()
+
+
+class Relay:
+    """A TCP relay between a source and a destination that passes each
+    end's close on to the other, as the network would.  On the first
+    connection (the main stream) it forwards @after records past the
+    switch's LISTEN (the first of them is RUN), then sends @inject in
+    place of the next record and goes on relaying bytes as they come.
+    Further connections (the preempt channel) are relayed as they are."""
+
+    def __init__(self, dst_uri, inject, after):
+        self.dst = dst_uri[4:].rsplit(':', 1)
+        self.inject, self.after = inject, after
+        self.injected = threading.Event()
+        self.ls = socket.socket()
+        self.ls.bind(('127.0.0.1', 0))
+        self.ls.listen(2)
+        self.uri = f'tcp:127.0.0.1:{self.ls.getsockname()[1]}'
+        self.socks = [self.ls]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        first = True
+        with contextlib.suppress(OSError):
+            while True:
+                a, _ = self.ls.accept()
+                b = socket.create_connection((self.dst[0], int(self.dst[1])))
+                self.socks += [a, b]
+                down, up = threading.Event(), threading.Event()
+                fwd = self._main if first else self._pipe
+                first = False
+                threading.Thread(target=fwd, args=(a, b, down, up),
+                                 daemon=True).start()
+                threading.Thread(target=self._pipe, args=(b, a, up, down),
+                                 daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b, ended, other):
+        """Bytes from @a to @b, then @a's end to @b.  If @b is gone, @a
+        is ended too, once the other direction (@other) has passed on
+        what @b said last (a destination's SHUT before its close)."""
+        try:
+            while d := a.recv(1 << 16):
+                try:
+                    b.sendall(d)
+                except OSError:
+                    other.wait(10)
+                    a.shutdown(socket.SHUT_RDWR)
+                    break
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+        ended.set()
+
+    def _main(self, a, b, ended, other):
+        try:
+            b.sendall(read_header(a))
+            t = None
+            while t != 0x12:
+                t, rec = read_record(a)
+                b.sendall(rec)
+            for _ in range(self.after):
+                t, rec = read_record(a)
+                if t == 0xff:
+                    break
+                b.sendall(rec)
+            else:
+                b.sendall(self.inject)
+                self.injected.set()
+                self._pipe(a, b, ended, other)
+                return
+        except (OSError, AssertionError):
+            pass
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+        ended.set()
+
+    def close(self):
+        for c in self.socks:
+            c.close()
+
+
+def load_error(opts):
+    """The destination cannot load a record after the switch (here one
+    outside the RAM block) while the connection is up.  It pauses, and
+    shuts the connections down so that the source reads their end and
+    pauses too, rather than pushing on into a stream no one reads:
+    both end in postcopy-paused with error-desc, nothing freed, the
+    source's VM paused, the destination's guest running."""
+    preempt, = opts.extra
+    src, dst = pair('512M', 1, preempt=preempt)
+    bad = struct.pack('<BQI', 0x02, 1 << 40, 1) + bytes(4096)
+    relay = Relay(dst.listen_uri(), bad, after=1 + 64)
+    try:
+        src.m.wait_line(r'^verify: round=1 ', 120)
+        # A slow push: postcopy is still going when the record comes.
+        src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0,
+                                               'max-postcopy-bandwidth': 20 << 20})
+        assert src.qmp.cmd('migrate', {'uri': relay.uri}) == {'return': {}}
+        assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+        assert relay.injected.wait(60), 'the stream ended before the record'
+        di = dst.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
+        assert di['status'] == 'postcopy-paused', di
+        assert 'lies outside block' in di['error-desc'], di
+        si = src.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
+        assert si['status'] == 'postcopy-paused' and 'error-desc' in si, si
+        assert src.m.proc.poll() is None and dst.m.proc.poll() is None
+        assert src.qmp.cmd('query-status')['return']['running'] is False
+        assert dst.qmp.cmd('query-status')['return']['status'] == 'running'
+    finally:
+        relay.close()
+
+
+def bad_package(opts):
+    """The destination cannot load the switch's RUN record (its length
+    is over the limit), so its guest never ran: it fails, says why on
+    the return path (having stopped its fault thread before it freed the
+    RAM loader under it) and exits.  The source fails too and runs its
+    guest on, every page intact."""
+    src, dst = pair('512M', 1)
+    relay = Relay(dst.listen_uri(), struct.pack('<BI', 0x13, 17 << 20), after=0)
+    try:
+        src.m.wait_line(r'^verify: round=1 ', 120)
+        src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0})
+        assert src.qmp.cmd('migrate', {'uri': relay.uri}) == {'return': {}}
+        assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+        assert relay.injected.wait(60), 'the stream ended before the switch'
+        # -incoming on the command line: it exits, as QEMU does.
+        assert dst.m.wait_exit(30) == 1
+        assert 'load of migration failed' in dst.m.stderr(), dst.m.stderr()
+        si = src.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
+        assert si['status'] == 'failed', si
+        assert 'failed to load' in si['error-desc'], si
+        assert src.qmp.cmd('query-status')['return']['status'] == 'running'
+        last = src.last_round()
+        src.m.wait_line(rf'^verify: round={last + 1} ', 60)
+        assert not [x for x in list(src.m.lines) if 'FAIL' in x]
+    finally:
+        relay.close()
 
 
 def errors(opts):
@@ -501,6 +657,10 @@ cases = [
     ('/postcopy/failure/cut-connection', cut_connection, MachineOptions()),
     ('/postcopy/failure/cut-connection-preempt', cut_connection,
      MachineOptions(extra=[True])),
+    ('/postcopy/failure/load-error', load_error, MachineOptions(extra=[False])),
+    ('/postcopy/failure/load-error-preempt', load_error,
+     MachineOptions(extra=[True])),
+    ('/postcopy/failure/bad-package', bad_package, MachineOptions()),
     ('/postcopy/failure/bad-requests', bad_requests, MachineOptions()),
     ('/postcopy/failure/silent-destination', silent_destination, MachineOptions()),
     ('/postcopy/errors', errors, MachineOptions()),
