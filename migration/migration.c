@@ -374,11 +374,27 @@ static bool open_preempt(MigrationState *s, const char *uri, GError **errp)
  * p99 0.8-2.4 -> 0.4 ms, p999 10 -> 0.6-1.6 ms, twice the requests and
  * guest progress, for a slower push on 2 CPUs (0.9-1.2 -> 0.6-0.7 GB/s,
  * the guest runs more and takes the CPU).
+ *
+ * The nice only serves where the fault path's threads cannot run
+ * SCHED_FIFO (URGENT_RT_PRIO; push_nice()).  Where they can they preempt
+ * the push anyway, and nice 10 only gave the vCPU the push's CPU: with
+ * the push at nice 0 instead (preempt, 7 interleaved runs at 1 GiB, 3 at
+ * 4 GiB) the total time fell from 1.23 to 0.88 s and 8.3 to 6.7 s, the
+ * guest's progress stayed (0.14 / 0.12 %) or rose (0.39 / 0.48 %), since
+ * more of the pages it writes are in by then, and the stall p99 went
+ * from 0.20 to 0.30 ms at 1 GiB (the same at 4 GiB).
  */
 #define PUSH_NICE       10
 #define PUSH_BACKLOG    (128 << 10)
 #define DISCARD_SETTLE  2048    /* pages: about 0.5 ms to drop there */
 #define DISCARD_ROUNDS  5
+
+/* The nice of a thread that pushes or places background pages while
+ * requested pages go ahead of them (see PUSH_NICE). */
+static int push_nice(void)
+{
+    return thread_probe_fifo(URGENT_RT_PRIO) == 0 ? 0 : PUSH_NICE;
+}
 
 /*
  * Wait, with the guest still running, until the destination has loaded
@@ -480,16 +496,16 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
 
     /*
      * The push must not keep a requested page waiting.  With preempt the
-     * page takes its own connection, served by the return-path thread:
-     * the push runs at a lower priority so that those threads get a CPU
-     * at once.  A page the push has already claimed comes on the main
+     * page takes its own connection, served by the return-path thread,
+     * which runs SCHED_FIFO where allowed and else gets a CPU at once
+     * because the push runs at a lower priority (push_nice).  A page the push has already claimed comes on the main
      * stream, behind what the push has written: keep at most
      * PUSH_BACKLOG of it unsent (and the destination's receive buffer
      * small, in pc_listen), with or without preempt.
      */
     int nice_was = getpriority(PRIO_PROCESS, gettid());
     if (s->preempt_fd >= 0) {
-        setpriority(PRIO_PROCESS, gettid(), PUSH_NICE);
+        setpriority(PRIO_PROCESS, gettid(), push_nice());
     }
     int lowat = PUSH_BACKLOG;
     setsockopt(qemu_file_fd(f), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat,
@@ -815,7 +831,7 @@ static bool pc_listen(void *opaque, GError **errp)
     hand_over_preempt(s);
     /* As the source's push (postcopy_run): requests before the push. */
     if (migrate_cap(s, "postcopy-preempt")) {
-        setpriority(PRIO_PROCESS, gettid(), PUSH_NICE);
+        setpriority(PRIO_PROCESS, gettid(), push_nice());
     }
     int sz = 2 * PUSH_BACKLOG;
     setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));

@@ -16,4 +16,11 @@ int thread_set_fifo(int prio);
 /* thread_set_normal: back to SCHED_OTHER. */
 int thread_set_normal(void);
 
+/*
+ * thread_probe_fifo: whether thread_set_fifo(@prio) would succeed for
+ * the calling thread (0 or its -errno), found by switching and back: the
+ * thread's class and priority are as before on return.
+ */
+int thread_probe_fifo(int prio);
+
 #endif

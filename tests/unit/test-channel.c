@@ -18,7 +18,9 @@
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "migration/channel.h"
@@ -105,12 +107,41 @@ static void test_fifo(void **state)
     assert_int_equal(thread_set_fifo(0), -EINVAL);     /* FIFO needs 1-99 */
 }
 
+static void *probe_thread(void *opaque)
+{
+    int *res = opaque;
+    res[0] = nice(3) < 0 ? -1 : 0;
+    res[1] = thread_probe_fifo(1);
+    res[2] = sched_getscheduler(0);
+    res[3] = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+    res[4] = thread_probe_fifo(0);
+    res[5] = thread_set_fifo(1);
+    thread_set_normal();
+    return NULL;
+}
+
+/* The probe tells what thread_set_fifo would say, and changes nothing. */
+static void test_probe_fifo(void **state)
+{
+    (void)state;
+    int res[6];
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, probe_thread, res), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(res[0], 0);
+    assert_int_equal(res[1], res[5]);
+    assert_int_equal(res[2], SCHED_OTHER);
+    assert_int_equal(res[3], getpriority(PRIO_PROCESS, 0) + 3);
+    assert_int_equal(res[4], -EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         { "/migration/channel/tune-tcp", test_tune_tcp, NULL, NULL, NULL },
         { "/migration/channel/tune-other", test_tune_other, NULL, NULL, NULL },
         { "/util/thread-prio/fifo", test_fifo, NULL, NULL, NULL },
+        { "/util/thread-prio/probe-fifo", test_probe_fifo, NULL, NULL, NULL },
     };
     return cmocka_run_group_tests_name("channel", tests, NULL, NULL);
 }
