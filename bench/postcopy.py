@@ -330,8 +330,11 @@ def main():
     args = ap.parse_args()
     SIZES[:] = args.sizes.split(',')
 
-    # By default the four without prealloc: all eight take about two
-    # hours for 5 runs here; the prealloc ones are run by name (--only).
+    # By default the four without prealloc, whose table --doc writes; the
+    # prealloc ones are run by name (--only) and their table copied into
+    # docs/benchmarks.md by hand.  5 runs took 10 and 4 minutes here on
+    # 2026-11-30 (about two hours for all eight on 2026-11-23, when the
+    # 4 GiB runs were slower).
     variants = [v for v in VARIANTS if (QEMU or not v[1]) and
                 (v[0] in args.only.split(';') if args.only else not v[3])]
     res = {(s, v[0]): [] for s in SIZES for v in variants}
