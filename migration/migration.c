@@ -4,11 +4,10 @@
  * The contract and the thread rules are in include/migration/migration.h.
  */
 #include "migration/migration.h"
+#include "migration-int.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,12 +15,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <glib-unix.h>
-
 #include "migration/channel.h"
 #include "migration/qemu-file.h"
 #include "migration/ram.h"
-#include "migration/ram-load.h"
 #include "migration/return-path.h"
 #include "migration/postcopy-ram.h"
 #include "migration/stream.h"
@@ -37,11 +33,6 @@ const char *migration_status_name(MigrationStatus s)
         "device", "wait-unplug",
     };
     return s < MIGRATION_STATUS__MAX ? names[s] : "unknown";
-}
-
-static int64_t now_ms(void)
-{
-    return g_get_monotonic_time() / 1000;
 }
 
 /* ---- Running things in the main thread -------------------------------------- */
@@ -127,12 +118,12 @@ bool migrate_set_state(MigrationState *s, MigrationStatus old,
     return true;
 }
 
-static MigrationStatus status(MigrationState *s)
+MigrationStatus migration_status(MigrationState *s)
 {
     return __atomic_load_n(&s->status, __ATOMIC_SEQ_CST);
 }
 
-static void set_error(MigrationState *s, const char *msg)
+void migration_set_error(MigrationState *s, const char *msg)
 {
     g_mutex_lock(&s->lock);
     if (!s->error) {
@@ -313,7 +304,7 @@ static gpointer rp_thread(gpointer opaque)
             }
         } else if (m.type == RP_RUNNING) {
             int64_t stop = __atomic_load_n(&s->stop_ms, __ATOMIC_SEQ_CST);
-            __atomic_store_n(&s->downtime_ms, now_ms() - stop, __ATOMIC_SEQ_CST);
+            __atomic_store_n(&s->downtime_ms, migration_now_ms() - stop, __ATOMIC_SEQ_CST);
         } else {
             __atomic_store_n(&s->rp_shut, (int)m.status, __ATOMIC_SEQ_CST);
             break;
@@ -376,22 +367,21 @@ static bool open_preempt(MigrationState *s, const char *uri, GError **errp)
  * the guest runs more and takes the CPU).
  *
  * The nice only serves where the fault path's threads cannot run
- * SCHED_FIFO (URGENT_RT_PRIO; push_nice()).  Where they can they preempt
- * the push anyway, and nice 10 only gave the vCPU the push's CPU: with
- * the push at nice 0 instead (preempt, 7 interleaved runs at 1 GiB, 3 at
- * 4 GiB) the total time fell from 1.23 to 0.88 s and 8.3 to 6.7 s, the
- * guest's progress stayed (0.14 / 0.12 %) or rose (0.39 / 0.48 %), since
- * more of the pages it writes are in by then, and the stall p99 went
- * from 0.20 to 0.30 ms at 1 GiB (the same at 4 GiB).
+ * SCHED_FIFO (URGENT_RT_PRIO; migration_push_nice()).  Where they can,
+ * they preempt the push anyway, and nice 10 only gave the vCPU the
+ * push's CPU: with the push at nice 0 instead (preempt, 7 interleaved
+ * runs at 1 GiB, 3 at 4 GiB) the total time fell from 1.23 to 0.88 s
+ * and 8.3 to 6.7 s, the guest's progress stayed (0.14 / 0.12 %) or rose
+ * (0.39 / 0.48 %), since more of the pages it writes are in by then,
+ * and the stall p99 went from 0.20 to 0.30 ms at 1 GiB (the same at
+ * 4 GiB).
  */
 #define PUSH_NICE       10
-#define PUSH_BACKLOG    (128 << 10)
 #define DISCARD_SETTLE  2048    /* pages: about 0.5 ms to drop there */
 #define DISCARD_ROUNDS  5
 
-/* The nice of a thread that pushes or places background pages while
- * requested pages go ahead of them (see PUSH_NICE). */
-static int push_nice(void)
+/* Where the fault path runs SCHED_FIFO, nice 0 (see PUSH_NICE). */
+int migration_push_nice(void)
 {
     return thread_probe_fifo(URGENT_RT_PRIO) == 0 ? 0 : PUSH_NICE;
 }
@@ -461,7 +451,7 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
             break;
         }
     }
-    __atomic_store_n(&s->stop_ms, now_ms(), __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->stop_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
     migration_call_main(s, stop_vm, stop);
     *stopped = true;
     if (!pause_before_switchover(s, MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
@@ -498,14 +488,15 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
      * The push must not keep a requested page waiting.  With preempt the
      * page takes its own connection, served by the return-path thread,
      * which runs SCHED_FIFO where allowed and else gets a CPU at once
-     * because the push runs at a lower priority (push_nice).  A page the push has already claimed comes on the main
-     * stream, behind what the push has written: keep at most
+     * because the push runs at a lower priority (migration_push_nice).
+     * A page the push has already claimed comes on the main stream,
+     * behind what the push has written: keep at most
      * PUSH_BACKLOG of it unsent (and the destination's receive buffer
      * small, in pc_listen), with or without preempt.
      */
     int nice_was = getpriority(PRIO_PROCESS, gettid());
     if (s->preempt_fd >= 0) {
-        setpriority(PRIO_PROCESS, gettid(), push_nice());
+        setpriority(PRIO_PROCESS, gettid(), migration_push_nice());
     }
     int lowat = PUSH_BACKLOG;
     setsockopt(qemu_file_fd(f), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat,
@@ -574,7 +565,7 @@ static gpointer migration_thread(gpointer opaque)
     if (!kvm_set_dirty_log(&m->kvm, m->ram, true, &err)) {
         goto fail;
     }
-    __atomic_store_n(&s->setup_ms, now_ms() - s->start_ms, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->setup_ms, migration_now_ms() - s->start_ms, __ATOMIC_SEQ_CST);
 
     for (uint64_t pass = 1;; pass++) {
         /* As QEMU: pass 1 is announced during setup, before active. */
@@ -626,7 +617,7 @@ static gpointer migration_thread(gpointer opaque)
     }
 
     /* Switchover: stop, send the rest and the devices. */
-    int64_t stop_at = now_ms();
+    int64_t stop_at = migration_now_ms();
     migration_call_main(s, stop_vm, &stop);
     stopped = true;
     if (!pause_before_switchover(s, MIGRATION_STATUS_DEVICE)) {
@@ -671,14 +662,14 @@ static gpointer migration_thread(gpointer opaque)
         }
     }
     kvm_set_dirty_log(&m->kvm, m->ram, false, NULL);
-    __atomic_store_n(&s->downtime_ms, now_ms() - stop_at, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&s->end_ms, now_ms(), __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->downtime_ms, migration_now_ms() - stop_at, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
     __atomic_store_n(&s->stream_fd, -1, __ATOMIC_SEQ_CST);
     qemu_file_close(f);
     ram_saver_cleanup(&r);
     set_throttle(s, 0);
     migration_call_main(s, finish_vm, &stop);
-    migrate_set_state(s, status(s), MIGRATION_STATUS_COMPLETED);
+    migrate_set_state(s, migration_status(s), MIGRATION_STATUS_COMPLETED);
     return NULL;
 
 postcopy: {
@@ -688,7 +679,7 @@ postcopy: {
         goto fail;
     }
     kvm_set_dirty_log(&m->kvm, m->ram, false, NULL);
-    __atomic_store_n(&s->end_ms, now_ms(), __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
     __atomic_store_n(&s->stream_fd, -1, __ATOMIC_SEQ_CST);
     qemu_file_close(f);
     ram_saver_cleanup(&r);
@@ -696,7 +687,7 @@ postcopy: {
     if (end == MIGRATION_STATUS_COMPLETED) {
         migration_call_main(s, finish_vm, &stop);
     } else {
-        set_error(s, err->message);
+        migration_set_error(s, err->message);
     }
     migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE, end);
     return NULL;
@@ -716,411 +707,16 @@ fail:
     if (stopped) {
         migration_call_main(s, restart_vm, &stop);
     }
-    __atomic_store_n(&s->end_ms, now_ms(), __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
     if (cancelled(s)) {
         migrate_set_state(s, MIGRATION_STATUS_CANCELLING,
                           MIGRATION_STATUS_CANCELLED);
     } else {
-        set_error(s, err ? err->message : "migration failed");
-        MigrationStatus st = status(s);
+        migration_set_error(s, err ? err->message : "migration failed");
+        MigrationStatus st = migration_status(s);
         migrate_set_state(s, st, MIGRATION_STATUS_FAILED);
     }
     return NULL;
-}
-
-/* ---- The destination ---------------------------------------------------------------- */
-
-typedef struct LoadDone {
-    MigrationState *s;
-    bool ok;
-    RunState source_state;
-} LoadDone;
-
-/* Main thread: the stream is in; run the guest if the source was running. */
-static void incoming_done(void *opaque)
-{
-    LoadDone *d = opaque;
-    Machine *m = d->s->m;
-    if (d->ok) {
-        /* Received: this process may now migrate out, as in QEMU. */
-        d->s->incoming = false;
-        d->s->incoming_defer = false;
-    } else {
-        if (d->s->exit_on_error) {
-            fprintf(stderr, "ferry: load of migration failed: %s\n", d->s->error);
-            machine_request_exit(m, 1, NULL, false);
-        }
-        return;
-    }
-    if (d->source_state == RUN_STATE_RUNNING && !m->opts->start_paused) {
-        machine_set_state(m, RUN_STATE_RUNNING);
-        machine_resume(m);
-    } else {
-        machine_set_state(m, RUN_STATE_PAUSED);
-    }
-}
-
-/* ---- Postcopy on the destination ---------------------------------------------- */
-
-typedef struct LoadCtx {
-    MigrationState *s;
-    int fd;                     /* the stream's connection */
-} LoadCtx;
-
-static bool pc_advise(void *opaque, uint64_t host_page_size, GError **errp)
-{
-    LoadCtx *c = opaque;
-    MigrationState *s = c->s;
-    if (!migrate_cap(s, "postcopy-ram")) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
-                    "the source wants postcopy, but the postcopy-ram "
-                    "capability is off on the destination");
-        return false;
-    }
-    if (!ram_loader_can_postcopy(s->ram_loader, errp)) {
-        return false;
-    }
-    if (host_page_size != s->m->ram->page_size) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
-                    "postcopy needs the same RAM page size on both sides: "
-                    "%" G_GUINT64_FORMAT " KiB on the source, %" G_GUINT64_FORMAT
-                    " KiB here", host_page_size >> 10, s->m->ram->page_size >> 10);
-        return false;
-    }
-    if (!ram_load_discard_missing(s->ram_loader, errp)) {
-        return false;
-    }
-    if (!s->pci) {
-        s->pci = g_new0(PostcopyIncoming, 1);
-        postcopy_incoming_init(s->pci, s->m, s->ram_loader);
-    }
-    return true;
-}
-
-/*
- * The destination's preempt channel goes to the fault thread.  It may be
- * accepted (main thread) before or after the fault thread starts (load
- * thread, at LISTEN): each side publishes its half, then calls this; the
- * exchange makes exactly one of them hand it over.
- */
-static void hand_over_preempt(MigrationState *s)
-{
-    if (!__atomic_load_n(&s->urgent_ready, __ATOMIC_SEQ_CST)) {
-        return;
-    }
-    int fd = __atomic_exchange_n(&s->preempt_fd, -1, __ATOMIC_SEQ_CST);
-    if (fd >= 0) {
-        postcopy_attach_urgent(s->pci, fd);
-    }
-}
-
-static bool pc_listen(void *opaque, GError **errp)
-{
-    LoadCtx *c = opaque;
-    MigrationState *s = c->s;
-    if (!s->pci) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                    "postcopy listen without advise");
-        return false;
-    }
-    if (!postcopy_listen(s->pci, c->fd, migrate_cap(s, "postcopy-preempt"),
-                         errp)) {
-        return false;
-    }
-    __atomic_store_n(&s->urgent_ready, 1, __ATOMIC_SEQ_CST);
-    hand_over_preempt(s);
-    /* As the source's push (postcopy_run): requests before the push. */
-    if (migrate_cap(s, "postcopy-preempt")) {
-        setpriority(PRIO_PROCESS, gettid(), push_nice());
-    }
-    int sz = 2 * PUSH_BACKLOG;
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
-    migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_POSTCOPY_ACTIVE);
-    return true;
-}
-
-typedef struct RunCall {
-    MigrationState *s;
-    GBytes *pkg;
-} RunCall;
-
-/* Main thread: load the devices from the package and run the guest. */
-static gboolean postcopy_run_main(gpointer opaque)
-{
-    RunCall *rc = opaque;
-    MigrationState *s = rc->s;
-    Machine *m = s->m;
-    gsize len;
-    const void *data = g_bytes_get_data(rc->pkg, &len);
-    QEMUFile *mf = qemu_file_new_mem(data, len);
-    g_autoptr(GError) err = NULL;
-    RunState src = RUN_STATE_RUNNING;
-    bool ok = stream_load_devices(mf, m, &src, &err);
-    qemu_file_close(mf);
-    g_bytes_unref(rc->pkg);
-    g_free(rc);
-    if (!ok) {
-        /* The source stopped for good; nothing here can run either. */
-        g_autofree char *msg = g_strdup_printf("postcopy: loading the device "
-                                               "state: %s", err->message);
-        set_error(s, msg);
-        migrate_set_state(s, status(s), MIGRATION_STATUS_FAILED);
-        if (s->exit_on_error) {
-            fprintf(stderr, "ferry: load of migration failed: %s\n", msg);
-            machine_request_exit(m, 1, NULL, false);
-        }
-        return G_SOURCE_REMOVE;
-    }
-    if (src == RUN_STATE_RUNNING && !m->opts->start_paused) {
-        machine_set_state(m, RUN_STATE_RUNNING);
-        machine_resume(m);
-    } else {
-        machine_set_state(m, RUN_STATE_PAUSED);
-    }
-    postcopy_rp_send(s->pci, &(RPMessage) { .type = RP_RUNNING });
-    return G_SOURCE_REMOVE;
-}
-
-static bool pc_run(void *opaque, GBytes *package, GError **errp)
-{
-    LoadCtx *c = opaque;
-    (void)errp;
-    RunCall *rc = g_new0(RunCall, 1);
-    rc->s = c->s;
-    rc->pkg = g_bytes_ref(package);
-    g_main_context_invoke(NULL, postcopy_run_main, rc);
-    return true;
-}
-
-/*
- * Load thread: one return-path message on @fd while this thread is its
- * only writer (before LISTEN, or at the end of a precopy load); 0 or
- * -errno.
- */
-static int rp_send_alone(int fd, const RPMessage *m)
-{
-    QEMUFile *rp = qemu_file_new(fd, true, false);
-    rp_put(rp, m);
-    return qemu_file_close(rp);
-}
-
-/*
- * Load thread: the source's PING; every record before it is loaded.
- * From LISTEN on the fault thread writes on the return path too, under
- * the postcopy lock.
- */
-static bool load_pong(void *opaque, uint32_t id, GError **errp)
-{
-    LoadCtx *c = opaque;
-    RPMessage m = { .type = RP_PONG, .id = id };
-    if (c->s->pci && postcopy_rp_send(c->s->pci, &m)) {
-        return true;
-    }
-    int ret = rp_send_alone(c->fd, &m);
-    if (ret < 0) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
-                    "return path: answering PING %u: %s", id, g_strerror(-ret));
-        return false;
-    }
-    return true;
-}
-
-static const StreamPostcopyOps postcopy_ops = {
-    .advise = pc_advise,
-    .listen = pc_listen,
-    .run = pc_run,
-};
-
-/* Main thread: the postcopy migration is in; RAM is ordinary memory. */
-static void postcopy_incoming_done(void *opaque)
-{
-    MigrationState *s = opaque;
-    s->incoming = false;
-    s->incoming_defer = false;
-}
-
-/*
- * Load thread: postcopy cannot go on here (the stream broke, or held
- * something this side could not load, or the preempt channel ended with
- * pages due).  Pause, as QEMU's postcopy_pause_incoming(): keep RAM
- * registered (a vCPU touching a missing page waits instead of reading
- * zeros) and every fd open, since the fault thread's return path still
- * refers to the stream's, but shut the connections down.  A source
- * whose connection is still up then reads their end and pauses too,
- * rather than pushing into a stream no one reads.
- */
-static void postcopy_pause_incoming(MigrationState *s, const GError *err)
-{
-    set_error(s, err->message);
-    postcopy_shutdown(s->pci);
-    migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
-                      MIGRATION_STATUS_POSTCOPY_PAUSED);
-}
-
-static gpointer load_thread(gpointer opaque)
-{
-    MigrateArgs *a = opaque;
-    MigrationState *s = a->s;
-    QEMUFile *f = qemu_file_new(a->fd, false, true);
-    g_autoptr(GError) err = NULL;
-    LoadDone done = { s, false, RUN_STATE_RUNNING };
-    LoadCtx ctx = { s, a->fd };
-    g_free(a);
-
-    RAMLoader *rl = g_new0(RAMLoader, 1);
-    ram_loader_init(rl, s->m->ram);
-    __atomic_store_n(&s->ram_loader, rl, __ATOMIC_RELEASE);
-    StreamLoad l = { .m = s->m, .stats = &s->stats, .ram = s->ram_loader,
-                     .postcopy = &postcopy_ops, .pong = load_pong,
-                     .opaque = &ctx };
-    migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
-    done.ok = stream_load(f, &l, &err);
-    done.source_state = l.source_state;
-    __atomic_store_n(&s->stats.transferred, qemu_file_transferred(f),
-                     __ATOMIC_RELAXED);
-
-    if (l.postcopy_running) {
-        if (!done.ok) {
-            /* The guest runs here: never exit or free (see above). */
-            postcopy_pause_incoming(s, err);
-            return NULL;
-        }
-        if (!postcopy_drain(s->pci, &err)) {
-            /* Pages requested will not come: as a broken connection. */
-            postcopy_pause_incoming(s, err);
-            return NULL;
-        }
-        postcopy_stop_faults(s->pci);
-        if (!ram_load_all_received(s->ram_loader)) {
-            g_warning("postcopy: the stream ended with pages missing");
-        }
-        s->pci->ram = NULL;
-        ram_loader_cleanup(s->ram_loader);
-        g_clear_pointer(&s->ram_loader, g_free);
-        postcopy_rp_send(s->pci, &(RPMessage) { .type = RP_SHUT, .status = 0 });
-        qemu_file_close(f);
-        __atomic_store_n(&s->end_ms, now_ms(), __ATOMIC_SEQ_CST);
-        migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
-                          MIGRATION_STATUS_COMPLETED);
-        migration_call_main(s, postcopy_incoming_done, s);
-        return NULL;
-    }
-
-    if (s->pci) {
-        /* Failed between LISTEN and RUN: the guest never ran here, but
-         * the fault thread did, on the loader freed below. */
-        postcopy_stop_faults(s->pci);
-        s->pci->ram = NULL;
-    }
-    /* Ordinary memory again before any vCPU runs. */
-    ram_loader_cleanup(s->ram_loader);
-    g_clear_pointer(&s->ram_loader, g_free);
-    int pfd = __atomic_exchange_n(&s->preempt_fd, -1, __ATOMIC_SEQ_CST);
-    if (pfd >= 0) {
-        close(pfd);             /* a preempt channel, and no postcopy */
-    }
-    if (l.return_path) {
-        rp_send_alone(qemu_file_fd(f),
-                      &(RPMessage) { .type = RP_SHUT, .status = done.ok ? 0 : 1 });
-    }
-    qemu_file_close(f);
-    __atomic_store_n(&s->end_ms, now_ms(), __ATOMIC_SEQ_CST);
-    if (done.ok) {
-        migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_COMPLETED);
-    } else {
-        set_error(s, err->message);
-        migrate_set_state(s, status(s), MIGRATION_STATUS_FAILED);
-    }
-    migration_call_main(s, incoming_done, &done);
-    return NULL;
-}
-
-static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
-{
-    MigrationState *s = opaque;
-    (void)cond;
-    int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
-    if (c < 0) {
-        return G_SOURCE_CONTINUE;
-    }
-    channel_tune(c);
-    if (s->load_thread) {
-        /* The second connection: postcopy-preempt's channel, the last
-         * this socket accepts. */
-        __atomic_store_n(&s->preempt_fd, c, __ATOMIC_SEQ_CST);
-        hand_over_preempt(s);
-    } else {
-        MigrateArgs *a = g_new0(MigrateArgs, 1);
-        a->s = s;
-        a->fd = c;
-        s->load_thread = g_thread_new("mig/dst/load", load_thread, a);
-        /* With preempt, the source connects again at the switch. */
-        if (migrate_cap(s, "postcopy-preempt")) {
-            return G_SOURCE_CONTINUE;
-        }
-    }
-    /* One migration per listening socket, as QEMU. */
-    s->listen_src = 0;
-    close(s->listen_fd);
-    s->listen_fd = -1;
-    if (s->socket_address) {
-        json_array_unref(s->socket_address);
-        s->socket_address = NULL;
-    }
-    return G_SOURCE_REMOVE;
-}
-
-/* Load from an fd already connected to the source (fd: URIs). */
-static void incoming_from_fd(MigrationState *s, int fd)
-{
-    s->start_ms = now_ms();
-    migrate_set_state(s, MIGRATION_STATUS_NONE, MIGRATION_STATUS_SETUP);
-    MigrateArgs *a = g_new0(MigrateArgs, 1);
-    a->s = s;
-    a->fd = fd;
-    s->load_thread = g_thread_new("mig/dst/load", load_thread, a);
-}
-
-static bool incoming_start(MigrationState *s, const char *uri, GError **errp)
-{
-    JsonArray *addr;
-    if (g_str_has_prefix(uri, "fd:")) {
-        /* A number names an inherited fd (the command line); else getfd's. */
-        const char *name = uri + 3;
-        char *end;
-        long n = strtol(name, &end, 10);
-        int fd = *name && !*end ? (int)n : qmp_take_fd(s->qmp, name, errp);
-        if (fd < 0 || (*name && !*end && fcntl(fd, F_GETFD) < 0)) {
-            if (fd >= 0) {
-                g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                            "fd %ld is not open", n);
-            }
-            return false;
-        }
-        channel_tune(fd);
-        incoming_from_fd(s, fd);
-        return true;
-    }
-    if (g_str_has_prefix(uri, "file:") || g_str_has_prefix(uri, "exec:")) {
-        int fd = uri[0] == 'f' ? channel_open_file(uri, false, errp)
-                               : channel_exec(uri, false, errp);
-        if (fd < 0) {
-            return false;
-        }
-        channel_tune(fd);
-        incoming_from_fd(s, fd);
-        return true;
-    }
-    int fd = channel_listen(uri, &addr, errp);
-    if (fd < 0) {
-        return false;
-    }
-    s->listen_fd = fd;
-    s->socket_address = addr;
-    s->start_ms = now_ms();
-    migrate_set_state(s, MIGRATION_STATUS_NONE, MIGRATION_STATUS_SETUP);
-    s->listen_src = g_unix_fd_add(fd, G_IO_IN, incoming_accept, s);
-    return true;
 }
 
 /* ---- QMP ------------------------------------------------------------------------------ */
@@ -1132,7 +728,7 @@ static JsonNode *ret_empty(void)
 
 static bool migration_running(MigrationState *s)
 {
-    MigrationStatus st = status(s);
+    MigrationStatus st = migration_status(s);
     return st == MIGRATION_STATUS_SETUP || st == MIGRATION_STATUS_ACTIVE ||
            st == MIGRATION_STATUS_CANCELLING || st == MIGRATION_STATUS_DEVICE ||
            st == MIGRATION_STATUS_PRE_SWITCHOVER ||
@@ -1224,7 +820,7 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
         g_clear_pointer(&s->pci, g_free);
     }
     s->rp_refused = 0;
-    s->start_ms = now_ms();
+    s->start_ms = migration_now_ms();
     __atomic_store_n(&s->cancel, 0, __ATOMIC_SEQ_CST);
     __atomic_store_n(&s->stream_fd, fd, __ATOMIC_SEQ_CST);
     __atomic_store_n(&s->status, MIGRATION_STATUS_NONE, __ATOMIC_SEQ_CST);
@@ -1258,7 +854,7 @@ static JsonNode *qmp_migrate_cancel(JsonObject *args, void *opaque, GError **err
 {
     MigrationState *s = opaque;
     (void)args;
-    MigrationStatus st = status(s);
+    MigrationStatus st = migration_status(s);
     if (!s->incoming && st >= MIGRATION_STATUS_POSTCOPY_ACTIVE &&
         st <= MIGRATION_STATUS_POSTCOPY_RECOVER) {
         /* The guest runs there now: cancelling would lose it. */
@@ -1282,7 +878,7 @@ static JsonNode *qmp_migrate_start_postcopy(JsonObject *args, void *opaque,
 {
     MigrationState *s = opaque;
     (void)args;
-    MigrationStatus st = status(s);
+    MigrationStatus st = migration_status(s);
     if (st == MIGRATION_STATUS_COMPLETED || st == MIGRATION_STATUS_FAILED ||
         st == MIGRATION_STATUS_CANCELLED) {
         return ret_empty();     /* as QEMU: too late is not an error */
@@ -1307,7 +903,7 @@ static JsonNode *qmp_migrate_continue(JsonObject *args, void *opaque,
 {
     MigrationState *s = opaque;
     const char *want = json_object_get_string_member(args, "state");
-    MigrationStatus st = status(s);
+    MigrationStatus st = migration_status(s);
     if (strcmp(want, migration_status_name(st)) != 0 ||
         st != MIGRATION_STATUS_PRE_SWITCHOVER) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
@@ -1331,7 +927,7 @@ static JsonNode *qmp_migrate_incoming(JsonObject *args, void *opaque,
                     "'-incoming' was not specified on the command line");
         return NULL;
     }
-    if (status(s) != MIGRATION_STATUS_NONE) {
+    if (migration_status(s) != MIGRATION_STATUS_NONE) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "The incoming migration has already been started");
         return NULL;
@@ -1339,7 +935,7 @@ static JsonNode *qmp_migrate_incoming(JsonObject *args, void *opaque,
     if (json_object_has_member(args, "exit-on-error")) {
         s->exit_on_error = json_object_get_boolean_member(args, "exit-on-error");
     }
-    if (!incoming_start(s, json_object_get_string_member(args, "uri"), errp)) {
+    if (!migration_incoming_start(s, json_object_get_string_member(args, "uri"), errp)) {
         return NULL;
     }
     return ret_empty();
@@ -1394,7 +990,7 @@ static JsonObject *ram_info(MigrationState *s)
 static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp)
 {
     MigrationState *s = opaque;
-    MigrationStatus st = status(s);
+    MigrationStatus st = migration_status(s);
     JsonObject *r = json_object_new();
     (void)args;
     (void)errp;
@@ -1416,7 +1012,7 @@ static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp
         json_object_set_int_member(r, "setup-time",
                                    __atomic_load_n(&s->setup_ms, __ATOMIC_SEQ_CST));
         json_object_set_int_member(r, "total-time",
-                                   (end ? end : now_ms()) - s->start_ms);
+                                   (end ? end : migration_now_ms()) - s->start_ms);
         if (st == MIGRATION_STATUS_COMPLETED ||
             (st >= MIGRATION_STATUS_POSTCOPY_ACTIVE &&
              st <= MIGRATION_STATUS_POSTCOPY_RECOVER)) {
@@ -1471,7 +1067,7 @@ bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
         return true;
     }
     g_autoptr(GError) err = NULL;
-    if (!incoming_start(s, incoming, &err)) {
+    if (!migration_incoming_start(s, incoming, &err)) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "-incoming %s: %s",
                     incoming, err->message);
         return false;

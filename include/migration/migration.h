@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Live migration: the state machine, the source's migration thread,
- * the destination's load thread, and their QMP commands.
+ * Live migration: the state machine, the source's migration thread and
+ * the QMP commands (migration/migration.c), the destination's load
+ * thread (migration/incoming.c).
  *
  * Threads and ownership:
  * - main thread: QMP handlers, events, run-state changes, accepting the

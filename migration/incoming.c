@@ -1,0 +1,426 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Live migration, the destination: accepting the stream, the load thread,
+ * and postcopy's hooks into it (the fault path itself is
+ * postcopy-ram.c).  Thread rules are in include/migration/migration.h.
+ */
+#include "migration-int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+
+#include "migration/channel.h"
+#include "migration/postcopy-ram.h"
+#include "migration/qemu-file.h"
+#include "migration/ram-load.h"
+#include "migration/return-path.h"
+#include "migration/stream.h"
+
+/* What the load thread starts with; it frees it. */
+typedef struct LoadArgs {
+    MigrationState *s;
+    int fd;                     /* the stream's connection */
+} LoadArgs;
+
+/* ---- The destination ---------------------------------------------------------------- */
+
+typedef struct LoadDone {
+    MigrationState *s;
+    bool ok;
+    RunState source_state;
+} LoadDone;
+
+/* Main thread: the stream is in; run the guest if the source was running. */
+static void incoming_done(void *opaque)
+{
+    LoadDone *d = opaque;
+    Machine *m = d->s->m;
+    if (d->ok) {
+        /* Received: this process may now migrate out, as in QEMU. */
+        d->s->incoming = false;
+        d->s->incoming_defer = false;
+    } else {
+        if (d->s->exit_on_error) {
+            fprintf(stderr, "ferry: load of migration failed: %s\n", d->s->error);
+            machine_request_exit(m, 1, NULL, false);
+        }
+        return;
+    }
+    if (d->source_state == RUN_STATE_RUNNING && !m->opts->start_paused) {
+        machine_set_state(m, RUN_STATE_RUNNING);
+        machine_resume(m);
+    } else {
+        machine_set_state(m, RUN_STATE_PAUSED);
+    }
+}
+
+/* ---- Postcopy on the destination ---------------------------------------------- */
+
+typedef struct LoadCtx {
+    MigrationState *s;
+    int fd;                     /* the stream's connection */
+} LoadCtx;
+
+static bool pc_advise(void *opaque, uint64_t host_page_size, GError **errp)
+{
+    LoadCtx *c = opaque;
+    MigrationState *s = c->s;
+    if (!migrate_cap(s, "postcopy-ram")) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "the source wants postcopy, but the postcopy-ram "
+                    "capability is off on the destination");
+        return false;
+    }
+    if (!ram_loader_can_postcopy(s->ram_loader, errp)) {
+        return false;
+    }
+    if (host_page_size != s->m->ram->page_size) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "postcopy needs the same RAM page size on both sides: "
+                    "%" G_GUINT64_FORMAT " KiB on the source, %" G_GUINT64_FORMAT
+                    " KiB here", host_page_size >> 10, s->m->ram->page_size >> 10);
+        return false;
+    }
+    if (!ram_load_discard_missing(s->ram_loader, errp)) {
+        return false;
+    }
+    if (!s->pci) {
+        s->pci = g_new0(PostcopyIncoming, 1);
+        postcopy_incoming_init(s->pci, s->m, s->ram_loader);
+    }
+    return true;
+}
+
+/*
+ * The destination's preempt channel goes to the fault thread.  It may be
+ * accepted (main thread) before or after the fault thread starts (load
+ * thread, at LISTEN): each side publishes its half, then calls this; the
+ * exchange makes exactly one of them hand it over.
+ */
+static void hand_over_preempt(MigrationState *s)
+{
+    if (!__atomic_load_n(&s->urgent_ready, __ATOMIC_SEQ_CST)) {
+        return;
+    }
+    int fd = __atomic_exchange_n(&s->preempt_fd, -1, __ATOMIC_SEQ_CST);
+    if (fd >= 0) {
+        postcopy_attach_urgent(s->pci, fd);
+    }
+}
+
+static bool pc_listen(void *opaque, GError **errp)
+{
+    LoadCtx *c = opaque;
+    MigrationState *s = c->s;
+    if (!s->pci) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "postcopy listen without advise");
+        return false;
+    }
+    if (!postcopy_listen(s->pci, c->fd, migrate_cap(s, "postcopy-preempt"),
+                         errp)) {
+        return false;
+    }
+    __atomic_store_n(&s->urgent_ready, 1, __ATOMIC_SEQ_CST);
+    hand_over_preempt(s);
+    /* As the source's push (postcopy_run): requests before the push. */
+    if (migrate_cap(s, "postcopy-preempt")) {
+        setpriority(PRIO_PROCESS, gettid(), migration_push_nice());
+    }
+    int sz = 2 * PUSH_BACKLOG;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_POSTCOPY_ACTIVE);
+    return true;
+}
+
+typedef struct RunCall {
+    MigrationState *s;
+    GBytes *pkg;
+} RunCall;
+
+/* Main thread: load the devices from the package and run the guest. */
+static gboolean postcopy_run_main(gpointer opaque)
+{
+    RunCall *rc = opaque;
+    MigrationState *s = rc->s;
+    Machine *m = s->m;
+    gsize len;
+    const void *data = g_bytes_get_data(rc->pkg, &len);
+    QEMUFile *mf = qemu_file_new_mem(data, len);
+    g_autoptr(GError) err = NULL;
+    RunState src = RUN_STATE_RUNNING;
+    bool ok = stream_load_devices(mf, m, &src, &err);
+    qemu_file_close(mf);
+    g_bytes_unref(rc->pkg);
+    g_free(rc);
+    if (!ok) {
+        /* The source stopped for good; nothing here can run either. */
+        g_autofree char *msg = g_strdup_printf("postcopy: loading the device "
+                                               "state: %s", err->message);
+        migration_set_error(s, msg);
+        migrate_set_state(s, migration_status(s), MIGRATION_STATUS_FAILED);
+        if (s->exit_on_error) {
+            fprintf(stderr, "ferry: load of migration failed: %s\n", msg);
+            machine_request_exit(m, 1, NULL, false);
+        }
+        return G_SOURCE_REMOVE;
+    }
+    if (src == RUN_STATE_RUNNING && !m->opts->start_paused) {
+        machine_set_state(m, RUN_STATE_RUNNING);
+        machine_resume(m);
+    } else {
+        machine_set_state(m, RUN_STATE_PAUSED);
+    }
+    postcopy_rp_send(s->pci, &(RPMessage) { .type = RP_RUNNING });
+    return G_SOURCE_REMOVE;
+}
+
+static bool pc_run(void *opaque, GBytes *package, GError **errp)
+{
+    LoadCtx *c = opaque;
+    (void)errp;
+    RunCall *rc = g_new0(RunCall, 1);
+    rc->s = c->s;
+    rc->pkg = g_bytes_ref(package);
+    g_main_context_invoke(NULL, postcopy_run_main, rc);
+    return true;
+}
+
+/*
+ * Load thread: one return-path message on @fd while this thread is its
+ * only writer (before LISTEN, or at the end of a precopy load); 0 or
+ * -errno.
+ */
+static int rp_send_alone(int fd, const RPMessage *m)
+{
+    QEMUFile *rp = qemu_file_new(fd, true, false);
+    rp_put(rp, m);
+    return qemu_file_close(rp);
+}
+
+/*
+ * Load thread: the source's PING; every record before it is loaded.
+ * From LISTEN on the fault thread writes on the return path too, under
+ * the postcopy lock.
+ */
+static bool load_pong(void *opaque, uint32_t id, GError **errp)
+{
+    LoadCtx *c = opaque;
+    RPMessage m = { .type = RP_PONG, .id = id };
+    if (c->s->pci && postcopy_rp_send(c->s->pci, &m)) {
+        return true;
+    }
+    int ret = rp_send_alone(c->fd, &m);
+    if (ret < 0) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "return path: answering PING %u: %s", id, g_strerror(-ret));
+        return false;
+    }
+    return true;
+}
+
+static const StreamPostcopyOps postcopy_ops = {
+    .advise = pc_advise,
+    .listen = pc_listen,
+    .run = pc_run,
+};
+
+/* Main thread: the postcopy migration is in; RAM is ordinary memory. */
+static void postcopy_incoming_done(void *opaque)
+{
+    MigrationState *s = opaque;
+    s->incoming = false;
+    s->incoming_defer = false;
+}
+
+/*
+ * Load thread: postcopy cannot go on here (the stream broke, or held
+ * something this side could not load, or the preempt channel ended with
+ * pages due).  Pause, as QEMU's postcopy_pause_incoming(): keep RAM
+ * registered (a vCPU touching a missing page waits instead of reading
+ * zeros) and every fd open, since the fault thread's return path still
+ * refers to the stream's, but shut the connections down.  A source
+ * whose connection is still up then reads their end and pauses too,
+ * rather than pushing into a stream no one reads.
+ */
+static void postcopy_pause_incoming(MigrationState *s, const GError *err)
+{
+    migration_set_error(s, err->message);
+    postcopy_shutdown(s->pci);
+    migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
+                      MIGRATION_STATUS_POSTCOPY_PAUSED);
+}
+
+static gpointer load_thread(gpointer opaque)
+{
+    LoadArgs *a = opaque;
+    MigrationState *s = a->s;
+    QEMUFile *f = qemu_file_new(a->fd, false, true);
+    g_autoptr(GError) err = NULL;
+    LoadDone done = { s, false, RUN_STATE_RUNNING };
+    LoadCtx ctx = { s, a->fd };
+    g_free(a);
+
+    RAMLoader *rl = g_new0(RAMLoader, 1);
+    ram_loader_init(rl, s->m->ram);
+    __atomic_store_n(&s->ram_loader, rl, __ATOMIC_RELEASE);
+    StreamLoad l = { .m = s->m, .stats = &s->stats, .ram = s->ram_loader,
+                     .postcopy = &postcopy_ops, .pong = load_pong,
+                     .opaque = &ctx };
+    migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
+    done.ok = stream_load(f, &l, &err);
+    done.source_state = l.source_state;
+    __atomic_store_n(&s->stats.transferred, qemu_file_transferred(f),
+                     __ATOMIC_RELAXED);
+
+    if (l.postcopy_running) {
+        if (!done.ok) {
+            /* The guest runs here: never exit or free (see above). */
+            postcopy_pause_incoming(s, err);
+            return NULL;
+        }
+        if (!postcopy_drain(s->pci, &err)) {
+            /* Pages requested will not come: as a broken connection. */
+            postcopy_pause_incoming(s, err);
+            return NULL;
+        }
+        postcopy_stop_faults(s->pci);
+        if (!ram_load_all_received(s->ram_loader)) {
+            g_warning("postcopy: the stream ended with pages missing");
+        }
+        s->pci->ram = NULL;
+        ram_loader_cleanup(s->ram_loader);
+        g_clear_pointer(&s->ram_loader, g_free);
+        postcopy_rp_send(s->pci, &(RPMessage) { .type = RP_SHUT, .status = 0 });
+        qemu_file_close(f);
+        __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
+        migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
+                          MIGRATION_STATUS_COMPLETED);
+        migration_call_main(s, postcopy_incoming_done, s);
+        return NULL;
+    }
+
+    if (s->pci) {
+        /* Failed between LISTEN and RUN: the guest never ran here, but
+         * the fault thread did, on the loader freed below. */
+        postcopy_stop_faults(s->pci);
+        s->pci->ram = NULL;
+    }
+    /* Ordinary memory again before any vCPU runs. */
+    ram_loader_cleanup(s->ram_loader);
+    g_clear_pointer(&s->ram_loader, g_free);
+    int pfd = __atomic_exchange_n(&s->preempt_fd, -1, __ATOMIC_SEQ_CST);
+    if (pfd >= 0) {
+        close(pfd);             /* a preempt channel, and no postcopy */
+    }
+    if (l.return_path) {
+        rp_send_alone(qemu_file_fd(f),
+                      &(RPMessage) { .type = RP_SHUT, .status = done.ok ? 0 : 1 });
+    }
+    qemu_file_close(f);
+    __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
+    if (done.ok) {
+        migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_COMPLETED);
+    } else {
+        migration_set_error(s, err->message);
+        migrate_set_state(s, migration_status(s), MIGRATION_STATUS_FAILED);
+    }
+    migration_call_main(s, incoming_done, &done);
+    return NULL;
+}
+
+static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
+{
+    MigrationState *s = opaque;
+    (void)cond;
+    int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0) {
+        return G_SOURCE_CONTINUE;
+    }
+    channel_tune(c);
+    if (s->load_thread) {
+        /* The second connection: postcopy-preempt's channel, the last
+         * this socket accepts. */
+        __atomic_store_n(&s->preempt_fd, c, __ATOMIC_SEQ_CST);
+        hand_over_preempt(s);
+    } else {
+        LoadArgs *a = g_new0(LoadArgs, 1);
+        a->s = s;
+        a->fd = c;
+        s->load_thread = g_thread_new("mig/dst/load", load_thread, a);
+        /* With preempt, the source connects again at the switch. */
+        if (migrate_cap(s, "postcopy-preempt")) {
+            return G_SOURCE_CONTINUE;
+        }
+    }
+    /* One migration per listening socket, as QEMU. */
+    s->listen_src = 0;
+    close(s->listen_fd);
+    s->listen_fd = -1;
+    if (s->socket_address) {
+        json_array_unref(s->socket_address);
+        s->socket_address = NULL;
+    }
+    return G_SOURCE_REMOVE;
+}
+
+/* Load from an fd already connected to the source (fd: URIs). */
+static void incoming_from_fd(MigrationState *s, int fd)
+{
+    s->start_ms = migration_now_ms();
+    migrate_set_state(s, MIGRATION_STATUS_NONE, MIGRATION_STATUS_SETUP);
+    LoadArgs *a = g_new0(LoadArgs, 1);
+    a->s = s;
+    a->fd = fd;
+    s->load_thread = g_thread_new("mig/dst/load", load_thread, a);
+}
+
+bool migration_incoming_start(MigrationState *s, const char *uri, GError **errp)
+{
+    JsonArray *addr;
+    if (g_str_has_prefix(uri, "fd:")) {
+        /* A number names an inherited fd (the command line); else getfd's. */
+        const char *name = uri + 3;
+        char *end;
+        long n = strtol(name, &end, 10);
+        int fd = *name && !*end ? (int)n : qmp_take_fd(s->qmp, name, errp);
+        if (fd < 0 || (*name && !*end && fcntl(fd, F_GETFD) < 0)) {
+            if (fd >= 0) {
+                g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                            "fd %ld is not open", n);
+            }
+            return false;
+        }
+        channel_tune(fd);
+        incoming_from_fd(s, fd);
+        return true;
+    }
+    if (g_str_has_prefix(uri, "file:") || g_str_has_prefix(uri, "exec:")) {
+        int fd = uri[0] == 'f' ? channel_open_file(uri, false, errp)
+                               : channel_exec(uri, false, errp);
+        if (fd < 0) {
+            return false;
+        }
+        channel_tune(fd);
+        incoming_from_fd(s, fd);
+        return true;
+    }
+    int fd = channel_listen(uri, &addr, errp);
+    if (fd < 0) {
+        return false;
+    }
+    s->listen_fd = fd;
+    s->socket_address = addr;
+    s->start_ms = migration_now_ms();
+    migrate_set_state(s, MIGRATION_STATUS_NONE, MIGRATION_STATUS_SETUP);
+    s->listen_src = g_unix_fd_add(fd, G_IO_IN, incoming_accept, s);
+    return true;
+}
+

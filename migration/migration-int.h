@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Internal to migration/: what the state machine, the source and QMP
+ * (migration.c) share with the destination (incoming.c).  Not for the
+ * rest of ferry, which uses include/migration/migration.h.
+ */
+#ifndef MIGRATION_MIGRATION_INT_H
+#define MIGRATION_MIGRATION_INT_H
+
+#include <stdint.h>
+
+#include <glib.h>
+
+#include "migration/migration.h"
+
+/*
+ * Postcopy's backlog bound, both sides: a page the push has already
+ * claimed comes on the main stream behind what is queued there, so the
+ * source keeps at most this much unsent (TCP_NOTSENT_LOWAT) and the
+ * destination's receive buffer is twice it (migration.c, postcopy_run).
+ */
+#define PUSH_BACKLOG    (128 << 10)
+
+/* Milliseconds on g_get_monotonic_time()'s clock: MigrationState's times. */
+static inline int64_t migration_now_ms(void)
+{
+    return g_get_monotonic_time() / 1000;
+}
+
+/* migration_status: the state now (atomic read).  Any thread. */
+MigrationStatus migration_status(MigrationState *s);
+
+/* migration_set_error: query-migrate's error-desc, unless one was set
+ * before (the first error is the one that counts).  Any thread. */
+void migration_set_error(MigrationState *s, const char *msg);
+
+/*
+ * migration_push_nice: the nice of a thread that pushes or places
+ * background pages while requested pages go ahead of them: 0 where the
+ * fault path's threads run SCHED_FIFO (they preempt it anyway), else 10.
+ * The calling thread's class is left as it was.
+ */
+int migration_push_nice(void);
+
+/*
+ * migration_incoming_start: wait for a migration on @uri (tcp:, unix:,
+ * fd:, file:, exec:) and load it in the "mig/dst/load" thread.  Main
+ * thread; false with @errp set if @uri cannot be used.
+ */
+bool migration_incoming_start(MigrationState *s, const char *uri, GError **errp);
+
+#endif
