@@ -17,6 +17,8 @@
 #include <fcntl.h>
 #include <glib.h>
 #include <gio/gio.h>
+#include <poll.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -403,6 +405,48 @@ static void test_drain_broken(void **state)
     urgent_cleanup(&u);
 }
 
+/* Source's end of a socket: true once it reads the end (the peer shut
+ * it down), within a second. */
+static bool reads_end(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    char c;
+    return poll(&p, 1, 1000) == 1 && read(fd, &c, 1) == 0;
+}
+
+static void test_shutdown(void **state)
+{
+    (void)state;
+    Urgent u;
+    if (!urgent_setup(&u)) {
+        skip();
+    }
+    /* The destination pauses: the source reads the end of the return
+     * path and of the urgent channel, and nothing is freed.  A vCPU
+     * touching a missing page waits (its request cannot go out) until
+     * the page is placed, rather than reading zeros. */
+    signal(SIGPIPE, SIG_IGN);           /* as ferry's main() */
+    postcopy_shutdown(&u.pc);
+    assert_true(reads_end(u.rp[1]));
+    assert_true(reads_end(u.ch[1]));
+    Toucher t = { .addr = u.rb->host + 3 * PAGE };
+    GThread *th = g_thread_new("touch", touch, &t);
+    wait_for(&u.pc.requests, 1);
+    g_usleep(20000);
+    assert_false(ram_load_received(&u.l, 3));
+    place(&u.l, &u.b, 3, 0x33);
+    g_thread_join(th);
+    assert_int_equal(t.seen, 0x33);
+
+    /* A preempt channel accepted only now is shut down as it comes. */
+    int late[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, late), 0);
+    postcopy_attach_urgent(&u.pc, late[0]);
+    assert_true(reads_end(late[1]));
+    urgent_cleanup(&u);                 /* closes late[0] */
+    close(late[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest all[] = {
@@ -415,6 +459,7 @@ int main(void)
         { "/migration/postcopy/drain", test_drain, NULL, NULL, NULL },
         { "/migration/postcopy/drain-broken", test_drain_broken, NULL, NULL,
           NULL },
+        { "/migration/postcopy/shutdown", test_shutdown, NULL, NULL, NULL },
     };
     return cmocka_run_group_tests_name("return-path", all, NULL, NULL);
 }
