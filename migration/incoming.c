@@ -308,8 +308,10 @@ static gpointer load_thread(gpointer opaque)
     }
 
     if (s->pci) {
-        /* Failed between LISTEN and RUN: the guest never ran here, but
-         * the fault thread did, on the loader freed below. */
+        /* Postcopy was advised but the guest never ran here (a precopy
+         * that converged, or a failure before RUN): stop the fault thread
+         * if LISTEN started it, and drop postcopy's pointer to the loader
+         * freed below (postcopy_incoming_cleanup() writes through it). */
         postcopy_stop_faults(s->pci);
         s->pci->ram = NULL;
     }

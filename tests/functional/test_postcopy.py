@@ -507,9 +507,8 @@ def load_error(opts):
 def bad_package(opts):
     """The destination cannot load the switch's RUN record (its length
     is over the limit), so its guest never ran: it fails, says why on
-    the return path (having stopped its fault thread before it freed the
-    RAM loader under it) and exits.  The source fails too and runs its
-    guest on, every page intact."""
+    the return path and exits.  The source fails too and runs its guest
+    on, every page intact."""
     src, dst = pair('512M', 1)
     relay = Relay(dst.listen_uri(), struct.pack('<BI', 0x13, 17 << 20), after=0)
     try:
