@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <glib-unix.h>
@@ -44,11 +45,21 @@ static void debug_exit_cb(void *opaque, int status)
     machine_request_exit(opaque, status, NULL, true);
 }
 
+/*
+ * Load the -kernel image.  An incoming machine gets its RAM from the
+ * migration, so the image is loaded into a scratch copy of the RAM's
+ * layout instead, which checks it as thoroughly and is thrown away, as
+ * QEMU keeps ROM images out of RAM in inmigrate: a page of the image
+ * that the source's guest has since zeroed comes as a zero page, which
+ * the destination leaves as it finds it when the block reads zero
+ * (RAMBlock.zeroed).
+ */
 static bool load_kernel(Machine *m, KVMCPU *bsp, GError **errp)
 {
     g_autofree char *image = NULL;
     gsize len;
     MultibootEntry entry;
+    RAMBlock scratch = *m->ram;
 
     g_autoptr(GError) err = NULL;
     if (!g_file_get_contents(m->opts->kernel, &image, &len, &err)) {
@@ -58,9 +69,25 @@ static bool load_kernel(Machine *m, KVMCPU *bsp, GError **errp)
                     "No such file or directory" : err->message);
         return false;
     }
-    return multiboot_load(m->ram, m->opts->kernel, (uint8_t *)image, len,
-                          m->opts->append, &entry, errp) &&
-           kvm_vcpu_set_multiboot(bsp, entry.entry, entry.mbi, errp);
+    if (!m->opts->incoming) {
+        m->ram->zeroed = false;     /* the image is in it now */
+        return multiboot_load(m->ram, m->opts->kernel, (uint8_t *)image, len,
+                              m->opts->append, &entry, errp) &&
+               kvm_vcpu_set_multiboot(bsp, entry.entry, entry.mbi, errp);
+    }
+    /* Only the pages the loader writes are ever allocated. */
+    scratch.host = mmap(NULL, scratch.size, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (scratch.host == MAP_FAILED) {
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
+                    "could not load kernel '%s': %s", m->opts->kernel,
+                    g_strerror(errno));
+        return false;
+    }
+    bool ok = multiboot_load(&scratch, m->opts->kernel, (uint8_t *)image, len,
+                             m->opts->append, &entry, errp);
+    munmap(scratch.host, scratch.size);
+    return ok;
 }
 
 static bool init_devices(Machine *m, GError **errp)
@@ -139,7 +166,6 @@ bool machine_init(Machine *m, MachineOptions *opts, GError **errp)
         }
         m->ncpus++;
     }
-    /* An incoming migration brings RAM and registers: no kernel to load. */
     if (opts->kernel && !load_kernel(m, &m->vcpus[0].cpu, errp)) {
         return false;
     }

@@ -34,9 +34,20 @@ typedef struct RAMBlock {
     uint64_t page_size;         /* 4 KiB, or the huge page size */
     int fd;                     /* backing file, or -1 for anonymous */
     bool shared;                /* MAP_SHARED: pages live in a file or shmem */
+    /* The backing file is ferry's alone (a memfd, or a file made in a
+     * mem-path directory and unlinked at once): punching holes in it
+     * touches nothing of anyone else's. */
+    bool fd_owned;
     bool prealloc;              /* every page was allocated up front */
-    /* Every page reads as zero until written: not so for an existing
-     * file with contents (memory-backend-file keeps them, as QEMU's). */
+    /*
+     * Every page reads as zero: nothing has written the block since it
+     * was allocated.  Not so for an existing file with contents
+     * (memory-backend-file keeps them, as QEMU's), nor once the machine
+     * has loaded a kernel into it.  The destination's zero-page
+     * decisions rest on it (ram-load.c): it skips a zero page only where
+     * the memory reads zero already.  Written in the main thread before
+     * any other thread runs.
+     */
     bool zeroed;
     RamMapping map[RAM_MAX_MAPPINGS];
     int nmap;

@@ -333,6 +333,33 @@ static inline uint64_t pattern(uint64_t pfn, uint64_t g, uint64_t w)
 }
 
 /*
+ * Pages inside the guest image that hold data in the file and that the
+ * guest zeroes before its first round: a migration must bring them as
+ * the zeros the guest left there, whatever a destination's loader put
+ * into its RAM first (the image, when it is given -kernel too).
+ */
+#define IMAGE_ZEROED_PAGES 16
+static uint8_t image_zeroed[IMAGE_ZEROED_PAGES * PAGE_SIZE]
+    __attribute__((aligned(PAGE_SIZE))) = {
+    [0 ... IMAGE_ZEROED_PAGES * PAGE_SIZE - 1] = 0x5a,
+};
+
+/* CPU 0, round 0: zero them; every later round: they still read zero. */
+static void check_image_zeroed(uint64_t round)
+{
+    uint64_t *w = (uint64_t *)image_zeroed;
+    for (uint64_t i = 0; i < sizeof(image_zeroed) / 8; i++) {
+        if (round == 0) {
+            w[i] = 0;
+        } else if (w[i]) {
+            print("FAIL zeroed page=%lu got=%lx\n",
+                  ((uintptr_t)&w[i]) / PAGE_SIZE, w[i]);
+            guest_exit(EXIT_FAIL);
+        }
+    }
+}
+
+/*
  * Each CPU owns the 2 MiB chunks of usable pages whose index modulo the
  * CPU count is its own.  Round r checks generation r - 1 in every page
  * it owns and writes generation r; round 0 only writes.
@@ -345,6 +372,9 @@ static void __attribute__((noreturn)) run_verify(int cpu)
 
     for (uint64_t r = 0; rounds == 0 || r < rounds; r++) {
         uint64_t t0 = rdtsc();
+        if (cpu == 0) {
+            check_image_zeroed(r);
+        }
         for (uint64_t c = cpu * chunk; c < pages.count; c += ncpus * chunk) {
             uint64_t end = c + chunk < pages.count ? c + chunk : pages.count;
             for (uint64_t i = c; i < end; i++) {
