@@ -98,6 +98,17 @@ void ram_loader_cleanup(RAMLoader *l)
 
 bool ram_loader_can_postcopy(RAMLoader *l, GError **errp)
 {
+    if (l->rb->fd >= 0 && !l->rb->shared && !l->rb->fd_owned) {
+        /* Its pages could only be made missing by punching holes in a
+         * file the user gave, which a private mapping promises to leave
+         * as it is (drop_pages). */
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                    "Postcopy is not supported: RAM block '%s' maps its file "
+                    "privately (share=off), and making its pages missing "
+                    "would punch holes in that file; use share=on or a "
+                    "mem-path directory", l->rb->name);
+        return false;
+    }
     if (!l->registered) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
                     "Postcopy is not supported: %s",
@@ -467,17 +478,40 @@ bool ram_load_zero(RAMLoader *l, RAMLoadBuf *b, uint64_t off, uint32_t count,
     return place(l, b, off / PAGE, count, NULL, errp);
 }
 
-/* Unmap pages [first, first + count): missing again, a fault on them waits. */
+/*
+ * Unmap pages [first, first + count): missing again, so that a fault on
+ * them waits for the page instead of reading what was there.  As QEMU's
+ * ram_block_discard_range, for each backend:
+ * - a file or memfd (shared or private): punch the hole in the file.
+ *   A private mapping reads the file's page again, without a fault,
+ *   once its own copy is dropped, so the file's page must go too (the
+ *   block is then ferry's own file: ram_loader_can_postcopy());
+ * - private memory: MADV_DONTNEED drops this process's copy (for a
+ *   private file mapping, the copies written since the mapping);
+ * - shared anonymous memory (shmem without a file of ours): MADV_REMOVE.
+ * A shared file mapping needs no madvise: the punch unmaps the page.
+ */
 static bool drop_pages(RAMLoader *l, uint64_t first, uint64_t count,
                        GError **errp)
 {
-    uint64_t off = first * PAGE;
-    int advice = l->rb->shared ? MADV_REMOVE : MADV_DONTNEED;
+    RAMBlock *rb = l->rb;
+    uint64_t off = first * PAGE, len = count * PAGE;
+    const char *what = NULL;
     l->in_place = false;        /* these pages are missing from now */
-    if (madvise(l->rb->host + off, count * PAGE, advice) < 0) {
+    if (rb->fd >= 0 &&
+        fallocate(rb->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+                  len) < 0) {
+        what = "punching a hole in the backing file";
+    } else if (!rb->shared && madvise(rb->host + off, len, MADV_DONTNEED) < 0) {
+        what = "MADV_DONTNEED";
+    } else if (rb->shared && rb->fd < 0 &&
+               madvise(rb->host + off, len, MADV_REMOVE) < 0) {
+        what = "MADV_REMOVE";
+    }
+    if (what) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
-                    "discarding guest pages at 0x%" G_GINT64_MODIFIER "x: %s",
-                    off, g_strerror(errno));
+                    "discarding guest pages at 0x%" G_GINT64_MODIFIER "x: %s: "
+                    "%s", off, what, g_strerror(errno));
         return false;
     }
     return true;

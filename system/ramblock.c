@@ -62,7 +62,7 @@ static bool fail_errno(GError **errp, int err, const char *fmt, const char *arg)
  * *@kept is true when an existing file with contents is used as it is.
  */
 static int open_mem_path(const MemBackendOptions *o, uint64_t *page,
-                         bool *kept, GError **errp)
+                         bool *kept, bool *owned, GError **errp)
 {
     struct stat st;
     int fd;
@@ -74,6 +74,7 @@ static int open_mem_path(const MemBackendOptions *o, uint64_t *page,
         fd = g_mkstemp_full(tmpl, O_RDWR | O_CLOEXEC, 0600);
         if (fd >= 0) {
             unlink(tmpl);
+            *owned = true;
         }
     } else {
         fd = open(o->mem_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -175,7 +176,7 @@ RAMBlock *ram_block_new(const char *name, const MemBackendOptions *o,
 {
     uint64_t page = 4096;
     int fd = -1, flags;
-    bool share = o->share, kept = false;
+    bool share = o->share, kept = false, owned = false;
 
     switch (o->type) {
     case MEM_BACKEND_MEMFD:
@@ -183,9 +184,10 @@ RAMBlock *ram_block_new(const char *name, const MemBackendOptions *o,
         if (fd < 0) {
             return NULL;
         }
+        owned = true;
         break;
     case MEM_BACKEND_FILE:
-        fd = open_mem_path(o, &page, &kept, errp);
+        fd = open_mem_path(o, &page, &kept, &owned, errp);
         if (fd < 0) {
             return NULL;
         }
@@ -221,6 +223,7 @@ RAMBlock *ram_block_new(const char *name, const MemBackendOptions *o,
     rb->page_size = page;
     rb->fd = fd;
     rb->shared = share;
+    rb->fd_owned = owned;
     rb->prealloc = o->prealloc;
     rb->zeroed = !kept;
     if (fd < 0 && !share && !o->prealloc) {

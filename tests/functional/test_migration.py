@@ -676,9 +676,6 @@ def hmp_migration(opts):
         dst.close()
 
 
-RAM_SHARED = 'memory-backend-ram,size=512M,share=on'
-MEMFD = 'memory-backend-memfd,size=512M'
-SHM_FILE = 'memory-backend-file,size=512M,mem-path=/dev/shm,share=on'
 MEMFD_HUGE = 'memory-backend-memfd,size=512M,hugetlb=on,hugetlbsize=2M'
 
 
@@ -692,14 +689,7 @@ cases = [
     ('/migration/precopy/unix/smp4-512M', basic,
      B('512M', 4, 'unix:' + os.path.join(tmpdir(), 'mig.sock'))),
     ('/migration/precopy/tcp/smp2-6G', basic, B('6G', 2, 'tcp:0.0.0.0:0')),
-    ('/migration/precopy/backend/ram-shared', backend,
-     MachineOptions(extra=[RAM_SHARED, RAM_SHARED, 0])),
-    ('/migration/precopy/backend/memfd', backend,
-     MachineOptions(extra=[MEMFD, MEMFD, 0])),
-    ('/migration/precopy/backend/file-dev-shm', backend,
-     MachineOptions(extra=[SHM_FILE, SHM_FILE, 0])),
-    ('/migration/precopy/backend/memfd-hugetlb-2M', backend,
-     MachineOptions(extra=[MEMFD_HUGE, MEMFD_HUGE, 512])),
+    # Each backend into each backend: test_memory.py.
     ('/migration/precopy/backend/ram-to-hugetlb-2M', backend,
      MachineOptions(extra=['memory-backend-ram,size=512M', MEMFD_HUGE, 256])),
     ('/migration/precopy/tcp-ipv6', ipv6, MachineOptions()),

@@ -628,9 +628,7 @@ def guarded(fn):
     return run
 
 
-MEMFD = 'memory-backend-memfd,size=512M'
 MEMFD_HUGE = 'memory-backend-memfd,size=512M,hugetlb=on,hugetlbsize=2M'
-RAM_SHARED = 'memory-backend-ram,size=512M,share=on'
 
 cases = [
     ('/postcopy/plain', plain, MachineOptions()),
@@ -643,8 +641,7 @@ cases = [
     ('/postcopy/zero-pages', zero_pages, MachineOptions(extra=[False])),
     ('/postcopy/zero-pages-preempt', zero_pages, MachineOptions(extra=[True])),
     ('/postcopy/push-limited', push_limited, MachineOptions()),
-    ('/postcopy/backend/memfd', backend, MachineOptions(extra=[MEMFD, 0])),
-    ('/postcopy/backend/ram-shared', backend, MachineOptions(extra=[RAM_SHARED, 0])),
+    # Every backend x {precopy, postcopy, preempt}: test_memory.py.
     ('/postcopy/backend/memfd-hugetlb-2M', backend,
      MachineOptions(extra=[MEMFD_HUGE, 512])),
     ('/postcopy/backend/memfd-hugetlb-2M-preempt', backend,

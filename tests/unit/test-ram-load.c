@@ -170,6 +170,7 @@ static void test_present(void **state)
     Fixture *f = g_new0(Fixture, 1);
     f->rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
     memset(f->rb->host, 0xee, NPAGES * PAGE);
+    f->rb->zeroed = false;
     ram_loader_init(&f->l, f->rb);
     ram_load_buf_init(&f->b, &f->l);
     *state = f;
@@ -199,6 +200,7 @@ static void test_discard_missing(void **state)
     Fixture *f = g_new0(Fixture, 1);
     f->rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
     memset(f->rb->host, 0xee, 8 * PAGE);
+    f->rb->zeroed = false;
     ram_loader_init(&f->l, f->rb);
     ram_load_buf_init(&f->b, &f->l);
     *state = f;
@@ -239,6 +241,7 @@ static void test_pool(void **state)
                             .size = NPAGES * PAGE, .prealloc = true };
     f->rb = ram_block_new("pc.ram", &o, NULL);
     memset(f->rb->host, 0xee, 8 * PAGE);    /* the loader's kernel image */
+    f->rb->zeroed = false;
     ram_loader_init(&f->l, f->rb);
     ram_load_buf_init(&f->b, &f->l);
     *state = f;
@@ -357,6 +360,74 @@ static void test_kept_file(void **state)
     assert_int_equal(f->rb->host[6 * PAGE], 0xee);     /* never sent */
 }
 
+/*
+ * A discard makes a page missing on every backend, prealloc=on too: the
+ * mapping holds no page there, nor the file behind it (mincore looks in
+ * the page cache of a file mapping).  A private memfd or file kept its
+ * page cache page before, and a vCPU read it, zeros or the file's old
+ * data, without a fault.  Each row: type, share, mem-path directory.
+ */
+static void test_discard_backends(void **state)
+{
+    static const struct {
+        MemBackendType type;
+        bool share;
+        const char *dir;
+    } rows[] = {
+        { MEM_BACKEND_RAM, false, NULL },
+        { MEM_BACKEND_RAM, true, NULL },
+        { MEM_BACKEND_MEMFD, true, NULL },
+        { MEM_BACKEND_MEMFD, false, NULL },
+        { MEM_BACKEND_FILE, true, "/dev/shm" },
+        { MEM_BACKEND_FILE, false, "/dev/shm" },
+    };
+    (void)state;
+    for (size_t i = 0; i < G_N_ELEMENTS(rows); i++) {
+        MemBackendOptions o = { .type = rows[i].type, .id = (char *)"m",
+                                .size = NPAGES * PAGE, .share = rows[i].share,
+                                .prealloc = true, .mem_path = (char *)rows[i].dir };
+        g_autoptr(GError) err = NULL;
+        Fixture f = { .rb = ram_block_new("pc.ram", &o, &err) };
+        assert_non_null(f.rb);
+        ram_loader_init(&f.l, f.rb);
+        memset(f.rb->host + 5 * PAGE, 0xee, 2 * PAGE);
+        assert_true(resident(&f, 5));
+        assert_true(ram_load_discard(&f.l, 5 * PAGE, 2, &err));
+        assert_false(resident(&f, 5));
+        assert_false(resident(&f, 6));
+        assert_true(resident(&f, 4));
+        /* Only a named file the user gave is refused (its own test). */
+        assert_true(ram_loader_can_postcopy(&f.l, NULL) || !f.l.registered);
+        ram_loader_cleanup(&f.l);
+        ram_block_free(f.rb);
+    }
+}
+
+/*
+ * A named file mapped privately: its pages could only be made missing by
+ * punching holes in the user's file, so postcopy is refused, saying so.
+ */
+static void test_private_file_refused(void **state)
+{
+    (void)state;
+    g_autofree char *path = g_strdup("/dev/shm/ferry-test-ram-XXXXXX");
+    int fd = g_mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    MemBackendOptions o = { .type = MEM_BACKEND_FILE, .id = (char *)"m",
+                            .size = NPAGES * PAGE, .mem_path = path };
+    RAMBlock *rb = ram_block_new("pc.ram", &o, NULL);
+    unlink(path);
+    assert_non_null(rb);
+    RAMLoader l;
+    ram_loader_init(&l, rb);
+    g_autoptr(GError) err = NULL;
+    assert_false(ram_loader_can_postcopy(&l, &err));
+    assert_non_null(strstr(err->message, "maps its file privately"));
+    ram_loader_cleanup(&l);
+    ram_block_free(rb);
+}
+
 static void test_no_pool(void **state)
 {
     /* Without prealloc there is nothing to keep: no pool. */
@@ -402,6 +473,10 @@ int main(void)
         { "/migration/ram-load/prealloc-precopy", test_prealloc_precopy, NULL,
           teardown, NULL },
         { "/migration/ram-load/kept-file", test_kept_file, NULL, teardown, NULL },
+        { "/migration/ram-load/discard-backends", test_discard_backends, NULL,
+          NULL, NULL },
+        { "/migration/ram-load/private-file-refused", test_private_file_refused,
+          NULL, NULL, NULL },
     };
     return cmocka_run_group_tests_name("ram-load", tests, NULL, NULL);
 }
