@@ -150,52 +150,84 @@ static bool place_fail(GError **errp, const char *what, uint64_t off, int err)
     return false;
 }
 
-/*
- * Place @n missing host pages' worth of data from @src at page @first
- * with UFFDIO_COPY.  A page found present (EEXIST: preallocated memory,
- * or a race with the other channel) is copied over in place.
- */
-static bool uffd_place(RAMLoader *l, uint64_t first, uint64_t n,
-                       const uint8_t *src, GError **errp)
+/* A page came that was in place already: postcopy's protocol error. */
+static bool arrived_twice(RAMLoader *l, uint64_t first, uint64_t n,
+                          GError **errp)
 {
-    uint8_t *dst = l->rb->host + first * PAGE;
-    uint64_t len = n * PAGE, done = 0;
-    uint64_t hp = l->hpages * PAGE;
-
-    while (done < len) {
-        ssize_t r = uffd_copy(l->uffd, dst + done, src + done, len - done, 0);
-        if (r > 0) {
-            done += r;
-        } else if (r == -EAGAIN) {
-            continue;
-        } else if (r == -EEXIST) {
-            memcpy(dst + done, src + done, hp);
-            done += hp;
-        } else {
-            return place_fail(errp, "UFFDIO_COPY", first * PAGE + done, r);
-        }
-    }
-    return true;
+    __atomic_fetch_add(&l->dup_pages, n, __ATOMIC_RELAXED);
+    g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                "postcopy: guest page at 0x%" G_GINT64_MODIFIER "x arrived "
+                "again after it was placed (%" G_GINT64_MODIFIER "u pages); it "
+                "is left as the guest has it", first * PAGE, n);
+    return false;
 }
 
-static bool uffd_place_zero(RAMLoader *l, uint64_t first, uint64_t n,
-                            GError **errp)
+typedef enum FillOp { FILL_COPY, FILL_ZEROPAGE, FILL_MOVE } FillOp;
+
+/*
+ * fill: resolve missing pages [first, first + n) with one userfaultfd
+ * operation: COPY from @src, ZEROPAGE (@src NULL), or MOVE of the pool
+ * pages at @src.  The rest is retried where the kernel stopped part way
+ * or the address space was changing (EAGAIN).  A pool page the kernel
+ * will not move (EBUSY: shared, e.g. after fork) is copied instead, and
+ * such pool pages are freed after.
+ *
+ * A page found present (EEXIST) was not received, so it holds what the
+ * memory held before the stream:
+ * - precopy: it is overwritten with the data (or cleared): the guest has
+ *   not run here, and the page may hold a kept file's old contents;
+ * - postcopy: it is never overwritten, since the guest may have written
+ *   it.  Every page not received was made missing at advise, so another
+ *   thread placed it: it arrived twice, a protocol error.  Its waiters
+ *   are woken, it is counted (dup_pages) and the placement fails.
+ */
+static bool fill(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
+                 const uint8_t *src, GError **errp)
 {
+    static const char *const names[] = { "UFFDIO_COPY", "UFFDIO_ZEROPAGE",
+                                         "UFFDIO_MOVE" };
     uint8_t *dst = l->rb->host + first * PAGE;
-    uint64_t len = n * PAGE, done = 0;
+    uint64_t len = n * PAGE, done = 0, unit = l->hpages * PAGE;
+    bool leftover = false;
 
     while (done < len) {
-        ssize_t r = uffd_zeropage(l->uffd, dst + done, len - done, 0);
+        ssize_t r;
+        if (op == FILL_COPY) {
+            r = uffd_copy(l->uffd, dst + done, src + done, len - done, 0);
+        } else if (op == FILL_ZEROPAGE) {
+            r = uffd_zeropage(l->uffd, dst + done, len - done, 0);
+        } else {
+            r = uffd_move(l->uffd, dst + done, (uint8_t *)src + done,
+                          len - done, 0);
+            if (r == -EBUSY) {
+                r = uffd_copy(l->uffd, dst + done, src + done, unit, 0);
+                leftover = true;
+            }
+        }
         if (r > 0) {
             done += r;
-        } else if (r == -EAGAIN) {
             continue;
-        } else if (r == -EEXIST) {
-            memset(dst + done, 0, PAGE);
-            done += PAGE;
-        } else {
-            return place_fail(errp, "UFFDIO_ZEROPAGE", first * PAGE + done, r);
         }
+        if (r == -EAGAIN) {
+            continue;
+        }
+        if (r != -EEXIST) {
+            return place_fail(errp, names[op], first * PAGE + done, r);
+        }
+        if (l->postcopy) {
+            uffd_wake(l->uffd, dst + done, unit);
+            return arrived_twice(l, first + done / PAGE, l->hpages, errp);
+        }
+        if (src) {
+            memcpy(dst + done, src + done, unit);
+        } else {
+            memset(dst + done, 0, unit);
+        }
+        leftover |= op == FILL_MOVE;
+        done += unit;
+    }
+    if (leftover) {
+        madvise((uint8_t *)src, len, MADV_DONTNEED);
     }
     return true;
 }
@@ -234,45 +266,11 @@ static bool pool_take(RAMLoader *l, uint64_t first, uint64_t n)
     return all;
 }
 
-/*
- * Move claimed pool pages [first, first + n), filled, into place.  A page
- * found present (a duplicate from the other channel) is copied over, and
- * a pool page the kernel will not move (-EBUSY: shared, e.g. after fork)
- * is copied with UFFDIO_COPY; such pool pages are freed after.
- */
+/* Move claimed pool pages [first, first + n), filled, into place. */
 static bool pool_place(RAMLoader *l, uint64_t first, uint64_t n,
                        GError **errp)
 {
-    uint64_t off = first * PAGE, len = n * PAGE, done = 0;
-    uint8_t *dst = l->rb->host + off, *src = l->pool + off;
-    bool copied = false;
-
-    while (done < len) {
-        ssize_t r = uffd_move(l->uffd, dst + done, src + done, len - done, 0);
-        if (r > 0) {
-            done += r;
-            continue;
-        } else if (r == -EAGAIN) {
-            continue;
-        } else if (r == -EEXIST) {
-            memcpy(dst + done, src + done, PAGE);
-        } else if (r == -EBUSY) {
-            r = uffd_copy(l->uffd, dst + done, src + done, PAGE, 0);
-            if (r == -EEXIST) {
-                memcpy(dst + done, src + done, PAGE);
-            } else if (r < 0) {
-                return place_fail(errp, "UFFDIO_COPY", off + done, r);
-            }
-        } else {
-            return place_fail(errp, "UFFDIO_MOVE", off + done, r);
-        }
-        done += PAGE;
-        copied = true;
-    }
-    if (copied) {
-        madvise(src, len, MADV_DONTNEED);
-    }
-    return true;
+    return fill(l, FILL_MOVE, first, n, l->pool + first * PAGE, errp);
 }
 
 /*
@@ -352,76 +350,109 @@ static bool huge_add(RAMLoader *l, RAMLoadBuf *b, uint64_t page,
         return true;
     }
     b->huge_first = UINT64_MAX;
-    if (!uffd_place(l, first, l->hpages, b->huge, errp)) {
+    if (!fill(l, FILL_COPY, first, l->hpages, b->huge, errp)) {
         return false;
     }
     mark_received(l, first, l->hpages);
     return true;
 }
 
+RAMPlace ram_load_decide(const RAMLoader *l, bool in, bool zero, bool pool)
+{
+    if (in) {
+        return l->postcopy ? RAM_PLACE_TWICE : RAM_PLACE_OVER;
+    }
+    if (!l->registered || l->in_place) {
+        return RAM_PLACE_IN_PLACE;
+    }
+    if (l->hpages > 1) {
+        return RAM_PLACE_HUGE;
+    }
+    if (pool) {
+        return RAM_PLACE_POOL;
+    }
+    if (!zero) {
+        return RAM_PLACE_COPY;
+    }
+    return l->postcopy || !l->rb->zeroed ? RAM_PLACE_ZEROPAGE
+                                         : RAM_PLACE_ZERO_LEFT;
+}
+
 /*
- * Place pages [first, first + n) from @src (NULL: zero pages).  Runs of
- * missing pages go through userfaultfd, received ones are overwritten.
+ * Whether page @page is in, for the placement decision: received, or in
+ * postcopy also a zero page left unmapped in precopy (the source counts
+ * it sent and sends it again only after a discard, which clears the bit).
+ */
+static bool page_in(const RAMLoader *l, uint64_t page)
+{
+    return ram_load_received(l, page) ||
+           (l->postcopy && ram_load_zero_left(l, page));
+}
+
+/*
+ * Place pages [first, first + n) from @src (NULL: zero pages): each run
+ * of pages in or not in as ram_load_decide() says (the table is in the
+ * header and docs/postcopy.md).
  */
 static bool place(RAMLoader *l, RAMLoadBuf *b, uint64_t first, uint64_t n,
                   const uint8_t *src, GError **errp)
 {
-    uint64_t i = 0;
-    while (i < n) {
+    for (uint64_t i = 0; i < n;) {
         uint64_t page = first + i;
-        bool have = ram_load_received(l, page);
+        bool in = page_in(l, page);
         uint64_t j = i + 1;
-        while (j < n && ram_load_received(l, first + j) == have) {
+        while (j < n && page_in(l, first + j) == in) {
             j++;
         }
+        uint64_t k = j - i;
         const uint8_t *s = src ? src + i * PAGE : NULL;
-        if (have || !l->registered || l->in_place) {
-            /* In place: received before, RAM not registered, or every page
-             * mapped (preallocated).  A zero page not received is skipped
-             * where fresh memory reads as zero. */
-            for (uint64_t k = i; k < j; k++) {
-                if (have || s || !l->rb->zeroed) {
-                    overwrite(l, first + k, s ? s + (k - i) * PAGE : NULL);
-                }
+        RAMPlace how = ram_load_decide(l, in, !s, l->pool != NULL);
+        if (how == RAM_PLACE_POOL && !pool_take(l, page, k)) {
+            how = ram_load_decide(l, in, !s, false);    /* dropped since */
+        }
+        bool ok = true;
+        switch (how) {
+        case RAM_PLACE_TWICE:
+            return arrived_twice(l, page, k, errp);
+        case RAM_PLACE_OVER:
+        case RAM_PLACE_IN_PLACE:
+            for (uint64_t p = 0; p < k && (s || in || !l->rb->zeroed); p++) {
+                overwrite(l, page + p, s ? s + p * PAGE : NULL);
             }
-            if (!have) {
-                mark_received(l, page, j - i);
+            if (!in) {
+                mark_received(l, page, k);
             }
-        } else if (l->hpages > 1) {
-            for (uint64_t k = i; k < j; k++) {
-                if (!huge_add(l, b, first + k, s ? s + (k - i) * PAGE : NULL,
-                              errp)) {
-                    return false;
-                }
+            break;
+        case RAM_PLACE_HUGE:
+            for (uint64_t p = 0; p < k && ok; p++) {
+                ok = huge_add(l, b, page + p, s ? s + p * PAGE : NULL, errp);
             }
-        } else if (pool_take(l, page, j - i)) {
-            /* Into the preallocated page, then moved into place; zero
-             * pages too, so that preallocated RAM stays allocated. */
+            break;
+        case RAM_PLACE_POOL:
+            /* Zero pages too, so that preallocated RAM stays allocated. */
             if (s) {
-                memcpy(l->pool + page * PAGE, s, (j - i) * PAGE);
+                memcpy(l->pool + page * PAGE, s, k * PAGE);
             } else {
-                memset(l->pool + page * PAGE, 0, (j - i) * PAGE);
+                memset(l->pool + page * PAGE, 0, k * PAGE);
             }
-            if (!pool_place(l, page, j - i, errp)) {
-                return false;
-            }
-            mark_received(l, page, j - i);
-        } else if (s) {
-            if (!uffd_place(l, page, j - i, s, errp)) {
-                return false;
-            }
-            mark_received(l, page, j - i);
-        } else if (l->postcopy || !l->rb->zeroed) {
-            /* A vCPU may be waiting on it, or the page may hold a kept
-             * file's old contents (then EEXIST: cleared in place). */
-            if (!uffd_place_zero(l, page, j - i, errp)) {
-                return false;
-            }
-            mark_received(l, page, j - i);
-        } else {
-            /* A zero page of fresh memory, in precopy: leave it missing;
-             * it reads as zero once RAM is unregistered. */
-            bitmap_set_atomic(l->zero_left, page, j - i);
+            ok = pool_place(l, page, k, errp);
+            break;
+        case RAM_PLACE_COPY:
+            ok = fill(l, FILL_COPY, page, k, s, errp);
+            break;
+        case RAM_PLACE_ZEROPAGE:
+            ok = fill(l, FILL_ZEROPAGE, page, k, NULL, errp);
+            break;
+        case RAM_PLACE_ZERO_LEFT:
+            bitmap_set_atomic(l->zero_left, page, k);
+            break;
+        }
+        if (!ok) {
+            return false;
+        }
+        if (how == RAM_PLACE_POOL || how == RAM_PLACE_COPY ||
+            how == RAM_PLACE_ZEROPAGE) {
+            mark_received(l, page, k);
         }
         i = j;
     }
@@ -443,8 +474,8 @@ bool ram_load_pages(RAMLoader *l, RAMLoadBuf *b, QEMUFile *f, uint64_t off,
 {
     uint64_t first = off / PAGE;
     size_t len = (size_t)count * PAGE;
-    if (l->in_place || all_received(l, first, count)) {
-        /* Every page is mapped: straight into guest RAM. */
+    if (!l->postcopy && (l->in_place || all_received(l, first, count))) {
+        /* Precopy, every page mapped: straight into guest RAM. */
         qemu_get_buffer(f, l->rb->host + off, len);
         if (l->in_place && !qemu_file_error(f)) {
             mark_received(l, first, count);
@@ -585,4 +616,14 @@ bool ram_load_all_received(const RAMLoader *l)
                             : end;
     }
     return true;
+}
+
+uint64_t ram_load_count_missing(const RAMLoader *l)
+{
+    uint64_t n = 0;
+    for (uint64_t p = find_first_zero_bit(l->received, l->npages);
+         p < l->npages; p = find_next_zero_bit(l->received, l->npages, p + 1)) {
+        n += !ram_load_zero_left(l, p);
+    }
+    return n;
 }

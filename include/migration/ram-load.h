@@ -82,7 +82,52 @@ typedef struct RAMLoader {
     uint8_t *pool;
     unsigned long *pooled;
     GMutex pool_lock;
+    uint64_t dup_pages;         /* atomic: pages that came again in postcopy */
 } RAMLoader;
+
+/*
+ * How a run of pages arriving is placed: ram_load_decide() from whether
+ * the pages are in already, whether they are zero pages, and whether
+ * their pool pages are there.  Invariants: in postcopy a page is placed
+ * once, and a present page is never overwritten (the guest may have
+ * written it); a page is left to read as zero only where the memory
+ * reads zero already (RAMBlock.zeroed).  docs/postcopy.md has the table;
+ * /migration/ram-load/decide walks it.
+ *
+ *   in   postcopy  registered, in place  huge  pool  zero  zeroed -> case
+ *   yes  yes       -                     -     -     -     -         TWICE
+ *   yes  no        -                     -     -     -     -         OVER
+ *   no   -         not registered or in place                        IN_PLACE
+ *   no   -         registered, missing   yes   -     -     -         HUGE
+ *   no   -         registered, missing   no    yes   -     -         POOL
+ *   no   -         registered, missing   no    no    no    -         COPY
+ *   no   yes       registered, missing   no    no    yes   -         ZEROPAGE
+ *   no   no        registered, missing   no    no    yes   no        ZEROPAGE
+ *   no   no        registered, missing   no    no    yes   yes       ZERO_LEFT
+ */
+typedef enum RAMPlace {
+    RAM_PLACE_TWICE,        /* postcopy: it came again; a protocol error,
+                             * the page is left as it is */
+    RAM_PLACE_OVER,         /* precopy, a later pass: copied (cleared) over */
+    RAM_PLACE_IN_PLACE,     /* every page mapped (preallocated, nothing
+                             * dropped yet) or RAM not registered: written
+                             * in place; a zero page only where the block
+                             * may not read zero */
+    RAM_PLACE_HUGE,         /* gathered into the huge page, placed whole */
+    RAM_PLACE_POOL,         /* read into its pool page, moved into place */
+    RAM_PLACE_COPY,         /* UFFDIO_COPY */
+    RAM_PLACE_ZEROPAGE,     /* UFFDIO_ZEROPAGE: a vCPU may wait on it, or
+                             * the memory may not read zero */
+    RAM_PLACE_ZERO_LEFT,    /* precopy, fresh memory: left unmapped, noted
+                             * in zero_left */
+} RAMPlace;
+
+/*
+ * ram_load_decide: the case for pages not in (@in false) or in (received;
+ * in postcopy also zero pages left), zero pages or not, with their pool
+ * pages claimable (@pool).
+ */
+RAMPlace ram_load_decide(const RAMLoader *l, bool in, bool zero, bool pool);
 
 /* A placer's scratch space: one per thread that reads a stream. */
 typedef struct RAMLoadBuf {
@@ -167,6 +212,9 @@ static inline bool ram_load_zero_left(const RAMLoader *l, uint64_t page)
 
 /* ram_load_all_received: every page is in place or a zero page left. */
 bool ram_load_all_received(const RAMLoader *l);
+
+/* ram_load_count_missing: the 4 KiB pages neither in place nor zero left. */
+uint64_t ram_load_count_missing(const RAMLoader *l);
 
 /*
  * RAMLoader.placed, when set (postcopy statistics), is called by the

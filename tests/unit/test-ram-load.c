@@ -111,9 +111,14 @@ static void test_zero(void **state)
     check(f, 2, 0);
     /* Postcopy: a vCPU may wait on it, so it is placed. */
     f->l.postcopy = true;
-    assert_true(ram_load_zero(&f->l, &f->b, 0, 2, &err));
-    check(f, 0, 0);
-    check(f, 1, 0);
+    assert_true(ram_load_zero(&f->l, &f->b, 5 * PAGE, 2, &err));
+    check(f, 5, 0);
+    check(f, 6, 0);
+    /* Pages 0-1 were left as zero in precopy: the source counts them
+     * sent, so they cannot come again without a discard first. */
+    assert_false(ram_load_zero(&f->l, &f->b, 0, 2, &err));
+    assert_non_null(strstr(err->message, "arrived again"));
+    assert_int_equal(f->l.dup_pages, 2);
 }
 
 static void test_zero_left(void **state)
@@ -144,6 +149,73 @@ static void test_zero_left(void **state)
     assert_true(ram_load_fault_zero(&f->l, 3, &err));
     assert_true(load(f, 4, 1, 9));
     assert_true(ram_load_all_received(&f->l));
+}
+
+/*
+ * Postcopy places a page once and never overwrites a present one: the
+ * guest runs here and may have written it.  A page that comes again is
+ * refused, counted and left as the guest has it, whether the loader
+ * knows it in (received) or finds it present (EEXIST: another thread
+ * placed it and has not marked it yet).  In precopy the same pages are
+ * overwritten, as a later pass must.
+ */
+static void test_twice(void **state)
+{
+    Fixture *f = *state;
+    need_uffd(f);
+    g_autoptr(GError) err = NULL;
+    assert_true(load(f, 8, 2, 0));
+    assert_true(load(f, 8, 2, 1));              /* precopy: a later pass */
+    check(f, 8, 9);
+    f->l.postcopy = true;
+    f->rb->host[8 * PAGE] = 0x77;               /* the guest writes */
+    assert_false(load(f, 8, 1, 2));
+    assert_int_equal(f->rb->host[8 * PAGE], 0x77);
+    assert_false(ram_load_zero(&f->l, &f->b, 9 * PAGE, 1, &err));
+    check(f, 9, 10);
+    g_clear_error(&err);
+    /* Present, not marked received: placed meanwhile by another thread. */
+    g_autofree uint8_t *other = g_malloc(PAGE);
+    memset(other, 0x33, PAGE);
+    assert_int_equal(uffd_copy(f->l.uffd, f->rb->host + 20 * PAGE, other, PAGE,
+                               0), PAGE);
+    f->rb->host[20 * PAGE] = 0x44;              /* the guest writes */
+    assert_false(load(f, 20, 1, 5));
+    assert_int_equal(f->rb->host[20 * PAGE], 0x44);
+    assert_int_equal(f->rb->host[20 * PAGE + 1], 0x33);
+    assert_false(ram_load_zero(&f->l, &f->b, 20 * PAGE, 1, &err));
+    assert_int_equal(f->rb->host[20 * PAGE], 0x44);
+    assert_int_equal(f->l.dup_pages, 4);
+}
+
+/* ram_load_decide walks the table of ram-load.h. */
+static void test_decide(void **state)
+{
+    Fixture *f = *state;
+    RAMLoader *l = &f->l;
+    need_uffd(f);
+    l->postcopy = true;
+    assert_int_equal(ram_load_decide(l, true, false, false), RAM_PLACE_TWICE);
+    assert_int_equal(ram_load_decide(l, true, true, true), RAM_PLACE_TWICE);
+    assert_int_equal(ram_load_decide(l, false, false, true), RAM_PLACE_POOL);
+    assert_int_equal(ram_load_decide(l, false, true, true), RAM_PLACE_POOL);
+    assert_int_equal(ram_load_decide(l, false, false, false), RAM_PLACE_COPY);
+    assert_int_equal(ram_load_decide(l, false, true, false), RAM_PLACE_ZEROPAGE);
+    l->postcopy = false;
+    assert_int_equal(ram_load_decide(l, true, false, false), RAM_PLACE_OVER);
+    assert_int_equal(ram_load_decide(l, false, false, false), RAM_PLACE_COPY);
+    assert_int_equal(ram_load_decide(l, false, true, false), RAM_PLACE_ZERO_LEFT);
+    f->rb->zeroed = false;
+    assert_int_equal(ram_load_decide(l, false, true, false), RAM_PLACE_ZEROPAGE);
+    l->in_place = true;
+    assert_int_equal(ram_load_decide(l, false, true, false), RAM_PLACE_IN_PLACE);
+    l->in_place = false;
+    l->registered = false;
+    assert_int_equal(ram_load_decide(l, false, false, false), RAM_PLACE_IN_PLACE);
+    l->registered = true;
+    l->hpages = 512;
+    assert_int_equal(ram_load_decide(l, false, true, false), RAM_PLACE_HUGE);
+    l->hpages = 1;
 }
 
 static void test_discard(void **state)
@@ -464,6 +536,8 @@ int main(void)
         { "/migration/ram-load/zero", test_zero, setup, teardown, NULL },
         { "/migration/ram-load/zero-left", test_zero_left, setup, teardown, NULL },
         { "/migration/ram-load/discard", test_discard, setup, teardown, NULL },
+        { "/migration/ram-load/twice", test_twice, setup, teardown, NULL },
+        { "/migration/ram-load/decide", test_decide, setup, teardown, NULL },
         { "/migration/ram-load/present", test_present, NULL, teardown, NULL },
         { "/migration/ram-load/discard-missing", test_discard_missing, NULL,
           teardown, NULL },
