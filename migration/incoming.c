@@ -68,6 +68,12 @@ typedef struct LoadCtx {
     int fd;                     /* the stream's connection */
 } LoadCtx;
 
+/* Fault thread: why it stopped; the load thread then pauses. */
+static void fault_error(void *opaque, const char *msg)
+{
+    migration_set_error(opaque, msg);
+}
+
 static bool pc_advise(void *opaque, uint64_t host_page_size, GError **errp)
 {
     LoadCtx *c = opaque;
@@ -94,6 +100,8 @@ static bool pc_advise(void *opaque, uint64_t host_page_size, GError **errp)
     if (!s->pci) {
         s->pci = g_new0(PostcopyIncoming, 1);
         postcopy_incoming_init(s->pci, s->m, s->ram_loader);
+        s->pci->on_error = fault_error;
+        s->pci->on_error_opaque = s;
     }
     return true;
 }
@@ -143,7 +151,29 @@ static bool pc_listen(void *opaque, GError **errp)
 typedef struct RunCall {
     MigrationState *s;
     GBytes *pkg;
+    int fd;                     /* the stream's connection */
 } RunCall;
+
+/* Main thread: the outcome of RUN, for the load thread. */
+static void run_done(MigrationState *s, int result)
+{
+    g_mutex_lock(&s->run_lock);
+    s->run_result = result;
+    g_cond_broadcast(&s->run_cond);
+    g_mutex_unlock(&s->run_lock);
+}
+
+/* Load thread: wait for RUN's outcome; true if the guest runs here. */
+static bool run_wait(MigrationState *s)
+{
+    g_mutex_lock(&s->run_lock);
+    while (!s->run_result) {
+        g_cond_wait(&s->run_cond, &s->run_lock);
+    }
+    int r = s->run_result;
+    g_mutex_unlock(&s->run_lock);
+    return r > 0;
+}
 
 /* Main thread: load the devices from the package and run the guest. */
 static gboolean postcopy_run_main(gpointer opaque)
@@ -157,19 +187,22 @@ static gboolean postcopy_run_main(gpointer opaque)
     g_autoptr(GError) err = NULL;
     RunState src = RUN_STATE_RUNNING;
     bool ok = stream_load_devices(mf, m, &src, &err);
+    int fd = rc->fd;
     qemu_file_close(mf);
     g_bytes_unref(rc->pkg);
     g_free(rc);
     if (!ok) {
-        /* The source stopped for good; nothing here can run either. */
+        /*
+         * The guest never ran here, and the source still has all of it:
+         * the migration fails and the source runs it on.  The load thread
+         * may be reading pages: its read ends, and it says so on the
+         * return path (SHUT 1, in load_thread).
+         */
         g_autofree char *msg = g_strdup_printf("postcopy: loading the device "
                                                "state: %s", err->message);
         migration_set_error(s, msg);
-        migrate_set_state(s, migration_status(s), MIGRATION_STATUS_FAILED);
-        if (s->exit_on_error) {
-            fprintf(stderr, "ferry: load of migration failed: %s\n", msg);
-            machine_request_exit(m, 1, NULL, false);
-        }
+        run_done(s, -1);
+        shutdown(fd, SHUT_RD);
         return G_SOURCE_REMOVE;
     }
     if (src == RUN_STATE_RUNNING && !m->opts->start_paused) {
@@ -178,6 +211,7 @@ static gboolean postcopy_run_main(gpointer opaque)
     } else {
         machine_set_state(m, RUN_STATE_PAUSED);
     }
+    run_done(s, 1);
     postcopy_rp_send(s->pci, &(RPMessage) { .type = RP_RUNNING });
     return G_SOURCE_REMOVE;
 }
@@ -189,6 +223,7 @@ static bool pc_run(void *opaque, GBytes *package, GError **errp)
     RunCall *rc = g_new0(RunCall, 1);
     rc->s = c->s;
     rc->pkg = g_bytes_ref(package);
+    rc->fd = c->fd;
     g_main_context_invoke(NULL, postcopy_run_main, rc);
     return true;
 }
@@ -280,6 +315,15 @@ static gpointer load_thread(gpointer opaque)
     __atomic_store_n(&s->stats.transferred, qemu_file_transferred(f),
                      __ATOMIC_RELAXED);
 
+    if (l.postcopy_running && !run_wait(s)) {
+        /* The devices failed: the guest never ran here (postcopy_run_main). */
+        l.postcopy_running = false;
+        done.ok = false;
+        if (!err) {
+            g_set_error(&err, G_IO_ERROR, G_IO_ERROR_FAILED,
+                        "postcopy: the device state did not load");
+        }
+    }
     if (l.postcopy_running) {
         if (!done.ok) {
             /* The guest runs here: never exit or free (see above). */
@@ -287,14 +331,16 @@ static gpointer load_thread(gpointer opaque)
             return NULL;
         }
         if (!postcopy_drain(s->pci, &err)) {
-            /* Pages requested will not come: as a broken connection. */
+            /*
+             * Pages the source counts sent are not here (lost on the way,
+             * or never sent): vCPUs touching them would wait for ever, or
+             * read zeros once RAM is unregistered.  Pause, keeping RAM
+             * registered, as for a broken connection.
+             */
             postcopy_pause_incoming(s, err);
             return NULL;
         }
         postcopy_stop_faults(s->pci);
-        if (!ram_load_all_received(s->ram_loader)) {
-            g_warning("postcopy: the stream ended with pages missing");
-        }
         s->pci->ram = NULL;
         ram_loader_cleanup(s->ram_loader);
         g_clear_pointer(&s->ram_loader, g_free);
@@ -307,13 +353,17 @@ static gpointer load_thread(gpointer opaque)
         return NULL;
     }
 
+    bool rp_taken = false;      /* the fault thread's return path */
     if (s->pci) {
         /* Postcopy was advised but the guest never ran here (a precopy
-         * that converged, or a failure before RUN): stop the fault thread
-         * if LISTEN started it, and drop postcopy's pointer to the loader
-         * freed below (postcopy_incoming_cleanup() writes through it). */
+         * that converged, or a failure before or at RUN): stop the fault
+         * thread if LISTEN started it, and drop postcopy's pointer to the
+         * loader freed below (postcopy_incoming_cleanup() writes through
+         * it). */
         postcopy_stop_faults(s->pci);
         s->pci->ram = NULL;
+        rp_taken = postcopy_rp_send(s->pci, &(RPMessage) {
+            .type = RP_SHUT, .status = done.ok ? 0 : 1 });
     }
     /* Ordinary memory again before any vCPU runs. */
     ram_loader_cleanup(s->ram_loader);
@@ -322,7 +372,7 @@ static gpointer load_thread(gpointer opaque)
     if (pfd >= 0) {
         close(pfd);             /* a preempt channel, and no postcopy */
     }
-    if (l.return_path) {
+    if (l.return_path && !rp_taken) {
         rp_send_alone(qemu_file_fd(f),
                       &(RPMessage) { .type = RP_SHUT, .status = done.ok ? 0 : 1 });
     }

@@ -30,6 +30,12 @@ static inline int64_t migration_now_ms(void)
 /* migration_status: the state now (atomic read).  Any thread. */
 MigrationStatus migration_status(MigrationState *s);
 
+/*
+ * migration_running: a migration is under way on this side, outgoing or
+ * incoming, postcopy-paused included (QEMU's migration_is_running).
+ */
+bool migration_running(MigrationState *s);
+
 /* migration_set_error: query-migrate's error-desc, unless one was set
  * before (the first error is the one that counts).  Any thread. */
 void migration_set_error(MigrationState *s, const char *msg);

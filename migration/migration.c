@@ -277,8 +277,6 @@ static gpointer rp_thread(gpointer opaque)
     RAMBlock *rb = s->m->ram;
     int fd = __atomic_load_n(&s->stream_fd, __ATOMIC_SEQ_CST);
     QEMUFile *rp = qemu_file_new(fd, false, false);
-    QEMUFile *pf = s->preempt_fd >= 0 ? qemu_file_new(s->preempt_fd, true, false)
-                                      : NULL;
     /* Page requests are read (and with preempt served) here: see
      * URGENT_RT_PRIO. */
     thread_set_fifo(URGENT_RT_PRIO);
@@ -298,11 +296,11 @@ static gpointer rp_thread(gpointer opaque)
                 g_warning("%s", err->message);
                 continue;
             }
-            ram_postcopy_request(r, pf, m.off / 4096, m.count);
-            if (pf && qemu_file_error(pf)) {
-                break;
+            if (!ram_postcopy_request(r, m.off / 4096, m.count)) {
+                break;          /* the preempt channel broke */
             }
         } else if (m.type == RP_RUNNING) {
+            __atomic_store_n(&s->rp_running, 1, __ATOMIC_SEQ_CST);
             int64_t stop = __atomic_load_n(&s->stop_ms, __ATOMIC_SEQ_CST);
             __atomic_store_n(&s->downtime_ms, migration_now_ms() - stop, __ATOMIC_SEQ_CST);
         } else {
@@ -316,19 +314,10 @@ static gpointer rp_thread(gpointer opaque)
          * sender notice at once rather than on the peer's reset. */
         shutdown(fd, SHUT_RDWR);
     }
-    if (pf) {
-        qemu_file_close(pf);
-    }
     qemu_file_close(rp);
+    __atomic_store_n(&r->rp_ended, 1, __ATOMIC_RELEASE);
     ram_postcopy_wake(r);
     return NULL;
-}
-
-/* Main thread: the source VM stays paused while postcopy is paused. */
-static void pause_vm_for_recovery(void *opaque)
-{
-    StopCall *c = opaque;
-    machine_set_state(c->s->m, RUN_STATE_POSTMIGRATE);
 }
 
 /* Connect the preempt channel to where the main stream went. */
@@ -481,6 +470,9 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
     __atomic_fetch_add(&s->stats.transferred, 1 + 4 + g_bytes_get_size(b),
                        __ATOMIC_RELAXED);
     __atomic_store_n(&s->rp_shut, -1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->rp_running, 0, __ATOMIC_SEQ_CST);
+    r->preempt = s->preempt_fd >= 0 ? qemu_file_new(s->preempt_fd, true, false)
+                                    : NULL;
     s->saver = r;
     s->rp_thread = g_thread_new("mig/src/rp", rp_thread, s);
 
@@ -504,6 +496,7 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
     bool sent = ram_postcopy_send(r, !s->postcopy_no_push);
     setpriority(PRIO_PROCESS, gettid(), nice_was);
     if (sent) {
+        ram_postcopy_end_preempt(r);
         qemu_put_byte(f, REC_EOF);
         qemu_fflush(f);
     }
@@ -513,6 +506,10 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
     }
     g_thread_join(s->rp_thread);
     s->rp_thread = NULL;
+    if (r->preempt) {
+        qemu_file_close(r->preempt);
+        r->preempt = NULL;
+    }
     if (s->preempt_fd >= 0) {
         close(s->preempt_fd);
         s->preempt_fd = -1;
@@ -521,7 +518,9 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
     if (sent && shut == 0) {
         return MIGRATION_STATUS_COMPLETED;
     }
-    if (shut > 0) {
+    if (shut > 0 && !__atomic_load_n(&s->rp_running, __ATOMIC_SEQ_CST)) {
+        /* Its guest never ran (a destination fails only then, and pauses
+         * after): ours has every page, and runs on (fail: restart_vm). */
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
                     "the destination failed to load the migration");
         return MIGRATION_STATUS_FAILED;
@@ -531,7 +530,8 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
                 "both sides keep their memory until it is recovered",
                 qemu_file_error(f) ? g_strerror(-qemu_file_error(f))
                                    : "return path closed");
-    migration_call_main(s, pause_vm_for_recovery, stop);
+    /* The guest stays stopped here in finish-migrate, as in QEMU, with
+     * all its memory: cont is refused while it may run there. */
     return MIGRATION_STATUS_POSTCOPY_PAUSED;
 }
 
@@ -726,7 +726,7 @@ static JsonNode *ret_empty(void)
     return json_node_init_object(json_node_alloc(), json_object_new());
 }
 
-static bool migration_running(MigrationState *s)
+bool migration_running(MigrationState *s)
 {
     MigrationStatus st = migration_status(s);
     return st == MIGRATION_STATUS_SETUP || st == MIGRATION_STATUS_ACTIVE ||
@@ -1051,6 +1051,8 @@ bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
     g_mutex_init(&s->lock);
     g_mutex_init(&s->continue_lock);
     g_cond_init(&s->continue_cond);
+    g_mutex_init(&s->run_lock);
+    g_cond_init(&s->run_cond);
     migration_options_register(s, d);
     qmp_register(d, "migrate", qmp_migrate, s);
     qmp_register(d, "migrate_cancel", qmp_migrate_cancel, s);

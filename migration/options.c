@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "migration/migration.h"
+#include "migration-int.h"
 
 /* In the order of MigrationCapability in qapi/migration.json. */
 static const struct {
@@ -112,14 +113,17 @@ static JsonNode *ret_empty(void)
  * An outgoing migration in progress freezes capabilities; a destination
  * waiting for its stream may still set them (libvirt does), as in QEMU.
  */
+/*
+ * Capabilities are read by the threads of a migration while it runs, on
+ * either side and in postcopy too (turning postcopy-ram off then was
+ * accepted): QEMU refuses any change in every running state.
+ */
 static bool busy(MigrationState *s, GError **errp)
 {
-    int st = __atomic_load_n(&s->status, __ATOMIC_SEQ_CST);
-    if (!s->incoming && (st == MIGRATION_STATUS_SETUP ||
-                         st == MIGRATION_STATUS_ACTIVE ||
-                         st == MIGRATION_STATUS_PRE_SWITCHOVER ||
-                         st == MIGRATION_STATUS_DEVICE ||
-                         st == MIGRATION_STATUS_CANCELLING)) {
+    /* A destination still waiting for its connection reads none yet,
+     * and users set them then (-incoming tcp:..., then capabilities). */
+    if (migration_running(s) &&
+        !(s->incoming && migration_status(s) == MIGRATION_STATUS_SETUP)) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "There's a migration process in progress");
         return true;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -160,14 +161,42 @@ void postcopy_placed(void *opaque, uint64_t first, uint64_t n)
     }
 }
 
-/* One page fault: wake, skip or request. */
-static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev)
+/*
+ * The fault thread cannot go on (a page it cannot place, a record of the
+ * urgent channel it cannot load, userfaultfd failing): a vCPU would wait
+ * for ever.  Say why (the first error is error-desc), shut both
+ * connections down so that the load thread and the source read their
+ * end and pause (postcopy_shutdown), and let postcopy_drain() stop
+ * waiting on the urgent channel.  The thread then ends.
+ */
+static void fault_fail(PostcopyIncoming *pc, const char *fmt, ...)
+    G_GNUC_PRINTF(2, 3);
+
+static void urgent_end(PostcopyIncoming *pc);
+
+static void fault_fail(PostcopyIncoming *pc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    __atomic_store_n(&pc->failed, 1, __ATOMIC_SEQ_CST);
+    if (pc->on_error) {
+        pc->on_error(pc->on_error_opaque, msg);
+    }
+    postcopy_shutdown(pc);
+    urgent_end(pc);
+}
+
+/* One page fault: wake, skip or request.  False after fault_fail(). */
+static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev,
+                         bool *sent)
 {
     RAMLoader *l = pc->ram;
     uint64_t addr = ev->pagefault.address;
     uint64_t base = (uintptr_t)l->rb->host;
     if (addr < base || addr >= base + l->rb->size) {
-        return false;
+        return true;
     }
     uint64_t page = (addr - base) / PAGE;
     page -= page % l->hpages;
@@ -175,22 +204,23 @@ static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev)
         /* Placed between the fault and now: the placement woke it, but
          * a wake is cheap and covers a fault that raced with it. */
         uffd_wake(l->uffd, l->rb->host + page * PAGE, l->hpages * PAGE);
-        return false;
+        return true;
     }
     if (ram_load_zero_left(l, page)) {
         /* Sent as zero in precopy and left unmapped: the source will not
          * send it again, and it needs nothing from there. */
         g_autoptr(GError) err = NULL;
-        if (!ram_load_fault_zero(l, page, &err)) {
-            g_warning("postcopy fault thread: %s", err->message);
-        }
         __atomic_fetch_add(&pc->zero_faults, 1, __ATOMIC_RELAXED);
-        return false;
+        if (!ram_load_fault_zero(l, page, &err)) {
+            fault_fail(pc, "postcopy fault thread: %s", err->message);
+            return false;
+        }
+        return true;
     }
     note_fault(pc, page, ev->pagefault.tid);
     if (test_and_set_bit_atomic(page, pc->requested)) {
         __atomic_fetch_add(&pc->dup_faults, 1, __ATOMIC_RELAXED);
-        return false;           /* asked for already */
+        return true;            /* asked for already */
     }
     RPMessage req = { .type = RP_REQ_PAGES, .off = page * PAGE,
                       .count = (uint32_t)l->hpages };
@@ -200,29 +230,39 @@ static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev)
     }
     g_mutex_unlock(&pc->rp_lock);
     __atomic_fetch_add(&pc->requests, 1, __ATOMIC_RELAXED);
+    *sent = true;
     return true;
 }
 
-/* A batch of events: requests for the pages missing, flushed at once. */
-static bool handle_faults(PostcopyIncoming *pc, const UffdEvent *ev, int n)
+/*
+ * A batch of events: requests for the pages missing, flushed at once.
+ * False after fault_fail().
+ */
+static bool handle_faults(PostcopyIncoming *pc, const UffdEvent *ev, int n,
+                          bool *sent)
 {
-    bool sent = false;
+    *sent = false;
     for (int i = 0; i < n; i++) {
-        if (ev[i].event == UFFD_EVENT_PAGEFAULT) {
-            sent |= handle_fault(pc, &ev[i]);
+        if (ev[i].event == UFFD_EVENT_PAGEFAULT &&
+            !handle_fault(pc, &ev[i], sent)) {
+            return false;
         }
     }
-    if (sent) {
+    if (*sent) {
         g_mutex_lock(&pc->rp_lock);
         if (pc->rp) {
             qemu_fflush(pc->rp);
         }
         g_mutex_unlock(&pc->rp_lock);
     }
-    return sent;
+    return true;
 }
 
-/* One record of the urgent channel, placed; false at its end. */
+/*
+ * One record of the urgent channel, placed; false at its end (REC_EOF:
+ * the source sent its last page; or the connection ended), or after
+ * fault_fail() for a record that cannot be loaded.
+ */
 static bool urgent_record(PostcopyIncoming *pc, QEMUFile *f, RAMLoadBuf *buf)
 {
     RAMBlock *rb = pc->ram->rb;
@@ -238,15 +278,18 @@ static bool urgent_record(PostcopyIncoming *pc, QEMUFile *f, RAMLoadBuf *buf)
     g_autoptr(GError) err = NULL;
     if ((type != REC_RAM_PAGES && type != REC_RAM_ZERO) ||
         !stream_run_fits(rb, off, count)) {
-        g_warning("postcopy preempt channel: bad record 0x%02x (%u pages at "
-                  "0x%" G_GINT64_MODIFIER "x)", type, count, off);
+        fault_fail(pc, "postcopy preempt channel: bad record 0x%02x (%u pages "
+                   "at 0x%" G_GINT64_MODIFIER "x)", type, count, off);
         return false;
     }
     bool ok = type == REC_RAM_PAGES
               ? ram_load_pages(pc->ram, buf, f, off, count, &err)
               : ram_load_zero(pc->ram, buf, off, count, &err);
-    if (!ok && !qemu_file_error(f)) {
-        g_warning("postcopy preempt channel: %s", err->message);
+    if (qemu_file_error(f)) {
+        return false;           /* ended inside a record */
+    }
+    if (!ok) {
+        fault_fail(pc, "postcopy preempt channel: %s", err->message);
     }
     return ok;
 }
@@ -315,22 +358,28 @@ static gpointer fault_thread(gpointer opaque)
             urgent = qemu_file_new(fd, false, false);
             pfd[2].fd = fd;
         }
-        bool busy = false;
+        bool busy = false, sent;
         int n = uffd_read_events(uffd, ev, FAULT_BATCH);
         if (n < 0 && n != -EAGAIN && n != -EINTR) {
-            g_warning("postcopy fault thread: reading userfaultfd: %s",
-                      g_strerror(-n));
+            fault_fail(pc, "postcopy fault thread: reading userfaultfd: %s",
+                       g_strerror(-n));
             break;
         }
         if (n > 0) {
             busy = true;
-            if (handle_faults(pc, ev, n) && urgent) {
+            if (!handle_faults(pc, ev, n, &sent)) {
+                break;
+            }
+            if (sent && urgent) {
                 urgent_until = now_ns() + pc->urgent_spin_ns;
             }
         }
         if (urgent && pfd[2].fd >= 0 && !urgent_read(pc, urgent, &buf, &busy)) {
             pfd[2].fd = -1;     /* ended: the load thread sees the stream's */
             urgent_end(pc);
+            if (__atomic_load_n(&pc->failed, __ATOMIC_SEQ_CST)) {
+                break;
+            }
         }
         int64_t now = now_ns();
         if (busy) {
@@ -343,7 +392,7 @@ static gpointer fault_thread(gpointer opaque)
             continue;
         }
         if (poll(pfd, 3, -1) < 0 && errno != EINTR) {
-            g_warning("postcopy fault thread: poll: %s", g_strerror(errno));
+            fault_fail(pc, "postcopy fault thread: poll: %s", g_strerror(errno));
             break;
         }
         if (pfd[1].revents & POLLIN) {
@@ -421,16 +470,16 @@ void postcopy_shutdown(PostcopyIncoming *pc)
 
 bool postcopy_drain(PostcopyIncoming *pc, GError **errp)
 {
-    if (!pc->urgent_expected) {
-        return true;            /* every page came on the main stream */
-    }
     bool ok = true;
     g_mutex_lock(&pc->stats_lock);
     pc->draining = true;
+    /* Without preempt every page came on the main stream, now ended.
+     * With it, the source ends the preempt channel after its last page
+     * (ram_postcopy_end_preempt): a page missing then never comes. */
     while (!ram_load_all_received(pc->ram)) {
-        if (__atomic_load_n(&pc->urgent_done, __ATOMIC_ACQUIRE) &&
-            !ram_load_all_received(pc->ram)) {
-            ok = false;
+        if (!pc->urgent_expected ||
+            __atomic_load_n(&pc->urgent_done, __ATOMIC_ACQUIRE)) {
+            ok = ram_load_all_received(pc->ram);
             break;
         }
         /* Woken by a requested page placed or the channel's end; the
@@ -442,9 +491,10 @@ bool postcopy_drain(PostcopyIncoming *pc, GError **errp)
     pc->draining = false;
     g_mutex_unlock(&pc->stats_lock);
     if (!ok) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BROKEN_PIPE,
-                    "postcopy: the preempt channel closed with pages still "
-                    "to come on it");
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "postcopy: the migration ended with %" G_GUINT64_FORMAT
+                    " guest pages missing, which the source counts sent",
+                    ram_load_count_missing(pc->ram));
     }
     return ok;
 }

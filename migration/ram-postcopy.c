@@ -102,13 +102,16 @@ static uint64_t serve(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n)
     return bytes;
 }
 
-void ram_postcopy_request(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n)
+bool ram_postcopy_request(RAMSaver *r, uint64_t first, uint64_t n)
 {
     __atomic_fetch_add(&r->stats->postcopy_requests, 1, __ATOMIC_RELAXED);
-    if (f) {
-        serve(r, f, first, n);
-        qemu_fflush(f);
-        return;
+    if (r->preempt) {
+        g_mutex_lock(&r->preempt_lock);
+        serve(r, r->preempt, first, n);
+        qemu_fflush(r->preempt);
+        bool ok = !qemu_file_error(r->preempt);
+        g_mutex_unlock(&r->preempt_lock);
+        return ok;
     }
     UrgentReq *q = g_new(UrgentReq, 1);
     q->first = first;
@@ -117,6 +120,18 @@ void ram_postcopy_request(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n)
     g_queue_push_tail(&r->urgent, q);
     g_cond_signal(&r->urgent_cond);
     g_mutex_unlock(&r->urgent_lock);
+    return true;
+}
+
+void ram_postcopy_end_preempt(RAMSaver *r)
+{
+    if (!r->preempt) {
+        return;
+    }
+    g_mutex_lock(&r->preempt_lock);
+    qemu_put_byte(r->preempt, REC_EOF);
+    qemu_fflush(r->preempt);
+    g_mutex_unlock(&r->preempt_lock);
 }
 
 void ram_postcopy_wake(RAMSaver *r)
@@ -152,6 +167,7 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
 {
     for (;;) {
         if (__atomic_load_n(r->cancel, __ATOMIC_RELAXED) ||
+            __atomic_load_n(&r->rp_ended, __ATOMIC_ACQUIRE) ||
             qemu_file_error(r->f)) {
             return false;
         }

@@ -29,6 +29,7 @@ void ram_saver_init(RAMSaver *r, RAMBlock *rb, KVMState *kvm, QEMUFile *f,
     r->dirty = bitmap_new(r->npages);
     r->sent = bitmap_new(r->npages);
     g_mutex_init(&r->urgent_lock);
+    g_mutex_init(&r->preempt_lock);
     g_cond_init(&r->urgent_cond);
     g_queue_init(&r->urgent);
     bitmap_set(r->dirty, 0, r->npages);     /* the first pass sends all */
@@ -91,6 +92,7 @@ void ram_saver_cleanup(RAMSaver *r)
     }
     g_queue_clear_full(&r->urgent, g_free);
     g_mutex_clear(&r->urgent_lock);
+    g_mutex_clear(&r->preempt_lock);
     g_cond_clear(&r->urgent_cond);
 }
 

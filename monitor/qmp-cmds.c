@@ -95,6 +95,16 @@ static JsonNode *qmp_cont(JsonObject *args, void *opaque, GError **errp)
                     "Resetting the Virtual Machine is required");
         return NULL;
     }
+    if (m->state == RUN_STATE_FINISH_MIGRATE) {
+        /*
+         * The source stopped its guest for the switch (pre-switchover,
+         * device, every postcopy state): the destination may run it
+         * now, and running it here too would split it in two.
+         */
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Migration is not finalized yet");
+        return NULL;
+    }
     if (m->state == RUN_STATE_INMIGRATE) {
         /* QEMU: run once the incoming migration is in (autostart). */
         m->opts->start_paused = false;

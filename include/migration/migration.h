@@ -104,6 +104,8 @@ typedef struct MigrationState {
     GThread *rp_thread;         /* "mig/src/rp": reads the return path */
     RAMSaver *saver;            /* the migration thread's, during postcopy */
     int rp_shut;                /* atomic: -1 none yet, else SHUT's status */
+    int rp_running;             /* atomic: the destination said RUNNING:
+                                 * this guest must never run again here */
     uint64_t rp_refused;        /* atomic: malformed requests refused */
 
     /* Destination. */
@@ -118,6 +120,12 @@ typedef struct MigrationState {
     PostcopyIncoming *pci;      /* postcopy ran: fault thread and stats */
     int urgent_ready;           /* atomic: the fault thread takes the
                                  * preempt channel (hand_over_preempt) */
+    /* Postcopy's RUN: the main thread loads the devices and runs the
+     * guest while the load thread reads on; it says how that went. */
+    GMutex run_lock;
+    GCond run_cond;
+    int run_result;             /* under run_lock: 0 not yet, 1 the guest
+                                 * runs here, -1 the devices failed */
 } MigrationState;
 
 /*

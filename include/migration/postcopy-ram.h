@@ -67,6 +67,14 @@ typedef struct PostcopyIncoming {
                                  * reads (closed at stop), or -1 */
     int urgent_done;            /* atomic: it ended (EOF or error) */
     int shut;                   /* atomic: postcopy_shutdown() was called */
+    int failed;                 /* atomic: the fault thread could not go on */
+    /*
+     * Called by the fault thread, once, with why it cannot go on; it then
+     * shuts the connections down (postcopy_shutdown) and ends, so that
+     * the load thread and the source pause.  Set before postcopy_listen.
+     */
+    void (*on_error)(void *opaque, const char *msg);
+    void *on_error_opaque;
     uint64_t requests;          /* atomic: requests sent */
     uint64_t dup_faults;        /* atomic: faults on pages asked for already */
     uint64_t zero_faults;       /* atomic: faults on zero pages left */
@@ -115,8 +123,9 @@ void postcopy_attach_urgent(PostcopyIncoming *pc, int fd);
 /*
  * postcopy_drain: the main stream has ended; wait until every page is
  * in, since requested pages may still be on their way on the urgent
- * channel.  False, with the reason, if the urgent channel ended with
- * pages missing.  Load thread.
+ * channel.  False, with how many, when pages are missing that can no
+ * longer come: the main stream ended without them and, with preempt,
+ * the urgent channel too.  Load thread.
  */
 bool postcopy_drain(PostcopyIncoming *pc, GError **errp);
 

@@ -60,6 +60,15 @@ typedef struct RAMSaver {
     GQueue urgent;              /* under urgent_lock: UrgentReq */
     uint64_t last;              /* migration thread: scan position */
     int64_t push_next_us;       /* migration thread: next push run allowed */
+    /* postcopy-preempt's channel, or NULL: written by the return-path
+     * thread (requests) and, once, by the migration thread (its end),
+     * under preempt_lock. */
+    QEMUFile *preempt;
+    GMutex preempt_lock;
+    /* Atomic: the return path ended (the destination paused, failed or
+     * went away); set by its thread before ram_postcopy_wake().  The
+     * push stops at once, even when it has nothing to write (-n). */
+    int rp_ended;
 } RAMSaver;
 
 /* ram_saver_init: every page dirty, for the first pass. */
@@ -99,19 +108,28 @@ uint64_t ram_postcopy_discard(RAMSaver *r);
 
 /*
  * ram_postcopy_request: the destination wants pages [first, first + n)
- * now (return-path thread).  With @f (the preempt channel) the pages
- * still dirty are sent at once from the calling thread; without, the
+ * now (return-path thread).  With a preempt channel the pages still
+ * dirty are sent on it at once from the calling thread; without, the
  * request is queued for the migration thread, which serves it before
- * its next background run.
+ * its next background run.  False when the preempt channel failed.
  */
-void ram_postcopy_request(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n);
+bool ram_postcopy_request(RAMSaver *r, uint64_t first, uint64_t n);
+
+/*
+ * ram_postcopy_end_preempt: every page is sent: end the preempt channel
+ * with REC_EOF after whatever request is on it, so that the destination
+ * knows nothing more comes there (a page it still lacks then will never
+ * come: an error, not a wait).  Migration thread, after
+ * ram_postcopy_send() returned true; nothing is written there after.
+ */
+void ram_postcopy_end_preempt(RAMSaver *r);
 
 /*
  * ram_postcopy_send: the migration thread's postcopy loop: queued
  * requests first, then (when @background) the next dirty pages after
  * the last request, whole host pages at a time, until every page is
  * sent.  max_bandwidth limits the background pages only.  False on a
- * stream error or cancel.
+ * stream error, cancel, or the end of the return path (rp_ended).
  */
 bool ram_postcopy_send(RAMSaver *r, bool background);
 

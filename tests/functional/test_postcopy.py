@@ -249,6 +249,7 @@ def cut_connection(opts):
     time.sleep(0.5)
     r = src.qmp.cmd('migrate_cancel')
     assert 'error' in r and "can't be cancelled" in r['error']['desc'], r
+    refuses_cont(src)
     # Cut it from outside: kill the TCP connection with ss.
     ports = []                  # (source's port, destination's port)
     for line in os.popen('ss -tnp').read().splitlines():
@@ -268,6 +269,36 @@ def cut_connection(opts):
     assert src.m.proc.poll() is None and dst.m.proc.poll() is None
     assert src.qmp.cmd('query-status')['return']['running'] is False
     assert dst.qmp.cmd('query-status')['return']['status'] == 'running'
+    refuses_cont(src)
+    refuses_caps(dst)
+
+
+def refuses_cont(src):
+    """The guest runs on the destination (or may): the source's cont is
+    refused, in QMP and HMP, as QEMU refuses it, and its guest stays
+    stopped."""
+    r = src.qmp.cmd('cont')
+    assert r['error']['desc'] == 'Migration is not finalized yet', r
+    assert 'Migration is not finalized yet' in HMP(src.hmp_sock).run('c')
+    st = src.qmp.cmd('query-status')['return']
+    assert st == {'running': False, 'status': 'finish-migrate'}, st
+    n = len(src.m.lines)
+    time.sleep(0.3)
+    assert not [x for x in src.m.lines[n:] if x.startswith('verify:')], \
+        src.m.lines[n:]
+    refuses_caps(src)
+
+
+def refuses_caps(vm):
+    """While a migration runs (postcopy and its pause too, either side),
+    a capability change is refused as QEMU refuses it (a destination
+    takes them until its connection comes)."""
+    r = vm.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+        {'capability': 'postcopy-ram', 'state': False}]})
+    assert r['error']['desc'] == "There's a migration process in progress", r
+    caps = {c['capability']: c['state'] for c in
+            vm.qmp.cmd('query-migrate-capabilities')['return']}
+    assert caps['postcopy-ram'] is True, caps
 
 
 def read_exact(c, n):
@@ -400,9 +431,9 @@ class Relay:
     place of the next record and goes on relaying bytes as they come.
     Further connections (the preempt channel) are relayed as they are."""
 
-    def __init__(self, dst_uri, inject, after):
+    def __init__(self, dst_uri, inject, after, channel=0):
         self.dst = dst_uri[4:].rsplit(':', 1)
-        self.inject, self.after = inject, after
+        self.inject, self.after, self.channel = inject, after, channel
         self.injected = threading.Event()
         self.ls = socket.socket()
         self.ls.bind(('127.0.0.1', 0))
@@ -412,15 +443,16 @@ class Relay:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
-        first = True
+        n = 0
         with contextlib.suppress(OSError):
             while True:
                 a, _ = self.ls.accept()
                 b = socket.create_connection((self.dst[0], int(self.dst[1])))
                 self.socks += [a, b]
                 down, up = threading.Event(), threading.Event()
-                fwd = self._main if first else self._pipe
-                first = False
+                fwd = (self._main if n == 0 else self._preempt) \
+                    if n == self.channel else self._pipe
+                n += 1
                 threading.Thread(target=fwd, args=(a, b, down, up),
                                  daemon=True).start()
                 threading.Thread(target=self._pipe, args=(b, a, up, down),
@@ -458,10 +490,28 @@ class Relay:
                     break
                 b.sendall(rec)
             else:
+                read_record(a)          # replaced
                 b.sendall(self.inject)
                 self.injected.set()
                 self._pipe(a, b, ended, other)
                 return
+        except (OSError, AssertionError):
+            pass
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+        ended.set()
+
+    def _preempt(self, a, b, ended, other):
+        """The preempt channel: @after records, then @inject in place of
+        the next one."""
+        try:
+            for _ in range(self.after):
+                b.sendall(read_record(a)[1])
+            read_record(a)
+            b.sendall(self.inject)
+            self.injected.set()
+            self._pipe(a, b, ended, other)
+            return
         except (OSError, AssertionError):
             pass
         with contextlib.suppress(OSError):
@@ -500,6 +550,59 @@ def load_error(opts):
         assert src.m.proc.poll() is None and dst.m.proc.poll() is None
         assert src.qmp.cmd('query-status')['return']['running'] is False
         assert dst.qmp.cmd('query-status')['return']['status'] == 'running'
+        refuses_cont(src)
+    finally:
+        relay.close()
+
+
+def preempt_bad_record(opts):
+    """The fault thread cannot load a record of the preempt channel (a
+    relay puts one outside the block in place of a requested page): it
+    stops, and both sides pause with its reason, instead of a warning in
+    the log while the vCPU waits for the page for ever (with -n, the
+    demand-only push, nothing else would ever end the migration)."""
+    src, dst = pair('512M', 1, preempt=True)
+    bad = struct.pack('<BQI', 0x02, 1 << 40, 1) + bytes(4096)
+    relay = Relay(dst.listen_uri(), bad, after=2, channel=1)
+    try:
+        hmp = HMP(src.hmp_sock)
+        src.m.wait_line(r'^verify: round=1 ', 120)
+        assert hmp.run('migrate_set_parameter max-bandwidth 0') == ''
+        assert hmp.run(f'migrate -d -p -n {relay.uri}') == ''
+        assert relay.injected.wait(60), 'no third requested page'
+        di = dst.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
+        assert di['status'] == 'postcopy-paused', di
+        assert 'preempt channel: bad record 0x02' in di['error-desc'], di
+        si = src.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
+        assert si['status'] == 'postcopy-paused' and 'error-desc' in si, si
+        refuses_cont(src)
+    finally:
+        relay.close()
+
+
+def record_lost(opts):
+    """One RAM record of the push is lost after the switch (a relay drops
+    it): the source thinks those pages sent, so the destination's stream
+    ends with them missing.  That is an error that pauses both sides,
+    never a `completed` with the guest reading zeros there (nor, with
+    preempt, both sides waiting in postcopy-active for ever)."""
+    preempt, = opts.extra
+    src, dst = pair('512M', 1, preempt=preempt)
+    relay = Relay(dst.listen_uri(), b'', after=1 + 64)
+    try:
+        src.m.wait_line(r'^verify: round=1 ', 120)
+        src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0,
+                                               'max-postcopy-bandwidth': 200 << 20})
+        assert src.qmp.cmd('migrate', {'uri': relay.uri}) == {'return': {}}
+        assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+        assert relay.injected.wait(60), 'the stream ended before the record'
+        di = dst.wait_status({'postcopy-paused', 'completed', 'failed'}, 60)
+        assert di['status'] == 'postcopy-paused', di
+        assert 'missing' in di['error-desc'], di
+        si = src.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
+        assert si['status'] == 'postcopy-paused' and 'error-desc' in si, si
+        assert src.qmp.cmd('query-status')['return']['running'] is False
+        assert not [x for x in list(dst.m.lines) if 'FAIL' in x], dst.m.lines[-3:]
     finally:
         relay.close()
 
@@ -529,6 +632,28 @@ def bad_package(opts):
         assert not [x for x in list(src.m.lines) if 'FAIL' in x]
     finally:
         relay.close()
+
+
+def device_load_fails(opts):
+    """The destination cannot load the device state of the RUN package
+    (the source has 1 vCPU, the destination 2).  Its guest never ran, so
+    it fails, says so on the return path, and exits; the source fails
+    and runs its guest on, intact.  Before, the load thread was not told:
+    it drained, sent SHUT 0, and both sides reported completed."""
+    preempt, = opts.extra
+    src = Vm('256M', 1)
+    dst = Vm('256M', 2, incoming='tcp:127.0.0.1:0')
+    for v in (src, dst):
+        caps(v, postcopy_ram=True, postcopy_preempt=preempt)
+    switch_at_once(src, dst)
+    assert dst.m.wait_exit(60) == 1
+    err = dst.m.stderr()
+    assert 'load of migration failed' in err and 'vCPU 1' in err, err
+    si = src.wait_status({'postcopy-paused', 'completed', 'failed'}, 60)
+    assert si['status'] == 'failed', si
+    assert src.qmp.cmd('query-status')['return']['status'] == 'running'
+    last = src.last_round()
+    src.m.wait_line(rf'^verify: round={last + 2} ', 60)
 
 
 def errors(opts):
@@ -596,6 +721,8 @@ def libvirt_postcopy(opts):
         src.qmp.event('STOP', 30)
         while src.qmp.event('MIGRATION', 30)['data']['status'] != 'pre-switchover':
             pass
+        r = src.qmp.cmd('cont')
+        assert r['error']['desc'] == 'Migration is not finalized yet', r
         assert src.qmp.cmd('migrate-continue',
                            {'state': 'pre-switchover'}) == {'return': {}}
         while src.qmp.event('MIGRATION', 30)['data']['status'] != 'postcopy-active':
@@ -656,9 +783,17 @@ cases = [
     ('/postcopy/failure/load-error', load_error, MachineOptions(extra=[False])),
     ('/postcopy/failure/load-error-preempt', load_error,
      MachineOptions(extra=[True])),
+    ('/postcopy/failure/preempt-bad-record', preempt_bad_record, MachineOptions()),
+    ('/postcopy/failure/record-lost', record_lost, MachineOptions(extra=[False])),
+    ('/postcopy/failure/record-lost-preempt', record_lost,
+     MachineOptions(extra=[True])),
     ('/postcopy/failure/bad-package', bad_package, MachineOptions()),
     ('/postcopy/failure/bad-requests', bad_requests, MachineOptions()),
     ('/postcopy/failure/silent-destination', silent_destination, MachineOptions()),
+    ('/postcopy/failure/device-load', device_load_fails,
+     MachineOptions(extra=[False])),
+    ('/postcopy/failure/device-load-preempt', device_load_fails,
+     MachineOptions(extra=[True])),
     ('/postcopy/errors', errors, MachineOptions()),
     ('/postcopy/libvirt', libvirt_postcopy, MachineOptions()),
 ]
