@@ -98,12 +98,15 @@ bool postcopy_rp_send(PostcopyIncoming *pc, const RPMessage *m)
     return rp != NULL;
 }
 
-/* A vCPU (or other thread) waits on @page: note when, for the statistics. */
+/*
+ * A vCPU (or other thread) waits on @page: note when, for the statistics,
+ * and mark it requested.  Under stats_lock, with the page seen missing
+ * under the same lock (handle_fault): see postcopy_placed.
+ */
 static void note_fault(PostcopyIncoming *pc, uint64_t page, uint32_t tid)
 {
     int64_t now = now_ns();
     int v = postcopy_fault_vcpu(pc->m, tid);
-    g_mutex_lock(&pc->stats_lock);
     FaultRec *r = g_hash_table_lookup(pc->faults, &page);
     if (!r) {
         r = g_new0(FaultRec, 1);
@@ -119,20 +122,30 @@ static void note_fault(PostcopyIncoming *pc, uint64_t page, uint32_t tid)
             pc->all_blocked_since = now;
         }
     }
-    g_mutex_unlock(&pc->stats_lock);
 }
 
+/*
+ * The placing threads mark pages received (ram-load.c), then close
+ * their fault records here, under stats_lock.  handle_fault looks at
+ * received and records a fault under that lock too, so whichever takes
+ * it second sees the other's work: either the fault thread finds the
+ * page in (and records nothing), or this finds the record (and closes
+ * it).  Looking outside the lock, a placement in between the fault
+ * thread's look and its record left the record for ever
+ * (/migration/postcopy/fault-race).
+ */
 void postcopy_placed(void *opaque, uint64_t first, uint64_t n)
 {
     PostcopyIncoming *pc = opaque;
     int64_t now = 0;
+    bool closed = false;
+    g_mutex_lock(&pc->stats_lock);
     for (uint64_t p = first; p < first + n; p++) {
         if (!test_bit(p, pc->requested)) {
             continue;
         }
         if (!now) {
             now = now_ns();
-            g_mutex_lock(&pc->stats_lock);
         }
         FaultRec *r = g_hash_table_lookup(pc->faults, &p);
         if (!r) {
@@ -152,13 +165,20 @@ void postcopy_placed(void *opaque, uint64_t first, uint64_t n)
         }
         g_hash_table_remove(pc->faults, &p);
         __atomic_store_n(&pc->waiting, pc->waiting - 1, __ATOMIC_RELAXED);
+        closed = true;
     }
-    if (now) {
-        if (pc->draining) {
-            g_cond_broadcast(&pc->drained);
-        }
-        g_mutex_unlock(&pc->stats_lock);
+    if (closed && pc->draining) {
+        g_cond_broadcast(&pc->drained);
     }
+    g_mutex_unlock(&pc->stats_lock);
+}
+
+uint64_t postcopy_faults_waiting(PostcopyIncoming *pc)
+{
+    g_mutex_lock(&pc->stats_lock);
+    uint64_t n = g_hash_table_size(pc->faults);
+    g_mutex_unlock(&pc->stats_lock);
+    return n;
 }
 
 /*
@@ -217,8 +237,16 @@ static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev,
         }
         return true;
     }
+    g_mutex_lock(&pc->stats_lock);
+    if (ram_load_received(l, page)) {
+        g_mutex_unlock(&pc->stats_lock);
+        uffd_wake(l->uffd, l->rb->host + page * PAGE, l->hpages * PAGE);
+        return true;            /* placed since the look above */
+    }
     note_fault(pc, page, ev->pagefault.tid);
-    if (test_and_set_bit_atomic(page, pc->requested)) {
+    bool asked = test_and_set_bit_atomic(page, pc->requested);
+    g_mutex_unlock(&pc->stats_lock);
+    if (asked) {
         __atomic_fetch_add(&pc->dup_faults, 1, __ATOMIC_RELAXED);
         return true;            /* asked for already */
     }

@@ -154,6 +154,12 @@ void postcopy_incoming_cleanup(PostcopyIncoming *pc);
 /* postcopy_placed: the RAM loader's hook (pages placed). */
 void postcopy_placed(void *opaque, uint64_t first, uint64_t n);
 
+/*
+ * postcopy_faults_waiting: fault records not closed by a placement.
+ * Once every page is in, none may be left (the fault/placement race).
+ */
+uint64_t postcopy_faults_waiting(PostcopyIncoming *pc);
+
 /* postcopy_stats: add the statistics members to a query-migrate reply. */
 void postcopy_stats(PostcopyIncoming *pc, JsonObject *reply);
 

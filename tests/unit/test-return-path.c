@@ -27,6 +27,7 @@
 #include "migration/qemu-file.h"
 #include "migration/return-path.h"
 #include "migration/stream.h"
+#include "qemu/bitmap.h"
 
 #define PAGE    4096
 #define NPAGES  64
@@ -230,6 +231,99 @@ static void test_dedup(void **state)
 
     qemu_file_close(src);
     postcopy_incoming_cleanup(&pc);
+    close(sv[1]);
+    ram_load_buf_cleanup(&b);
+    ram_loader_cleanup(&l);
+    ram_block_free(rb);
+}
+
+/* Read and drop requests until the source's end closes. */
+static gpointer drop_requests(gpointer opaque)
+{
+    int fd = GPOINTER_TO_INT(opaque);
+    char buf[4096];
+    while (read(fd, buf, sizeof(buf)) > 0) {
+    }
+    return NULL;
+}
+
+typedef struct Sweeper {
+    RAMBlock *rb;
+    uint64_t first, n;
+} Sweeper;
+
+static gpointer sweep(gpointer opaque)
+{
+    Sweeper *w = opaque;
+    for (uint64_t p = w->first; p < w->first + w->n; p++) {
+        (void)*(volatile uint8_t *)(w->rb->host + p * PAGE);
+    }
+    return NULL;
+}
+
+/*
+ * The fault thread and a placing thread race on the same pages: vCPUs
+ * (threads here) fault while the pages are placed.  The fault thread
+ * checks whether a page is in, notes the fault and marks it requested;
+ * placement marks it in and closes the fault's record.  Done in steps
+ * outside one lock, a placement in between left a record behind for
+ * ever (a later request on the page then waited out its whole spin,
+ * and blocktime was wrong).  After every round the fault table is
+ * empty.
+ */
+static void test_fault_race(void **state)
+{
+    (void)state;
+    RAMBlock *rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
+    RAMLoader l;
+    RAMLoadBuf b;
+    ram_loader_init(&l, rb);
+    if (!l.registered) {
+        print_message("# SKIP: %s\n", l.why_no_uffd);
+        ram_loader_cleanup(&l);
+        ram_block_free(rb);
+        skip();
+    }
+    ram_load_buf_init(&b, &l);
+    Machine m = { .ncpus = 0 };
+    PostcopyIncoming pc;
+    postcopy_incoming_init(&pc, &m, &l);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    g_autoptr(GError) err = NULL;
+    assert_true(postcopy_listen(&pc, sv[0], false, &err));
+    GThread *reader = g_thread_new("requests", drop_requests,
+                                   GINT_TO_POINTER(sv[1]));
+    for (int round = 0; round < 1000; round++) {
+        Sweeper w[4];
+        GThread *th[4];
+        for (int i = 0; i < 4; i++) {
+            w[i] = (Sweeper) { rb, i * (NPAGES / 4), NPAGES / 4 };
+            th[i] = g_thread_new("sweep", sweep, &w[i]);
+        }
+        for (uint64_t p = 0; p < NPAGES; p++) {
+            place(&l, &b, (p * 17) % NPAGES, (uint8_t)round);
+        }
+        for (int i = 0; i < 4; i++) {
+            g_thread_join(th[i]);
+        }
+        /* Every fault was read before its thread woke: none is pending. */
+        g_mutex_lock(&pc.stats_lock);
+        guint left = g_hash_table_size(pc.faults);
+        g_mutex_unlock(&pc.stats_lock);
+        if (left) {
+            print_message("# round %d: %u fault records left\n", round, left);
+        }
+        assert_int_equal(left, 0);
+        /* Missing again for the next round. */
+        l.postcopy = false;
+        assert_true(ram_load_discard(&l, 0, NPAGES, &err));
+        l.postcopy = true;
+        bitmap_clear(pc.requested, 0, NPAGES);
+    }
+    postcopy_incoming_cleanup(&pc);
+    close(sv[0]);
+    g_thread_join(reader);
     close(sv[1]);
     ram_load_buf_cleanup(&b);
     ram_loader_cleanup(&l);
@@ -464,6 +558,7 @@ int main(void)
         { "/migration/return-path/check-request", test_check_request, NULL, NULL,
           NULL },
         { "/migration/postcopy/request-dedup", test_dedup, NULL, NULL, NULL },
+        { "/migration/postcopy/fault-race", test_fault_race, NULL, NULL, NULL },
         { "/migration/postcopy/urgent-channel", test_urgent, NULL, NULL, NULL },
         { "/migration/postcopy/drain", test_drain, NULL, NULL, NULL },
         { "/migration/postcopy/drain-broken", test_drain_broken, NULL, NULL,
