@@ -243,14 +243,45 @@ bool stream_load_devices(QEMUFile *f, Machine *m, RunState *source_state,
     }
 }
 
+/*
+ * The state a postcopy command moves to, or -1 if it cannot come now:
+ * ADVISE first, DISCARDs after it, LISTEN after those, RUN after LISTEN.
+ */
+static int postcopy_next(StreamPostcopyState st, uint8_t type)
+{
+    switch (type) {
+    case REC_POSTCOPY_ADVISE:
+        return st == STREAM_POSTCOPY_NONE ? STREAM_POSTCOPY_ADVISE : -1;
+    case REC_POSTCOPY_DISCARD:
+        return st == STREAM_POSTCOPY_ADVISE || st == STREAM_POSTCOPY_DISCARD
+               ? STREAM_POSTCOPY_DISCARD : -1;
+    case REC_POSTCOPY_LISTEN:
+        return st == STREAM_POSTCOPY_ADVISE || st == STREAM_POSTCOPY_DISCARD
+               ? STREAM_POSTCOPY_LISTENING : -1;
+    case REC_POSTCOPY_RUN:
+        return st == STREAM_POSTCOPY_LISTENING ? STREAM_POSTCOPY_RUNNING : -1;
+    }
+    return -1;
+}
+
 static bool postcopy_record(QEMUFile *f, StreamLoad *l, uint8_t type,
                             GError **errp)
 {
+    static const char *const names[] = { "ADVISE", "DISCARD", "LISTEN", "RUN" };
+    static const char *const states[] = { "none", "advise", "discard",
+                                          "listening", "running" };
     RAMBlock *rb = l->m->ram;
     if (!l->postcopy) {
         return load_fail(f, errp, "postcopy record 0x%02x, but postcopy-ram "
                          "is not enabled on the destination", type);
     }
+    int next = postcopy_next(l->postcopy_state, type);
+    if (next < 0) {
+        return load_fail(f, errp, "postcopy %s (record 0x%02x) out of order, "
+                         "in postcopy state %s", names[type - REC_POSTCOPY_ADVISE],
+                         type, states[l->postcopy_state]);
+    }
+    l->postcopy_state = next;
     switch (type) {
     case REC_POSTCOPY_ADVISE: {
         uint64_t hps = qemu_get_u64(f);
@@ -343,6 +374,7 @@ bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
     l->source_state = RUN_STATE_RUNNING;
     l->return_path = false;
     l->postcopy_running = false;
+    l->postcopy_state = STREAM_POSTCOPY_NONE;
     ram_load_buf_init(&buf, l->ram);
     for (;;) {
         uint8_t type = qemu_get_byte(f);
@@ -388,8 +420,7 @@ bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
             __atomic_fetch_add(&l->stats->dirty_sync_count, 1, __ATOMIC_RELAXED);
             continue;
         }
-        if (type >= REC_POSTCOPY_ADVISE && type <= REC_POSTCOPY_RUN &&
-            !l->postcopy_running) {
+        if (type >= REC_POSTCOPY_ADVISE && type <= REC_POSTCOPY_RUN) {
             if (!postcopy_record(f, l, type, errp)) {
                 break;
             }

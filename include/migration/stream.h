@@ -78,6 +78,19 @@ typedef struct StreamPostcopyOps {
     bool (*run)(void *opaque, GBytes *package, GError **errp);
 } StreamPostcopyOps;
 
+/*
+ * Where a destination is in postcopy's commands, as QEMU's
+ * PostcopyState: ADVISE once, then any DISCARDs, LISTEN once, RUN once.
+ * stream_load() refuses a command out of this order before acting on it.
+ */
+typedef enum StreamPostcopyState {
+    STREAM_POSTCOPY_NONE,
+    STREAM_POSTCOPY_ADVISE,
+    STREAM_POSTCOPY_DISCARD,
+    STREAM_POSTCOPY_LISTENING,
+    STREAM_POSTCOPY_RUNNING,
+} StreamPostcopyState;
+
 typedef struct StreamLoad {
     Machine *m;
     MigrationStats *stats;
@@ -93,6 +106,7 @@ typedef struct StreamLoad {
     RunState source_state;      /* out: the source's run state */
     bool return_path;           /* out: the source asked for one */
     bool postcopy_running;      /* out: RUN was loaded */
+    StreamPostcopyState postcopy_state;     /* out: the last command taken */
 } StreamLoad;
 
 /* stream_put_header: magic, version and the RAM block's identity. */

@@ -40,6 +40,15 @@ seeds = {
     'cpu-short': header() + device(b'cpu1', struct.pack('<I', 8) + bytes(8)),
     'last-page': header() + pages((16 << 20) - 4096, 1),
     'bad-magic': b'QEVM' + bytes(12),
+    # Postcopy's commands in QEMU's order, and out of it.
+    'postcopy': header() + bytes([6, 0x10]) + struct.pack('<Q', 4096) +
+    pages(0, 2) + bytes([0x11]) + struct.pack('<QQ', 4096, 1) + bytes([0x12]) +
+    bytes([0x13]) + struct.pack('<I', 1) + bytes([0xff]) + pages(4096, 1) +
+    zero(8192, 1) + bytes([0xff]),
+    'postcopy-twice': header() + bytes([6, 0x10]) + struct.pack('<Q', 4096) +
+    bytes([0x12]) + pages(0, 1) + pages(0, 1),
+    'postcopy-order': header() + bytes([6, 0x12, 0x10]) + struct.pack('<Q', 4096) +
+    bytes([0x12, 0x12]),
 }
 for name, data in seeds.items():
     with open(os.path.join(out, name), 'wb') as f:

@@ -182,12 +182,87 @@ static void test_ping(void **state)
     assert_non_null(strstr(err2->message, "no return path"));
 }
 
+/* Header, return path, then each of @recs (a record type; RUN with an
+ * empty package, DISCARD of page 0, ADVISE of 4 KiB pages), then EOF. */
+static GBytes *postcopy_stream(const uint8_t *recs, int n)
+{
+    QEMUFile *w = qemu_file_new_mem_writer();
+    RAMBlock rb = { .name = (char *)"pc.ram", .size = HARNESS_RAM,
+                    .page_size = 4096 };
+    stream_put_header(w, &rb);
+    qemu_put_byte(w, REC_OPEN_RETURN_PATH);
+    for (int i = 0; i < n; i++) {
+        qemu_put_byte(w, recs[i]);
+        if (recs[i] == REC_POSTCOPY_ADVISE) {
+            qemu_put_u64(w, 4096);
+        } else if (recs[i] == REC_POSTCOPY_DISCARD) {
+            qemu_put_u64(w, 0);
+            qemu_put_u64(w, 1);
+        } else if (recs[i] == REC_POSTCOPY_RUN) {
+            qemu_put_u32(w, 0);
+        }
+    }
+    qemu_put_byte(w, REC_EOF);
+    return qemu_file_mem_finish(w);
+}
+
+/*
+ * QEMU's order of the postcopy commands: ADVISE once, DISCARDs, LISTEN
+ * once, RUN once.  Anything else is refused before it is acted on (a
+ * second LISTEN started a second fault thread).
+ */
+static void test_postcopy_order(void **state)
+{
+    (void)state;
+    enum { A = REC_POSTCOPY_ADVISE, D = REC_POSTCOPY_DISCARD,
+           L = REC_POSTCOPY_LISTEN, R = REC_POSTCOPY_RUN };
+    static const struct {
+        uint8_t recs[6];
+        int n;
+        bool ok;
+        int listens, runs;      /* hooks called */
+    } t[] = {
+        { { A, D, D, L, R }, 5, true, 1, 1 },
+        { { A, L, R }, 3, true, 1, 1 },
+        { { L }, 1, false, 0, 0 },
+        { { D }, 1, false, 0, 0 },
+        { { R }, 1, false, 0, 0 },
+        { { A, A }, 2, false, 0, 0 },
+        { { A, R }, 2, false, 0, 0 },
+        { { A, L, L }, 3, false, 1, 0 },
+        { { A, L, D }, 3, false, 1, 0 },
+        { { A, L, A }, 3, false, 1, 0 },
+        { { A, L, R, R }, 4, false, 1, 1 },
+        { { A, L, R, L }, 4, false, 1, 1 },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(t); i++) {
+        g_autoptr(GBytes) b = postcopy_stream(t[i].recs, t[i].n);
+        gsize len;
+        const uint8_t *d = g_bytes_get_data(b, &len);
+        HarnessPostcopy h = { 0 };
+        g_autofree char *err = NULL;
+        bool ok = harness_load_into(harness_machine(), d, len, &h, &err);
+        if (ok != t[i].ok || h.listen != t[i].listens || h.run != t[i].runs) {
+            print_message("# case %zu: ok %d listen %d run %d: %s\n", i, ok,
+                          h.listen, h.run, err ? err : "");
+        }
+        assert_int_equal(ok, t[i].ok);
+        assert_int_equal(h.listen, t[i].listens);
+        assert_int_equal(h.run, t[i].runs);
+        if (!ok) {
+            assert_non_null(strstr(err, "out of order"));
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         { "/migration/stream/seeds", test_seeds, NULL, NULL, NULL },
         { "/migration/stream/mutations", test_mutations, NULL, NULL, NULL },
         { "/migration/stream/ping", test_ping, NULL, NULL, NULL },
+        { "/migration/stream/postcopy-order", test_postcopy_order, NULL, NULL,
+          NULL },
     };
     return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
 }
