@@ -27,6 +27,9 @@
 typedef struct LoadArgs {
     MigrationState *s;
     int fd;                     /* the stream's connection */
+    /* Its channel header, read already by the main thread (0: none). */
+    uint8_t head[STREAM_CHANNEL_HEADER_LEN];
+    size_t head_len;
 } LoadArgs;
 
 /* ---- The destination ---------------------------------------------------------------- */
@@ -297,7 +300,7 @@ static gpointer load_thread(gpointer opaque)
 {
     LoadArgs *a = opaque;
     MigrationState *s = a->s;
-    QEMUFile *f = qemu_file_new(a->fd, false, true);
+    QEMUFile *f = qemu_file_new_prefixed(a->fd, a->head, a->head_len);
     g_autoptr(GError) err = NULL;
     LoadDone done = { s, false, RUN_STATE_RUNNING };
     LoadCtx ctx = { s, a->fd };
@@ -399,6 +402,151 @@ static gpointer load_thread(gpointer opaque)
     return NULL;
 }
 
+/*
+ * Each connection to the incoming port is given its role only once its
+ * channel header has come (stream_parse_channel): the first main channel
+ * starts the load; a preempt channel of the same migration (the id the
+ * main channel brought) goes to the fault thread.  Anything else (a port
+ * scanner, a second source, a channel of another migration, one that
+ * says nothing for PENDING_TIMEOUT_S) is refused with a message, and the
+ * migration goes on.  Before, any second connection became the preempt
+ * channel.  Main thread.
+ */
+#define PENDING_MAX         16
+#define PENDING_TIMEOUT_S   10
+
+typedef struct PendingChannel {
+    MigrationState *s;
+    int fd;
+    guint watch, timer;
+    uint8_t head[STREAM_CHANNEL_HEADER_LEN];
+    size_t have;
+} PendingChannel;
+
+static void pending_drop(PendingChannel *p, const char *why)
+{
+    MigrationState *s = p->s;
+    s->pending = g_list_remove(s->pending, p);
+    if (p->watch) {
+        g_source_remove(p->watch);
+    }
+    if (p->timer) {
+        g_source_remove(p->timer);
+    }
+    if (why) {
+        fprintf(stderr, "ferry: migration: refused a connection to the "
+                "incoming port: %s\n", why);
+        close(p->fd);
+    }
+    g_free(p);
+}
+
+static void close_listener(MigrationState *s)
+{
+    if (s->listen_src) {
+        g_source_remove(s->listen_src);
+        s->listen_src = 0;
+    }
+    if (s->listen_fd >= 0) {
+        close(s->listen_fd);
+        s->listen_fd = -1;
+    }
+    if (s->socket_address) {
+        json_array_unref(s->socket_address);
+        s->socket_address = NULL;
+    }
+}
+
+/* A whole, valid header: give the connection its role, or refuse it. */
+static void pending_identified(PendingChannel *p, const StreamChannel *c)
+{
+    MigrationState *s = p->s;
+    int fd = p->fd;
+    if (c->role == STREAM_CHANNEL_MAIN) {
+        if (s->have_main) {
+            pending_drop(p, "a second main channel (a migration is "
+                         "already coming in)");
+            return;
+        }
+        s->have_main = true;
+        memcpy(s->channel_id, c->id, STREAM_ID_LEN);
+        LoadArgs *a = g_new0(LoadArgs, 1);
+        a->s = s;
+        a->fd = fd;
+        memcpy(a->head, p->head, sizeof(a->head));
+        a->head_len = sizeof(a->head);
+        pending_drop(p, NULL);
+        s->load_thread = g_thread_new("mig/dst/load", load_thread, a);
+        /* One migration per listening socket, as QEMU; with preempt the
+         * source connects again at the switch. */
+        if (!migrate_cap(s, "postcopy-preempt")) {
+            close_listener(s);
+        }
+        return;
+    }
+    if (!s->have_main || memcmp(c->id, s->channel_id, STREAM_ID_LEN) != 0) {
+        pending_drop(p, "a preempt channel of another migration");
+        return;
+    }
+    if (!migrate_cap(s, "postcopy-preempt") ||
+        __atomic_load_n(&s->preempt_fd, __ATOMIC_SEQ_CST) >= 0 ||
+        (s->pci && __atomic_load_n(&s->pci->urgent_fd, __ATOMIC_SEQ_CST) >= 0)) {
+        pending_drop(p, "a preempt channel not expected");
+        return;
+    }
+    pending_drop(p, NULL);
+    __atomic_store_n(&s->preempt_fd, fd, __ATOMIC_SEQ_CST);
+    hand_over_preempt(s);
+    close_listener(s);
+}
+
+static gboolean pending_readable(gint fd, GIOCondition cond, gpointer opaque)
+{
+    PendingChannel *p = opaque;
+    static const uint8_t magic[4] = { 0x46, 0x52, 0x52, 0x59 };   /* LE */
+    (void)cond;
+    ssize_t n = recv(fd, p->head + p->have, sizeof(p->head) - p->have,
+                     MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        return G_SOURCE_CONTINUE;
+    }
+    const char *why = NULL;
+    g_autoptr(GError) err = NULL;
+    StreamChannel c;
+    if (n <= 0) {
+        why = n == 0 ? "it closed before its channel header" : g_strerror(errno);
+    } else {
+        p->have += n;
+        /* Refuse as soon as what came cannot be a header (an HTTP probe). */
+        uint8_t full[STREAM_CHANNEL_HEADER_LEN] = { 0 };
+        memcpy(full, p->head, p->have);
+        full[8] = p->have > 8 ? p->head[8] : STREAM_CHANNEL_MAIN;
+        if (memcmp(full, magic, MIN(p->have, 4)) != 0) {
+            why = "not a ferry migration channel";
+        } else if (p->have >= 8 && !stream_parse_channel(full, &c, &err)) {
+            why = err->message;
+        } else if (p->have < sizeof(p->head)) {
+            return G_SOURCE_CONTINUE;
+        }
+    }
+    p->watch = 0;
+    if (why) {
+        pending_drop(p, why);
+    } else {
+        pending_identified(p, &c);
+    }
+    return G_SOURCE_REMOVE;
+}
+
+static gboolean pending_timeout(gpointer opaque)
+{
+    PendingChannel *p = opaque;
+    p->timer = 0;
+    pending_drop(p, "no channel header within " G_STRINGIFY(PENDING_TIMEOUT_S)
+                 " s");
+    return G_SOURCE_REMOVE;
+}
+
 static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
 {
     MigrationState *s = opaque;
@@ -407,31 +555,21 @@ static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
     if (c < 0) {
         return G_SOURCE_CONTINUE;
     }
+    if (g_list_length(s->pending) >= PENDING_MAX) {
+        fprintf(stderr, "ferry: migration: refused a connection to the "
+                "incoming port: %d others wait for their channel header\n",
+                PENDING_MAX);
+        close(c);
+        return G_SOURCE_CONTINUE;
+    }
     channel_tune(c);
-    if (s->load_thread) {
-        /* The second connection: postcopy-preempt's channel, the last
-         * this socket accepts. */
-        __atomic_store_n(&s->preempt_fd, c, __ATOMIC_SEQ_CST);
-        hand_over_preempt(s);
-    } else {
-        LoadArgs *a = g_new0(LoadArgs, 1);
-        a->s = s;
-        a->fd = c;
-        s->load_thread = g_thread_new("mig/dst/load", load_thread, a);
-        /* With preempt, the source connects again at the switch. */
-        if (migrate_cap(s, "postcopy-preempt")) {
-            return G_SOURCE_CONTINUE;
-        }
-    }
-    /* One migration per listening socket, as QEMU. */
-    s->listen_src = 0;
-    close(s->listen_fd);
-    s->listen_fd = -1;
-    if (s->socket_address) {
-        json_array_unref(s->socket_address);
-        s->socket_address = NULL;
-    }
-    return G_SOURCE_REMOVE;
+    PendingChannel *p = g_new0(PendingChannel, 1);
+    p->s = s;
+    p->fd = c;
+    p->watch = g_unix_fd_add(c, G_IO_IN, pending_readable, p);
+    p->timer = g_timeout_add_seconds(PENDING_TIMEOUT_S, pending_timeout, p);
+    s->pending = g_list_prepend(s->pending, p);
+    return G_SOURCE_CONTINUE;
 }
 
 /* Load from an fd already connected to the source (fd: URIs). */

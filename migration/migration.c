@@ -11,6 +11,7 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -471,8 +472,12 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
                        __ATOMIC_RELAXED);
     __atomic_store_n(&s->rp_shut, -1, __ATOMIC_SEQ_CST);
     __atomic_store_n(&s->rp_running, 0, __ATOMIC_SEQ_CST);
-    r->preempt = s->preempt_fd >= 0 ? qemu_file_new(s->preempt_fd, true, false)
-                                    : NULL;
+    r->preempt = NULL;
+    if (s->preempt_fd >= 0) {
+        r->preempt = qemu_file_new(s->preempt_fd, true, false);
+        stream_put_channel(r->preempt, STREAM_CHANNEL_PREEMPT, s->channel_id);
+        qemu_fflush(r->preempt);
+    }
     s->saver = r;
     s->rp_thread = g_thread_new("mig/src/rp", rp_thread, s);
 
@@ -554,7 +559,7 @@ static gpointer migration_thread(gpointer opaque)
     int dirty_high = 0;
     ram_saver_init(&r, m->ram, &m->kvm, f, &s->stats, &s->cancel);
     r.stop_pass = postcopy ? &s->postcopy_start : NULL;
-    stream_put_header(f, m->ram);
+    stream_put_header(f, m->ram, s->channel_id);
     if (return_path) {
         qemu_put_byte(f, REC_OPEN_RETURN_PATH);
     }
@@ -820,6 +825,14 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
         g_clear_pointer(&s->pci, g_free);
     }
     s->rp_refused = 0;
+    /* Names this migration's channels to the destination (not a secret:
+     * it tells a stray connection from the preempt channel). */
+    if (getrandom(s->channel_id, sizeof(s->channel_id), 0) !=
+        sizeof(s->channel_id)) {
+        for (size_t i = 0; i < sizeof(s->channel_id); i++) {
+            s->channel_id[i] = g_random_int();
+        }
+    }
     s->start_ms = migration_now_ms();
     __atomic_store_n(&s->cancel, 0, __ATOMIC_SEQ_CST);
     __atomic_store_n(&s->stream_fd, fd, __ATOMIC_SEQ_CST);

@@ -37,6 +37,15 @@ QEMUFile *qemu_file_new(int fd, bool writable, bool own)
     return f;
 }
 
+QEMUFile *qemu_file_new_prefixed(int fd, const void *prefix, size_t len)
+{
+    g_assert(len <= 4096);
+    QEMUFile *f = qemu_file_new(fd, false, true);
+    memcpy(f->buf, prefix, len);
+    f->len = len;
+    return f;
+}
+
 QEMUFile *qemu_file_new_mem(const void *data, size_t len)
 {
     QEMUFile *f = g_new0(QEMUFile, 1);

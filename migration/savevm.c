@@ -20,10 +20,45 @@ static void put_name(QEMUFile *f, const char *name)
     qemu_put_buffer(f, name, n);
 }
 
-void stream_put_header(QEMUFile *f, const RAMBlock *rb)
+void stream_put_channel(QEMUFile *f, StreamChannelRole role, const uint8_t *id)
 {
     qemu_put_u32(f, STREAM_MAGIC);
     qemu_put_u32(f, STREAM_VERSION);
+    qemu_put_byte(f, role);
+    qemu_put_buffer(f, id, STREAM_ID_LEN);
+}
+
+bool stream_parse_channel(const uint8_t *buf, StreamChannel *c, GError **errp)
+{
+    uint32_t magic, version;
+    memcpy(&magic, buf, 4);
+    memcpy(&version, buf + 4, 4);
+    magic = GUINT32_FROM_LE(magic);
+    version = GUINT32_FROM_LE(version);
+    if (magic != STREAM_MAGIC) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "not a ferry migration stream (magic 0x%08x)", magic);
+        return false;
+    }
+    if (version != STREAM_VERSION) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "unsupported migration stream version %u (this ferry "
+                    "reads %u)", version, STREAM_VERSION);
+        return false;
+    }
+    if (buf[8] != STREAM_CHANNEL_MAIN && buf[8] != STREAM_CHANNEL_PREEMPT) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "unknown migration channel role %u", buf[8]);
+        return false;
+    }
+    c->role = buf[8];
+    memcpy(c->id, buf + 9, STREAM_ID_LEN);
+    return true;
+}
+
+void stream_put_header(QEMUFile *f, const RAMBlock *rb, const uint8_t *id)
+{
+    stream_put_channel(f, STREAM_CHANNEL_MAIN, id);
     qemu_put_byte(f, REC_RAM_BLOCK);
     put_name(f, rb->name);
     qemu_put_u64(f, rb->size);
@@ -348,14 +383,24 @@ bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
     char name[65];
     RAMLoadBuf buf;
 
-    uint32_t magic = qemu_get_u32(f), version = qemu_get_u32(f);
-    if (magic != STREAM_MAGIC) {
-        return load_fail(f, errp, "not a ferry migration stream (magic 0x%08x)",
-                         magic);
+    uint8_t head[STREAM_CHANNEL_HEADER_LEN];
+    qemu_get_buffer(f, head, 8);
+    if (qemu_file_error(f)) {
+        return load_fail(f, errp, "read error");
     }
-    if (version != STREAM_VERSION) {
-        return load_fail(f, errp, "unsupported migration stream version %u "
-                         "(this ferry reads %u)", version, STREAM_VERSION);
+    g_autoptr(GError) herr = NULL;
+    /* Magic and version first: an old stream says which version it is. */
+    memset(head + 8, 0, sizeof(head) - 8);
+    if (!stream_parse_channel(head, &l->channel, &herr)) {
+        return load_fail(f, errp, "%s", herr->message);
+    }
+    qemu_get_buffer(f, head + 8, sizeof(head) - 8);
+    if (!stream_parse_channel(head, &l->channel, &herr)) {
+        return load_fail(f, errp, "%s", herr->message);
+    }
+    if (l->channel.role != STREAM_CHANNEL_MAIN) {
+        return load_fail(f, errp, "the migration stream opens as a preempt "
+                         "channel, not the main one");
     }
     if (qemu_get_byte(f) != REC_RAM_BLOCK || !get_name(f, name, sizeof(name))) {
         return load_fail(f, errp, "the stream does not start with a RAM block");

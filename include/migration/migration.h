@@ -103,6 +103,10 @@ typedef struct MigrationState {
                                  * the destination's until handed over */
     GThread *rp_thread;         /* "mig/src/rp": reads the return path */
     RAMSaver *saver;            /* the migration thread's, during postcopy */
+    uint8_t channel_id[16];     /* names this migration's channels
+                                 * (STREAM_ID_LEN): the source makes it at
+                                 * migrate, a destination learns it from
+                                 * the main channel's header */
     int rp_shut;                /* atomic: -1 none yet, else SHUT's status */
     int rp_running;             /* atomic: the destination said RUNNING:
                                  * this guest must never run again here */
@@ -114,6 +118,9 @@ typedef struct MigrationState {
     bool exit_on_error;
     int listen_fd;
     guint listen_src;
+    GList *pending;             /* main thread: connections whose channel
+                                 * header has not come yet (PendingChannel) */
+    bool have_main;             /* main thread: the main channel came */
     JsonArray *socket_address;  /* main thread */
     GThread *load_thread;
     RAMLoader *ram_loader;      /* load thread; kept while postcopy-paused */

@@ -26,6 +26,14 @@ typedef struct QEMUFile QEMUFile;
 QEMUFile *qemu_file_new(int fd, bool writable, bool own);
 
 /*
+ * qemu_file_new_prefixed: a reader over @fd (closed at qemu_file_close)
+ * that gives the @len bytes at @prefix first: what was read from the
+ * connection before it was known to be the stream (its channel header).
+ * @len is at most 4 KiB.
+ */
+QEMUFile *qemu_file_new_prefixed(int fd, const void *prefix, size_t len);
+
+/*
  * qemu_file_new_mem: a reader over a copy of @data (a packaged part of
  * a stream); reading past its end is an error (-EIO), as at a stream's.
  */

@@ -17,7 +17,34 @@
 #include "system/machine.h"
 
 #define STREAM_MAGIC        0x59525246      /* "FRRY" */
-#define STREAM_VERSION      1
+#define STREAM_VERSION      2
+
+/*
+ * Every channel of a migration opens with this header (docs/migration-
+ * stream.md): u32 magic, u32 version, u8 role, 16 bytes naming the
+ * migration (random, made by the source at `migrate`).  A destination
+ * reads it before it gives a connection a role, so that a stray
+ * connection to its port is refused instead of becoming a channel.
+ */
+#define STREAM_CHANNEL_HEADER_LEN   25
+#define STREAM_ID_LEN               16
+
+typedef enum StreamChannelRole {
+    STREAM_CHANNEL_MAIN = 0,        /* the stream, and the return path */
+    STREAM_CHANNEL_PREEMPT = 1,     /* postcopy-preempt: requested pages */
+} StreamChannelRole;
+
+typedef struct StreamChannel {
+    StreamChannelRole role;
+    uint8_t id[STREAM_ID_LEN];
+} StreamChannel;
+
+/*
+ * stream_parse_channel: the header in @buf (STREAM_CHANNEL_HEADER_LEN
+ * bytes); false, saying what is wrong, if it is not a ferry channel of
+ * this version.
+ */
+bool stream_parse_channel(const uint8_t *buf, StreamChannel *c, GError **errp);
 
 enum {
     REC_RAM_BLOCK   = 0x01,     /* u8 len, name, u64 size, u64 page size */
@@ -104,13 +131,18 @@ typedef struct StreamLoad {
     bool (*pong)(void *opaque, uint32_t id, GError **errp);
     void *opaque;               /* for postcopy's ops and pong */
     RunState source_state;      /* out: the source's run state */
+    StreamChannel channel;      /* out: the main channel's header */
     bool return_path;           /* out: the source asked for one */
     bool postcopy_running;      /* out: RUN was loaded */
     StreamPostcopyState postcopy_state;     /* out: the last command taken */
 } StreamLoad;
 
-/* stream_put_header: magic, version and the RAM block's identity. */
-void stream_put_header(QEMUFile *f, const RAMBlock *rb);
+/* stream_put_channel: the channel header for @role of migration @id. */
+void stream_put_channel(QEMUFile *f, StreamChannelRole role, const uint8_t *id);
+
+/* stream_put_header: the main channel's header (@id), then the RAM
+ * block's identity. */
+void stream_put_header(QEMUFile *f, const RAMBlock *rb, const uint8_t *id);
 
 /*
  * stream_put_devices: the state of the VM, every vCPU, the serial port

@@ -257,9 +257,9 @@ def refused(opts):
         src.close()
 
 
-def stream(*records, magic=0x59525246, version=1, block=b'pc.ram',
-           size=256 << 20):
-    head = struct.pack('<II', magic, version)
+def stream(*records, magic=0x59525246, version=2, block=b'pc.ram',
+           size=256 << 20, role=0):
+    head = struct.pack('<IIB', magic, version, role) + bytes(16)   # the id
     head += bytes([1, len(block)]) + block + struct.pack('<QQ', size, 4096)
     return head + b''.join(records)
 
@@ -269,8 +269,6 @@ def pages(off, count, data=b''):
 
 
 BAD_STREAMS = [
-    ('wrong magic', stream(magic=0x12345678), 'not a ferry migration stream'),
-    ('wrong version', stream(version=9), 'unsupported migration stream version 9'),
     ('block size', stream(size=1 << 30), "does not match this machine's 'pc.ram'"),
     ('block name', stream(block=b'vga.ram'), "RAM block 'vga.ram'"),
     ('page outside block', stream(pages((256 << 20), 1, b'x' * 4096)),
@@ -314,12 +312,59 @@ def bad_streams(opts):
     try:
         host, port = dst.listen_uri()[4:].rsplit(':', 1)
         s = socket.create_connection((host, int(port)))
-        s.sendall(stream(magic=1))
+        s.sendall(stream(size=1 << 30))
         s.close()
         assert dst.m.wait_exit(30) == 1
-        assert 'load of migration failed: not a ferry migration stream' in \
-            dst.m.stderr()
+        assert "load of migration failed: RAM block 'pc.ram'" in dst.m.stderr()
     finally:
+        dst.close()
+
+
+# Connections that are not a migration's main channel (the channel header,
+# docs/migration-stream.md): refused as they come, saying why.
+STRAYS = [
+    (b'GET / HTTP/1.0\r\n\r\n', 'not a ferry migration channel'),
+    (stream(magic=0x12345678), 'not a ferry migration channel'),
+    (stream(version=9), 'unsupported migration stream version 9'),
+    (stream(version=1), 'unsupported migration stream version 1'),
+    (stream(role=1), 'a preempt channel of another migration'),
+    (stream(role=7), 'unknown migration channel role 7'),
+    (b'FRRY', 'it closed before its channel header'),
+]
+
+
+def stray_connections(opts):
+    """A port scanner, a stream of another version, a preempt channel of
+    no migration, a connection that says nothing: each is refused with
+    a message when it connects to the incoming port, and the migration
+    that comes after them is loaded as if they had not been."""
+    src = Vm('256M', 1)
+    dst = Vm('256M', 1, incoming='tcp:127.0.0.1:0')
+    try:
+        host, port = dst.listen_uri()[4:].rsplit(':', 1)
+        silent = socket.create_connection((host, int(port)))
+        for data, _ in STRAYS:
+            with socket.create_connection((host, int(port))) as s:
+                # Refused: closed, or reset when it had more to read.
+                with contextlib.suppress(ConnectionResetError, BrokenPipeError,
+                                         OSError):
+                    s.sendall(data)
+                    s.shutdown(socket.SHUT_WR)
+                    s.settimeout(10)
+                    assert s.recv(1) == b''
+        assert dst.qmp.cmd('query-migrate')['return']['status'] == 'setup'
+        src.m.wait_line(r'^verify: round=1 ')
+        migrate(src, dst)
+        verify_goes_on(src, dst)
+        silent.close()
+        dst.qmp.cmd('quit')
+        dst.m.wait_exit(30)
+        err = dst.m.stderr()
+        for _, why in STRAYS:
+            assert f'refused a connection to the incoming port: {why}' in err, \
+                (why, err)
+    finally:
+        src.close()
         dst.close()
 
 
@@ -699,6 +744,7 @@ cases = [
     ('/migration/failure/destination-killed', dest_killed, MachineOptions()),
     ('/migration/failure/refused', refused, MachineOptions()),
     ('/migration/bad-stream', bad_streams, MachineOptions()),
+    ('/migration/stray-connections', stray_connections, MachineOptions()),
     ('/migration/qmp/capabilities-parameters', capabilities_parameters,
      MachineOptions()),
     ('/migration/hmp', hmp_migration, MachineOptions()),

@@ -311,11 +311,13 @@ def read_exact(c, n):
 
 
 def read_header(c):
-    """The stream's header (docs/migration-stream.md), as read."""
-    head = read_exact(c, 10)
-    magic, _, _, n = struct.unpack('<IIBB', head)
-    assert magic == 0x59525246
-    return head + read_exact(c, n + 16)     # RAM_BLOCK name, size, page size
+    """The main channel's header (docs/migration-stream.md), as read:
+    the channel's (magic, version, role, id), then the RAM block's."""
+    head = read_exact(c, 25 + 2)
+    magic, _, role = struct.unpack('<IIB', head[:9])
+    assert magic == 0x59525246 and role == 0
+    assert head[25] == 1                    # RAM_BLOCK
+    return head + read_exact(c, head[26] + 16)     # name, size, page size
 
 
 # Records of a fixed length after their type byte.
@@ -505,6 +507,7 @@ class Relay:
         """The preempt channel: @after records, then @inject in place of
         the next one."""
         try:
+            b.sendall(read_exact(a, 25))        # the channel header
             for _ in range(self.after):
                 b.sendall(read_record(a)[1])
             read_record(a)
@@ -632,6 +635,41 @@ def bad_package(opts):
         assert not [x for x in list(src.m.lines) if 'FAIL' in x]
     finally:
         relay.close()
+
+
+def preempt_strays(opts):
+    """With preempt the incoming port stays open for the second channel:
+    a second main channel and a preempt channel of another migration
+    (an id not this one's) come first, and are refused; the real preempt
+    channel is taken, and the migration completes intact.  Before, the
+    first of them became the preempt channel."""
+    src, dst = pair('512M', 1, preempt=True)
+    src.m.wait_line(r'^verify: round=1 ', 120)
+    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 32 << 20})
+    uri = dst.listen_uri()
+    assert src.qmp.cmd('migrate', {'uri': uri}) == {'return': {}}
+    src.qmp.event('MIGRATION_PASS', 30)
+    host, port = uri[4:].rsplit(':', 1)
+    head = struct.pack('<IIB', 0x59525246, 2, 0) + bytes(16)
+    strays = []
+    for role in (0, 1):
+        c = socket.create_connection((host, int(port)))
+        c.sendall(head[:8] + bytes([role]) + b'not-this-one-id!')
+        strays.append(c)
+    for c in strays:
+        c.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):
+            assert c.recv(1) == b''             # refused: closed
+    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0})
+    assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+    info, d = finish(src, dst)
+    assert info['ram']['postcopy-requests'] > 0, info
+    verify_goes_on(src, dst)
+    dst.qmp.cmd('quit')
+    dst.m.wait_exit(30)
+    err = dst.m.stderr()
+    assert 'a second main channel' in err, err
+    assert 'a preempt channel of another migration' in err, err
 
 
 def device_load_fails(opts):
@@ -790,6 +828,7 @@ cases = [
     ('/postcopy/failure/bad-package', bad_package, MachineOptions()),
     ('/postcopy/failure/bad-requests', bad_requests, MachineOptions()),
     ('/postcopy/failure/silent-destination', silent_destination, MachineOptions()),
+    ('/postcopy/failure/preempt-strays', preempt_strays, MachineOptions()),
     ('/postcopy/failure/device-load', device_load_fails,
      MachineOptions(extra=[False])),
     ('/postcopy/failure/device-load-preempt', device_load_fails,

@@ -11,8 +11,9 @@ os.makedirs(out, exist_ok=True)
 
 
 def header(size=16 << 20):
-    return (struct.pack('<II', 0x59525246, 1) + bytes([1, 6]) + b'pc.ram' +
-            struct.pack('<QQ', size, 4096))
+    # The main channel's header (magic, version 2, role 0, id), the block.
+    return (struct.pack('<IIB', 0x59525246, 2, 0) + b'0123456789abcdef' +
+            bytes([1, 6]) + b'pc.ram' + struct.pack('<QQ', size, 4096))
 
 
 def pages(off, n, fill=b'\xab'):
@@ -40,6 +41,8 @@ seeds = {
     'cpu-short': header() + device(b'cpu1', struct.pack('<I', 8) + bytes(8)),
     'last-page': header() + pages((16 << 20) - 4096, 1),
     'bad-magic': b'QEVM' + bytes(12),
+    'version-1': struct.pack('<II', 0x59525246, 1) + bytes([1, 6]) + b'pc.ram',
+    'preempt-as-main': struct.pack('<IIB', 0x59525246, 2, 1) + bytes(16),
     # Postcopy's commands in QEMU's order, and out of it.
     'postcopy': header() + bytes([6, 0x10]) + struct.pack('<Q', 4096) +
     pages(0, 2) + bytes([0x11]) + struct.pack('<QQ', 4096, 1) + bytes([0x12]) +

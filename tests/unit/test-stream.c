@@ -119,7 +119,7 @@ static GBytes *ping_stream(bool return_path)
     QEMUFile *w = qemu_file_new_mem_writer();
     RAMBlock rb = { .name = (char *)"pc.ram", .size = HARNESS_RAM,
                     .page_size = 4096 };
-    stream_put_header(w, &rb);
+    stream_put_header(w, &rb, (const uint8_t *)"0123456789abcdef");
     if (return_path) {
         qemu_put_byte(w, REC_OPEN_RETURN_PATH);
     }
@@ -189,7 +189,7 @@ static GBytes *postcopy_stream(const uint8_t *recs, int n)
     QEMUFile *w = qemu_file_new_mem_writer();
     RAMBlock rb = { .name = (char *)"pc.ram", .size = HARNESS_RAM,
                     .page_size = 4096 };
-    stream_put_header(w, &rb);
+    stream_put_header(w, &rb, (const uint8_t *)"0123456789abcdef");
     qemu_put_byte(w, REC_OPEN_RETURN_PATH);
     for (int i = 0; i < n; i++) {
         qemu_put_byte(w, recs[i]);
@@ -255,6 +255,37 @@ static void test_postcopy_order(void **state)
     }
 }
 
+/* The channel header: what a destination reads before giving a
+ * connection its role. */
+static void test_channel_header(void **state)
+{
+    (void)state;
+    QEMUFile *w = qemu_file_new_mem_writer();
+    stream_put_channel(w, STREAM_CHANNEL_PREEMPT,
+                       (const uint8_t *)"0123456789abcdef");
+    g_autoptr(GBytes) b = qemu_file_mem_finish(w);
+    gsize len;
+    const uint8_t *d = g_bytes_get_data(b, &len);
+    assert_int_equal(len, STREAM_CHANNEL_HEADER_LEN);
+    StreamChannel c;
+    assert_true(stream_parse_channel(d, &c, NULL));
+    assert_int_equal(c.role, STREAM_CHANNEL_PREEMPT);
+    assert_memory_equal(c.id, "0123456789abcdef", STREAM_ID_LEN);
+    static const struct { int at; uint8_t v; const char *want; } bad[] = {
+        { 0, 'Q', "not a ferry migration stream" },
+        { 4, 1, "unsupported migration stream version 1" },
+        { 8, 9, "unknown migration channel role 9" },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        uint8_t h[STREAM_CHANNEL_HEADER_LEN];
+        memcpy(h, d, sizeof(h));
+        h[bad[i].at] = bad[i].v;
+        g_autoptr(GError) err = NULL;
+        assert_false(stream_parse_channel(h, &c, &err));
+        assert_non_null(strstr(err->message, bad[i].want));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -262,6 +293,8 @@ int main(void)
         { "/migration/stream/mutations", test_mutations, NULL, NULL, NULL },
         { "/migration/stream/ping", test_ping, NULL, NULL, NULL },
         { "/migration/stream/postcopy-order", test_postcopy_order, NULL, NULL,
+          NULL },
+        { "/migration/stream/channel-header", test_channel_header, NULL, NULL,
           NULL },
     };
     return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
