@@ -22,6 +22,7 @@
 #include "migration/ram-load.h"
 #include "migration/return-path.h"
 #include "migration/stream.h"
+#include "qemu/sockets.h"
 
 /* What the load thread starts with; it frees it. */
 typedef struct LoadArgs {
@@ -553,7 +554,8 @@ static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
     (void)cond;
     int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
     if (c < 0) {
-        return G_SOURCE_CONTINUE;
+        return accept_backoff(errno, fd, &s->listen_src, incoming_accept, s)
+               ? G_SOURCE_REMOVE : G_SOURCE_CONTINUE;
     }
     if (g_list_length(s->pending) >= PENDING_MAX) {
         fprintf(stderr, "ferry: migration: refused a connection to the "

@@ -793,6 +793,16 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
         return NULL;
     }
     if (migrate_cap(s, "postcopy-ram") &&
+        s->m->ram->page_size > (uint64_t)STREAM_MAX_RUN * 4096) {
+        /* A page request carries at most STREAM_MAX_RUN 4 KiB pages (the
+         * destination refuses such a block at advise too). */
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Postcopy is not supported with %" G_GUINT64_FORMAT
+                    " GiB huge pages (RAM block '%s'); use 2 MiB pages",
+                    s->m->ram->page_size >> 30, s->m->ram->name);
+        return NULL;
+    }
+    if (migrate_cap(s, "postcopy-ram") &&
         (g_str_has_prefix(uri, "file:") || g_str_has_prefix(uri, "exec:"))) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "Postcopy is not supported with %.5s migration", uri);

@@ -98,6 +98,15 @@ void ram_loader_cleanup(RAMLoader *l)
 
 bool ram_loader_can_postcopy(RAMLoader *l, GError **errp)
 {
+    if (l->hpages > STREAM_MAX_RUN) {
+        /* A page request, and the record answering it, is at most
+         * STREAM_MAX_RUN 4 KiB pages: such a page could never come. */
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                    "Postcopy is not supported with %" G_GUINT64_FORMAT
+                    " GiB huge pages (RAM block '%s'); use 2 MiB pages",
+                    l->rb->page_size >> 30, l->rb->name);
+        return false;
+    }
     if (l->rb->fd >= 0 && !l->rb->shared && !l->rb->fd_owned) {
         /* Its pages could only be made missing by punching holes in a
          * file the user gave, which a private mapping promises to leave

@@ -13,6 +13,7 @@
 #include <glib-unix.h>
 
 #include "monitor/monitor.h"
+#include "qemu/sockets.h"
 #include "system/options.h"
 
 #define PROMPT "(ferry) "
@@ -619,11 +620,14 @@ static void console_new(HmpServer *h, int in_fd, int out_fd)
 
 static gboolean hmp_accept(gint fd, GIOCondition cond, gpointer opaque)
 {
+    HmpServer *h = opaque;
     (void)cond;
     int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
-    if (c >= 0) {
-        console_new(opaque, c, c);
+    if (c < 0) {
+        return accept_backoff(errno, fd, &h->listen_src, hmp_accept, h)
+               ? G_SOURCE_REMOVE : G_SOURCE_CONTINUE;
     }
+    console_new(h, c, c);
     return G_SOURCE_CONTINUE;
 }
 

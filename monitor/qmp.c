@@ -257,7 +257,8 @@ static gboolean server_accept(gint fd, GIOCondition cond, gpointer opaque)
     (void)cond;
     int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (c < 0) {
-        return G_SOURCE_CONTINUE;
+        return accept_backoff(errno, fd, &srv->listen_src, server_accept, srv)
+               ? G_SOURCE_REMOVE : G_SOURCE_CONTINUE;
     }
     QmpSession *s = g_new0(QmpSession, 1);
     s->srv = srv;

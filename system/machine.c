@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <glib-unix.h>
@@ -62,6 +63,17 @@ static bool load_kernel(Machine *m, KVMCPU *bsp, GError **errp)
     RAMBlock scratch = *m->ram;
 
     g_autoptr(GError) err = NULL;
+    struct stat st;
+    /* Not /dev/zero or a pipe read until memory runs out: a file that
+     * fits in guest RAM. */
+    if (stat(m->opts->kernel, &st) == 0 &&
+        (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > m->ram->size)) {
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                    "could not load kernel '%s': %s", m->opts->kernel,
+                    !S_ISREG(st.st_mode) ? "not a regular file"
+                                         : "larger than guest RAM");
+        return false;
+    }
     if (!g_file_get_contents(m->opts->kernel, &image, &len, &err)) {
         g_set_error(errp, G_FILE_ERROR, err->code,
                     "could not load kernel '%s': %s", m->opts->kernel,

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <glib.h>
+#include <glib-unix.h>
 
 #include "migration/migration.h"
 #include "monitor/monitor.h"
@@ -71,6 +72,13 @@ static void emit_event(void *opaque, const char *name, JsonObject *data)
     monitors_emit(opaque, name, data);
 }
 
+/* SIGTERM, SIGINT, SIGHUP: end as QEMU does (SHUTDOWN, host-signal). */
+static gboolean on_signal(gpointer opaque)
+{
+    machine_request_exit(opaque, 0, "host-signal", false);
+    return G_SOURCE_CONTINUE;
+}
+
 static bool write_pidfile(const char *path, GError **errp)
 {
     g_autofree char *pid = g_strdup_printf("%d\n", getpid());
@@ -113,7 +121,13 @@ int main(int argc, char **argv)
         daemonize_finish(daemon_fd, true);
         daemon_fd = -1;
     }
+    guint sigs[] = { g_unix_signal_add(SIGTERM, on_signal, &m),
+                     g_unix_signal_add(SIGINT, on_signal, &m),
+                     g_unix_signal_add(SIGHUP, on_signal, &m) };
     status = machine_run(&m);
+    for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++) {
+        g_source_remove(sigs[i]);
+    }
 
     g_mutex_lock(&m.exit_lock);
     const char *cause = m.exit_cause;

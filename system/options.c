@@ -129,6 +129,10 @@ static bool opt_object(MachineOptions *o, const char *arg, GError **errp)
             ok = parse_bool(v, &b->share);
         } else if (!strcmp(k, "prealloc")) {
             ok = parse_bool(v, &b->prealloc);
+        } else if (!strcmp(k, "reserve")) {
+            bool reserve = true;
+            ok = parse_bool(v, &reserve);
+            b->noreserve = !reserve;
         } else if (!strcmp(k, "host-nodes")) {
             g_free(b->host_nodes);
             b->host_nodes = g_strdup(v);

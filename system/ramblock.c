@@ -205,17 +205,17 @@ RAMBlock *ram_block_new(const char *name, const MemBackendOptions *o,
         fail_errno(errp, errno, "cannot size the backing store of %s", o->id);
         goto fail;
     }
-    flags = share ? MAP_SHARED : MAP_PRIVATE;
-    if (fd < 0) {
-        flags |= MAP_ANONYMOUS | MAP_NORESERVE;
-    }
+    flags = (share ? MAP_SHARED : MAP_PRIVATE) |
+            (fd < 0 ? MAP_ANONYMOUS : 0) | (o->noreserve ? MAP_NORESERVE : 0);
     void *host = mmap(NULL, o->size, PROT_READ | PROT_WRITE, flags, fd, 0);
     if (host == MAP_FAILED) {
         g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
-                    "cannot allocate %" PRIu64 " MiB of guest RAM: %s",
-                    o->size >> 20, g_strerror(errno));
+                    "cannot set up guest memory '%s': %s", name,
+                    g_strerror(errno));
         goto fail;
     }
+    /* Not for a child: the exec: transport forks (QEMU_MADV_DONTFORK). */
+    madvise(host, o->size, MADV_DONTFORK);
     RAMBlock *rb = g_new0(RAMBlock, 1);
     rb->name = g_strdup(name);
     rb->host = host;

@@ -140,3 +140,30 @@ int unix_connect(const char *path, GError **errp)
     }
     return fd;
 }
+
+typedef struct AcceptBackoff {
+    int fd;
+    guint *src;
+    GUnixFDSourceFunc fn;
+    gpointer data;
+} AcceptBackoff;
+
+static gboolean accept_again(gpointer opaque)
+{
+    AcceptBackoff *b = opaque;
+    *b->src = g_unix_fd_add(b->fd, G_IO_IN, b->fn, b->data);
+    return G_SOURCE_REMOVE;
+}
+
+bool accept_backoff(int err, int listen_fd, guint *src, GUnixFDSourceFunc fn,
+                    gpointer data)
+{
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
+        return false;
+    }
+    AcceptBackoff *b = g_new(AcceptBackoff, 1);
+    *b = (AcceptBackoff) { listen_fd, src, fn, data };
+    *src = g_timeout_add_full(G_PRIORITY_DEFAULT, ACCEPT_BACKOFF_MS,
+                              accept_again, b, g_free);
+    return true;
+}

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include <glib.h>
+#include <glib-unix.h>
 
 /*
  * inet_split: "HOST:PORT" or "[V6]:PORT" into @host (without brackets,
@@ -32,5 +33,19 @@ int inet_connect(const char *host, const char *port, GError **errp);
 int unix_listen(const char *path, mode_t mode, GError **errp);
 
 int unix_connect(const char *path, GError **errp);
+
+/*
+ * accept_backoff: accept() on @listen_fd, watched by *@src calling @fn,
+ * failed with @err.  For want of a resource (EMFILE, ENFILE, ENOBUFS,
+ * ENOMEM) the connection stays in the backlog and the fd readable, so
+ * the watch would spin at 100 % of a CPU: the watch is then replaced,
+ * in *@src, by a timer that brings it back after ACCEPT_BACKOFF_MS
+ * (g_source_remove(*@src) still removes whichever is there), and the
+ * caller returns G_SOURCE_REMOVE.  False for other errors (a
+ * connection that went away): keep watching.  Main loop.
+ */
+#define ACCEPT_BACKOFF_MS 100
+bool accept_backoff(int err, int listen_fd, guint *src, GUnixFDSourceFunc fn,
+                    gpointer data);
 
 #endif

@@ -73,6 +73,8 @@ typedef struct MemBackendOptions {
     uint64_t size;
     bool share;                 /* default: on for memfd, off otherwise */
     bool prealloc;
+    bool noreserve;             /* reserve=off: map without reserving swap
+                                 * (QEMU's property; default: reserved) */
     bool hugetlb;               /* memfd */
     uint64_t hugetlbsize;       /* memfd, 0: the default huge page size */
     char *mem_path;             /* file: a file, or a directory for a new one */
@@ -84,8 +86,12 @@ void mem_backend_options_free(MemBackendOptions *o);
 
 /*
  * ram_block_new: a block from a backend: allocated, NUMA policy applied
- * before any page is touched, then preallocated if asked.  Anonymous
- * memory is MAP_NORESERVE: pages come on first write.
+ * before any page is touched, then preallocated if asked.  Private
+ * memory is reserved against the host's commit limit, as QEMU's (pages
+ * still come on first write): RAM the host can never give fails here,
+ * "cannot set up guest memory", rather than filling the host later;
+ * reserve=off maps it MAP_NORESERVE.  The mapping is MADV_DONTFORK: a
+ * child (exec: forks) gets none of it.
  */
 RAMBlock *ram_block_new(const char *name, const MemBackendOptions *o,
                         GError **errp);

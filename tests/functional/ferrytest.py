@@ -199,42 +199,42 @@ def tmpdir():
     return d
 
 
-HP = '/sys/kernel/mm/hugepages/hugepages-2048kB/'
-
-
 class HugePages:
-    """Make @n free 2 MiB pages available, and put the pool back after.
-    Tests run in parallel: a lock file keeps two of them from resizing
-    the pool at once."""
+    """Make @n free huge pages of @kib KiB available, and put the pool
+    back after.  Tests run in parallel: a lock file keeps two of them
+    from resizing the pool at once."""
 
-    def __init__(self, n):
+    def __init__(self, n, kib=2048):
         self.n, self.saved, self.lock = n, None, None
+        self.hp = f'/sys/kernel/mm/hugepages/hugepages-{kib}kB/'
+        self.what = f'{kib >> 10} MiB'
 
     def __enter__(self):
         self.lock = open('/tmp/ferry-hugepages.lock', 'w')
         fcntl.flock(self.lock, fcntl.LOCK_EX)
         try:
-            free = int(open(HP + 'free_hugepages').read())
-            total = int(open(HP + 'nr_hugepages').read())
+            free = int(open(self.hp + 'free_hugepages').read())
+            total = int(open(self.hp + 'nr_hugepages').read())
         except OSError:
             self.__exit__()
-            raise Skip('no 2 MiB hugetlb pool on this host')
+            raise Skip(f'no {self.what} hugetlb pool on this host')
         if free < self.n:
             try:
-                with open(HP + 'nr_hugepages', 'w') as f:
+                with open(self.hp + 'nr_hugepages', 'w') as f:
                     f.write(str(total + self.n - free))
                 self.saved = total
             except OSError as e:
                 self.__exit__()
                 raise Skip(f'cannot reserve {self.n} huge pages: {e}')
-            if int(open(HP + 'free_hugepages').read()) < self.n:
+            if int(open(self.hp + 'free_hugepages').read()) < self.n:
                 self.__exit__()
-                raise Skip(f'fewer than {self.n} free 2 MiB pages')
+                raise Skip(f'fewer than {self.n} free {self.what} pages '
+                           'could be reserved')
         return self
 
     def __exit__(self, *exc):
         if self.saved is not None:
-            with open(HP + 'nr_hugepages', 'w') as f:
+            with open(self.hp + 'nr_hugepages', 'w') as f:
                 f.write(str(self.saved))
             self.saved = None
         if self.lock:

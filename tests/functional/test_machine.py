@@ -5,7 +5,7 @@ the command line's errors, and the same guest under QEMU."""
 import os
 import re
 
-from ferrytest import (Machine, MachineOptions, STATUS_FAIL, STATUS_OK,
+from ferrytest import (GUEST, Machine, MachineOptions, STATUS_FAIL, STATUS_OK,
                        run_cases, run_ferry, tmpdir)
 
 
@@ -114,6 +114,9 @@ BAD_OPTIONS = [
     (['-kernel', '/nonexistent/k'], r"^ferry: could not load kernel '/nonexistent/k'"),
     (['-kernel', '/etc/hostname'], r'no Multiboot header in the first 8 KiB$'),
     (['-m', '128M'], r'^ferry: -kernel is required'),
+    (['-kernel', '/dev/zero'], r"^ferry: could not load kernel '/dev/zero': not a regular file$"),
+    (['-m', '1T', '-kernel', GUEST],
+     r"^ferry: cannot set up guest memory 'pc.ram': Cannot allocate memory$"),
 ]
 
 

@@ -133,6 +133,28 @@ def tcp_and_quit(opts):
         assert m.wait_exit(10) == 0
 
 
+def signals(opts):
+    """SIGTERM, SIGINT and SIGHUP end ferry as QEMU: SHUTDOWN with reason
+    host-signal, exit status 0, its monitor sockets removed (libvirt
+    stops its probe and its domains so).  Also with a migration waiting
+    on -incoming."""
+    import signal as sig
+    for signo in (sig.SIGTERM, sig.SIGINT, sig.SIGHUP):
+        d = tmpdir()
+        qs, hs = os.path.join(d, 'qmp.sock'), os.path.join(d, 'hmp.sock')
+        m = Machine(MachineOptions(mem='128M', extra=[
+            '-qmp', f'unix:{qs},server=on,wait=off',
+            '-monitor', f'unix:{hs},server=on,wait=off',
+            '-incoming', 'tcp:127.0.0.1:0']))
+        with m:
+            q = QMP(qs)
+            m.proc.send_signal(signo)
+            ev = q.event('SHUTDOWN')
+            assert ev['data'] == {'guest': False, 'reason': 'host-signal'}, ev
+            assert m.wait_exit(10) == 0, signo
+            assert not os.path.exists(qs) and not os.path.exists(hs), signo
+
+
 def prelaunch(opts):
     """-S: the guest waits in prelaunch until cont, then runs."""
     m, sock = qmp_machine(extra=['-S'], append='verify rounds=2')
@@ -241,16 +263,78 @@ def bad_monitor_options(opts):
 
 
 O = MachineOptions()
+def cpu_seconds(pid):
+    f = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def fd_limit(opts):
+    """At its fd limit ferry cannot accept a connection that waits: it
+    backs off (QMP, HMP and the incoming port) instead of spinning on a
+    listening socket that stays readable, and takes the connections once
+    fds are free again."""
+    import resource
+    d = tmpdir()
+    qs, hs = os.path.join(d, 'qmp.sock'), os.path.join(d, 'hmp.sock')
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    p = subprocess.Popen([FERRY, '-m', '64M', '-kernel', GUEST, '-append', 'idle',
+                          '-qmp', f'unix:{qs},server=on,wait=off',
+                          '-monitor', f'unix:{hs},server=on,wait=off',
+                          '-incoming', 'tcp:127.0.0.1:0'],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         preexec_fn=low_limit)
+    try:
+        q = QMP(qs)
+        a = q.cmd('query-migrate')['return']['socket-address'][0]
+        clients = []
+        targets = ((socket.AF_UNIX, qs), (socket.AF_UNIX, hs),
+                   (socket.AF_INET, (a['host'], int(a['port']))))
+        deadline = time.monotonic() + 20
+        # Connect until ferry holds 64 fds, then one more to each: those
+        # wait in the backlogs.
+        while len(os.listdir(f'/proc/{p.pid}/fd')) < 64:
+            assert time.monotonic() < deadline, 'ferry never reached its limit'
+            c = socket.socket(socket.AF_UNIX)
+            c.setblocking(False)
+            c.connect_ex(qs)                # a full backlog: EAGAIN
+            clients.append(c)
+            time.sleep(0.01)
+        for family, addr in targets:
+            c = socket.socket(family)
+            c.setblocking(False)
+            c.connect_ex(addr)
+            clients.append(c)
+        time.sleep(0.5)
+        t0 = cpu_seconds(p.pid)
+        time.sleep(2)
+        used = cpu_seconds(p.pid) - t0
+        # An idle guest and three accept watches backing off: well under
+        # the 2 s a spinning watch takes.
+        assert used < 0.5, f'{used:.2f} s of CPU in 2 s at the fd limit'
+        for c in clients:
+            c.close()
+        q2 = QMP(qs, timeout=5)
+        assert q2.cmd('query-status')['return']['status'] == 'inmigrate'
+        assert q.cmd('query-status')['return']['status'] == 'inmigrate'
+    finally:
+        p.kill()
+        p.wait()
+
+
 cases = [
     ('/monitor/qmp/session', session, O),
     ('/monitor/qmp/stop-cont-events', stop_cont, O),
     ('/monitor/qmp/bad-input', bad_input, O),
     ('/monitor/qmp/tcp-quit', tcp_and_quit, O),
     ('/monitor/qmp/prelaunch-cont', prelaunch, O),
+    ('/monitor/signals', signals, O),
     ('/monitor/hmp/session', hmp, O),
     ('/monitor/hmp/stdio', hmp_stdio, O),
     ('/monitor/daemonize', daemonize, O),
     ('/monitor/bad-options', bad_monitor_options, O),
+    ('/monitor/fd-limit', fd_limit, O),
 ]
 
 if __name__ == '__main__':

@@ -694,6 +694,23 @@ def device_load_fails(opts):
     src.m.wait_line(rf'^verify: round={last + 2} ', 60)
 
 
+def huge_1g(opts):
+    """1 GiB huge pages cannot be served in postcopy (a request carries
+    at most 4 MiB): migrate with postcopy-ram is refused at once, saying
+    so (the destination refuses such a block at advise too:
+    /migration/ram-load/huge-1g-refused)."""
+    with HugePages(1, kib=1 << 20):
+        src = Vm(None, 1, extra=backend_args(
+            'memory-backend-memfd,size=1G,hugetlb=on,hugetlbsize=1G'))
+        try:
+            caps(src, postcopy_ram=True)
+            r = src.qmp.cmd('migrate', {'uri': 'tcp:127.0.0.1:1'})
+            assert 'not supported with 1 GiB huge pages' in r['error']['desc'], r
+            assert src.qmp.cmd('query-status')['return']['status'] == 'running'
+        finally:
+            src.close()
+
+
 def errors(opts):
     """QEMU's errors for migrate-start-postcopy and the capabilities."""
     src = Vm('64M', 1)
@@ -834,6 +851,7 @@ cases = [
     ('/postcopy/failure/device-load-preempt', device_load_fails,
      MachineOptions(extra=[True])),
     ('/postcopy/errors', errors, MachineOptions()),
+    ('/postcopy/huge-1G-refused', huge_1g, MachineOptions()),
     ('/postcopy/libvirt', libvirt_postcopy, MachineOptions()),
 ]
 cases = [(n, guarded(f), o) for n, f, o in cases]

@@ -500,6 +500,26 @@ static void test_private_file_refused(void **state)
     ram_block_free(rb);
 }
 
+/*
+ * A block of 1 GiB pages cannot be served in postcopy (a request, as a
+ * record, carries at most STREAM_MAX_RUN pages): refused at advise,
+ * saying so, instead of every request being refused by the run cap.
+ */
+static void test_huge_1g_refused(void **state)
+{
+    (void)state;
+    RAMBlock *rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
+    rb->page_size = 1ULL << 30;     /* as a 1 GiB hugetlb block says */
+    RAMLoader l;
+    ram_loader_init(&l, rb);
+    g_autoptr(GError) err = NULL;
+    assert_false(ram_loader_can_postcopy(&l, &err));
+    assert_non_null(strstr(err->message, "1 GiB huge pages"));
+    ram_loader_cleanup(&l);
+    rb->page_size = PAGE;
+    ram_block_free(rb);
+}
+
 static void test_no_pool(void **state)
 {
     /* Without prealloc there is nothing to keep: no pool. */
@@ -551,6 +571,8 @@ int main(void)
           NULL, NULL },
         { "/migration/ram-load/private-file-refused", test_private_file_refused,
           NULL, NULL, NULL },
+        { "/migration/ram-load/huge-1g-refused", test_huge_1g_refused, NULL, NULL,
+          NULL },
     };
     return cmocka_run_group_tests_name("ram-load", tests, NULL, NULL);
 }

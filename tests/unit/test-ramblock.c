@@ -8,6 +8,9 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define MiB (1024ULL * 1024)
 #define GiB (1024 * MiB)
@@ -74,10 +77,79 @@ static void test_bad_size(void **state)
     assert_non_null(err);
 }
 
+/* The VmFlags of the mapping at @addr in /proc/self/smaps, or NULL. */
+static char *vm_flags(const void *addr)
+{
+    g_autofree char *smaps = NULL;
+    assert_true(g_file_get_contents("/proc/self/smaps", &smaps, NULL, NULL));
+    g_auto(GStrv) lines = g_strsplit(smaps, "\n", -1);
+    bool in = false;
+    for (char **l = lines; *l; l++) {
+        unsigned long lo, hi;
+        if (sscanf(*l, "%lx-%lx ", &lo, &hi) == 2 && strchr(*l, '-') < strchr(*l, ' ')) {
+            in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+        } else if (in && g_str_has_prefix(*l, "VmFlags:")) {
+            return g_strdup(*l + 8);
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Guest RAM is not copied into a child: the exec: transport forks, and a
+ * fork would share the guest's pages copy-on-write with the child (for
+ * preallocated RAM moved page by page into place, UFFDIO_MOVE refuses
+ * shared pages), as QEMU marks its RAM.
+ */
+static void test_dontfork(void **state)
+{
+    (void)state;
+    static const MemBackendType types[] = { MEM_BACKEND_RAM, MEM_BACKEND_MEMFD };
+    for (size_t i = 0; i < G_N_ELEMENTS(types); i++) {
+        MemBackendOptions o = { .type = types[i], .id = (char *)"m",
+                                .size = 16 * MiB };
+        g_autoptr(RAMBlock) rb = ram_block_new("pc.ram", &o, NULL);
+        assert_non_null(rb);
+        g_autofree char *flags = vm_flags(rb->host);
+        assert_non_null(flags);
+        g_auto(GStrv) f = g_strsplit(g_strstrip(flags), " ", -1);
+        assert_true(g_strv_contains((const char *const *)f, "dc"));
+    }
+}
+
+/*
+ * Guest RAM is reserved, as QEMU's is: on a host that refuses obvious
+ * overcommit (vm.overcommit_memory 0, or 2), RAM larger than the host can
+ * ever give is an error at start, not a machine that fills the host
+ * later.  reserve=off (QEMU's property) maps it without reserving.
+ */
+static void test_reserve(void **state)
+{
+    (void)state;
+    g_autofree char *mode = NULL;
+    if (!g_file_get_contents("/proc/sys/vm/overcommit_memory", &mode, NULL,
+                             NULL) || atoi(mode) == 1) {
+        print_message("# SKIP: this host overcommits any allocation "
+                      "(vm.overcommit_memory 1)\n");
+        skip();
+    }
+    g_autoptr(GError) err = NULL;
+    assert_null(ram_block_new_anon("pc.ram", 1ULL << 40, &err));
+    assert_non_null(err);
+    assert_string_equal(err->message, "cannot set up guest memory 'pc.ram': "
+                        "Cannot allocate memory");
+    MemBackendOptions o = { .type = MEM_BACKEND_RAM, .id = (char *)"m",
+                            .size = 1ULL << 40, .noreserve = true };
+    g_autoptr(RAMBlock) rb = ram_block_new("pc.ram", &o, NULL);
+    assert_non_null(rb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         { "/system/ramblock/layout", test_layout, NULL, NULL, NULL },
+        { "/system/ramblock/dontfork", test_dontfork, NULL, NULL, NULL },
+        { "/system/ramblock/reserve", test_reserve, NULL, NULL, NULL },
         { "/system/ramblock/lookup", test_lookup, NULL, NULL, NULL },
         { "/system/ramblock/bad-size", test_bad_size, NULL, NULL, NULL },
     };
