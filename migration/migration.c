@@ -728,7 +728,7 @@ fail:
 
 static JsonNode *ret_empty(void)
 {
-    return json_node_init_object(json_node_alloc(), json_object_new());
+    return qmp_return_empty();
 }
 
 bool migration_running(MigrationState *s)
@@ -1019,7 +1019,7 @@ static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp
     (void)errp;
 
     if (st == MIGRATION_STATUS_NONE) {
-        return json_node_init_object(json_node_alloc(), r);
+        return qmp_return_object(r);
     }
     json_object_set_string_member(r, "status", migration_status_name(st));
     if (s->incoming || s->pci) {
@@ -1058,7 +1058,7 @@ static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp
         json_object_set_string_member(r, "error-desc", s->error);
     }
     g_mutex_unlock(&s->lock);
-    return json_node_init_object(json_node_alloc(), r);
+    return qmp_return_object(r);
 }
 
 bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,

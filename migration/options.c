@@ -106,7 +106,7 @@ static JsonObject *default_params(void)
 
 static JsonNode *ret_empty(void)
 {
-    return json_node_init_object(json_node_alloc(), json_object_new());
+    return qmp_return_empty();
 }
 
 /*
@@ -181,7 +181,7 @@ static JsonNode *query_capabilities(JsonObject *args, void *opaque, GError **err
         json_array_add_object_element(a, c);
     }
     g_mutex_unlock(&s->lock);
-    return json_node_init_array(json_node_alloc(), a);
+    return qmp_return_array(a);
 }
 
 /* One parameter's value, checked beyond its schema type. */

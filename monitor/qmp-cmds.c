@@ -11,7 +11,7 @@
 
 static JsonNode *empty_return(void)
 {
-    return json_node_init_object(json_node_alloc(), json_object_new());
+    return qmp_return_empty();
 }
 
 static JsonNode *qmp_capabilities(JsonObject *args, void *opaque, GError **errp)
@@ -40,7 +40,7 @@ static JsonNode *query_version(JsonObject *args, void *opaque, GError **errp)
     JsonObject *v = json_object_new();
     json_object_set_object_member(v, "qemu", q);
     json_object_set_string_member(v, "package", "ferry-" FERRY_VERSION);
-    return json_node_init_object(json_node_alloc(), v);
+    return qmp_return_object(v);
 }
 
 static JsonNode *query_commands(JsonObject *args, void *opaque, GError **errp)
@@ -55,7 +55,7 @@ static JsonNode *query_commands(JsonObject *args, void *opaque, GError **errp)
         json_object_set_string_member(c, "name", names->pdata[i]);
         json_array_add_object_element(a, c);
     }
-    return json_node_init_array(json_node_alloc(), a);
+    return qmp_return_array(a);
 }
 
 static JsonNode *query_status(JsonObject *args, void *opaque, GError **errp)
@@ -67,7 +67,7 @@ static JsonNode *query_status(JsonObject *args, void *opaque, GError **errp)
     json_object_set_boolean_member(s, "running",
                                    mon->m->state == RUN_STATE_RUNNING);
     json_object_set_string_member(s, "status", runstate_name(mon->m->state));
-    return json_node_init_object(json_node_alloc(), s);
+    return qmp_return_object(s);
 }
 
 static JsonNode *qmp_stop(JsonObject *args, void *opaque, GError **errp)

@@ -25,6 +25,16 @@
 #define QEMU_MINOR 1
 #define QEMU_MICRO 0
 
+/*
+ * A session whose replies pile up unread is not read from until they
+ * drain below OUT_HIGH (QEMU suspends the monitor): a client that sends
+ * and never reads costs this much, not one reply per command.  Events
+ * are queued whatever the client does: a session whose queue passes
+ * OUT_MAX is closed.
+ */
+#define OUT_HIGH    (64 << 10)
+#define OUT_MAX     (16 << 20)
+
 typedef struct QmpSession {
     QmpServer *srv;
     int fd;
@@ -142,16 +152,37 @@ static bool session_flush(QmpSession *s)
 }
 
 static gboolean session_writable(gint fd, GIOCondition cond, gpointer opaque);
+static gboolean session_readable(gint fd, GIOCondition cond, gpointer opaque);
 
+/* Read from the client only while its replies are being taken. */
+static void session_update_read(QmpSession *s)
+{
+    bool want = s->out->len < OUT_HIGH;
+    if (want && !s->in_src) {
+        s->in_src = g_unix_fd_add(s->fd, G_IO_IN | G_IO_HUP | G_IO_ERR,
+                                  session_readable, s);
+    } else if (!want && s->in_src) {
+        g_source_remove(s->in_src);
+        s->in_src = 0;
+    }
+}
+
+/*
+ * Queue @msg (taken: freed here), write what the socket takes, and stop
+ * reading from the client while its replies pile up.  A reply adds at
+ * most one read buffer's worth of commands' replies past OUT_HIGH.
+ */
 static void session_send(QmpSession *s, JsonObject *msg)
 {
-    g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), msg);
+    g_autoptr(JsonNode) node = json_node_alloc();
+    json_node_take_object(json_node_init(node, JSON_NODE_OBJECT), msg);
     g_autofree char *text = json_to_string(node, false);
     g_string_append(s->out, text);
     g_string_append(s->out, "\r\n");
     if (session_flush(s) && s->out->len && !s->out_src) {
         s->out_src = g_unix_fd_add(s->fd, G_IO_OUT, session_writable, s);
     }
+    session_update_read(s);
 }
 
 static gboolean session_writable(gint fd, GIOCondition cond, gpointer opaque)
@@ -159,7 +190,11 @@ static gboolean session_writable(gint fd, GIOCondition cond, gpointer opaque)
     QmpSession *s = opaque;
     (void)fd;
     (void)cond;
-    if (!session_flush(s) || !s->out->len) {
+    bool ok = session_flush(s);
+    if (ok) {
+        session_update_read(s);
+    }
+    if (!ok || !s->out->len) {
         s->out_src = 0;
         return G_SOURCE_REMOVE;
     }
@@ -340,6 +375,17 @@ void qmp_server_emit(QmpServer *srv, const char *name, JsonObject *data)
         }
         json_object_set_object_member(ev, "timestamp", ts);
         session_send(s, ev);
+    }
+    /* Events come whether or not a client reads them: one that has let
+     * OUT_MAX pile up is gone for good (not closed while it is read). */
+    for (GList *l = srv->sessions, *next; l; l = next) {
+        QmpSession *s = l->data;
+        next = l->next;
+        if (s->out->len > OUT_MAX) {
+            g_warning("QMP: closing a session that has not read %zu bytes of "
+                      "replies and events", s->out->len);
+            session_close(s);
+        }
     }
 }
 

@@ -28,6 +28,31 @@ typedef enum QmpErrorCode {
 
 const char *qmp_error_class(const GError *err);
 
+/*
+ * A handler's result that owns @o (or @a): the reply frees it.  (A node
+ * made with json_node_init_object() takes a reference of its own, so
+ * the handler's was never dropped: every reply leaked its tree.)
+ */
+static inline JsonNode *qmp_return_object(JsonObject *o)
+{
+    JsonNode *n = json_node_init(json_node_alloc(), JSON_NODE_OBJECT);
+    json_node_take_object(n, o);
+    return n;
+}
+
+static inline JsonNode *qmp_return_array(JsonArray *a)
+{
+    JsonNode *n = json_node_init(json_node_alloc(), JSON_NODE_ARRAY);
+    json_node_take_array(n, a);
+    return n;
+}
+
+/* {} */
+static inline JsonNode *qmp_return_empty(void)
+{
+    return qmp_return_object(json_object_new());
+}
+
 /* A handler: the arguments have already been checked against the schema. */
 typedef JsonNode *(*QmpCommandFunc)(JsonObject *args, void *opaque,
                                     GError **errp);

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0-or-later
 """QMP and HMP sessions against a real ferry, bad input included."""
+import contextlib
 import json
 import os
 import socket
@@ -131,6 +132,72 @@ def tcp_and_quit(opts):
         ev = q.event('SHUTDOWN')
         assert ev['data'] == {'guest': False, 'reason': 'host-qmp-quit'}, ev
         assert m.wait_exit(10) == 0
+
+
+def rss_kib(pid):
+    for line in open(f'/proc/{pid}/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1])
+    raise AssertionError('no VmRSS')
+
+
+def qmp_memory(opts):
+    """libvirt polls a VM for its whole life: many calls cost no memory
+    (every reply's JSON tree leaked: 18 KB a query-migrate-capabilities).
+    A client that sends and never reads is not read from either once its
+    replies pile up (QEMU suspends the monitor): ferry does not grow, and
+    the client still gets every reply in order when it reads."""
+    import threading
+    m, sock = qmp_machine()
+    with m:
+        q = QMP(sock)
+        req = b'{"execute": "query-migrate-capabilities"}\n'
+
+        def calls(n):
+            for _ in range(n // 100):
+                q.send_raw(req * 100)
+                for _ in range(100):
+                    assert 'return' in q.reply()
+        calls(2000)
+        before = rss_kib(m.proc.pid)
+        calls(20000)
+        grew = rss_kib(m.proc.pid) - before
+        assert grew < 4096, f'{grew} KiB more after 20,000 calls'
+
+        # Sends and does not read: its writes block once ferry stops
+        # reading; ferry's memory stays bounded.
+        lazy = socket.socket(socket.AF_UNIX)
+        lazy.connect(sock)
+        lazy.settimeout(30)
+        f = lazy.makefile('rwb')
+        f.readline()                                # greeting
+        f.write(b'{"execute": "qmp_capabilities"}\n')
+        f.flush()
+        assert b'return' in f.readline()
+        n = 50000
+        sent = []
+
+        def send():
+            with contextlib.suppress(OSError):
+                for i in range(n // 1000):
+                    lazy.sendall((b'{"execute": "query-migrate-capabilities", '
+                                  b'"id": %d}\n' % i) * 1000)
+                    sent.append(i)
+        t = threading.Thread(target=send, daemon=True)
+        t.start()
+        before = rss_kib(m.proc.pid)
+        time.sleep(3)
+        grew = rss_kib(m.proc.pid) - before
+        assert grew < 8192, f'{grew} KiB more with a client not reading'
+        assert len(sent) < n // 1000, 'ferry read everything without answering'
+        # Another session is served meanwhile.
+        assert QMP(sock).cmd('query-status')['return']['status'] == 'running'
+        # The client reads: every reply comes, in order.
+        for i in range(n // 1000):
+            for _ in range(1000):
+                r = json.loads(f.readline())
+                assert r['id'] == i and 'return' in r, r
+        t.join(30)
 
 
 def signals(opts):
@@ -330,6 +397,7 @@ cases = [
     ('/monitor/qmp/tcp-quit', tcp_and_quit, O),
     ('/monitor/qmp/prelaunch-cont', prelaunch, O),
     ('/monitor/signals', signals, O),
+    ('/monitor/qmp/memory', qmp_memory, O),
     ('/monitor/hmp/session', hmp, O),
     ('/monitor/hmp/stdio', hmp_stdio, O),
     ('/monitor/daemonize', daemonize, O),
