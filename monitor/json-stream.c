@@ -85,8 +85,13 @@ void json_stream_feed(JsonStream *s, const char *data, size_t len,
             break;
         case '{':
         case '[':
-            if (++s->depth > JSON_STREAM_MAX_DEPTH && !s->overflow) {
-                s->overflow = "JSON nesting too deep";
+            if (++s->depth > JSON_STREAM_MAX_DEPTH) {
+                /* Answered at once, as QEMU: a text never closed would
+                 * take every later command with it.  The rest of the
+                 * line is skipped. */
+                fn(opaque, NULL, "JSON nesting depth limit exceeded");
+                reset(s);
+                s->skipping = c != '\n';
             }
             break;
         case '}':
@@ -110,4 +115,82 @@ void json_stream_feed(JsonStream *s, const char *data, size_t len,
             break;
         }
     }
+}
+
+char *json_stream_member_raw(const char *text, const char *name)
+{
+    size_t nlen = strlen(name);
+    int depth = 0;
+    const char *p = text;
+    while (*p && *p != '{') {
+        p++;
+    }
+    if (!*p) {
+        return NULL;
+    }
+    for (p++, depth = 1; *p && depth > 0;) {
+        if (*p == '"') {
+            /* A string: a member's name when at depth 1 and a ':' follows. */
+            const char *start = ++p;
+            while (*p && *p != '"') {
+                p += *p == '\\' && p[1] ? 2 : 1;
+            }
+            size_t len = p - start;
+            if (*p) {
+                p++;
+            }
+            const char *q = p;
+            while (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n') {
+                q++;
+            }
+            if (depth != 1 || *q != ':') {
+                continue;
+            }
+            q++;
+            while (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n') {
+                q++;
+            }
+            /* The value: up to the ',' or '}' that ends it at depth 1. */
+            const char *v = q;
+            int d = 0;
+            bool in_str = false;
+            for (; *q; q++) {
+                if (in_str) {
+                    if (*q == '\\' && q[1]) {
+                        q++;
+                    } else if (*q == '"') {
+                        in_str = false;
+                    }
+                } else if (*q == '"') {
+                    in_str = true;
+                } else if (*q == '{' || *q == '[') {
+                    d++;
+                } else if (*q == '}' || *q == ']') {
+                    if (d == 0) {
+                        break;
+                    }
+                    d--;
+                } else if (*q == ',' && d == 0) {
+                    break;
+                }
+            }
+            const char *e = q;
+            while (e > v && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' ||
+                             e[-1] == '\n')) {
+                e--;
+            }
+            if (len == nlen && !strncmp(start, name, nlen)) {
+                return g_strndup(v, e - v);
+            }
+            p = q;
+            continue;
+        }
+        if (*p == '{' || *p == '[') {
+            depth++;
+        } else if (*p == '}' || *p == ']') {
+            depth--;
+        }
+        p++;
+    }
+    return NULL;
 }

@@ -2,6 +2,7 @@
 /* QMP requests and responses; the contract is in include/monitor/qmp.h. */
 #include "monitor/qmp.h"
 
+#include <math.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -185,4 +186,41 @@ JsonObject *qmp_dispatch(QmpDispatcher *d, JsonNode *request,
         json_object_set_member(r, "id", json_node_copy(id));
     }
     return r;
+}
+
+/* JSON has no infinity or NaN: such a number goes out as null. */
+static void finite_only(JsonNode *n)
+{
+    if (JSON_NODE_HOLDS_OBJECT(n)) {
+        JsonObjectIter it;
+        JsonNode *v;
+        json_object_iter_init(&it, json_node_get_object(n));
+        while (json_object_iter_next(&it, NULL, &v)) {
+            finite_only(v);
+        }
+    } else if (JSON_NODE_HOLDS_ARRAY(n)) {
+        JsonArray *a = json_node_get_array(n);
+        for (guint i = 0; i < json_array_get_length(a); i++) {
+            finite_only(json_array_get_element(a, i));
+        }
+    } else if (JSON_NODE_HOLDS_VALUE(n) &&
+               json_node_get_value_type(n) == G_TYPE_DOUBLE &&
+               !isfinite(json_node_get_double(n))) {
+        json_node_init_null(n);
+    }
+}
+
+char *qmp_reply_text(JsonObject *msg, const char *raw_id)
+{
+    g_autoptr(JsonNode) node = json_node_alloc();
+    json_node_take_object(json_node_init(node, JSON_NODE_OBJECT), msg);
+    finite_only(node);
+    if (!raw_id) {
+        return json_to_string(node, false);
+    }
+    json_object_remove_member(msg, "id");
+    g_autofree char *text = json_to_string(node, false);
+    text[strlen(text) - 1] = '\0';              /* the closing brace */
+    return g_strdup_printf("%s%s\"id\": %s}", text,
+                           json_object_get_size(msg) ? ", " : "", raw_id);
 }

@@ -168,21 +168,26 @@ static void session_update_read(QmpSession *s)
 }
 
 /*
- * Queue @msg (taken: freed here), write what the socket takes, and stop
- * reading from the client while its replies pile up.  A reply adds at
- * most one read buffer's worth of commands' replies past OUT_HIGH.
+ * Queue @msg (taken: freed here), with @raw_id (the request's id as the
+ * client wrote it, or NULL) as its last member, write what the socket
+ * takes, and stop reading from the client while its replies pile up.
+ * A reply adds at most one read buffer's worth of commands' replies
+ * past OUT_HIGH.
  */
-static void session_send(QmpSession *s, JsonObject *msg)
+static void session_send_id(QmpSession *s, JsonObject *msg, const char *raw_id)
 {
-    g_autoptr(JsonNode) node = json_node_alloc();
-    json_node_take_object(json_node_init(node, JSON_NODE_OBJECT), msg);
-    g_autofree char *text = json_to_string(node, false);
+    g_autofree char *text = qmp_reply_text(msg, raw_id);
     g_string_append(s->out, text);
     g_string_append(s->out, "\r\n");
     if (session_flush(s) && s->out->len && !s->out_src) {
         s->out_src = g_unix_fd_add(s->fd, G_IO_OUT, session_writable, s);
     }
     session_update_read(s);
+}
+
+static void session_send(QmpSession *s, JsonObject *msg)
+{
+    session_send_id(s, msg, NULL);
 }
 
 static gboolean session_writable(gint fd, GIOCondition cond, gpointer opaque)
@@ -230,7 +235,10 @@ static void session_text(void *opaque, const char *text, const char *error)
             g_array_set_size(s->fds, 0);
         }
     }
-    session_send(s, resp);
+    /* The id as the client wrote it (json-glib turned 2^64 into -1). */
+    g_autofree char *raw_id = text ? json_stream_member_raw(text, "id") : NULL;
+    session_send_id(s, resp, raw_id && json_object_has_member(resp, "id")
+                             ? raw_id : NULL);
 }
 
 static gboolean session_readable(gint fd, GIOCondition cond, gpointer opaque)

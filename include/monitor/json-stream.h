@@ -19,7 +19,7 @@
 #include <glib.h>
 
 #define JSON_STREAM_MAX_SIZE    (1 << 20)   /* bytes in one text */
-#define JSON_STREAM_MAX_DEPTH   1024
+#define JSON_STREAM_MAX_DEPTH   1024    /* QEMU's MAX_NESTING */
 
 typedef struct JsonStream {
     GString *buf;               /* the text being collected */
@@ -41,5 +41,13 @@ void json_stream_init(JsonStream *s);
 void json_stream_cleanup(JsonStream *s);
 void json_stream_feed(JsonStream *s, const char *data, size_t len,
                       JsonStreamFunc fn, void *opaque);
+
+/*
+ * json_stream_member_raw: the text of member @name's value in the
+ * top-level object of the complete JSON @text, exactly as written
+ * (QMP echoes an "id" so: json-glib would turn 2^64 into -1), or NULL.
+ * The member name is compared as written, escapes unresolved.
+ */
+char *json_stream_member_raw(const char *text, const char *name);
 
 #endif

@@ -92,6 +92,14 @@ JsonObject *qmp_dispatch(QmpDispatcher *d, JsonNode *request,
  */
 int qmp_take_fd(QmpDispatcher *d, const char *name, GError **errp);
 
+/*
+ * qmp_reply_text: @msg (taken: freed here) as one line of JSON, with
+ * non-finite numbers as null (JSON has none), and with @raw_id, if
+ * non-NULL, as its "id" member exactly as the client wrote it (see
+ * json_stream_member_raw).
+ */
+char *qmp_reply_text(JsonObject *msg, const char *raw_id);
+
 /* qmp_error_response: {"error": {...}} for @err, with @id if non-NULL. */
 JsonObject *qmp_error_response(const GError *err, JsonNode *id);
 

@@ -98,7 +98,11 @@ def bad_input(opts):
              "Parameter 'x' is unexpected"),
             (b'{"a": "' + b'x' * (2 << 20) + b'"}\n', 'GenericError',
              'JSON message too large'),
-            (b'[' * 2000 + b']' * 2000 + b'\n', 'GenericError', 'JSON nesting too deep'),
+            (b'[' * 2000 + b']' * 2000 + b'\n', 'GenericError',
+             'JSON nesting depth limit exceeded'),
+            # Never closed: answered at once, and the next line is read.
+            (b'[' * 100000 + b'\n', 'GenericError',
+             'JSON nesting depth limit exceeded'),
         ]
         for data, cls, desc in cases:
             q.send_raw(data)
@@ -111,6 +115,14 @@ def bad_input(opts):
             q.send_raw(piece)
             time.sleep(0.05)
         assert q.reply()['id'] == 3
+        # An id comes back exactly as it was sent, whatever JSON it is.
+        for raw in (b'18446744073709551616', b'-9223372036854775809',
+                    b'1.5e300', b'1e999', b'"caf\\u00e9"', b'{"a": [1, null]}',
+                    b'[]', b'0.1000000000000000055511151231257827'):
+            q.send_raw(b'{"execute": "query-status", "id": ' + raw + b'}\n')
+            line = q.f.readline()
+            assert line.rstrip().endswith(b'"id": ' + raw + b'}'), (raw, line)
+            assert b'return' in line, line
         # A client that disconnects mid-message leaves the others alone.
         r = QMP(sock)
         r.send_raw(b'{"execute": "stop"')

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <math.h>
 
 /* ---- Framing ------------------------------------------------------------- */
 
@@ -92,8 +93,61 @@ static void test_framing_errors(void **state)
     }
     g_autoptr(GPtrArray) o3 = split(deep->str, deep->len, 100);
     assert_int_equal(o3->len, 1);
-    assert_string_equal(o3->pdata[0], "ERR:JSON nesting too deep");
+    assert_string_equal(o3->pdata[0], "ERR:JSON nesting depth limit exceeded");
     g_string_free(deep, true);
+
+    /* Never closed: answered at once (it swallowed every later text
+     * before), and the next line is read. */
+    GString *open = g_string_new(NULL);
+    for (int i = 0; i < 100000; i++) {
+        g_string_append_c(open, '[');
+    }
+    g_string_append(open, "\n{\"ok\":2}");
+    g_autoptr(GPtrArray) o4 = split(open->str, open->len, 4096);
+    assert_int_equal(o4->len, 2);
+    assert_string_equal(o4->pdata[0], "ERR:JSON nesting depth limit exceeded");
+    assert_string_equal(o4->pdata[1], "{\"ok\":2}");
+    g_string_free(open, true);
+}
+
+/* A member's value as written, for QMP's id. */
+static void test_member_raw(void **state)
+{
+    (void)state;
+    static const struct { const char *text, *want; } t[] = {
+        { "{\"execute\":\"x\",\"id\":18446744073709551616}", "18446744073709551616" },
+        { "{ \"id\" : { \"a\": [1, \"}\"] } , \"execute\": \"x\" }",
+          "{ \"a\": [1, \"}\"] }" },
+        { "{\"arguments\":{\"id\":1},\"id\":\"q\\\"\"}", "\"q\\\"\"" },
+        { "{\"x\":\"\\\"id\\\":3\"}", NULL },
+        { "{\"execute\":\"x\"}", NULL },
+        { "{\"id\": 1e999 }", "1e999" },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(t); i++) {
+        g_autofree char *got = json_stream_member_raw(t[i].text, "id");
+        if (t[i].want) {
+            assert_non_null(got);
+            assert_string_equal(got, t[i].want);
+        } else {
+            assert_null(got);
+        }
+    }
+}
+
+/* A reply's text: non-finite numbers as null, the id as written. */
+static void test_reply_text(void **state)
+{
+    (void)state;
+    JsonObject *r = json_object_new();
+    JsonObject *v = json_object_new();
+    json_object_set_double_member(v, "mbps", INFINITY);
+    json_object_set_double_member(v, "nan", NAN);
+    json_object_set_double_member(v, "ok", 1.5);
+    json_object_set_object_member(r, "return", v);
+    json_object_set_int_member(r, "id", -1);
+    g_autofree char *text = qmp_reply_text(r, "18446744073709551616");
+    assert_string_equal(text, "{\"return\":{\"mbps\":null,\"nan\":null,"
+                        "\"ok\":1.5}, \"id\": 18446744073709551616}");
 }
 
 /* ---- Schema checking ---------------------------------------------------------- */
@@ -266,6 +320,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         { "/monitor/json-stream/framing", test_framing, NULL, NULL, NULL },
         { "/monitor/json-stream/errors", test_framing_errors, NULL, NULL, NULL },
+        { "/monitor/json-stream/member-raw", test_member_raw, NULL, NULL, NULL },
+        { "/monitor/qmp/reply-text", test_reply_text, NULL, NULL, NULL },
         { "/monitor/qapi/check", test_schema_check, NULL, NULL, NULL },
         { "/monitor/qapi/builtin", test_builtin_schema, NULL, NULL, NULL },
         { "/monitor/qmp/dispatch", test_dispatch, NULL, NULL, NULL },
