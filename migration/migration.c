@@ -700,8 +700,12 @@ postcopy: {
 
 fail:
     if (!err && qemu_file_error(f) && !cancelled(s)) {
+        /* Name what could not be written: a file, a command, a socket. */
+        g_autofree char *what = g_str_has_prefix(uri, "file:")
+            ? g_strdup_printf("file '%.*s'", (int)strcspn(uri + 5, ","), uri + 5)
+            : g_strdup(g_str_has_prefix(uri, "exec:") ? "the command" : "socket");
         g_set_error(&err, G_IO_ERROR, G_IO_ERROR_FAILED,
-                    "Unable to write to socket: %s",
+                    "Unable to write to %s: %s", what,
                     g_strerror(-qemu_file_error(f)));
     }
     __atomic_store_n(&s->stream_fd, -1, __ATOMIC_SEQ_CST);
@@ -882,8 +886,7 @@ static JsonNode *qmp_migrate_cancel(JsonObject *args, void *opaque, GError **err
         st <= MIGRATION_STATUS_POSTCOPY_RECOVER) {
         /* The guest runs there now: cancelling would lose it. */
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "Postcopy migration can't be cancelled, please try "
-                    "migrate-pause");
+                    "Postcopy migration can't be cancelled");
         return NULL;
     }
     if (!s->incoming && (st == MIGRATION_STATUS_SETUP ||
@@ -945,6 +948,12 @@ static JsonNode *qmp_migrate_incoming(JsonObject *args, void *opaque,
                                       GError **errp)
 {
     MigrationState *s = opaque;
+    if (s->incoming && !s->incoming_defer) {
+        /* -incoming URI: it was started with the process (QEMU's words). */
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "The incoming migration has already been started");
+        return NULL;
+    }
     if (!s->incoming_defer) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "'-incoming' was not specified on the command line");

@@ -99,6 +99,15 @@ int unix_listen(const char *path, mode_t mode, GError **errp)
     if (!unix_addr(path, &sa, errp)) {
         return -1;
     }
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+        /* Only a stale socket is replaced: a file or a directory there is
+         * the user's (bind would say only 'Address already in use'). */
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_EXIST,
+                    "Failed to bind socket to %s: it exists and is not a "
+                    "socket", path);
+        return -1;
+    }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         goto fail;

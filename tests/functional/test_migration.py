@@ -170,6 +170,14 @@ def defer(opts):
         r = src.qmp.cmd('migrate-incoming', {'uri': 'tcp:127.0.0.1:0'})
         assert r['error']['desc'] == \
             "'-incoming' was not specified on the command line", r
+        # Given -incoming URI, it is started already (QEMU's words).
+        d2 = Vm('64M', 1, append='idle', incoming='tcp:127.0.0.1:0')
+        try:
+            r = d2.qmp.cmd('migrate-incoming', {'uri': 'tcp:127.0.0.1:0'})
+            assert r['error']['desc'] == \
+                'The incoming migration has already been started', r
+        finally:
+            d2.close()
     finally:
         src.close()
         dst.close()
@@ -628,6 +636,13 @@ def save_restore(opts):
             'Return path is not supported with file: migration', r
         v.qmp.cmd('migrate-set-capabilities', {'capabilities': [
             {'capability': 'return-path', 'state': False}]})
+        # A file that cannot be written says so, naming the file.
+        v.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0})
+        assert v.qmp.cmd('migrate', {'uri': 'file:/dev/full'}) == {'return': {}}
+        info = v.wait_status({'failed', 'completed'})
+        assert info['status'] == 'failed', info
+        assert info['error-desc'].startswith(
+            "Unable to write to file '/dev/full': No space left on device"), info
         r = v.qmp.cmd('migrate', {'uri': 'file:/nonexistent/dir/x'})
         assert r['error']['desc'] == ('cannot open migration file '
                                       '/nonexistent/dir/x: No such file or '

@@ -334,14 +334,20 @@ def bad_monitor_options(opts):
         (['-qmp', 'pty'], 'expected unix:PATH or tcp:HOST:PORT'),
         (['-monitor', 'unix:/tmp/y.sock,server=on,wait=off,bogus=1'],
          "unknown option 'bogus=1'"),
+        # The real cause, not 'Address already in use'.
+        (['-qmp', f'unix:{tmpdir()},server=on,wait=off'],
+         'exists and is not a socket'),
     ]:
         p = subprocess.run([FERRY, '-kernel', GUEST, '-serial', 'none'] + args,
                            capture_output=True, text=True, timeout=30)
         assert p.returncode == 1, (args, p.returncode)
         assert want in p.stderr and p.stderr.count('\n') == 1, (args, p.stderr)
+        assert 'Address already in use' not in p.stderr, (args, p.stderr)
 
 
 O = MachineOptions()
+
+
 def cpu_seconds(pid):
     f = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK')
