@@ -368,6 +368,16 @@ static gpointer load_thread(gpointer opaque)
         return NULL;
     }
 
+    /* SHUT says how it went; a failure is preceded by why (RP_REASON):
+     * the first error, which is error-desc here too. */
+    RPMessage why = { .type = RP_REASON };
+    RPMessage shut = { .type = RP_SHUT, .status = done.ok ? 0 : 1 };
+    if (!done.ok) {
+        migration_set_error(s, err->message);
+        g_mutex_lock(&s->lock);
+        g_strlcpy(why.text, s->error, sizeof(why.text));
+        g_mutex_unlock(&s->lock);
+    }
     bool rp_taken = false;      /* the fault thread's return path */
     if (s->pci) {
         /* Postcopy was advised but the guest never ran here (a precopy
@@ -377,8 +387,8 @@ static gpointer load_thread(gpointer opaque)
          * it). */
         postcopy_stop_faults(s->pci);
         s->pci->ram = NULL;
-        rp_taken = postcopy_rp_send(s->pci, &(RPMessage) {
-            .type = RP_SHUT, .status = done.ok ? 0 : 1 });
+        rp_taken = (done.ok || postcopy_rp_send(s->pci, &why)) &&
+                   postcopy_rp_send(s->pci, &shut);
     }
     /* Ordinary memory again before any vCPU runs. */
     ram_loader_cleanup(s->ram_loader);
@@ -388,8 +398,10 @@ static gpointer load_thread(gpointer opaque)
         close(pfd);             /* a preempt channel, and no postcopy */
     }
     if (l.return_path && !rp_taken) {
-        rp_send_alone(qemu_file_fd(f),
-                      &(RPMessage) { .type = RP_SHUT, .status = done.ok ? 0 : 1 });
+        if (!done.ok) {
+            rp_send_alone(qemu_file_fd(f), &why);
+        }
+        rp_send_alone(qemu_file_fd(f), &shut);
     }
     qemu_file_close(f);
     __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);

@@ -48,6 +48,27 @@ void migration_set_error(MigrationState *s, const char *msg);
  */
 int migration_push_nice(void);
 
+/* ---- The source's return path (rp-source.c) ---------------------------- */
+
+/* source_rp_start: read the return path on @fd in "mig/src/rp" until it
+ * ends.  Migration thread, once the stream has opened it. */
+void source_rp_start(MigrationState *s, int fd);
+
+/* source_rp_wait_pong: wait for PONG @id; false, saying why, if the
+ * return path ends first (a cancel shuts the stream down: it ends). */
+bool source_rp_wait_pong(MigrationState *s, uint32_t id, GError **errp);
+
+/* source_rp_attach_saver: postcopy's page requests go to @r from now. */
+void source_rp_attach_saver(MigrationState *s, RAMSaver *r);
+
+/* source_rp_join: wait for the thread to end (the stream must end or be
+ * shut down); SHUT's status, or -1 if none came. */
+int source_rp_join(MigrationState *s);
+
+/* source_rp_error: why the return path ended badly: the destination's
+ * reason when it sent one. */
+void source_rp_error(MigrationState *s, GError **errp);
+
 /*
  * migration_incoming_start: wait for a migration on @uri (tcp:, unix:,
  * fd:, file:, exec:) and load it in the "mig/dst/load" thread.  Main

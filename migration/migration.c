@@ -264,63 +264,6 @@ typedef struct MigrateArgs {
 
 /* ---- Postcopy on the source ------------------------------------------------------ */
 
-/*
- * The return-path thread: page requests, the destination's "running",
- * and its final SHUT.  A malformed request is refused (counted and
- * logged), never served.  On a broken connection or a failed SHUT it
- * shuts the stream down so that the migration thread's next write fails
- * too.
- */
-static gpointer rp_thread(gpointer opaque)
-{
-    MigrationState *s = opaque;
-    RAMSaver *r = s->saver;
-    RAMBlock *rb = s->m->ram;
-    int fd = __atomic_load_n(&s->stream_fd, __ATOMIC_SEQ_CST);
-    QEMUFile *rp = qemu_file_new(fd, false, false);
-    /* Page requests are read (and with preempt served) here: see
-     * URGENT_RT_PRIO. */
-    thread_set_fifo(URGENT_RT_PRIO);
-
-    for (;;) {
-        RPMessage m;
-        g_autoptr(GError) err = NULL;
-        if (!rp_get(rp, &m, &err)) {
-            if (!qemu_file_error(rp)) {
-                g_warning("%s", err->message);      /* unknown message */
-            }
-            break;
-        }
-        if (m.type == RP_REQ_PAGES) {
-            if (!rp_check_request(rb, m.off, m.count, &err)) {
-                __atomic_fetch_add(&s->rp_refused, 1, __ATOMIC_RELAXED);
-                g_warning("%s", err->message);
-                continue;
-            }
-            if (!ram_postcopy_request(r, m.off / 4096, m.count)) {
-                break;          /* the preempt channel broke */
-            }
-        } else if (m.type == RP_RUNNING) {
-            __atomic_store_n(&s->rp_running, 1, __ATOMIC_SEQ_CST);
-            int64_t stop = __atomic_load_n(&s->stop_ms, __ATOMIC_SEQ_CST);
-            __atomic_store_n(&s->downtime_ms, migration_now_ms() - stop, __ATOMIC_SEQ_CST);
-        } else {
-            __atomic_store_n(&s->rp_shut, (int)m.status, __ATOMIC_SEQ_CST);
-            break;
-        }
-    }
-    if (__atomic_load_n(&s->rp_shut, __ATOMIC_SEQ_CST) != 0) {
-        /* Broken before the end, or the destination failed (before it
-         * ran the guest: after, it pauses and sends no SHUT): make the
-         * sender notice at once rather than on the peer's reset. */
-        shutdown(fd, SHUT_RDWR);
-    }
-    qemu_file_close(rp);
-    __atomic_store_n(&r->rp_ended, 1, __ATOMIC_RELEASE);
-    ram_postcopy_wake(r);
-    return NULL;
-}
-
 /* Connect the preempt channel to where the main stream went. */
 static bool open_preempt(MigrationState *s, const char *uri, GError **errp)
 {
@@ -378,14 +321,15 @@ int migration_push_nice(void)
 
 /*
  * Wait, with the guest still running, until the destination has loaded
- * everything sent so far: PING @id on the stream, RP_PONG @id back.
- * Without it the RAM queued in the two sockets' buffers (channel_tune
- * asks for 4 MiB each) is placed on the destination, into memory its
- * host may not have touched lately (0.4 GB/s), after the stop and
- * before the switch is read: inside the downtime.  Migration thread,
- * before the return path has a reader of its own.
+ * everything sent so far: PING @id on the stream, RP_PONG @id back (the
+ * return-path thread sees it).  Without it the RAM queued in the two
+ * sockets' buffers (channel_tune asks for 4 MiB each) is placed on the
+ * destination, into memory its host may not have touched lately (0.4
+ * GB/s), after the stop and before the switch is read: inside the
+ * downtime.  Migration thread.
  */
-static bool drain_destination(QEMUFile *f, uint32_t id, GError **errp)
+static bool drain_destination(MigrationState *s, QEMUFile *f, uint32_t id,
+                              GError **errp)
 {
     qemu_put_byte(f, REC_PING);
     qemu_put_u32(f, id);
@@ -396,20 +340,7 @@ static bool drain_destination(QEMUFile *f, uint32_t id, GError **errp)
                     g_strerror(-qemu_file_error(f)));
         return false;
     }
-    /* Nothing else comes back before the switch: this reader cannot
-     * take bytes meant for a later one. */
-    QEMUFile *rp = qemu_file_new(qemu_file_fd(f), false, false);
-    RPMessage m;
-    bool ok = rp_get(rp, &m, errp);
-    qemu_file_close(rp);
-    if (ok && (m.type != RP_PONG || m.id != id)) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, m.type == RP_SHUT ?
-                    "the destination failed to load the migration" :
-                    "return path: message 0x%02x where PONG %u was due",
-                    m.type, id);
-        ok = false;
-    }
-    return ok;
+    return source_rp_wait_pong(s, id, errp);
 }
 
 static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
@@ -434,7 +365,7 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
             return MIGRATION_STATUS_FAILED;
         }
         uint64_t named = ram_postcopy_discard(r);
-        if (!drain_destination(f, round, errp)) {
+        if (!drain_destination(s, f, round, errp)) {
             return MIGRATION_STATUS_FAILED;
         }
         if (named <= DISCARD_SETTLE || round == DISCARD_ROUNDS) {
@@ -470,16 +401,13 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
     __atomic_store_n(&s->stats.postcopy_started, 1, __ATOMIC_RELEASE);
     __atomic_fetch_add(&s->stats.transferred, 1 + 4 + g_bytes_get_size(b),
                        __ATOMIC_RELAXED);
-    __atomic_store_n(&s->rp_shut, -1, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&s->rp_running, 0, __ATOMIC_SEQ_CST);
     r->preempt = NULL;
     if (s->preempt_fd >= 0) {
         r->preempt = qemu_file_new(s->preempt_fd, true, false);
         stream_put_channel(r->preempt, STREAM_CHANNEL_PREEMPT, s->channel_id);
         qemu_fflush(r->preempt);
     }
-    s->saver = r;
-    s->rp_thread = g_thread_new("mig/src/rp", rp_thread, s);
+    source_rp_attach_saver(s, r);
 
     /*
      * The push must not keep a requested page waiting.  With preempt the
@@ -509,8 +437,7 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
         /* Wait for the destination to have every page and say so. */
         shutdown(qemu_file_fd(f), SHUT_WR);
     }
-    g_thread_join(s->rp_thread);
-    s->rp_thread = NULL;
+    int shut = source_rp_join(s);
     if (r->preempt) {
         qemu_file_close(r->preempt);
         r->preempt = NULL;
@@ -519,15 +446,13 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
         close(s->preempt_fd);
         s->preempt_fd = -1;
     }
-    int shut = __atomic_load_n(&s->rp_shut, __ATOMIC_SEQ_CST);
     if (sent && shut == 0) {
         return MIGRATION_STATUS_COMPLETED;
     }
     if (shut > 0 && !__atomic_load_n(&s->rp_running, __ATOMIC_SEQ_CST)) {
         /* Its guest never ran (a destination fails only then, and pauses
          * after): ours has every page, and runs on (fail: restart_vm). */
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
-                    "the destination failed to load the migration");
+        source_rp_error(s, errp);
         return MIGRATION_STATUS_FAILED;
     }
     g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
@@ -562,6 +487,7 @@ static gpointer migration_thread(gpointer opaque)
     stream_put_header(f, m->ram, s->channel_id);
     if (return_path) {
         qemu_put_byte(f, REC_OPEN_RETURN_PATH);
+        source_rp_start(s, qemu_file_fd(f));
     }
     if (postcopy) {
         qemu_put_byte(f, REC_POSTCOPY_ADVISE);
@@ -650,15 +576,8 @@ static gpointer migration_thread(gpointer opaque)
      */
     shutdown(qemu_file_fd(f), SHUT_WR);
     if (return_path) {
-        QEMUFile *rp = qemu_file_new(qemu_file_fd(f), false, false);
-        RPMessage m;
-        bool got = rp_get(rp, &m, NULL) && m.type == RP_SHUT;
-        qemu_file_close(rp);
-        if (!got || m.status != 0) {
-            g_set_error(&err, G_IO_ERROR, G_IO_ERROR_FAILED,
-                        "the destination failed to load the migration "
-                        "(return path: %s)", got ?
-                        "load error" : "closed without an answer");
+        if (source_rp_join(s) != 0) {
+            source_rp_error(s, &err);
             goto fail;
         }
     } else {
@@ -679,7 +598,6 @@ static gpointer migration_thread(gpointer opaque)
 
 postcopy: {
     MigrationStatus end = postcopy_run(s, &r, f, &stop, &stopped, uri, &err);
-    s->saver = NULL;
     if (end == MIGRATION_STATUS_FAILED) {
         goto fail;
     }
@@ -699,6 +617,15 @@ postcopy: {
 }
 
 fail:
+    if (s->rp_thread) {
+        /* The reader goes before the fd it reads is closed. */
+        shutdown(qemu_file_fd(f), SHUT_RDWR);
+        source_rp_join(s);
+    }
+    if (__atomic_load_n(&s->rp_shut, __ATOMIC_SEQ_CST) > 0 && !cancelled(s)) {
+        g_clear_error(&err);
+        source_rp_error(s, &err);   /* the destination said why */
+    }
     if (!err && qemu_file_error(f) && !cancelled(s)) {
         /* Name what could not be written: a file, a command, a socket. */
         g_autofree char *what = g_str_has_prefix(uri, "file:")
@@ -1085,6 +1012,9 @@ bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
     g_cond_init(&s->continue_cond);
     g_mutex_init(&s->run_lock);
     g_cond_init(&s->run_cond);
+    g_mutex_init(&s->rp_lock);
+    g_cond_init(&s->rp_cond);
+    s->rp_shut = -1;
     migration_options_register(s, d);
     qmp_register(d, "migrate", qmp_migrate, s);
     qmp_register(d, "migrate_cancel", qmp_migrate_cancel, s);
@@ -1132,4 +1062,5 @@ void migration_cleanup(MigrationState *s)
         json_object_unref(s->params);
     }
     g_free(s->error);
+    g_free(s->rp_reason);
 }

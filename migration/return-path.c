@@ -2,6 +2,8 @@
 /* Return-path messages; the contract is in include/migration/return-path.h. */
 #include "migration/return-path.h"
 
+#include <string.h>
+
 #include <gio/gio.h>
 
 #include "migration/qemu-file.h"
@@ -17,6 +19,10 @@ void rp_put(QEMUFile *f, const RPMessage *m)
         qemu_put_u32(f, m->status);
     } else if (m->type == RP_PONG) {
         qemu_put_u32(f, m->id);
+    } else if (m->type == RP_REASON) {
+        size_t n = strnlen(m->text, RP_REASON_MAX);
+        qemu_put_u16(f, n);
+        qemu_put_buffer(f, m->text, n);
     }
 }
 
@@ -41,6 +47,18 @@ bool rp_get(QEMUFile *f, RPMessage *m, GError **errp)
         break;
     case RP_RUNNING:
         break;
+    case RP_REASON: {
+        uint16_t n = qemu_get_u16(f);
+        if (n > RP_REASON_MAX) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                        "return path: a reason of %u bytes (at most %u)", n,
+                        RP_REASON_MAX);
+            return false;
+        }
+        qemu_get_buffer(f, m->text, n);
+        m->text[n] = '\0';
+        break;
+    }
     default:
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                     "return path: unknown message 0x%02x", m->type);

@@ -101,8 +101,16 @@ typedef struct MigrationState {
     int64_t stop_ms;            /* atomic: when the source stopped the VM */
     int preempt_fd;             /* the preempt channel (either side), or -1;
                                  * the destination's until handed over */
-    GThread *rp_thread;         /* "mig/src/rp": reads the return path */
-    RAMSaver *saver;            /* the migration thread's, during postcopy */
+    GThread *rp_thread;         /* "mig/src/rp": reads the return path,
+                                 * from migrate to the end (rp-source.c) */
+    int rp_fd;                  /* the stream's fd it reads */
+    RAMSaver *saver;            /* atomic; set under rp_lock: the migration
+                                 * thread's, from the switch (requests) */
+    GMutex rp_lock;
+    GCond rp_cond;              /* a PONG came, or the return path ended */
+    uint32_t rp_pong;           /* under rp_lock: the last PONG's id */
+    bool rp_gone;               /* under rp_lock: the return path ended */
+    char *rp_reason;            /* under rp_lock: the destination's reason */
     uint8_t channel_id[16];     /* names this migration's channels
                                  * (STREAM_ID_LEN): the source makes it at
                                  * migrate, a destination learns it from

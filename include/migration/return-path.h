@@ -3,7 +3,7 @@
  * Return-path messages (migration/return-path.c): what the destination
  * says to the source on the stream's connection read the other way
  * (docs/migration-stream.md): RP_SHUT, RP_REQ_PAGES, RP_RUNNING,
- * RP_PONG.
+ * RP_PONG, RP_REASON.
  *
  * rp_put() only encodes: the caller holds whatever lock guards @f and
  * flushes.  rp_get() reads one message.  Error contract:
@@ -17,6 +17,7 @@
 
 #include <glib.h>
 
+#include "migration/stream.h"
 #include "system/ramblock.h"
 
 typedef struct QEMUFile QEMUFile;
@@ -27,6 +28,8 @@ typedef struct RPMessage {
     uint32_t count;             /* RP_REQ_PAGES: 4 KiB pages */
     uint32_t status;            /* RP_SHUT: 0 when everything loaded */
     uint32_t id;                /* RP_PONG: the PING's id */
+    char text[RP_REASON_MAX + 1];   /* RP_REASON: NUL-terminated, at most
+                                 * RP_REASON_MAX bytes (cut there) */
 } RPMessage;
 
 /* rp_put: write message @m (the members its type uses) to @f. */

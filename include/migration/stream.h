@@ -69,7 +69,10 @@ enum {
     RP_RUNNING      = 0x03,     /* postcopy: the guest runs here now */
     RP_PONG         = 0x04,     /* u32 id: every record before PING id is
                                  * loaded */
+    RP_REASON       = 0x05,     /* u16 len, text: why the load failed, sent
+                                 * right before SHUT 1 (ferry's own) */
 };
+#define RP_REASON_MAX       1024            /* bytes of a reason's text */
 
 #define STREAM_MAX_RUN      1024            /* pages in one record */
 #define STREAM_MAX_DEVICE   (1 << 20)       /* bytes of one device's state */

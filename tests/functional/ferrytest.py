@@ -8,12 +8,15 @@ are real ferry (or QEMU) processes; their serial output is read line by
 line and parsed as docs/test-guest.md documents it.
 """
 import atexit
+import contextlib
 import ctypes
 import dataclasses
 import fcntl
 import os
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -344,3 +347,156 @@ class HMP:
     def send(self, line):
         """A line whose answer never comes (quit)."""
         self.sock.sendall(line.encode() + b'\n')
+
+
+# ---- The migration stream, as a relay or a fake peer reads it ---------
+
+def read_exact(c, n):
+    b = b''
+    while len(b) < n:
+        got = c.recv(n - len(b))
+        assert got, 'the source closed the stream'
+        b += got
+    return b
+
+
+def read_header(c):
+    """The main channel's header (docs/migration-stream.md), as read:
+    the channel's (magic, version, role, id), then the RAM block's."""
+    head = read_exact(c, 25 + 2)
+    magic, _, role = struct.unpack('<IIB', head[:9])
+    assert magic == 0x59525246 and role == 0
+    assert head[25] == 1                    # RAM_BLOCK
+    return head + read_exact(c, head[26] + 16)     # name, size, page size
+
+
+# Records of a fixed length after their type byte.
+FIXED = {0x03: 12, 0x04: 4, 0x06: 0, 0x07: 4, 0x10: 8, 0x11: 16, 0x12: 0,
+         0xff: 0}
+
+
+def read_record(c):
+    """One record of the stream after its header: (type, its bytes)."""
+    t = read_exact(c, 1)
+    if t[0] in FIXED:
+        return t[0], t + read_exact(c, FIXED[t[0]])
+    if t[0] == 0x02:                        # RAM_PAGES u64 offset, u32 count
+        h = read_exact(c, 12)
+        return t[0], t + h + read_exact(c, struct.unpack('<QI', h)[1] * 4096)
+    if t[0] == 0x05:                        # DEVICE u8 len, name, u32 length
+        n = read_exact(c, 1)
+        name = read_exact(c, n[0])
+        ln = read_exact(c, 4)
+        return t[0], t + n + name + ln + read_exact(c, struct.unpack('<I', ln)[0])
+    if t[0] == 0x13:                        # POSTCOPY_RUN u32 length
+        ln = read_exact(c, 4)
+        return t[0], t + ln + read_exact(c, struct.unpack('<I', ln)[0])
+    raise AssertionError(f'unknown record 0x{t[0]:02x}')
+
+
+class Relay:
+    """A TCP relay between a source and a destination that passes each
+    end's close on to the other, as the network would.  On the first
+    connection (the main stream) it forwards @after records past the
+    switch's LISTEN (the first of them is RUN; with @switch False, past
+    the header), then sends @inject in place of the next record and goes
+    on relaying bytes as they come; with @stall, it then stops reading
+    from the source (a path that no longer drains) but still passes on
+    what the destination says.  On connection @channel 1 (the preempt
+    channel) it does the same after the channel header.  Other
+    connections are relayed as they are."""
+
+    def __init__(self, dst_uri, inject, after, channel=0, switch=True,
+                 stall=False):
+        self.dst = dst_uri[4:].rsplit(':', 1)
+        self.inject, self.after, self.channel = inject, after, channel
+        self.switch, self.stall = switch, stall
+        self.injected = threading.Event()
+        self.ls = socket.socket()
+        self.ls.bind(('127.0.0.1', 0))
+        self.ls.listen(2)
+        self.uri = f'tcp:127.0.0.1:{self.ls.getsockname()[1]}'
+        self.socks = [self.ls]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        n = 0
+        with contextlib.suppress(OSError):
+            while True:
+                a, _ = self.ls.accept()
+                b = socket.create_connection((self.dst[0], int(self.dst[1])))
+                self.socks += [a, b]
+                down, up = threading.Event(), threading.Event()
+                fwd = (self._main if n == 0 else self._preempt) \
+                    if n == self.channel else self._pipe
+                n += 1
+                threading.Thread(target=fwd, args=(a, b, down, up),
+                                 daemon=True).start()
+                threading.Thread(target=self._pipe, args=(b, a, up, down),
+                                 daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b, ended, other):
+        """Bytes from @a to @b, then @a's end to @b.  If @b is gone, @a
+        is ended too, once the other direction (@other) has passed on
+        what @b said last (a destination's SHUT before its close)."""
+        try:
+            while d := a.recv(1 << 16):
+                try:
+                    b.sendall(d)
+                except OSError:
+                    other.wait(10)
+                    a.shutdown(socket.SHUT_RDWR)
+                    break
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+        ended.set()
+
+    def _main(self, a, b, ended, other):
+        try:
+            b.sendall(read_header(a))
+            t = None
+            while self.switch and t != 0x12:
+                t, rec = read_record(a)
+                b.sendall(rec)
+            for _ in range(self.after):
+                t, rec = read_record(a)
+                if t == 0xff:
+                    break
+                b.sendall(rec)
+            else:
+                read_record(a)          # replaced
+                b.sendall(self.inject)
+                self.injected.set()
+                if not self.stall:
+                    self._pipe(a, b, ended, other)
+                return
+        except (OSError, AssertionError):
+            pass
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+        ended.set()
+
+    def _preempt(self, a, b, ended, other):
+        """The preempt channel: @after records, then @inject in place of
+        the next one."""
+        try:
+            b.sendall(read_exact(a, 25))        # the channel header
+            for _ in range(self.after):
+                b.sendall(read_record(a)[1])
+            read_record(a)
+            b.sendall(self.inject)
+            self.injected.set()
+            self._pipe(a, b, ended, other)
+            return
+        except (OSError, AssertionError):
+            pass
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+        ended.set()
+
+    def close(self):
+        for c in self.socks:
+            c.close()

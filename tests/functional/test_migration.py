@@ -12,8 +12,8 @@ import socket
 import struct
 import time
 
-from ferrytest import (HMP, HugePages, Machine, MachineOptions, QMP, Skip,
-                       run_cases, tmpdir)
+from ferrytest import (HMP, HugePages, Machine, MachineOptions, QMP, Relay,
+                       Skip, run_cases, tmpdir)
 
 RAM_MEMBERS = {'transferred', 'remaining', 'total', 'duplicate', 'normal',
                'normal-bytes', 'dirty-pages-rate', 'mbps', 'dirty-sync-count',
@@ -242,6 +242,42 @@ def dest_killed(opts):
         assert src.qmp.cmd('query-status')['return']['status'] == 'running'
         r = src.last_round()
         src.m.wait_line(rf'^verify: round={r + 2} ')
+    finally:
+        src.close()
+        dst.close()
+
+
+def destination_fails(opts):
+    """With a return path, a destination that fails its load in precopy
+    says why on the return path at once, and the source, reading it all
+    along, fails at once with that reason and runs on; before, it read
+    the return path only at the end and sat in active while the
+    connection no longer drained (here a relay that stops reading from
+    the source, as a stuck path would)."""
+    src = Vm('512M', 1)
+    dst = Vm('512M', 1, incoming='defer')
+    try:
+        dst.qmp.cmd('migrate-incoming', {'uri': 'tcp:127.0.0.1:0',
+                                         'exit-on-error': False})
+        bad = struct.pack('<BQI', 0x02, 1 << 40, 1) + bytes(4096)
+        relay = Relay(dst.listen_uri(), bad, after=200, switch=False, stall=True)
+        src.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': 'return-path', 'state': True}]})
+        src.m.wait_line(r'^verify: round=1 ')
+        src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0})
+        assert src.qmp.cmd('migrate', {'uri': relay.uri}) == {'return': {}}
+        assert relay.injected.wait(60)
+        di = dst.wait_status({'failed', 'completed'}, 30)
+        assert 'lies outside block' in di['error-desc'], di
+        si = src.wait_status({'failed', 'completed'}, 30)
+        assert si['status'] == 'failed', si
+        assert si['error-desc'].startswith(
+            'the destination failed to load the migration: RAM record'), si
+        assert 'lies outside block' in si['error-desc'], si
+        assert src.qmp.cmd('query-status')['return']['status'] == 'running'
+        last = src.last_round()
+        src.m.wait_line(rf'^verify: round={last + 1} ')
+        relay.close()
     finally:
         src.close()
         dst.close()
@@ -758,6 +794,7 @@ cases = [
     ('/migration/cancel-then-retry', cancel_then_retry, MachineOptions()),
     ('/migration/failure/destination-killed', dest_killed, MachineOptions()),
     ('/migration/failure/refused', refused, MachineOptions()),
+    ('/migration/failure/destination-fails', destination_fails, MachineOptions()),
     ('/migration/bad-stream', bad_streams, MachineOptions()),
     ('/migration/stray-connections', stray_connections, MachineOptions()),
     ('/migration/qmp/capabilities-parameters', capabilities_parameters,

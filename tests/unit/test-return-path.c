@@ -79,6 +79,36 @@ static void test_roundtrip(void **state)
     qemu_file_close(r);
 }
 
+/* RP_REASON: the destination's reason, cut at RP_REASON_MAX; a longer
+ * one on the wire is refused. */
+static void test_reason(void **state)
+{
+    (void)state;
+    RPMessage in = { .type = RP_REASON };
+    memset(in.text, 'x', RP_REASON_MAX);
+    in.text[RP_REASON_MAX] = '\0';
+    RPMessage small = { .type = RP_REASON };
+    strcpy(small.text, "RAM record lies outside block 'pc.ram'");
+    RPMessage both[] = { small, in };
+    g_autoptr(GBytes) b = encode(both, 2);
+    gsize len;
+    const uint8_t *p = g_bytes_get_data(b, &len);
+    assert_int_equal(len, 3 + strlen(small.text) + 3 + RP_REASON_MAX);
+    QEMUFile *r = qemu_file_new_mem(p, len);
+    RPMessage m;
+    assert_true(rp_get(r, &m, NULL));
+    assert_string_equal(m.text, small.text);
+    assert_true(rp_get(r, &m, NULL));
+    assert_int_equal(strlen(m.text), RP_REASON_MAX);
+    qemu_file_close(r);
+    static const uint8_t too_long[] = { RP_REASON, 0x01, 0x04 };    /* 1025 */
+    g_autoptr(GError) err = NULL;
+    r = qemu_file_new_mem(too_long, sizeof(too_long));
+    assert_false(rp_get(r, &m, &err));
+    assert_non_null(strstr(err->message, "a reason of 1025 bytes"));
+    qemu_file_close(r);
+}
+
 static void test_malformed(void **state)
 {
     (void)state;
@@ -555,6 +585,7 @@ int main(void)
     const struct CMUnitTest all[] = {
         { "/migration/return-path/roundtrip", test_roundtrip, NULL, NULL, NULL },
         { "/migration/return-path/malformed", test_malformed, NULL, NULL, NULL },
+        { "/migration/return-path/reason", test_reason, NULL, NULL, NULL },
         { "/migration/return-path/check-request", test_check_request, NULL, NULL,
           NULL },
         { "/migration/postcopy/request-dedup", test_dedup, NULL, NULL, NULL },

@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The source's return-path thread ("mig/src/rp"), from the start of a
+ * migration with a return path to its end, in precopy as in postcopy:
+ * page requests (after the switch), RUNNING, PONG, the destination's
+ * reason for a failure and its SHUT.  The contract is in
+ * migration-int.h.
+ *
+ * Read all along, the return path tells the source at once that the
+ * destination failed, and why: before, precopy read it only at its
+ * end, and a destination that had failed went unnoticed while its
+ * connection stopped draining (/migration/failure/destination-fails).
+ * On a failed SHUT, or the end of the return path before SHUT, the
+ * thread shuts the stream down so that the migration thread's next
+ * write fails, rather than on the peer's reset.
+ */
+#include "migration-int.h"
+
+#include <sys/socket.h>
+
+#include "migration/postcopy-ram.h"
+#include "migration/qemu-file.h"
+#include "migration/ram.h"
+#include "migration/return-path.h"
+#include "qemu/thread-prio.h"
+
+static gpointer rp_thread(gpointer opaque)
+{
+    MigrationState *s = opaque;
+    RAMBlock *rb = s->m->ram;
+    QEMUFile *rp = qemu_file_new(s->rp_fd, false, false);
+    /* Page requests are read (and with preempt served) here: see
+     * URGENT_RT_PRIO.  The thread blocks on the socket otherwise. */
+    thread_set_fifo(URGENT_RT_PRIO);
+
+    for (;;) {
+        RPMessage m;
+        g_autoptr(GError) err = NULL;
+        if (!rp_get(rp, &m, &err)) {
+            if (!qemu_file_error(rp)) {
+                g_warning("%s", err->message);      /* unknown message */
+            }
+            break;
+        }
+        if (m.type == RP_REQ_PAGES) {
+            /* Requests come only after the switch, once the saver is
+             * attached; one before, or outside the block, is refused. */
+            RAMSaver *r = __atomic_load_n(&s->saver, __ATOMIC_ACQUIRE);
+            if (!r) {
+                g_set_error(&err, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                            "return path: refused a page request before "
+                            "postcopy");
+            }
+            if (!r || !rp_check_request(rb, m.off, m.count, &err)) {
+                __atomic_fetch_add(&s->rp_refused, 1, __ATOMIC_RELAXED);
+                g_warning("%s", err->message);
+                continue;
+            }
+            if (!ram_postcopy_request(r, m.off / 4096, m.count)) {
+                break;          /* the preempt channel broke */
+            }
+        } else if (m.type == RP_RUNNING) {
+            __atomic_store_n(&s->rp_running, 1, __ATOMIC_SEQ_CST);
+            int64_t stop = __atomic_load_n(&s->stop_ms, __ATOMIC_SEQ_CST);
+            __atomic_store_n(&s->downtime_ms, migration_now_ms() - stop,
+                             __ATOMIC_SEQ_CST);
+        } else if (m.type == RP_PONG) {
+            g_mutex_lock(&s->rp_lock);
+            s->rp_pong = m.id;
+            g_cond_broadcast(&s->rp_cond);
+            g_mutex_unlock(&s->rp_lock);
+        } else if (m.type == RP_REASON) {
+            g_mutex_lock(&s->rp_lock);
+            g_free(s->rp_reason);
+            s->rp_reason = g_strdup(m.text);
+            g_mutex_unlock(&s->rp_lock);
+        } else {
+            __atomic_store_n(&s->rp_shut, (int)m.status, __ATOMIC_SEQ_CST);
+            break;
+        }
+    }
+    if (__atomic_load_n(&s->rp_shut, __ATOMIC_SEQ_CST) != 0) {
+        shutdown(s->rp_fd, SHUT_RDWR);
+    }
+    qemu_file_close(rp);
+    g_mutex_lock(&s->rp_lock);
+    s->rp_gone = true;
+    RAMSaver *r = s->saver;
+    g_cond_broadcast(&s->rp_cond);
+    g_mutex_unlock(&s->rp_lock);
+    if (r) {
+        __atomic_store_n(&r->rp_ended, 1, __ATOMIC_RELEASE);
+        ram_postcopy_wake(r);
+    }
+    return NULL;
+}
+
+void source_rp_start(MigrationState *s, int fd)
+{
+    s->rp_fd = fd;
+    s->rp_pong = 0;
+    s->rp_gone = false;
+    g_clear_pointer(&s->rp_reason, g_free);
+    __atomic_store_n(&s->saver, NULL, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->rp_shut, -1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->rp_running, 0, __ATOMIC_SEQ_CST);
+    s->rp_thread = g_thread_new("mig/src/rp", rp_thread, s);
+}
+
+bool source_rp_wait_pong(MigrationState *s, uint32_t id, GError **errp)
+{
+    g_mutex_lock(&s->rp_lock);
+    while (s->rp_pong != id && !s->rp_gone) {
+        g_cond_wait(&s->rp_cond, &s->rp_lock);
+    }
+    bool ok = s->rp_pong == id;
+    g_mutex_unlock(&s->rp_lock);
+    if (!ok) {
+        source_rp_error(s, errp);
+    }
+    return ok;
+}
+
+void source_rp_attach_saver(MigrationState *s, RAMSaver *r)
+{
+    g_mutex_lock(&s->rp_lock);
+    __atomic_store_n(&s->saver, r, __ATOMIC_RELEASE);
+    bool gone = s->rp_gone;
+    g_mutex_unlock(&s->rp_lock);
+    if (gone) {
+        /* Ended already: the push must not wait for requests. */
+        __atomic_store_n(&r->rp_ended, 1, __ATOMIC_RELEASE);
+    }
+}
+
+int source_rp_join(MigrationState *s)
+{
+    if (s->rp_thread) {
+        g_thread_join(s->rp_thread);
+        s->rp_thread = NULL;
+    }
+    __atomic_store_n(&s->saver, NULL, __ATOMIC_RELEASE);
+    return __atomic_load_n(&s->rp_shut, __ATOMIC_SEQ_CST);
+}
+
+void source_rp_error(MigrationState *s, GError **errp)
+{
+    int shut = __atomic_load_n(&s->rp_shut, __ATOMIC_SEQ_CST);
+    g_mutex_lock(&s->rp_lock);
+    if (shut > 0) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "the destination failed to load the migration%s%s",
+                    s->rp_reason ? ": " : "",
+                    s->rp_reason ? s->rp_reason : "");
+    } else {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "the destination closed the return path%s",
+                    shut == 0 ? " after its SHUT" : " without an answer");
+    }
+    g_mutex_unlock(&s->rp_lock);
+}
