@@ -23,6 +23,7 @@
 #include "migration/return-path.h"
 #include "migration/stream.h"
 #include "qemu/sockets.h"
+#include "qemu/tsan.h"
 
 /* What the load thread starts with; it frees it. */
 typedef struct LoadArgs {
@@ -48,10 +49,10 @@ static void incoming_done(void *opaque)
     Machine *m = d->s->m;
     if (d->ok) {
         /* Received: this process may now migrate out, as in QEMU. */
-        d->s->incoming = false;
-        d->s->incoming_defer = false;
+        d->s->dst.incoming = false;
+        d->s->dst.incoming_defer = false;
     } else {
-        if (d->s->exit_on_error) {
+        if (d->s->dst.exit_on_error) {
             fprintf(stderr, "ferry: load of migration failed: %s\n", d->s->error);
             machine_request_exit(m, 1, NULL, false);
         }
@@ -88,7 +89,7 @@ static bool pc_advise(void *opaque, uint64_t host_page_size, GError **errp)
                     "capability is off on the destination");
         return false;
     }
-    if (!ram_loader_can_postcopy(s->ram_loader, errp)) {
+    if (!ram_loader_can_postcopy(s->dst.ram_loader, errp)) {
         return false;
     }
     if (host_page_size != s->m->ram->page_size) {
@@ -98,14 +99,16 @@ static bool pc_advise(void *opaque, uint64_t host_page_size, GError **errp)
                     " KiB here", host_page_size >> 10, s->m->ram->page_size >> 10);
         return false;
     }
-    if (!ram_load_discard_missing(s->ram_loader, errp)) {
+    if (!ram_load_discard_missing(s->dst.ram_loader, errp)) {
         return false;
     }
-    if (!s->pci) {
-        s->pci = g_new0(PostcopyIncoming, 1);
-        postcopy_incoming_init(s->pci, s->m, s->ram_loader);
-        s->pci->on_error = fault_error;
-        s->pci->on_error_opaque = s;
+    if (!s->dst.pci) {
+        /* Published whole: migration_incoming_stop() may look at it. */
+        PostcopyIncoming *pci = g_new0(PostcopyIncoming, 1);
+        postcopy_incoming_init(pci, s->m, s->dst.ram_loader);
+        pci->on_error = fault_error;
+        pci->on_error_opaque = s;
+        __atomic_store_n(&s->dst.pci, pci, __ATOMIC_RELEASE);
     }
     return true;
 }
@@ -118,12 +121,12 @@ static bool pc_advise(void *opaque, uint64_t host_page_size, GError **errp)
  */
 static void hand_over_preempt(MigrationState *s)
 {
-    if (!__atomic_load_n(&s->urgent_ready, __ATOMIC_SEQ_CST)) {
+    if (!__atomic_load_n(&s->dst.preempt_ready, __ATOMIC_SEQ_CST)) {
         return;
     }
-    int fd = __atomic_exchange_n(&s->preempt_fd, -1, __ATOMIC_SEQ_CST);
+    int fd = __atomic_exchange_n(&s->dst.preempt_fd, -1, __ATOMIC_SEQ_CST);
     if (fd >= 0) {
-        postcopy_attach_urgent(s->pci, fd);
+        postcopy_attach_preempt(s->dst.pci, fd);
     }
 }
 
@@ -131,16 +134,16 @@ static bool pc_listen(void *opaque, GError **errp)
 {
     LoadCtx *c = opaque;
     MigrationState *s = c->s;
-    if (!s->pci) {
+    if (!s->dst.pci) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                     "postcopy listen without advise");
         return false;
     }
-    if (!postcopy_listen(s->pci, c->fd, migrate_cap(s, "postcopy-preempt"),
+    if (!postcopy_listen(s->dst.pci, c->fd, migrate_cap(s, "postcopy-preempt"),
                          errp)) {
         return false;
     }
-    __atomic_store_n(&s->urgent_ready, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->dst.preempt_ready, 1, __ATOMIC_SEQ_CST);
     hand_over_preempt(s);
     /* As the source's push (postcopy_run): requests before the push. */
     if (migrate_cap(s, "postcopy-preempt")) {
@@ -161,21 +164,21 @@ typedef struct RunCall {
 /* Main thread: the outcome of RUN, for the load thread. */
 static void run_done(MigrationState *s, int result)
 {
-    g_mutex_lock(&s->run_lock);
-    s->run_result = result;
-    g_cond_broadcast(&s->run_cond);
-    g_mutex_unlock(&s->run_lock);
+    g_mutex_lock(&s->dst.run_lock);
+    s->dst.run_result = result;
+    g_cond_broadcast(&s->dst.run_cond);
+    g_mutex_unlock(&s->dst.run_lock);
 }
 
 /* Load thread: wait for RUN's outcome; true if the guest runs here. */
 static bool run_wait(MigrationState *s)
 {
-    g_mutex_lock(&s->run_lock);
-    while (!s->run_result) {
-        g_cond_wait(&s->run_cond, &s->run_lock);
+    g_mutex_lock(&s->dst.run_lock);
+    while (!s->dst.run_result) {
+        g_cond_wait(&s->dst.run_cond, &s->dst.run_lock);
     }
-    int r = s->run_result;
-    g_mutex_unlock(&s->run_lock);
+    int r = s->dst.run_result;
+    g_mutex_unlock(&s->dst.run_lock);
     return r > 0;
 }
 
@@ -183,6 +186,7 @@ static bool run_wait(MigrationState *s)
 static gboolean postcopy_run_main(gpointer opaque)
 {
     RunCall *rc = opaque;
+    TSAN_ACQUIRE(rc);
     MigrationState *s = rc->s;
     Machine *m = s->m;
     gsize len;
@@ -216,7 +220,7 @@ static gboolean postcopy_run_main(gpointer opaque)
         machine_set_state(m, RUN_STATE_PAUSED);
     }
     run_done(s, 1);
-    postcopy_rp_send(s->pci, &(RPMessage) { .type = RP_RUNNING });
+    postcopy_rp_send(s->dst.pci, &(RPMessage) { .type = RP_RUNNING });
     return G_SOURCE_REMOVE;
 }
 
@@ -228,6 +232,7 @@ static bool pc_run(void *opaque, GBytes *package, GError **errp)
     rc->s = c->s;
     rc->pkg = g_bytes_ref(package);
     rc->fd = c->fd;
+    TSAN_RELEASE(rc);
     g_main_context_invoke(NULL, postcopy_run_main, rc);
     return true;
 }
@@ -253,7 +258,7 @@ static bool load_pong(void *opaque, uint32_t id, GError **errp)
 {
     LoadCtx *c = opaque;
     RPMessage m = { .type = RP_PONG, .id = id };
-    if (c->s->pci && postcopy_rp_send(c->s->pci, &m)) {
+    if (c->s->dst.pci && postcopy_rp_send(c->s->dst.pci, &m)) {
         return true;
     }
     int ret = rp_send_alone(c->fd, &m);
@@ -275,8 +280,8 @@ static const StreamPostcopyOps postcopy_ops = {
 static void postcopy_incoming_done(void *opaque)
 {
     MigrationState *s = opaque;
-    s->incoming = false;
-    s->incoming_defer = false;
+    s->dst.incoming = false;
+    s->dst.incoming_defer = false;
 }
 
 /*
@@ -292,14 +297,35 @@ static void postcopy_incoming_done(void *opaque)
 static void postcopy_pause_incoming(MigrationState *s, const GError *err)
 {
     migration_set_error(s, err->message);
-    postcopy_shutdown(s->pci);
+    postcopy_shutdown(s->dst.pci);
     migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
                       MIGRATION_STATUS_POSTCOPY_PAUSED);
 }
 
+static void load_thread_body(LoadArgs *a);
+
 static gpointer load_thread(gpointer opaque)
 {
     LoadArgs *a = opaque;
+    MigrationState *s = a->s;
+    load_thread_body(a);
+    migration_thread_done(s);
+    return NULL;
+}
+
+/* Start the load thread on @a's connection (main thread). */
+static void load_thread_start(LoadArgs *a)
+{
+    MigrationState *s = a->s;
+    g_mutex_lock(&s->lock);
+    s->dst.incoming_fd = a->fd;
+    g_mutex_unlock(&s->lock);
+    __atomic_fetch_add(&s->threads_live, 1, __ATOMIC_SEQ_CST);
+    s->dst.load_thread = g_thread_new("mig/dst/load", load_thread, a);
+}
+
+static void load_thread_body(LoadArgs *a)
+{
     MigrationState *s = a->s;
     QEMUFile *f = qemu_file_new_prefixed(a->fd, a->head, a->head_len);
     g_autoptr(GError) err = NULL;
@@ -309,8 +335,8 @@ static gpointer load_thread(gpointer opaque)
 
     RAMLoader *rl = g_new0(RAMLoader, 1);
     ram_loader_init(rl, s->m->ram);
-    __atomic_store_n(&s->ram_loader, rl, __ATOMIC_RELEASE);
-    StreamLoad l = { .m = s->m, .stats = &s->stats, .ram = s->ram_loader,
+    __atomic_store_n(&s->dst.ram_loader, rl, __ATOMIC_RELEASE);
+    StreamLoad l = { .m = s->m, .stats = &s->stats, .ram = s->dst.ram_loader,
                      .postcopy = &postcopy_ops, .pong = load_pong,
                      .opaque = &ctx };
     migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
@@ -332,9 +358,10 @@ static gpointer load_thread(gpointer opaque)
         if (!done.ok) {
             /* The guest runs here: never exit or free (see above). */
             postcopy_pause_incoming(s, err);
-            return NULL;
+            s->dst.paused_stream = f;   /* the fault thread's return path's fd */
+            return;
         }
-        if (!postcopy_drain(s->pci, &err)) {
+        if (!postcopy_drain(s->dst.pci, &err)) {
             /*
              * Pages the source counts sent are not here (lost on the way,
              * or never sent): vCPUs touching them would wait for ever, or
@@ -342,30 +369,31 @@ static gpointer load_thread(gpointer opaque)
              * registered, as for a broken connection.
              */
             postcopy_pause_incoming(s, err);
-            return NULL;
+            s->dst.paused_stream = f;   /* the fault thread's return path's fd */
+            return;
         }
-        postcopy_stop_faults(s->pci);
+        postcopy_stop_faults(s->dst.pci);
         /*
          * Every page is in, so every fault's record was closed.  One left
          * is a broken invariant: said loudly (the tests run ferry with
          * G_DEBUG=fatal-criticals, so there it aborts), but the guest,
          * every page in, is not killed for it.
          */
-        uint64_t left = postcopy_faults_waiting(s->pci);
+        uint64_t left = postcopy_faults_waiting(s->dst.pci);
         if (left) {
             g_critical("postcopy: %" G_GUINT64_FORMAT " fault records left "
                        "with every page in", left);
         }
-        s->pci->ram = NULL;
-        ram_loader_cleanup(s->ram_loader);
-        g_clear_pointer(&s->ram_loader, g_free);
-        postcopy_rp_send(s->pci, &(RPMessage) { .type = RP_SHUT, .status = 0 });
-        qemu_file_close(f);
+        s->dst.pci->ram = NULL;
+        ram_loader_cleanup(s->dst.ram_loader);
+        g_clear_pointer(&s->dst.ram_loader, g_free);
+        postcopy_rp_send(s->dst.pci, &(RPMessage) { .type = RP_SHUT, .status = 0 });
+        migration_close_stream(s, &s->dst.incoming_fd, f);
         __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
         migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
                           MIGRATION_STATUS_COMPLETED);
         migration_call_main(s, postcopy_incoming_done, s);
-        return NULL;
+        return;
     }
 
     /* SHUT says how it went; a failure is preceded by why (RP_REASON):
@@ -379,21 +407,21 @@ static gpointer load_thread(gpointer opaque)
         g_mutex_unlock(&s->lock);
     }
     bool rp_taken = false;      /* the fault thread's return path */
-    if (s->pci) {
+    if (s->dst.pci) {
         /* Postcopy was advised but the guest never ran here (a precopy
          * that converged, or a failure before or at RUN): stop the fault
          * thread if LISTEN started it, and drop postcopy's pointer to the
          * loader freed below (postcopy_incoming_cleanup() writes through
          * it). */
-        postcopy_stop_faults(s->pci);
-        s->pci->ram = NULL;
-        rp_taken = (done.ok || postcopy_rp_send(s->pci, &why)) &&
-                   postcopy_rp_send(s->pci, &shut);
+        postcopy_stop_faults(s->dst.pci);
+        s->dst.pci->ram = NULL;
+        rp_taken = (done.ok || postcopy_rp_send(s->dst.pci, &why)) &&
+                   postcopy_rp_send(s->dst.pci, &shut);
     }
     /* Ordinary memory again before any vCPU runs. */
-    ram_loader_cleanup(s->ram_loader);
-    g_clear_pointer(&s->ram_loader, g_free);
-    int pfd = __atomic_exchange_n(&s->preempt_fd, -1, __ATOMIC_SEQ_CST);
+    ram_loader_cleanup(s->dst.ram_loader);
+    g_clear_pointer(&s->dst.ram_loader, g_free);
+    int pfd = __atomic_exchange_n(&s->dst.preempt_fd, -1, __ATOMIC_SEQ_CST);
     if (pfd >= 0) {
         close(pfd);             /* a preempt channel, and no postcopy */
     }
@@ -403,16 +431,19 @@ static gpointer load_thread(gpointer opaque)
         }
         rp_send_alone(qemu_file_fd(f), &shut);
     }
-    qemu_file_close(f);
+    migration_close_stream(s, &s->dst.incoming_fd, f);
     __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
     if (done.ok) {
         migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_COMPLETED);
     } else {
         migration_set_error(s, err->message);
-        migrate_set_state(s, migration_status(s), MIGRATION_STATUS_FAILED);
+        /* In precopy, or in postcopy before the guest ran here. */
+        migrate_set_state_from(s, (const MigrationStatus[]) {
+            MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_POSTCOPY_ACTIVE,
+            MIGRATION_STATUS__MAX }, MIGRATION_STATUS_FAILED);
     }
     migration_call_main(s, incoming_done, &done);
-    return NULL;
+    return;
 }
 
 /*
@@ -439,7 +470,7 @@ typedef struct PendingChannel {
 static void pending_drop(PendingChannel *p, const char *why)
 {
     MigrationState *s = p->s;
-    s->pending = g_list_remove(s->pending, p);
+    s->dst.pending = g_list_remove(s->dst.pending, p);
     if (p->watch) {
         g_source_remove(p->watch);
     }
@@ -456,17 +487,17 @@ static void pending_drop(PendingChannel *p, const char *why)
 
 static void close_listener(MigrationState *s)
 {
-    if (s->listen_src) {
-        g_source_remove(s->listen_src);
-        s->listen_src = 0;
+    if (s->dst.listen_src) {
+        g_source_remove(s->dst.listen_src);
+        s->dst.listen_src = 0;
     }
-    if (s->listen_fd >= 0) {
-        close(s->listen_fd);
-        s->listen_fd = -1;
+    if (s->dst.listen_fd >= 0) {
+        close(s->dst.listen_fd);
+        s->dst.listen_fd = -1;
     }
-    if (s->socket_address) {
-        json_array_unref(s->socket_address);
-        s->socket_address = NULL;
+    if (s->dst.socket_address) {
+        json_array_unref(s->dst.socket_address);
+        s->dst.socket_address = NULL;
     }
 }
 
@@ -476,20 +507,20 @@ static void pending_identified(PendingChannel *p, const StreamChannel *c)
     MigrationState *s = p->s;
     int fd = p->fd;
     if (c->role == STREAM_CHANNEL_MAIN) {
-        if (s->have_main) {
+        if (s->dst.have_main) {
             pending_drop(p, "a second main channel (a migration is "
                          "already coming in)");
             return;
         }
-        s->have_main = true;
-        memcpy(s->channel_id, c->id, STREAM_ID_LEN);
+        s->dst.have_main = true;
+        memcpy(s->dst.channel_id, c->id, STREAM_ID_LEN);
         LoadArgs *a = g_new0(LoadArgs, 1);
         a->s = s;
         a->fd = fd;
         memcpy(a->head, p->head, sizeof(a->head));
         a->head_len = sizeof(a->head);
         pending_drop(p, NULL);
-        s->load_thread = g_thread_new("mig/dst/load", load_thread, a);
+        load_thread_start(a);
         /* One migration per listening socket, as QEMU; with preempt the
          * source connects again at the switch. */
         if (!migrate_cap(s, "postcopy-preempt")) {
@@ -497,18 +528,18 @@ static void pending_identified(PendingChannel *p, const StreamChannel *c)
         }
         return;
     }
-    if (!s->have_main || memcmp(c->id, s->channel_id, STREAM_ID_LEN) != 0) {
+    if (!s->dst.have_main || memcmp(c->id, s->dst.channel_id, STREAM_ID_LEN) != 0) {
         pending_drop(p, "a preempt channel of another migration");
         return;
     }
     if (!migrate_cap(s, "postcopy-preempt") ||
-        __atomic_load_n(&s->preempt_fd, __ATOMIC_SEQ_CST) >= 0 ||
-        (s->pci && __atomic_load_n(&s->pci->urgent_fd, __ATOMIC_SEQ_CST) >= 0)) {
+        __atomic_load_n(&s->dst.preempt_fd, __ATOMIC_SEQ_CST) >= 0 ||
+        (s->dst.pci && __atomic_load_n(&s->dst.pci->preempt_fd, __ATOMIC_SEQ_CST) >= 0)) {
         pending_drop(p, "a preempt channel not expected");
         return;
     }
     pending_drop(p, NULL);
-    __atomic_store_n(&s->preempt_fd, fd, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->dst.preempt_fd, fd, __ATOMIC_SEQ_CST);
     hand_over_preempt(s);
     close_listener(s);
 }
@@ -566,10 +597,10 @@ static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
     (void)cond;
     int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
     if (c < 0) {
-        return accept_backoff(errno, fd, &s->listen_src, incoming_accept, s)
+        return accept_backoff(errno, fd, &s->dst.listen_src, incoming_accept, s)
                ? G_SOURCE_REMOVE : G_SOURCE_CONTINUE;
     }
-    if (g_list_length(s->pending) >= PENDING_MAX) {
+    if (g_list_length(s->dst.pending) >= PENDING_MAX) {
         fprintf(stderr, "ferry: migration: refused a connection to the "
                 "incoming port: %d others wait for their channel header\n",
                 PENDING_MAX);
@@ -582,7 +613,7 @@ static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
     p->fd = c;
     p->watch = g_unix_fd_add(c, G_IO_IN, pending_readable, p);
     p->timer = g_timeout_add_seconds(PENDING_TIMEOUT_S, pending_timeout, p);
-    s->pending = g_list_prepend(s->pending, p);
+    s->dst.pending = g_list_prepend(s->dst.pending, p);
     return G_SOURCE_CONTINUE;
 }
 
@@ -594,7 +625,7 @@ static void incoming_from_fd(MigrationState *s, int fd)
     LoadArgs *a = g_new0(LoadArgs, 1);
     a->s = s;
     a->fd = fd;
-    s->load_thread = g_thread_new("mig/dst/load", load_thread, a);
+    load_thread_start(a);
 }
 
 bool migration_incoming_start(MigrationState *s, const char *uri, GError **errp)
@@ -631,11 +662,50 @@ bool migration_incoming_start(MigrationState *s, const char *uri, GError **errp)
     if (fd < 0) {
         return false;
     }
-    s->listen_fd = fd;
-    s->socket_address = addr;
+    s->dst.listen_fd = fd;
+    s->dst.socket_address = addr;
     s->start_ms = migration_now_ms();
     migrate_set_state(s, MIGRATION_STATUS_NONE, MIGRATION_STATUS_SETUP);
-    s->listen_src = g_unix_fd_add(fd, G_IO_IN, incoming_accept, s);
+    s->dst.listen_src = g_unix_fd_add(fd, G_IO_IN, incoming_accept, s);
     return true;
 }
 
+
+void migration_incoming_stop(MigrationState *s)
+{
+    while (s->dst.pending) {
+        PendingChannel *p = s->dst.pending->data;
+        int fd = p->fd;
+        pending_drop(p, NULL);
+        close(fd);
+    }
+    migration_shutdown_stream(s, &s->dst.incoming_fd);
+    PostcopyIncoming *pci = __atomic_load_n(&s->dst.pci, __ATOMIC_ACQUIRE);
+    if (pci) {
+        postcopy_shutdown(pci);
+    }
+}
+
+void migration_incoming_cleanup(MigrationState *s)
+{
+    if (s->dst.load_thread) {
+        g_thread_join(s->dst.load_thread);
+        s->dst.load_thread = NULL;
+    }
+    if (s->dst.pci) {
+        postcopy_incoming_cleanup(s->dst.pci);      /* joins the fault thread */
+        g_clear_pointer(&s->dst.pci, g_free);
+    }
+    if (s->dst.paused_stream) {
+        migration_close_stream(s, &s->dst.incoming_fd, s->dst.paused_stream);
+        s->dst.paused_stream = NULL;
+    }
+    if (s->dst.ram_loader) {
+        ram_loader_cleanup(s->dst.ram_loader);      /* kept while paused */
+        g_clear_pointer(&s->dst.ram_loader, g_free);
+    }
+    int pfd = __atomic_exchange_n(&s->dst.preempt_fd, -1, __ATOMIC_SEQ_CST);
+    if (pfd >= 0) {
+        close(pfd);
+    }
+}

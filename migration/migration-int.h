@@ -12,6 +12,7 @@
 #include <glib.h>
 
 #include "migration/migration.h"
+#include "migration/qemu-file.h"
 
 /*
  * Postcopy's backlog bound, both sides: a page the push has already
@@ -47,6 +48,28 @@ void migration_set_error(MigrationState *s, const char *msg);
  * The calling thread's class is left as it was.
  */
 int migration_push_nice(void);
+
+/*
+ * migration_shutdown_stream: shut down the stream's fd *@fdp (both ways)
+ * if it is still open, so a thread blocked on it returns.  Any thread.
+ * migration_close_stream: the owning thread closes it: *@fdp is -1 first,
+ * under the same lock, so a shutdown never hits a reused number.
+ */
+void migration_shutdown_stream(MigrationState *s, int *fdp);
+void migration_close_stream(MigrationState *s, int *fdp, QEMUFile *f);
+
+/* migration_thread_done: the last thing a migration or load thread does
+ * (migration_cleanup waits for threads_live to reach 0). */
+void migration_thread_done(MigrationState *s);
+
+/*
+ * migration_incoming_stop: make the destination's threads end (shut its
+ * connections down, stop the fault thread); migration_incoming_cleanup:
+ * once they have, join the load thread and free what it kept while
+ * paused.  Main thread, from migration_cleanup.
+ */
+void migration_incoming_stop(MigrationState *s);
+void migration_incoming_cleanup(MigrationState *s);
 
 /* ---- The source's return path (rp-source.c) ---------------------------- */
 

@@ -24,6 +24,7 @@
 #include "migration/stream.h"
 #include "qemu/bitmap.h"
 #include "qemu/thread-prio.h"
+#include "qemu/tsan.h"
 
 const char *migration_status_name(MigrationStatus s)
 {
@@ -49,6 +50,7 @@ typedef struct MainCall {
 static gboolean main_call_run(gpointer data)
 {
     MainCall *c = data;
+    TSAN_ACQUIRE(c);
     c->fn(c->opaque);
     g_mutex_lock(&c->lock);
     c->done = true;
@@ -63,6 +65,7 @@ void migration_call_main(MigrationState *s, void (*fn)(void *), void *opaque)
     MainCall c = { .fn = fn, .opaque = opaque };
     g_mutex_init(&c.lock);
     g_cond_init(&c.cond);
+    TSAN_RELEASE(&c);
     g_main_context_invoke(NULL, main_call_run, &c);
     g_mutex_lock(&c.lock);
     while (!c.done) {
@@ -84,6 +87,7 @@ typedef struct PendingEvent {
 static gboolean emit_in_main(gpointer opaque)
 {
     PendingEvent *e = opaque;
+    TSAN_ACQUIRE(e);
     e->s->emit(e->s->emit_opaque, e->name, e->data);
     json_object_unref(e->data);
     g_free(e->name);
@@ -98,6 +102,7 @@ static void emit(MigrationState *s, const char *name, JsonObject *data)
     e->s = s;
     e->name = g_strdup(name);
     e->data = data;
+    TSAN_RELEASE(e);
     g_idle_add_full(G_PRIORITY_DEFAULT, emit_in_main, e, NULL);
 }
 
@@ -117,6 +122,17 @@ bool migrate_set_state(MigrationState *s, MigrationStatus old,
         emit(s, "MIGRATION", d);
     }
     return true;
+}
+
+bool migrate_set_state_from(MigrationState *s, const MigrationStatus *from,
+                            MigrationStatus new)
+{
+    for (; *from != MIGRATION_STATUS__MAX; from++) {
+        if (migrate_set_state(s, *from, new)) {
+            return true;
+        }
+    }
+    return false;
 }
 
 MigrationStatus migration_status(MigrationState *s)
@@ -196,7 +212,7 @@ static void set_throttle_main(void *opaque)
 static void set_throttle(MigrationState *s, int pct)
 {
     Throttle t = { s, pct };
-    __atomic_store_n(&s->throttle_pct, pct, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->src.throttle_pct, pct, __ATOMIC_SEQ_CST);
     migration_call_main(s, set_throttle_main, &t);
 }
 
@@ -219,7 +235,7 @@ static void auto_converge(MigrationState *s, uint64_t dirty_bytes,
         return;
     }
     *high = 0;
-    int pct = __atomic_load_n(&s->throttle_pct, __ATOMIC_SEQ_CST);
+    int pct = __atomic_load_n(&s->src.throttle_pct, __ATOMIC_SEQ_CST);
     pct = pct ? pct + (int)param_u64(s, "cpu-throttle-increment")
               : (int)param_u64(s, "cpu-throttle-initial");
     set_throttle(s, MIN(pct, (int)param_u64(s, "max-cpu-throttle")));
@@ -227,7 +243,7 @@ static void auto_converge(MigrationState *s, uint64_t dirty_bytes,
 
 static bool cancelled(MigrationState *s)
 {
-    return __atomic_load_n(&s->cancel, __ATOMIC_SEQ_CST);
+    return __atomic_load_n(&s->src.cancel, __ATOMIC_SEQ_CST);
 }
 
 /*
@@ -246,12 +262,12 @@ static bool pause_before_switchover(MigrationState *s, MigrationStatus next)
                            MIGRATION_STATUS_PRE_SWITCHOVER)) {
         return false;           /* cancelled just now */
     }
-    g_mutex_lock(&s->continue_lock);
-    while (!s->continue_posted && !cancelled(s)) {
-        g_cond_wait(&s->continue_cond, &s->continue_lock);
+    g_mutex_lock(&s->src.continue_lock);
+    while (!s->src.continue_posted && !cancelled(s)) {
+        g_cond_wait(&s->src.continue_cond, &s->src.continue_lock);
     }
-    s->continue_posted = false;
-    g_mutex_unlock(&s->continue_lock);
+    s->src.continue_posted = false;
+    g_mutex_unlock(&s->src.continue_lock);
     return !cancelled(s) &&
            migrate_set_state(s, MIGRATION_STATUS_PRE_SWITCHOVER, next);
 }
@@ -274,7 +290,7 @@ static bool open_preempt(MigrationState *s, const char *uri, GError **errp)
     if (fd < 0) {
         return false;
     }
-    s->preempt_fd = fd;
+    s->src.preempt_fd = fd;
     return true;
 }
 
@@ -300,7 +316,7 @@ static bool open_preempt(MigrationState *s, const char *uri, GError **errp)
  * the guest runs more and takes the CPU).
  *
  * The nice only serves where the fault path's threads cannot run
- * SCHED_FIFO (URGENT_RT_PRIO; migration_push_nice()).  Where they can,
+ * SCHED_FIFO (FAULT_PATH_RT_PRIO; migration_push_nice()).  Where they can,
  * they preempt the push anyway, and nice 10 only gave the vCPU the
  * push's CPU: with the push at nice 0 instead (preempt, 7 interleaved
  * runs at 1 GiB, 3 at 4 GiB) the total time fell from 1.23 to 0.88 s
@@ -316,7 +332,7 @@ static bool open_preempt(MigrationState *s, const char *uri, GError **errp)
 /* Where the fault path runs SCHED_FIFO, nice 0 (see PUSH_NICE). */
 int migration_push_nice(void)
 {
-    return thread_probe_fifo(URGENT_RT_PRIO) == 0 ? 0 : PUSH_NICE;
+    return thread_probe_fifo(FAULT_PATH_RT_PRIO) == 0 ? 0 : PUSH_NICE;
 }
 
 /*
@@ -372,7 +388,7 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
             break;
         }
     }
-    __atomic_store_n(&s->stop_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->src.stop_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
     migration_call_main(s, stop_vm, stop);
     *stopped = true;
     if (!pause_before_switchover(s, MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
@@ -402,9 +418,9 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
     __atomic_fetch_add(&s->stats.transferred, 1 + 4 + g_bytes_get_size(b),
                        __ATOMIC_RELAXED);
     r->preempt = NULL;
-    if (s->preempt_fd >= 0) {
-        r->preempt = qemu_file_new(s->preempt_fd, true, false);
-        stream_put_channel(r->preempt, STREAM_CHANNEL_PREEMPT, s->channel_id);
+    if (s->src.preempt_fd >= 0) {
+        r->preempt = qemu_file_new(s->src.preempt_fd, true, false);
+        stream_put_channel(r->preempt, STREAM_CHANNEL_PREEMPT, s->src.channel_id);
         qemu_fflush(r->preempt);
     }
     source_rp_attach_saver(s, r);
@@ -420,13 +436,13 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
      * small, in pc_listen), with or without preempt.
      */
     int nice_was = getpriority(PRIO_PROCESS, gettid());
-    if (s->preempt_fd >= 0) {
+    if (s->src.preempt_fd >= 0) {
         setpriority(PRIO_PROCESS, gettid(), migration_push_nice());
     }
     int lowat = PUSH_BACKLOG;
     setsockopt(qemu_file_fd(f), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat,
                sizeof(lowat));         /* not TCP: nothing to bound */
-    bool sent = ram_postcopy_send(r, !s->postcopy_no_push);
+    bool sent = ram_postcopy_send(r, !s->src.postcopy_no_push);
     setpriority(PRIO_PROCESS, gettid(), nice_was);
     if (sent) {
         ram_postcopy_end_preempt(r);
@@ -442,14 +458,15 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
         qemu_file_close(r->preempt);
         r->preempt = NULL;
     }
-    if (s->preempt_fd >= 0) {
-        close(s->preempt_fd);
-        s->preempt_fd = -1;
+    if (s->src.preempt_fd >= 0) {
+        close(s->src.preempt_fd);
+        s->src.preempt_fd = -1;
+    s->dst.preempt_fd = -1;
     }
     if (sent && shut == 0) {
         return MIGRATION_STATUS_COMPLETED;
     }
-    if (shut > 0 && !__atomic_load_n(&s->rp_running, __ATOMIC_SEQ_CST)) {
+    if (shut > 0 && !__atomic_load_n(&s->src.rp_running, __ATOMIC_SEQ_CST)) {
         /* Its guest never ran (a destination fails only then, and pauses
          * after): ours has every page, and runs on (fail: restart_vm). */
         source_rp_error(s, errp);
@@ -465,9 +482,19 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
     return MIGRATION_STATUS_POSTCOPY_PAUSED;
 }
 
+static void migration_thread_body(MigrateArgs *a);
+
 static gpointer migration_thread(gpointer opaque)
 {
     MigrateArgs *a = opaque;
+    MigrationState *s = a->s;
+    migration_thread_body(a);
+    migration_thread_done(s);
+    return NULL;
+}
+
+static void migration_thread_body(MigrateArgs *a)
+{
     MigrationState *s = a->s;
     Machine *m = s->m;
     QEMUFile *f = qemu_file_new(a->fd, true, true);
@@ -482,9 +509,10 @@ static gpointer migration_thread(gpointer opaque)
     /* postcopy-ram brings the return path with it. */
     bool return_path = migrate_cap(s, "return-path") || postcopy;
     int dirty_high = 0;
-    ram_saver_init(&r, m->ram, &m->kvm, f, &s->stats, &s->cancel);
-    r.stop_pass = postcopy ? &s->postcopy_start : NULL;
-    stream_put_header(f, m->ram, s->channel_id);
+    ram_saver_init(&r, m->ram, &m->kvm, f, &s->stats, &s->src.cancel);
+    r.stop_pass = postcopy ? &s->src.postcopy_start : NULL;
+    stream_put_header(f, m->ram, s->src.channel_id);
+    qemu_fflush(f);             /* the destination names the channel by it */
     if (return_path) {
         qemu_put_byte(f, REC_OPEN_RETURN_PATH);
         source_rp_start(s, qemu_file_fd(f));
@@ -516,8 +544,8 @@ static gpointer migration_thread(gpointer opaque)
         qemu_put_byte(f, REC_PASS_END);
         qemu_put_u32(f, pass);
         qemu_fflush(f);
-        if (postcopy && (__atomic_load_n(&s->postcopy_start, __ATOMIC_SEQ_CST) ||
-                         s->postcopy_after_pass1)) {
+        if (postcopy && (__atomic_load_n(&s->src.postcopy_start, __ATOMIC_SEQ_CST) ||
+                         s->src.postcopy_after_pass1)) {
             goto postcopy;
         }
         double secs = MAX(1e-6, (g_get_monotonic_time() - t0) / 1e6);
@@ -534,14 +562,14 @@ static gpointer migration_thread(gpointer opaque)
                          __ATOMIC_RELAXED);
         __atomic_store_n(&s->stats.bandwidth, bw, __ATOMIC_RELAXED);
         __atomic_store_n(&s->stats.pages_per_second,
-                         (uint64_t)((bytes / 4096) / secs), __ATOMIC_RELAXED);
+                         (uint64_t)((bytes / TARGET_PAGE_SIZE) / secs), __ATOMIC_RELAXED);
         /* Converged: what is left goes within the downtime limit. */
-        int64_t expected = dirty * 4096 * 1000 / bw;
+        int64_t expected = dirty * TARGET_PAGE_SIZE * 1000 / bw;
         __atomic_store_n(&s->expected_downtime_ms, expected, __ATOMIC_SEQ_CST);
         if (expected <= (int64_t)param_u64(s, "downtime-limit")) {
             break;
         }
-        auto_converge(s, dirty * 4096, bytes, &dirty_high);
+        auto_converge(s, dirty * TARGET_PAGE_SIZE, bytes, &dirty_high);
         if (cancelled(s)) {
             goto fail;
         }
@@ -588,13 +616,17 @@ static gpointer migration_thread(gpointer opaque)
     kvm_set_dirty_log(&m->kvm, m->ram, false, NULL);
     __atomic_store_n(&s->downtime_ms, migration_now_ms() - stop_at, __ATOMIC_SEQ_CST);
     __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
-    __atomic_store_n(&s->stream_fd, -1, __ATOMIC_SEQ_CST);
-    qemu_file_close(f);
+    migration_close_stream(s, &s->src.stream_fd, f);
     ram_saver_cleanup(&r);
     set_throttle(s, 0);
     migration_call_main(s, finish_vm, &stop);
-    migrate_set_state(s, migration_status(s), MIGRATION_STATUS_COMPLETED);
-    return NULL;
+    /* The destination runs the guest now: completed, even over a cancel
+     * that came too late (cancelled would invite a cont here). */
+    migrate_set_state_from(s, (const MigrationStatus[]) {
+        MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_DEVICE,
+        MIGRATION_STATUS_CANCELLING, MIGRATION_STATUS__MAX },
+        MIGRATION_STATUS_COMPLETED);
+    return;
 
 postcopy: {
     MigrationStatus end = postcopy_run(s, &r, f, &stop, &stopped, uri, &err);
@@ -603,8 +635,7 @@ postcopy: {
     }
     kvm_set_dirty_log(&m->kvm, m->ram, false, NULL);
     __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
-    __atomic_store_n(&s->stream_fd, -1, __ATOMIC_SEQ_CST);
-    qemu_file_close(f);
+    migration_close_stream(s, &s->src.stream_fd, f);
     ram_saver_cleanup(&r);
     set_throttle(s, 0);
     if (end == MIGRATION_STATUS_COMPLETED) {
@@ -613,16 +644,16 @@ postcopy: {
         migration_set_error(s, err->message);
     }
     migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE, end);
-    return NULL;
+    return;
 }
 
 fail:
-    if (s->rp_thread) {
+    if (s->src.rp_thread) {
         /* The reader goes before the fd it reads is closed. */
         shutdown(qemu_file_fd(f), SHUT_RDWR);
         source_rp_join(s);
     }
-    if (__atomic_load_n(&s->rp_shut, __ATOMIC_SEQ_CST) > 0 && !cancelled(s)) {
+    if (__atomic_load_n(&s->src.rp_shut, __ATOMIC_SEQ_CST) > 0 && !cancelled(s)) {
         g_clear_error(&err);
         source_rp_error(s, &err);   /* the destination said why */
     }
@@ -635,8 +666,7 @@ fail:
                     "Unable to write to %s: %s", what,
                     g_strerror(-qemu_file_error(f)));
     }
-    __atomic_store_n(&s->stream_fd, -1, __ATOMIC_SEQ_CST);
-    qemu_file_close(f);
+    migration_close_stream(s, &s->src.stream_fd, f);
     kvm_set_dirty_log(&m->kvm, m->ram, false, NULL);
     ram_saver_cleanup(&r);
     set_throttle(s, 0);
@@ -649,10 +679,15 @@ fail:
                           MIGRATION_STATUS_CANCELLED);
     } else {
         migration_set_error(s, err ? err->message : "migration failed");
-        MigrationStatus st = migration_status(s);
-        migrate_set_state(s, st, MIGRATION_STATUS_FAILED);
+        /* Before the switch, or at it before the destination ran the
+         * guest (postcopy_run): ours runs on. */
+        migrate_set_state_from(s, (const MigrationStatus[]) {
+            MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE,
+            MIGRATION_STATUS_PRE_SWITCHOVER, MIGRATION_STATUS_DEVICE,
+            MIGRATION_STATUS_POSTCOPY_ACTIVE, MIGRATION_STATUS__MAX },
+            MIGRATION_STATUS_FAILED);
     }
-    return NULL;
+    return;
 }
 
 /* ---- QMP ------------------------------------------------------------------------------ */
@@ -683,9 +718,14 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
                     "Cannot resume if there is no paused migration");
         return NULL;
     }
-    if (s->incoming) {
+    if (s->dst.incoming) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "Guest is waiting for an incoming migration");
+        return NULL;
+    }
+    if (s->quitting) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "The process is shutting down");
         return NULL;
     }
     if (migration_running(s)) {
@@ -724,7 +764,7 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
         return NULL;
     }
     if (migrate_cap(s, "postcopy-ram") &&
-        s->m->ram->page_size > (uint64_t)STREAM_MAX_RUN * 4096) {
+        s->m->ram->page_size > (uint64_t)STREAM_MAX_RUN * TARGET_PAGE_SIZE) {
         /* A page request carries at most STREAM_MAX_RUN 4 KiB pages (the
          * destination refuses such a block at advise too). */
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
@@ -747,43 +787,54 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
     if (g_str_has_prefix(uri, "fd:")) {
         channel_tune(fd);
     }
-    if (s->thread) {
-        g_thread_join(s->thread);
-        s->thread = NULL;
+    if (s->src.thread) {
+        g_thread_join(s->src.thread);
+        s->src.thread = NULL;
     }
     g_mutex_lock(&s->lock);
     g_clear_pointer(&s->error, g_free);
     g_mutex_unlock(&s->lock);
     memset(&s->stats, 0, sizeof(s->stats));
     s->setup_ms = s->end_ms = s->downtime_ms = s->expected_downtime_ms = 0;
-    __atomic_store_n(&s->postcopy_start, 0, __ATOMIC_SEQ_CST);
-    s->postcopy_after_pass1 = after_pass1;
-    s->postcopy_no_push = no_push;
-    if (s->pci) {
+    __atomic_store_n(&s->src.postcopy_start, 0, __ATOMIC_SEQ_CST);
+    s->src.postcopy_after_pass1 = after_pass1;
+    s->src.postcopy_no_push = no_push;
+    if (s->dst.pci) {
         /* An earlier incoming postcopy's statistics: this is a source now. */
-        __atomic_store_n(&s->urgent_ready, 0, __ATOMIC_SEQ_CST);
-        postcopy_incoming_cleanup(s->pci);
-        g_clear_pointer(&s->pci, g_free);
+        __atomic_store_n(&s->dst.preempt_ready, 0, __ATOMIC_SEQ_CST);
+        postcopy_incoming_cleanup(s->dst.pci);
+        g_clear_pointer(&s->dst.pci, g_free);
     }
-    s->rp_refused = 0;
+    s->src.rp_refused = 0;
     /* Names this migration's channels to the destination (not a secret:
      * it tells a stray connection from the preempt channel). */
-    if (getrandom(s->channel_id, sizeof(s->channel_id), 0) !=
-        sizeof(s->channel_id)) {
-        for (size_t i = 0; i < sizeof(s->channel_id); i++) {
-            s->channel_id[i] = g_random_int();
+    if (getrandom(s->src.channel_id, sizeof(s->src.channel_id), 0) !=
+        sizeof(s->src.channel_id)) {
+        for (size_t i = 0; i < sizeof(s->src.channel_id); i++) {
+            s->src.channel_id[i] = g_random_int();
         }
     }
     s->start_ms = migration_now_ms();
-    __atomic_store_n(&s->cancel, 0, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&s->stream_fd, fd, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&s->status, MIGRATION_STATUS_NONE, __ATOMIC_SEQ_CST);
-    migrate_set_state(s, MIGRATION_STATUS_NONE, MIGRATION_STATUS_SETUP);
+    __atomic_store_n(&s->src.cancel, 0, __ATOMIC_SEQ_CST);
+    g_mutex_lock(&s->lock);
+    s->src.stream_fd = fd;
+    g_mutex_unlock(&s->lock);
+    /* From the end of the last migration, either side's, or none. */
+    if (!migrate_set_state_from(s, (const MigrationStatus[]) {
+            MIGRATION_STATUS_NONE, MIGRATION_STATUS_COMPLETED,
+            MIGRATION_STATUS_FAILED, MIGRATION_STATUS_CANCELLED,
+            MIGRATION_STATUS__MAX }, MIGRATION_STATUS_SETUP)) {
+        close(fd);
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "There's a migration process in progress");
+        return NULL;
+    }
     MigrateArgs *a = g_new0(MigrateArgs, 1);
     a->s = s;
     a->fd = fd;
     a->uri = g_strdup(uri);
-    s->thread = g_thread_new("live_migration", migration_thread, a);
+    __atomic_fetch_add(&s->threads_live, 1, __ATOMIC_SEQ_CST);
+    s->src.thread = g_thread_new("live_migration", migration_thread, a);
     return ret_empty();
 }
 
@@ -794,14 +845,34 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
  */
 static void stop_thread(MigrationState *s)
 {
-    __atomic_store_n(&s->cancel, 1, __ATOMIC_SEQ_CST);
-    g_mutex_lock(&s->continue_lock);
-    g_cond_broadcast(&s->continue_cond);
-    g_mutex_unlock(&s->continue_lock);
-    int fd = __atomic_load_n(&s->stream_fd, __ATOMIC_SEQ_CST);
-    if (fd >= 0) {
-        shutdown(fd, SHUT_RDWR);
+    __atomic_store_n(&s->src.cancel, 1, __ATOMIC_SEQ_CST);
+    g_mutex_lock(&s->src.continue_lock);
+    g_cond_broadcast(&s->src.continue_cond);
+    g_mutex_unlock(&s->src.continue_lock);
+    migration_shutdown_stream(s, &s->src.stream_fd);
+}
+
+void migration_shutdown_stream(MigrationState *s, int *fdp)
+{
+    g_mutex_lock(&s->lock);
+    if (*fdp >= 0) {
+        shutdown(*fdp, SHUT_RDWR);
     }
+    g_mutex_unlock(&s->lock);
+}
+
+void migration_close_stream(MigrationState *s, int *fdp, QEMUFile *f)
+{
+    g_mutex_lock(&s->lock);
+    *fdp = -1;
+    g_mutex_unlock(&s->lock);
+    qemu_file_close(f);
+}
+
+void migration_thread_done(MigrationState *s)
+{
+    __atomic_fetch_sub(&s->threads_live, 1, __ATOMIC_SEQ_CST);
+    g_main_context_wakeup(NULL);
 }
 
 static JsonNode *qmp_migrate_cancel(JsonObject *args, void *opaque, GError **errp)
@@ -809,14 +880,14 @@ static JsonNode *qmp_migrate_cancel(JsonObject *args, void *opaque, GError **err
     MigrationState *s = opaque;
     (void)args;
     MigrationStatus st = migration_status(s);
-    if (!s->incoming && st >= MIGRATION_STATUS_POSTCOPY_ACTIVE &&
+    if (!s->dst.incoming && st >= MIGRATION_STATUS_POSTCOPY_ACTIVE &&
         st <= MIGRATION_STATUS_POSTCOPY_RECOVER) {
         /* The guest runs there now: cancelling would lose it. */
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "Postcopy migration can't be cancelled");
         return NULL;
     }
-    if (!s->incoming && (st == MIGRATION_STATUS_SETUP ||
+    if (!s->dst.incoming && (st == MIGRATION_STATUS_SETUP ||
                          st == MIGRATION_STATUS_ACTIVE ||
                          st == MIGRATION_STATUS_PRE_SWITCHOVER ||
                          st == MIGRATION_STATUS_DEVICE) &&
@@ -842,12 +913,12 @@ static JsonNode *qmp_migrate_start_postcopy(JsonObject *args, void *opaque,
                     "start of migration");
         return NULL;
     }
-    if (s->incoming || st == MIGRATION_STATUS_NONE) {
+    if (s->dst.incoming || st == MIGRATION_STATUS_NONE) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "Postcopy must be started after migration has been started");
         return NULL;
     }
-    __atomic_store_n(&s->postcopy_start, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->src.postcopy_start, 1, __ATOMIC_SEQ_CST);
     return ret_empty();
 }
 
@@ -864,10 +935,10 @@ static JsonNode *qmp_migrate_continue(JsonObject *args, void *opaque,
                     migration_status_name(st));
         return NULL;
     }
-    g_mutex_lock(&s->continue_lock);
-    s->continue_posted = true;
-    g_cond_broadcast(&s->continue_cond);
-    g_mutex_unlock(&s->continue_lock);
+    g_mutex_lock(&s->src.continue_lock);
+    s->src.continue_posted = true;
+    g_cond_broadcast(&s->src.continue_cond);
+    g_mutex_unlock(&s->src.continue_lock);
     return ret_empty();
 }
 
@@ -875,13 +946,13 @@ static JsonNode *qmp_migrate_incoming(JsonObject *args, void *opaque,
                                       GError **errp)
 {
     MigrationState *s = opaque;
-    if (s->incoming && !s->incoming_defer) {
+    if (s->dst.incoming && !s->dst.incoming_defer) {
         /* -incoming URI: it was started with the process (QEMU's words). */
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "The incoming migration has already been started");
         return NULL;
     }
-    if (!s->incoming_defer) {
+    if (!s->dst.incoming_defer) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "'-incoming' was not specified on the command line");
         return NULL;
@@ -892,7 +963,7 @@ static JsonNode *qmp_migrate_incoming(JsonObject *args, void *opaque,
         return NULL;
     }
     if (json_object_has_member(args, "exit-on-error")) {
-        s->exit_on_error = json_object_get_boolean_member(args, "exit-on-error");
+        s->dst.exit_on_error = json_object_get_boolean_member(args, "exit-on-error");
     }
     if (!migration_incoming_start(s, json_object_get_string_member(args, "uri"), errp)) {
         return NULL;
@@ -911,13 +982,13 @@ static JsonObject *ram_info(MigrationState *s)
     json_object_set_int_member(r, "transferred", transferred);
     json_object_set_int_member(r, "remaining",
                                __atomic_load_n(&st->remaining_pages,
-                                               __ATOMIC_RELAXED) * 4096);
+                                               __ATOMIC_RELAXED) * TARGET_PAGE_SIZE);
     json_object_set_int_member(r, "total", s->m->ram->size);
     json_object_set_int_member(r, "duplicate",
                                __atomic_load_n(&st->zero_pages, __ATOMIC_RELAXED));
     json_object_set_int_member(r, "skipped", 0);
     json_object_set_int_member(r, "normal", normal);
-    json_object_set_int_member(r, "normal-bytes", normal * 4096);
+    json_object_set_int_member(r, "normal-bytes", normal * TARGET_PAGE_SIZE);
     json_object_set_int_member(r, "dirty-pages-rate",
                                __atomic_load_n(&st->dirty_pages_rate,
                                                __ATOMIC_RELAXED));
@@ -928,7 +999,7 @@ static JsonObject *ram_info(MigrationState *s)
     json_object_set_int_member(r, "postcopy-requests",
                                __atomic_load_n(&st->postcopy_requests,
                                                __ATOMIC_RELAXED));
-    json_object_set_int_member(r, "page-size", 4096);
+    json_object_set_int_member(r, "page-size", TARGET_PAGE_SIZE);
     json_object_set_int_member(r, "multifd-bytes", 0);
     json_object_set_int_member(r, "pages-per-second",
                                __atomic_load_n(&st->pages_per_second,
@@ -958,13 +1029,13 @@ static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp
         return qmp_return_object(r);
     }
     json_object_set_string_member(r, "status", migration_status_name(st));
-    if (s->incoming || s->pci) {
-        if (s->socket_address && st == MIGRATION_STATUS_SETUP) {
+    if (s->dst.incoming || s->dst.pci) {
+        if (s->dst.socket_address && st == MIGRATION_STATUS_SETUP) {
             json_object_set_array_member(r, "socket-address",
-                                         json_array_ref(s->socket_address));
+                                         json_array_ref(s->dst.socket_address));
         }
-        if (s->pci && migrate_cap(s, "postcopy-blocktime")) {
-            postcopy_stats(s->pci, r);
+        if (s->dst.pci && migrate_cap(s, "postcopy-blocktime")) {
+            postcopy_stats(s->dst.pci, r);
         }
     } else if (st != MIGRATION_STATUS_SETUP) {
         int64_t end = __atomic_load_n(&s->end_ms, __ATOMIC_SEQ_CST);
@@ -984,7 +1055,7 @@ static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp
                                                        __ATOMIC_SEQ_CST));
         }
         json_object_set_object_member(r, "ram", ram_info(s));
-        int pct = __atomic_load_n(&s->throttle_pct, __ATOMIC_SEQ_CST);
+        int pct = __atomic_load_n(&s->src.throttle_pct, __ATOMIC_SEQ_CST);
         if (pct) {
             json_object_set_int_member(r, "cpu-throttle-percentage", pct);
         }
@@ -1003,18 +1074,20 @@ bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
     s->m = m;
     s->qmp = d;
     s->status = MIGRATION_STATUS_NONE;
-    s->listen_fd = -1;
-    s->stream_fd = -1;
-    s->preempt_fd = -1;
-    s->exit_on_error = true;
+    s->dst.listen_fd = -1;
+    s->src.stream_fd = -1;
+    s->dst.incoming_fd = -1;
+    s->src.preempt_fd = -1;
+    s->dst.preempt_fd = -1;
+    s->dst.exit_on_error = true;
     g_mutex_init(&s->lock);
-    g_mutex_init(&s->continue_lock);
-    g_cond_init(&s->continue_cond);
-    g_mutex_init(&s->run_lock);
-    g_cond_init(&s->run_cond);
-    g_mutex_init(&s->rp_lock);
-    g_cond_init(&s->rp_cond);
-    s->rp_shut = -1;
+    g_mutex_init(&s->src.continue_lock);
+    g_cond_init(&s->src.continue_cond);
+    g_mutex_init(&s->dst.run_lock);
+    g_cond_init(&s->dst.run_cond);
+    g_mutex_init(&s->src.rp_lock);
+    g_cond_init(&s->src.rp_cond);
+    s->src.rp_shut = -1;
     migration_options_register(s, d);
     qmp_register(d, "migrate", qmp_migrate, s);
     qmp_register(d, "migrate_cancel", qmp_migrate_cancel, s);
@@ -1025,9 +1098,9 @@ bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
     if (!incoming) {
         return true;
     }
-    s->incoming = true;
+    s->dst.incoming = true;
     if (!strcmp(incoming, "defer")) {
-        s->incoming_defer = true;
+        s->dst.incoming_defer = true;
         return true;
     }
     g_autoptr(GError) err = NULL;
@@ -1039,28 +1112,46 @@ bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
     return true;
 }
 
+/*
+ * The process ends (quit, a signal, the guest's exit): every migration
+ * thread is told to stop and joined before anything it uses is freed.
+ * They may wait on the main thread meanwhile (migration_call_main, the
+ * destination's RUN), so the main context runs until the last is done.
+ * Before, they were left running, and read freed memory (migrate_cap in
+ * the load thread when the guest exited by itself; the fault thread on
+ * quit).  Main thread.
+ */
 void migration_cleanup(MigrationState *s)
 {
     if (!s->m) {
         return;
     }
-    if (s->thread && migration_running(s)) {
+    s->quitting = true;         /* no migrate while they finish */
+    if (s->src.thread) {
         stop_thread(s);
     }
-    /* Threads waiting on the main loop cannot finish now; leave them. */
-    if (s->listen_src) {
-        g_source_remove(s->listen_src);
+    migration_incoming_stop(s);
+    while (__atomic_load_n(&s->threads_live, __ATOMIC_SEQ_CST) > 0) {
+        g_main_context_iteration(NULL, TRUE);
     }
-    if (s->listen_fd >= 0) {
-        close(s->listen_fd);
+    if (s->src.thread) {
+        g_thread_join(s->src.thread);
+        s->src.thread = NULL;
     }
-    if (s->socket_address) {
-        json_array_unref(s->socket_address);
+    migration_incoming_cleanup(s);
+    if (s->dst.listen_src) {
+        g_source_remove(s->dst.listen_src);
+    }
+    if (s->dst.listen_fd >= 0) {
+        close(s->dst.listen_fd);
+    }
+    if (s->dst.socket_address) {
+        json_array_unref(s->dst.socket_address);
     }
     g_free(s->caps);
     if (s->params) {
         json_object_unref(s->params);
     }
     g_free(s->error);
-    g_free(s->rp_reason);
+    g_free(s->src.rp_reason);
 }

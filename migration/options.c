@@ -123,7 +123,7 @@ static bool busy(MigrationState *s, GError **errp)
     /* A destination still waiting for its connection reads none yet,
      * and users set them then (-incoming tcp:..., then capabilities). */
     if (migration_running(s) &&
-        !(s->incoming && migration_status(s) == MIGRATION_STATUS_SETUP)) {
+        !(s->dst.incoming && migration_status(s) == MIGRATION_STATUS_SETUP)) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "There's a migration process in progress");
         return true;

@@ -18,7 +18,6 @@
 #include "qemu/thread-prio.h"
 #include "qemu/userfaultfd.h"
 
-#define PAGE            4096
 #define FAULT_BATCH     64
 /*
  * Before sleeping in poll(), look for a fault again for this long: waking
@@ -30,7 +29,7 @@
 #define SPIN_NS         200000
 #define SPIN_MIN_CPUS   4
 /*
- * With postcopy-preempt the fault thread reads the urgent channel too,
+ * With postcopy-preempt the fault thread reads the preempt channel too,
  * and after a request it looks at it (and for faults) without sleeping
  * for up to this long, while a vCPU still waits.  The page comes back in
  * 50-100 us; a reader asleep costs the sender a wake-up in its write and
@@ -43,7 +42,7 @@
  * lost.  Not on one CPU, where the look would keep the source's thread
  * from answering.
  */
-#define URGENT_SPIN_NS  150000
+#define PREEMPT_SPIN_NS  150000
 
 typedef struct FaultRec {
     int64_t t0;                         /* first fault on the page, ns */
@@ -64,9 +63,9 @@ void postcopy_incoming_init(PostcopyIncoming *pc, Machine *m, RAMLoader *ram)
     pc->m = m;
     pc->ram = ram;
     pc->requested = bitmap_new(ram->npages);
-    pc->wake_fd = pc->urgent_new = pc->urgent_fd = -1;
+    pc->wake_fd = pc->preempt_new = pc->preempt_fd = -1;
     pc->spin_ns = g_get_num_processors() >= SPIN_MIN_CPUS ? SPIN_NS : 0;
-    pc->urgent_spin_ns = g_get_num_processors() >= 2 ? URGENT_SPIN_NS : 0;
+    pc->preempt_spin_ns = g_get_num_processors() >= 2 ? PREEMPT_SPIN_NS : 0;
     g_mutex_init(&pc->rp_lock);
     g_mutex_init(&pc->stats_lock);
     g_cond_init(&pc->drained);
@@ -183,16 +182,16 @@ uint64_t postcopy_faults_waiting(PostcopyIncoming *pc)
 
 /*
  * The fault thread cannot go on (a page it cannot place, a record of the
- * urgent channel it cannot load, userfaultfd failing): a vCPU would wait
+ * preempt channel it cannot load, userfaultfd failing): a vCPU would wait
  * for ever.  Say why (the first error is error-desc), shut both
  * connections down so that the load thread and the source read their
  * end and pause (postcopy_shutdown), and let postcopy_drain() stop
- * waiting on the urgent channel.  The thread then ends.
+ * waiting on the preempt channel.  The thread then ends.
  */
 static void fault_fail(PostcopyIncoming *pc, const char *fmt, ...)
     G_GNUC_PRINTF(2, 3);
 
-static void urgent_end(PostcopyIncoming *pc);
+static void preempt_end(PostcopyIncoming *pc);
 
 static void fault_fail(PostcopyIncoming *pc, const char *fmt, ...)
 {
@@ -205,7 +204,7 @@ static void fault_fail(PostcopyIncoming *pc, const char *fmt, ...)
         pc->on_error(pc->on_error_opaque, msg);
     }
     postcopy_shutdown(pc);
-    urgent_end(pc);
+    preempt_end(pc);
 }
 
 /* One page fault: wake, skip or request.  False after fault_fail(). */
@@ -218,12 +217,12 @@ static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev,
     if (addr < base || addr >= base + l->rb->size) {
         return true;
     }
-    uint64_t page = (addr - base) / PAGE;
+    uint64_t page = (addr - base) / TARGET_PAGE_SIZE;
     page -= page % l->hpages;
     if (ram_load_received(l, page)) {
         /* Placed between the fault and now: the placement woke it, but
          * a wake is cheap and covers a fault that raced with it. */
-        uffd_wake(l->uffd, l->rb->host + page * PAGE, l->hpages * PAGE);
+        uffd_wake(l->uffd, l->rb->host + page * TARGET_PAGE_SIZE, l->hpages * TARGET_PAGE_SIZE);
         return true;
     }
     if (ram_load_zero_left(l, page)) {
@@ -240,7 +239,7 @@ static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev,
     g_mutex_lock(&pc->stats_lock);
     if (ram_load_received(l, page)) {
         g_mutex_unlock(&pc->stats_lock);
-        uffd_wake(l->uffd, l->rb->host + page * PAGE, l->hpages * PAGE);
+        uffd_wake(l->uffd, l->rb->host + page * TARGET_PAGE_SIZE, l->hpages * TARGET_PAGE_SIZE);
         return true;            /* placed since the look above */
     }
     note_fault(pc, page, ev->pagefault.tid);
@@ -250,7 +249,7 @@ static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev,
         __atomic_fetch_add(&pc->dup_faults, 1, __ATOMIC_RELAXED);
         return true;            /* asked for already */
     }
-    RPMessage req = { .type = RP_REQ_PAGES, .off = page * PAGE,
+    RPMessage req = { .type = RP_REQ_PAGES, .off = page * TARGET_PAGE_SIZE,
                       .count = (uint32_t)l->hpages };
     g_mutex_lock(&pc->rp_lock);
     if (pc->rp) {
@@ -287,11 +286,11 @@ static bool handle_faults(PostcopyIncoming *pc, const UffdEvent *ev, int n,
 }
 
 /*
- * One record of the urgent channel, placed; false at its end (REC_EOF:
+ * One record of the preempt channel, placed; false at its end (REC_EOF:
  * the source sent its last page; or the connection ended), or after
  * fault_fail() for a record that cannot be loaded.
  */
-static bool urgent_record(PostcopyIncoming *pc, QEMUFile *f, RAMLoadBuf *buf)
+static bool preempt_record(PostcopyIncoming *pc, QEMUFile *f, RAMLoadBuf *buf)
 {
     RAMBlock *rb = pc->ram->rb;
     uint8_t type = qemu_get_byte(f);
@@ -323,16 +322,16 @@ static bool urgent_record(PostcopyIncoming *pc, QEMUFile *f, RAMLoadBuf *buf)
 }
 
 /*
- * Place every record the urgent channel holds now (its sender writes
+ * Place every record the preempt channel holds now (its sender writes
  * whole records, so a record begun is read to its end).  False once the
  * channel has ended.
  */
-static bool urgent_read(PostcopyIncoming *pc, QEMUFile *f, RAMLoadBuf *buf,
+static bool preempt_read(PostcopyIncoming *pc, QEMUFile *f, RAMLoadBuf *buf,
                         bool *busy)
 {
     struct pollfd p = { .fd = qemu_file_fd(f), .events = POLLIN };
     while (qemu_file_pending(f) || poll(&p, 1, 0) > 0) {
-        if (!urgent_record(pc, f, buf)) {
+        if (!preempt_record(pc, f, buf)) {
             return false;
         }
         *busy = true;
@@ -340,50 +339,50 @@ static bool urgent_read(PostcopyIncoming *pc, QEMUFile *f, RAMLoadBuf *buf,
     return true;
 }
 
-/* The urgent channel ended: postcopy_drain() must not wait on it. */
-static void urgent_end(PostcopyIncoming *pc)
+/* The preempt channel ended: postcopy_drain() must not wait on it. */
+static void preempt_end(PostcopyIncoming *pc)
 {
     g_mutex_lock(&pc->stats_lock);
-    __atomic_store_n(&pc->urgent_done, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&pc->preempt_done, 1, __ATOMIC_RELEASE);
     g_cond_broadcast(&pc->drained);
     g_mutex_unlock(&pc->stats_lock);
 }
 
 /*
- * The fault thread: faults to requests, urgent pages to placements.  It
+ * The fault thread: faults to requests, requested pages to placements.  It
  * sleeps in poll() only when nothing is pending and no vCPU waits on a
- * page that the urgent channel will bring (URGENT_SPIN_NS).
+ * page that the preempt channel will bring (PREEMPT_SPIN_NS).
  */
 static gpointer fault_thread(gpointer opaque)
 {
     PostcopyIncoming *pc = opaque;
     int uffd = pc->ram->uffd;
     UffdEvent ev[FAULT_BATCH];
-    QEMUFile *urgent = NULL;
+    QEMUFile *preempt = NULL;
     RAMLoadBuf buf;
     ram_load_buf_init(&buf, pc->ram);
     /* A faulting vCPU waits on this thread, on a host whose CPUs the push
      * keeps busy: run at once when woken (it blocks between faults).
      * Without the privilege it stays a normal thread. */
-    thread_set_fifo(URGENT_RT_PRIO);
+    thread_set_fifo(FAULT_PATH_RT_PRIO);
     struct pollfd pfd[3] = {
         { .fd = uffd, .events = POLLIN },
         { .fd = pc->wake_fd, .events = POLLIN },
-        { .fd = -1, .events = POLLIN },         /* the urgent channel */
+        { .fd = -1, .events = POLLIN },         /* the preempt channel */
     };
     int64_t idle_until = 0;     /* look again until then (pc->spin_ns) */
-    int64_t urgent_until = 0;   /* a requested page may come until then */
+    int64_t preempt_until = 0;   /* a requested page may come until then */
 
     while (!__atomic_load_n(&pc->quit, __ATOMIC_ACQUIRE)) {
-        if (!urgent && __atomic_load_n(&pc->urgent_new, __ATOMIC_ACQUIRE) >= 0) {
-            int fd = __atomic_exchange_n(&pc->urgent_new, -1, __ATOMIC_SEQ_CST);
+        if (!preempt && __atomic_load_n(&pc->preempt_new, __ATOMIC_ACQUIRE) >= 0) {
+            int fd = __atomic_exchange_n(&pc->preempt_new, -1, __ATOMIC_SEQ_CST);
             /* Closed by postcopy_stop_faults, after this thread is gone. */
-            __atomic_store_n(&pc->urgent_fd, fd, __ATOMIC_SEQ_CST);
+            __atomic_store_n(&pc->preempt_fd, fd, __ATOMIC_SEQ_CST);
             if (__atomic_load_n(&pc->shut, __ATOMIC_SEQ_CST)) {
                 /* postcopy_shutdown() may have looked between the two. */
                 shutdown(fd, SHUT_RDWR);
             }
-            urgent = qemu_file_new(fd, false, false);
+            preempt = qemu_file_new(fd, false, false);
             pfd[2].fd = fd;
         }
         bool busy = false, sent;
@@ -398,13 +397,13 @@ static gpointer fault_thread(gpointer opaque)
             if (!handle_faults(pc, ev, n, &sent)) {
                 break;
             }
-            if (sent && urgent) {
-                urgent_until = now_ns() + pc->urgent_spin_ns;
+            if (sent && preempt) {
+                preempt_until = now_ns() + pc->preempt_spin_ns;
             }
         }
-        if (urgent && pfd[2].fd >= 0 && !urgent_read(pc, urgent, &buf, &busy)) {
+        if (preempt && pfd[2].fd >= 0 && !preempt_read(pc, preempt, &buf, &busy)) {
             pfd[2].fd = -1;     /* ended: the load thread sees the stream's */
-            urgent_end(pc);
+            preempt_end(pc);
             if (__atomic_load_n(&pc->failed, __ATOMIC_SEQ_CST)) {
                 break;
             }
@@ -415,7 +414,7 @@ static gpointer fault_thread(gpointer opaque)
             continue;
         }
         if (now < idle_until ||
-            (now < urgent_until && pfd[2].fd >= 0 &&
+            (now < preempt_until && pfd[2].fd >= 0 &&
              __atomic_load_n(&pc->waiting, __ATOMIC_RELAXED) > 0)) {
             continue;
         }
@@ -430,16 +429,16 @@ static gpointer fault_thread(gpointer opaque)
             }
         }
     }
-    if (urgent) {
-        qemu_file_close(urgent);
+    if (preempt) {
+        qemu_file_close(preempt);
     }
     ram_load_buf_cleanup(&buf);
     return NULL;
 }
 
-bool postcopy_listen(PostcopyIncoming *pc, int fd, bool urgent, GError **errp)
+bool postcopy_listen(PostcopyIncoming *pc, int fd, bool preempt, GError **errp)
 {
-    pc->urgent_expected = urgent;
+    pc->preempt_expected = preempt;
     pc->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (pc->wake_fd < 0) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "eventfd: %s",
@@ -462,11 +461,11 @@ static void wake(PostcopyIncoming *pc)
     }
 }
 
-void postcopy_attach_urgent(PostcopyIncoming *pc, int fd)
+void postcopy_attach_preempt(PostcopyIncoming *pc, int fd)
 {
     /* Published before pc->shut is read, as postcopy_shutdown() sets it
      * before it reads the fds (both SEQ_CST): one of the two shuts it. */
-    int old = __atomic_exchange_n(&pc->urgent_new, fd, __ATOMIC_SEQ_CST);
+    int old = __atomic_exchange_n(&pc->preempt_new, fd, __ATOMIC_SEQ_CST);
     if (old >= 0) {
         close(old);             /* attached twice and never taken */
     }
@@ -487,8 +486,8 @@ void postcopy_shutdown(PostcopyIncoming *pc)
     /* Either fd may be taken by the fault thread meanwhile; it stays
      * open until postcopy_stop_faults(), so a shutdown here cannot hit a
      * reused number. */
-    int fds[2] = { __atomic_load_n(&pc->urgent_fd, __ATOMIC_SEQ_CST),
-                   __atomic_load_n(&pc->urgent_new, __ATOMIC_SEQ_CST) };
+    int fds[2] = { __atomic_load_n(&pc->preempt_fd, __ATOMIC_SEQ_CST),
+                   __atomic_load_n(&pc->preempt_new, __ATOMIC_SEQ_CST) };
     for (int i = 0; i < 2; i++) {
         if (fds[i] >= 0) {
             shutdown(fds[i], SHUT_RDWR);
@@ -505,8 +504,8 @@ bool postcopy_drain(PostcopyIncoming *pc, GError **errp)
      * With it, the source ends the preempt channel after its last page
      * (ram_postcopy_end_preempt): a page missing then never comes. */
     while (!ram_load_all_received(pc->ram)) {
-        if (!pc->urgent_expected ||
-            __atomic_load_n(&pc->urgent_done, __ATOMIC_ACQUIRE)) {
+        if (!pc->preempt_expected ||
+            __atomic_load_n(&pc->preempt_done, __ATOMIC_ACQUIRE)) {
             ok = ram_load_all_received(pc->ram);
             break;
         }
@@ -531,7 +530,7 @@ void postcopy_stop_faults(PostcopyIncoming *pc)
 {
     if (pc->fault_thread) {
         __atomic_store_n(&pc->quit, 1, __ATOMIC_RELEASE);
-        int fd = __atomic_load_n(&pc->urgent_fd, __ATOMIC_ACQUIRE);
+        int fd = __atomic_load_n(&pc->preempt_fd, __ATOMIC_ACQUIRE);
         if (fd >= 0) {
             /* A read blocked inside a record returns (the fd stays open
              * until the thread is gone). */
@@ -541,8 +540,8 @@ void postcopy_stop_faults(PostcopyIncoming *pc)
         g_thread_join(pc->fault_thread);
         pc->fault_thread = NULL;
     }
-    int fds[2] = { __atomic_exchange_n(&pc->urgent_fd, -1, __ATOMIC_ACQ_REL),
-                   __atomic_exchange_n(&pc->urgent_new, -1, __ATOMIC_ACQ_REL) };
+    int fds[2] = { __atomic_exchange_n(&pc->preempt_fd, -1, __ATOMIC_ACQ_REL),
+                   __atomic_exchange_n(&pc->preempt_new, -1, __ATOMIC_ACQ_REL) };
     for (int i = 0; i < 2; i++) {
         if (fds[i] >= 0) {
             close(fds[i]);
@@ -568,7 +567,7 @@ void postcopy_incoming_cleanup(PostcopyIncoming *pc)
     g_mutex_clear(&pc->stats_lock);
     g_cond_clear(&pc->drained);
     memset(pc, 0, sizeof(*pc));
-    pc->wake_fd = pc->urgent_new = pc->urgent_fd = -1;
+    pc->wake_fd = pc->preempt_new = pc->preempt_fd = -1;
 }
 
 void postcopy_stats(PostcopyIncoming *pc, JsonObject *r)

@@ -14,14 +14,13 @@
 #include "qemu/bitmap.h"
 #include "qemu/userfaultfd.h"
 
-#define PAGE 4096
 
 void ram_loader_init(RAMLoader *l, RAMBlock *rb)
 {
     memset(l, 0, sizeof(*l));
     l->rb = rb;
-    l->npages = rb->size / PAGE;
-    l->hpages = rb->page_size / PAGE;
+    l->npages = rb->size / TARGET_PAGE_SIZE;
+    l->hpages = rb->page_size / TARGET_PAGE_SIZE;
     l->received = bitmap_new(l->npages);
     l->zero_left = bitmap_new(l->npages);
     l->in_place = rb->prealloc;
@@ -129,9 +128,9 @@ bool ram_loader_can_postcopy(RAMLoader *l, GError **errp)
 
 void ram_load_buf_init(RAMLoadBuf *b, const RAMLoader *l)
 {
-    b->size = (size_t)STREAM_MAX_RUN * PAGE;
+    b->size = (size_t)STREAM_MAX_RUN * TARGET_PAGE_SIZE;
     b->data = g_malloc(b->size);
-    b->huge = l->hpages > 1 ? g_malloc(l->hpages * PAGE) : NULL;
+    b->huge = l->hpages > 1 ? g_malloc(l->hpages * TARGET_PAGE_SIZE) : NULL;
     b->huge_first = UINT64_MAX;
     b->huge_have = 0;
 }
@@ -167,7 +166,7 @@ static bool arrived_twice(RAMLoader *l, uint64_t first, uint64_t n,
     g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                 "postcopy: guest page at 0x%" G_GINT64_MODIFIER "x arrived "
                 "again after it was placed (%" G_GINT64_MODIFIER "u pages); it "
-                "is left as the guest has it", first * PAGE, n);
+                "is left as the guest has it", first * TARGET_PAGE_SIZE, n);
     return false;
 }
 
@@ -195,8 +194,8 @@ static bool fill(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
 {
     static const char *const names[] = { "UFFDIO_COPY", "UFFDIO_ZEROPAGE",
                                          "UFFDIO_MOVE" };
-    uint8_t *dst = l->rb->host + first * PAGE;
-    uint64_t len = n * PAGE, done = 0, unit = l->hpages * PAGE;
+    uint8_t *dst = l->rb->host + first * TARGET_PAGE_SIZE;
+    uint64_t len = n * TARGET_PAGE_SIZE, done = 0, unit = l->hpages * TARGET_PAGE_SIZE;
     bool leftover = false;
 
     while (done < len) {
@@ -221,11 +220,11 @@ static bool fill(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
             continue;
         }
         if (r != -EEXIST) {
-            return place_fail(errp, names[op], first * PAGE + done, r);
+            return place_fail(errp, names[op], first * TARGET_PAGE_SIZE + done, r);
         }
         if (l->postcopy) {
             uffd_wake(l->uffd, dst + done, unit);
-            return arrived_twice(l, first + done / PAGE, l->hpages, errp);
+            return arrived_twice(l, first + done / TARGET_PAGE_SIZE, l->hpages, errp);
         }
         if (src) {
             memcpy(dst + done, src + done, unit);
@@ -244,14 +243,14 @@ static bool fill(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
 /* Set a received page to @src's content, or to zero when @src is NULL. */
 static void overwrite(RAMLoader *l, uint64_t page, const uint8_t *src)
 {
-    uint64_t *p = (uint64_t *)(l->rb->host + page * PAGE);
+    uint64_t *p = (uint64_t *)(l->rb->host + page * TARGET_PAGE_SIZE);
     if (src) {
-        memcpy(p, src, PAGE);
+        memcpy(p, src, TARGET_PAGE_SIZE);
         return;
     }
-    for (int w = 0; w < PAGE / 8; w++) {
+    for (int w = 0; w < TARGET_PAGE_SIZE / 8; w++) {
         if (p[w]) {
-            memset(p, 0, PAGE);
+            memset(p, 0, TARGET_PAGE_SIZE);
             return;
         }
     }
@@ -279,7 +278,7 @@ static bool pool_take(RAMLoader *l, uint64_t first, uint64_t n)
 static bool pool_place(RAMLoader *l, uint64_t first, uint64_t n,
                        GError **errp)
 {
-    return fill(l, FILL_MOVE, first, n, l->pool + first * PAGE, errp);
+    return fill(l, FILL_MOVE, first, n, l->pool + first * TARGET_PAGE_SIZE, errp);
 }
 
 /*
@@ -336,7 +335,7 @@ static bool huge_add(RAMLoader *l, RAMLoadBuf *b, uint64_t page,
             g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                         "huge page at 0x%" G_GINT64_MODIFIER "x arrived "
                         "incomplete (%" G_GINT64_MODIFIER "u of %"
-                        G_GINT64_MODIFIER "u pages)", b->huge_first * PAGE,
+                        G_GINT64_MODIFIER "u pages)", b->huge_first * TARGET_PAGE_SIZE,
                         b->huge_have, l->hpages);
             return false;
         }
@@ -346,14 +345,14 @@ static bool huge_add(RAMLoader *l, RAMLoadBuf *b, uint64_t page,
     if (page - first != b->huge_have) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                     "huge page at 0x%" G_GINT64_MODIFIER "x: page 0x%"
-                    G_GINT64_MODIFIER "x out of order", first * PAGE, page * PAGE);
+                    G_GINT64_MODIFIER "x out of order", first * TARGET_PAGE_SIZE, page * TARGET_PAGE_SIZE);
         return false;
     }
-    uint8_t *slot = b->huge + (page - first) * PAGE;
+    uint8_t *slot = b->huge + (page - first) * TARGET_PAGE_SIZE;
     if (src) {
-        memcpy(slot, src, PAGE);
+        memcpy(slot, src, TARGET_PAGE_SIZE);
     } else {
-        memset(slot, 0, PAGE);
+        memset(slot, 0, TARGET_PAGE_SIZE);
     }
     if (++b->huge_have < l->hpages) {
         return true;
@@ -414,7 +413,7 @@ static bool place(RAMLoader *l, RAMLoadBuf *b, uint64_t first, uint64_t n,
             j++;
         }
         uint64_t k = j - i;
-        const uint8_t *s = src ? src + i * PAGE : NULL;
+        const uint8_t *s = src ? src + i * TARGET_PAGE_SIZE : NULL;
         RAMPlace how = ram_load_decide(l, in, !s, l->pool != NULL);
         if (how == RAM_PLACE_POOL && !pool_take(l, page, k)) {
             how = ram_load_decide(l, in, !s, false);    /* dropped since */
@@ -426,7 +425,7 @@ static bool place(RAMLoader *l, RAMLoadBuf *b, uint64_t first, uint64_t n,
         case RAM_PLACE_OVER:
         case RAM_PLACE_IN_PLACE:
             for (uint64_t p = 0; p < k && (s || in || !l->rb->zeroed); p++) {
-                overwrite(l, page + p, s ? s + p * PAGE : NULL);
+                overwrite(l, page + p, s ? s + p * TARGET_PAGE_SIZE : NULL);
             }
             if (!in) {
                 mark_received(l, page, k);
@@ -434,15 +433,15 @@ static bool place(RAMLoader *l, RAMLoadBuf *b, uint64_t first, uint64_t n,
             break;
         case RAM_PLACE_HUGE:
             for (uint64_t p = 0; p < k && ok; p++) {
-                ok = huge_add(l, b, page + p, s ? s + p * PAGE : NULL, errp);
+                ok = huge_add(l, b, page + p, s ? s + p * TARGET_PAGE_SIZE : NULL, errp);
             }
             break;
         case RAM_PLACE_POOL:
             /* Zero pages too, so that preallocated RAM stays allocated. */
             if (s) {
-                memcpy(l->pool + page * PAGE, s, k * PAGE);
+                memcpy(l->pool + page * TARGET_PAGE_SIZE, s, k * TARGET_PAGE_SIZE);
             } else {
-                memset(l->pool + page * PAGE, 0, k * PAGE);
+                memset(l->pool + page * TARGET_PAGE_SIZE, 0, k * TARGET_PAGE_SIZE);
             }
             ok = pool_place(l, page, k, errp);
             break;
@@ -481,8 +480,8 @@ static bool all_received(const RAMLoader *l, uint64_t first, uint64_t n)
 bool ram_load_pages(RAMLoader *l, RAMLoadBuf *b, QEMUFile *f, uint64_t off,
                     uint32_t count, GError **errp)
 {
-    uint64_t first = off / PAGE;
-    size_t len = (size_t)count * PAGE;
+    uint64_t first = off / TARGET_PAGE_SIZE;
+    size_t len = (size_t)count * TARGET_PAGE_SIZE;
     if (!l->postcopy && (l->in_place || all_received(l, first, count))) {
         /* Precopy, every page mapped: straight into guest RAM. */
         qemu_get_buffer(f, l->rb->host + off, len);
@@ -515,7 +514,7 @@ bool ram_load_pages(RAMLoader *l, RAMLoadBuf *b, QEMUFile *f, uint64_t off,
 bool ram_load_zero(RAMLoader *l, RAMLoadBuf *b, uint64_t off, uint32_t count,
                    GError **errp)
 {
-    return place(l, b, off / PAGE, count, NULL, errp);
+    return place(l, b, off / TARGET_PAGE_SIZE, count, NULL, errp);
 }
 
 /*
@@ -535,7 +534,7 @@ static bool drop_pages(RAMLoader *l, uint64_t first, uint64_t count,
                        GError **errp)
 {
     RAMBlock *rb = l->rb;
-    uint64_t off = first * PAGE, len = count * PAGE;
+    uint64_t off = first * TARGET_PAGE_SIZE, len = count * TARGET_PAGE_SIZE;
     const char *what = NULL;
     l->in_place = false;        /* these pages are missing from now */
     if (rb->fd >= 0 &&
@@ -560,7 +559,7 @@ static bool drop_pages(RAMLoader *l, uint64_t first, uint64_t count,
 bool ram_load_discard(RAMLoader *l, uint64_t off, uint64_t count,
                       GError **errp)
 {
-    uint64_t first = off / PAGE, hp = l->hpages;
+    uint64_t first = off / TARGET_PAGE_SIZE, hp = l->hpages;
     if (first % hp || count % hp) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                     "discard of 0x%" G_GINT64_MODIFIER "x+%" G_GINT64_MODIFIER
@@ -599,14 +598,14 @@ bool ram_load_fault_zero(RAMLoader *l, uint64_t page, GError **errp)
 {
     ssize_t r;
     do {
-        r = uffd_zeropage(l->uffd, l->rb->host + page * PAGE, PAGE, 0);
+        r = uffd_zeropage(l->uffd, l->rb->host + page * TARGET_PAGE_SIZE, TARGET_PAGE_SIZE, 0);
     } while (r == -EAGAIN);
     if (r == -EEXIST) {
         /* Placed by another thread meanwhile, which woke it. */
         return true;
     }
     if (r < 0) {
-        return place_fail(errp, "UFFDIO_ZEROPAGE", page * PAGE, r);
+        return place_fail(errp, "UFFDIO_ZEROPAGE", page * TARGET_PAGE_SIZE, r);
     }
     mark_received(l, page, 1);
     return true;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * The source's RAM saver in postcopy: discards at the switchover, the
- * urgent-page queue, and the background push.  The contract and the
+ * queue of requested pages, and the background push.  The contract and the
  * thread rules are in include/migration/ram.h.
  */
 #include "migration/ram.h"
@@ -11,13 +11,12 @@
 #include "migration/stream.h"
 #include "qemu/bitmap.h"
 
-#define PAGE            4096
 /* Background run: 128 KiB, so a queued request waits at most one. */
 #define BG_RUN          32
 
-typedef struct UrgentReq {
+typedef struct PageRequest {
     uint64_t first, n;
-} UrgentReq;
+} PageRequest;
 
 uint64_t ram_postcopy_discard(RAMSaver *r)
 {
@@ -51,7 +50,7 @@ uint64_t ram_postcopy_discard(RAMSaver *r)
         }
         end = MIN((end + hp - 1) / hp * hp, r->npages);
         qemu_put_byte(r->f, REC_POSTCOPY_DISCARD);
-        qemu_put_u64(r->f, first * PAGE);
+        qemu_put_u64(r->f, first * TARGET_PAGE_SIZE);
         qemu_put_u64(r->f, end - first);
         /* Missing there now: a later discard need not name them again. */
         bitmap_clear(r->sent, first, end - first);
@@ -113,13 +112,13 @@ bool ram_postcopy_request(RAMSaver *r, uint64_t first, uint64_t n)
         g_mutex_unlock(&r->preempt_lock);
         return ok;
     }
-    UrgentReq *q = g_new(UrgentReq, 1);
+    PageRequest *q = g_new(PageRequest, 1);
     q->first = first;
     q->n = n;
-    g_mutex_lock(&r->urgent_lock);
-    g_queue_push_tail(&r->urgent, q);
-    g_cond_signal(&r->urgent_cond);
-    g_mutex_unlock(&r->urgent_lock);
+    g_mutex_lock(&r->req_lock);
+    g_queue_push_tail(&r->requests, q);
+    g_cond_signal(&r->req_cond);
+    g_mutex_unlock(&r->req_lock);
     return true;
 }
 
@@ -136,16 +135,16 @@ void ram_postcopy_end_preempt(RAMSaver *r)
 
 void ram_postcopy_wake(RAMSaver *r)
 {
-    g_mutex_lock(&r->urgent_lock);
-    g_cond_broadcast(&r->urgent_cond);
-    g_mutex_unlock(&r->urgent_lock);
+    g_mutex_lock(&r->req_lock);
+    g_cond_broadcast(&r->req_cond);
+    g_mutex_unlock(&r->req_lock);
 }
 
-static UrgentReq *pop(RAMSaver *r)
+static PageRequest *pop(RAMSaver *r)
 {
-    g_mutex_lock(&r->urgent_lock);
-    UrgentReq *q = g_queue_pop_head(&r->urgent);
-    g_mutex_unlock(&r->urgent_lock);
+    g_mutex_lock(&r->req_lock);
+    PageRequest *q = g_queue_pop_head(&r->requests);
+    g_mutex_unlock(&r->req_lock);
     return q;
 }
 
@@ -155,12 +154,12 @@ static UrgentReq *pop(RAMSaver *r)
  */
 static void wait_request(RAMSaver *r, int64_t us)
 {
-    g_mutex_lock(&r->urgent_lock);
-    if (g_queue_is_empty(&r->urgent)) {
-        g_cond_wait_until(&r->urgent_cond, &r->urgent_lock,
+    g_mutex_lock(&r->req_lock);
+    if (g_queue_is_empty(&r->requests)) {
+        g_cond_wait_until(&r->req_cond, &r->req_lock,
                           g_get_monotonic_time() + MIN(us, 100000));
     }
-    g_mutex_unlock(&r->urgent_lock);
+    g_mutex_unlock(&r->req_lock);
 }
 
 bool ram_postcopy_send(RAMSaver *r, bool background)
@@ -171,7 +170,7 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
             qemu_file_error(r->f)) {
             return false;
         }
-        UrgentReq *q;
+        PageRequest *q;
         bool served = false;
         while ((q = pop(r))) {
             serve(r, r->f, q->first, q->n);

@@ -11,7 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PAGE            4096
 #define MAX_RUN         256     /* pages in one RAM_PAGES record: 1 MiB */
 #define PM_BATCH        256     /* pagemap entries read at once: 2 KiB */
 
@@ -24,14 +23,14 @@ void ram_saver_init(RAMSaver *r, RAMBlock *rb, KVMState *kvm, QEMUFile *f,
     r->f = f;
     r->stats = stats;
     r->cancel = cancel;
-    r->npages = rb->size / PAGE;
-    r->hpages = rb->page_size / PAGE;
+    r->npages = rb->size / TARGET_PAGE_SIZE;
+    r->hpages = rb->page_size / TARGET_PAGE_SIZE;
     r->dirty = bitmap_new(r->npages);
     r->sent = bitmap_new(r->npages);
-    g_mutex_init(&r->urgent_lock);
+    g_mutex_init(&r->req_lock);
     g_mutex_init(&r->preempt_lock);
-    g_cond_init(&r->urgent_cond);
-    g_queue_init(&r->urgent);
+    g_cond_init(&r->req_cond);
+    g_queue_init(&r->requests);
     bitmap_set(r->dirty, 0, r->npages);     /* the first pass sends all */
     /* KVM's log starts all set (INITIALLY_SET) or empty: clear either way. */
     uint64_t chunks = ((r->npages + RAM_CLEAR_CHUNK_PAGES - 1) / RAM_CLEAR_CHUNK_PAGES);
@@ -43,7 +42,7 @@ void ram_saver_init(RAMSaver *r, RAMBlock *rb, KVMState *kvm, QEMUFile *f,
      * would cost (an idle guest's first pass is mostly such pages).
      */
     r->pagemap_fd = -1;
-    if (rb->fd < 0 && !rb->shared && rb->page_size == PAGE) {
+    if (rb->fd < 0 && !rb->shared && rb->page_size == TARGET_PAGE_SIZE) {
         int fd = pagemap_open();
         r->pagemap_fd = fd < 0 ? -1 : fd;
     }
@@ -90,10 +89,10 @@ void ram_saver_cleanup(RAMSaver *r)
         close(r->pagemap_fd);
         r->pagemap_fd = -1;
     }
-    g_queue_clear_full(&r->urgent, g_free);
-    g_mutex_clear(&r->urgent_lock);
+    g_queue_clear_full(&r->requests, g_free);
+    g_mutex_clear(&r->req_lock);
     g_mutex_clear(&r->preempt_lock);
-    g_cond_clear(&r->urgent_cond);
+    g_cond_clear(&r->req_cond);
 }
 
 uint64_t ram_dirty_count(const RAMSaver *r)
@@ -104,7 +103,7 @@ uint64_t ram_dirty_count(const RAMSaver *r)
 static bool page_is_zero(const uint8_t *p)
 {
     const uint64_t *w = (const uint64_t *)p;
-    for (int i = 0; i < PAGE / 8; i += 4) {
+    for (int i = 0; i < TARGET_PAGE_SIZE / 8; i += 4) {
         if (w[i] | w[i + 1] | w[i + 2] | w[i + 3]) {
             return false;
         }
@@ -156,7 +155,7 @@ static bool zero_page(const RAMSaver *r, const uint64_t *pm,
     if (pm && pagemap_never_touched(pm[i - pm_first])) {
         return true;
     }
-    return page_is_zero(r->rb->host + i * PAGE);
+    return page_is_zero(r->rb->host + i * TARGET_PAGE_SIZE);
 }
 
 uint64_t ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
@@ -172,7 +171,7 @@ uint64_t ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
         uint64_t batch_end = MIN(end, i + PM_BATCH);
         const uint64_t *pm = NULL;
         if (r->pagemap_fd >= 0 &&
-            pagemap_read(r->pagemap_fd, base + i * PAGE, batch_end - i,
+            pagemap_read(r->pagemap_fd, base + i * TARGET_PAGE_SIZE, batch_end - i,
                          pm_buf) == 0) {
             pm = pm_buf;
         }
@@ -186,12 +185,12 @@ uint64_t ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
             }
             uint64_t before = qemu_file_transferred(f);
             qemu_put_byte(f, zero ? REC_RAM_ZERO : REC_RAM_PAGES);
-            qemu_put_u64(f, i * PAGE);
+            qemu_put_u64(f, i * TARGET_PAGE_SIZE);
             qemu_put_u32(f, j - i);
             if (zero) {
                 add(&r->stats->zero_pages, j - i);
             } else {
-                qemu_put_buffer(f, base + i * PAGE, (j - i) * PAGE);
+                qemu_put_buffer(f, base + i * TARGET_PAGE_SIZE, (j - i) * TARGET_PAGE_SIZE);
                 add(&r->stats->normal_pages, j - i);
             }
             uint64_t sent = qemu_file_transferred(f) - before;

@@ -28,10 +28,10 @@ static gpointer rp_thread(gpointer opaque)
 {
     MigrationState *s = opaque;
     RAMBlock *rb = s->m->ram;
-    QEMUFile *rp = qemu_file_new(s->rp_fd, false, false);
+    QEMUFile *rp = qemu_file_new(s->src.rp_fd, false, false);
     /* Page requests are read (and with preempt served) here: see
-     * URGENT_RT_PRIO.  The thread blocks on the socket otherwise. */
-    thread_set_fifo(URGENT_RT_PRIO);
+     * FAULT_PATH_RT_PRIO.  The thread blocks on the socket otherwise. */
+    thread_set_fifo(FAULT_PATH_RT_PRIO);
 
     for (;;) {
         RPMessage m;
@@ -45,49 +45,49 @@ static gpointer rp_thread(gpointer opaque)
         if (m.type == RP_REQ_PAGES) {
             /* Requests come only after the switch, once the saver is
              * attached; one before, or outside the block, is refused. */
-            RAMSaver *r = __atomic_load_n(&s->saver, __ATOMIC_ACQUIRE);
+            RAMSaver *r = __atomic_load_n(&s->src.saver, __ATOMIC_ACQUIRE);
             if (!r) {
                 g_set_error(&err, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                             "return path: refused a page request before "
                             "postcopy");
             }
             if (!r || !rp_check_request(rb, m.off, m.count, &err)) {
-                __atomic_fetch_add(&s->rp_refused, 1, __ATOMIC_RELAXED);
+                __atomic_fetch_add(&s->src.rp_refused, 1, __ATOMIC_RELAXED);
                 g_warning("%s", err->message);
                 continue;
             }
-            if (!ram_postcopy_request(r, m.off / 4096, m.count)) {
+            if (!ram_postcopy_request(r, m.off / TARGET_PAGE_SIZE, m.count)) {
                 break;          /* the preempt channel broke */
             }
         } else if (m.type == RP_RUNNING) {
-            __atomic_store_n(&s->rp_running, 1, __ATOMIC_SEQ_CST);
-            int64_t stop = __atomic_load_n(&s->stop_ms, __ATOMIC_SEQ_CST);
+            __atomic_store_n(&s->src.rp_running, 1, __ATOMIC_SEQ_CST);
+            int64_t stop = __atomic_load_n(&s->src.stop_ms, __ATOMIC_SEQ_CST);
             __atomic_store_n(&s->downtime_ms, migration_now_ms() - stop,
                              __ATOMIC_SEQ_CST);
         } else if (m.type == RP_PONG) {
-            g_mutex_lock(&s->rp_lock);
-            s->rp_pong = m.id;
-            g_cond_broadcast(&s->rp_cond);
-            g_mutex_unlock(&s->rp_lock);
+            g_mutex_lock(&s->src.rp_lock);
+            s->src.rp_pong = m.id;
+            g_cond_broadcast(&s->src.rp_cond);
+            g_mutex_unlock(&s->src.rp_lock);
         } else if (m.type == RP_REASON) {
-            g_mutex_lock(&s->rp_lock);
-            g_free(s->rp_reason);
-            s->rp_reason = g_strdup(m.text);
-            g_mutex_unlock(&s->rp_lock);
+            g_mutex_lock(&s->src.rp_lock);
+            g_free(s->src.rp_reason);
+            s->src.rp_reason = g_strdup(m.text);
+            g_mutex_unlock(&s->src.rp_lock);
         } else {
-            __atomic_store_n(&s->rp_shut, (int)m.status, __ATOMIC_SEQ_CST);
+            __atomic_store_n(&s->src.rp_shut, (int)m.status, __ATOMIC_SEQ_CST);
             break;
         }
     }
-    if (__atomic_load_n(&s->rp_shut, __ATOMIC_SEQ_CST) != 0) {
-        shutdown(s->rp_fd, SHUT_RDWR);
+    if (__atomic_load_n(&s->src.rp_shut, __ATOMIC_SEQ_CST) != 0) {
+        shutdown(s->src.rp_fd, SHUT_RDWR);
     }
     qemu_file_close(rp);
-    g_mutex_lock(&s->rp_lock);
-    s->rp_gone = true;
-    RAMSaver *r = s->saver;
-    g_cond_broadcast(&s->rp_cond);
-    g_mutex_unlock(&s->rp_lock);
+    g_mutex_lock(&s->src.rp_lock);
+    s->src.rp_gone = true;
+    RAMSaver *r = s->src.saver;
+    g_cond_broadcast(&s->src.rp_cond);
+    g_mutex_unlock(&s->src.rp_lock);
     if (r) {
         __atomic_store_n(&r->rp_ended, 1, __ATOMIC_RELEASE);
         ram_postcopy_wake(r);
@@ -97,24 +97,24 @@ static gpointer rp_thread(gpointer opaque)
 
 void source_rp_start(MigrationState *s, int fd)
 {
-    s->rp_fd = fd;
-    s->rp_pong = 0;
-    s->rp_gone = false;
-    g_clear_pointer(&s->rp_reason, g_free);
-    __atomic_store_n(&s->saver, NULL, __ATOMIC_RELEASE);
-    __atomic_store_n(&s->rp_shut, -1, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&s->rp_running, 0, __ATOMIC_SEQ_CST);
-    s->rp_thread = g_thread_new("mig/src/rp", rp_thread, s);
+    s->src.rp_fd = fd;
+    s->src.rp_pong = 0;
+    s->src.rp_gone = false;
+    g_clear_pointer(&s->src.rp_reason, g_free);
+    __atomic_store_n(&s->src.saver, NULL, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->src.rp_shut, -1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->src.rp_running, 0, __ATOMIC_SEQ_CST);
+    s->src.rp_thread = g_thread_new("mig/src/rp", rp_thread, s);
 }
 
 bool source_rp_wait_pong(MigrationState *s, uint32_t id, GError **errp)
 {
-    g_mutex_lock(&s->rp_lock);
-    while (s->rp_pong != id && !s->rp_gone) {
-        g_cond_wait(&s->rp_cond, &s->rp_lock);
+    g_mutex_lock(&s->src.rp_lock);
+    while (s->src.rp_pong != id && !s->src.rp_gone) {
+        g_cond_wait(&s->src.rp_cond, &s->src.rp_lock);
     }
-    bool ok = s->rp_pong == id;
-    g_mutex_unlock(&s->rp_lock);
+    bool ok = s->src.rp_pong == id;
+    g_mutex_unlock(&s->src.rp_lock);
     if (!ok) {
         source_rp_error(s, errp);
     }
@@ -123,10 +123,10 @@ bool source_rp_wait_pong(MigrationState *s, uint32_t id, GError **errp)
 
 void source_rp_attach_saver(MigrationState *s, RAMSaver *r)
 {
-    g_mutex_lock(&s->rp_lock);
-    __atomic_store_n(&s->saver, r, __ATOMIC_RELEASE);
-    bool gone = s->rp_gone;
-    g_mutex_unlock(&s->rp_lock);
+    g_mutex_lock(&s->src.rp_lock);
+    __atomic_store_n(&s->src.saver, r, __ATOMIC_RELEASE);
+    bool gone = s->src.rp_gone;
+    g_mutex_unlock(&s->src.rp_lock);
     if (gone) {
         /* Ended already: the push must not wait for requests. */
         __atomic_store_n(&r->rp_ended, 1, __ATOMIC_RELEASE);
@@ -135,27 +135,27 @@ void source_rp_attach_saver(MigrationState *s, RAMSaver *r)
 
 int source_rp_join(MigrationState *s)
 {
-    if (s->rp_thread) {
-        g_thread_join(s->rp_thread);
-        s->rp_thread = NULL;
+    if (s->src.rp_thread) {
+        g_thread_join(s->src.rp_thread);
+        s->src.rp_thread = NULL;
     }
-    __atomic_store_n(&s->saver, NULL, __ATOMIC_RELEASE);
-    return __atomic_load_n(&s->rp_shut, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->src.saver, NULL, __ATOMIC_RELEASE);
+    return __atomic_load_n(&s->src.rp_shut, __ATOMIC_SEQ_CST);
 }
 
 void source_rp_error(MigrationState *s, GError **errp)
 {
-    int shut = __atomic_load_n(&s->rp_shut, __ATOMIC_SEQ_CST);
-    g_mutex_lock(&s->rp_lock);
+    int shut = __atomic_load_n(&s->src.rp_shut, __ATOMIC_SEQ_CST);
+    g_mutex_lock(&s->src.rp_lock);
     if (shut > 0) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
                     "the destination failed to load the migration%s%s",
-                    s->rp_reason ? ": " : "",
-                    s->rp_reason ? s->rp_reason : "");
+                    s->src.rp_reason ? ": " : "",
+                    s->src.rp_reason ? s->src.rp_reason : "");
     } else {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
                     "the destination closed the return path%s",
                     shut == 0 ? " after its SHUT" : " without an answer");
     }
-    g_mutex_unlock(&s->rp_lock);
+    g_mutex_unlock(&s->src.rp_lock);
 }

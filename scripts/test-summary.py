@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Count test cases across meson builds and print one closing line.
 
-Reads BUILD/meson-logs/testlog.json for each build given.  A TAP test
+Reads BUILD/meson-logs/testlog.json for each build given, or its
+BUILD/SKIPPED, a reason the whole build could not run here.  A TAP test
 counts each of its cases (cmocka prints TAP); any other test counts as
 one.  Prints the skipped cases with their reasons, each failed case with
 the last lines of its diagnostics (CI often shows only the tail of the
@@ -26,6 +27,12 @@ def count(build):
     passed = failed = skipped = 0
     skips = []
     global todos, failures
+    try:
+        # A build that cannot run here (make check-tsan's probe) says why.
+        with open(f'{build}/SKIPPED') as f:
+            return 0, 0, 1, [f'{build}: {f.read().strip()}']
+    except OSError:
+        pass
     try:
         f = open(f'{build}/meson-logs/testlog.json')
     except OSError:

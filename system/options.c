@@ -353,7 +353,7 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
             const char *sz = g_hash_table_lookup(p, "size");
             g_auto(GStrv) parts = g_strsplit(arg, ",", 2);
             ok = parse_size(sz ? sz : parts[0], MiB, &o->ram_size) &&
-                 o->ram_size >= 2 * MiB && o->ram_size % 4096 == 0;
+                 o->ram_size >= 2 * MiB && o->ram_size % TARGET_PAGE_SIZE == 0;
             o->ram_size_given = true;
             if (!ok) {
                 g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,

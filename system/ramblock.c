@@ -86,7 +86,7 @@ static int open_mem_path(const MemBackendOptions *o, uint64_t *page,
         return -1;
     }
     struct statfs fs;
-    *page = 4096;
+    *page = TARGET_PAGE_SIZE;
     if (fstatfs(fd, &fs) == 0 && fs.f_type == HUGETLBFS_MAGIC) {
         *page = fs.f_bsize;
     }
@@ -96,7 +96,7 @@ static int open_mem_path(const MemBackendOptions *o, uint64_t *page,
 static int open_memfd(const MemBackendOptions *o, uint64_t *page, GError **errp)
 {
     unsigned flags = MFD_CLOEXEC;
-    *page = 4096;
+    *page = TARGET_PAGE_SIZE;
     if (o->hugetlb) {
         uint64_t hp = o->hugetlbsize ? o->hugetlbsize : 2 * 1024 * 1024;
         if (hp & (hp - 1)) {
@@ -174,7 +174,7 @@ static bool prealloc(void *host, uint64_t size, uint64_t page, GError **errp)
 RAMBlock *ram_block_new(const char *name, const MemBackendOptions *o,
                         GError **errp)
 {
-    uint64_t page = 4096;
+    uint64_t page = TARGET_PAGE_SIZE;
     int fd = -1, flags;
     bool share = o->share, kept = false, owned = false;
 

@@ -132,7 +132,7 @@ bool kvm_sync_dirty_log(KVMState *s, RAMBlock *rb, unsigned long *bitmap,
                         GError **errp)
 {
     for (int i = 0; i < rb->nmap; i++) {
-        uint64_t pages = rb->map[i].size / 4096;
+        uint64_t pages = rb->map[i].size / TARGET_PAGE_SIZE;
         size_t longs = (pages + 63) / 64;
         g_autofree uint64_t *log = g_new0(uint64_t, longs);
         struct kvm_dirty_log d = { .slot = s->ram_slot0 + i, .dirty_bitmap = log };
@@ -142,7 +142,7 @@ bool kvm_sync_dirty_log(KVMState *s, RAMBlock *rb, unsigned long *bitmap,
         /* The slot's pages start at this bit of the block's bitmap, a
          * whole word in: slots start on 2 MiB boundaries.  Merged word
          * by word, as a busy guest's log is dense. */
-        uint64_t base = rb->map[i].offset / 4096;
+        uint64_t base = rb->map[i].offset / TARGET_PAGE_SIZE;
         g_assert(base % 64 == 0);
         for (size_t w = 0; w < longs; w++) {
             if (log[w]) {
@@ -161,8 +161,8 @@ int kvm_clear_dirty_log(KVMState *s, RAMBlock *rb, const unsigned long *bitmap,
         return 0;
     }
     for (int i = 0; i < rb->nmap; i++) {
-        uint64_t base = rb->map[i].offset / 4096;
-        uint64_t end = base + rb->map[i].size / 4096;
+        uint64_t base = rb->map[i].offset / TARGET_PAGE_SIZE;
+        uint64_t end = base + rb->map[i].size / TARGET_PAGE_SIZE;
         uint64_t lo = MAX(first, base), hi = MIN(first + n, end);
         if (lo >= hi) {
             continue;

@@ -68,7 +68,88 @@ typedef struct MigrationStats {
 typedef struct RAMSaver RAMSaver;
 typedef struct RAMLoader RAMLoader;
 typedef struct PostcopyIncoming PostcopyIncoming;
+typedef struct QEMUFile QEMUFile;
 
+/*
+ * The source's half (QEMU's MigrationState proper).  Owners: the main
+ * thread sets a migration up in qmp_migrate(); from then until it ends
+ * the migration thread ("live_migration") owns the stream and the
+ * saver; the return-path thread ("mig/src/rp", rp-source.c) reads the
+ * return path.  Each field says how the others reach it.
+ */
+typedef struct MigrationSource {
+    GThread *thread;            /* main thread: "live_migration", joined
+                                 * at the next migrate or at cleanup */
+    GMutex continue_lock;       /* pause-before-switchover: the thread waits */
+    GCond continue_cond;        /* here for migrate-continue or a cancel */
+    bool continue_posted;       /* under continue_lock */
+    int cancel;                 /* atomic: any thread sets, the thread reads */
+    int throttle_pct;           /* atomic: auto-converge's current throttle */
+    int stream_fd;              /* under MigrationState.lock: shut down to
+                                 * cancel, or -1 (migration_close_stream) */
+    /* Postcopy. */
+    int postcopy_start;         /* atomic: migrate-start-postcopy was given */
+    bool postcopy_after_pass1;  /* main thread, before the thread: migrate -p */
+    bool postcopy_no_push;      /* main thread, before the thread: -n */
+    int64_t stop_ms;            /* atomic: when the source stopped the VM */
+    int preempt_fd;             /* migration thread: the preempt channel, -1 */
+    uint8_t channel_id[16];     /* main thread, before the thread: names this
+                                 * migration's channels (STREAM_ID_LEN) */
+    /* The return path (rp-source.c). */
+    GThread *rp_thread;         /* migration thread: started and joined */
+    int rp_fd;                  /* the stream's fd it reads */
+    RAMSaver *saver;            /* atomic; set under rp_lock: the migration
+                                 * thread's, from the switch (requests) */
+    GMutex rp_lock;
+    GCond rp_cond;              /* a PONG came, or the return path ended */
+    uint32_t rp_pong;           /* under rp_lock: the last PONG's id */
+    bool rp_gone;               /* under rp_lock: the return path ended */
+    char *rp_reason;            /* under rp_lock: the destination's reason */
+    int rp_shut;                /* atomic: -1 none yet, else SHUT's status */
+    int rp_running;             /* atomic: the destination said RUNNING:
+                                 * this guest must never run again here */
+    uint64_t rp_refused;        /* atomic: malformed requests refused */
+} MigrationSource;
+
+/*
+ * The destination's half (QEMU's MigrationIncomingState).  Owners: the
+ * main thread accepts connections and runs RUN's device load; the load
+ * thread ("mig/dst/load", incoming.c) owns the stream and the RAM loader
+ * from its start; postcopy's fault thread is PostcopyIncoming's.
+ */
+typedef struct MigrationIncoming {
+    bool incoming;              /* main thread: this process waits for, or
+                                 * loads, a migration */
+    bool incoming_defer;        /* main thread: -incoming defer */
+    bool exit_on_error;         /* main thread, before the load thread */
+    int listen_fd;              /* main thread */
+    guint listen_src;           /* main thread */
+    GList *pending;             /* main thread: connections whose channel
+                                 * header has not come yet (PendingChannel) */
+    bool have_main;             /* main thread: the main channel came */
+    uint8_t channel_id[16];     /* main thread: the main channel's id */
+    JsonArray *socket_address;  /* main thread */
+    GThread *load_thread;       /* main thread: started, joined at cleanup */
+    int incoming_fd;            /* under MigrationState.lock: the stream's
+                                 * connection while the load thread has it */
+    QEMUFile *paused_stream;    /* load thread, then main at cleanup: the
+                                 * stream, kept open while postcopy is paused */
+    RAMLoader *ram_loader;      /* load thread; kept while postcopy-paused */
+    PostcopyIncoming *pci;      /* atomic pointer, set whole by the load
+                                 * thread at advise: fault thread and stats */
+    int preempt_fd;             /* atomic: the preempt channel accepted by
+                                 * the main thread until handed over, or -1 */
+    int preempt_ready;           /* atomic: the fault thread takes the
+                                 * preempt channel (hand_over_preempt) */
+    /* Postcopy's RUN: the main thread loads the devices and runs the
+     * guest while the load thread reads on; it says how that went. */
+    GMutex run_lock;
+    GCond run_cond;
+    int run_result;             /* under run_lock: 0 not yet, 1 the guest
+                                 * runs here, -1 the devices failed */
+} MigrationIncoming;
+
+/* What both halves share, and the two halves. */
 typedef struct MigrationState {
     Machine *m;
     QmpDispatcher *qmp;         /* for fd: URIs (getfd's named fds) */
@@ -84,63 +165,14 @@ typedef struct MigrationState {
 
     /* Times in ms since the epoch of g_get_monotonic_time; atomics. */
     int64_t start_ms, setup_ms, end_ms, downtime_ms, expected_downtime_ms;
-    MigrationStats stats;
+    MigrationStats stats;       /* atomics: the threads moving pages write */
 
-    /* Source. */
-    GThread *thread;
-    GMutex continue_lock;       /* pause-before-switchover: the thread waits */
-    GCond continue_cond;        /* here for migrate-continue or a cancel */
-    bool continue_posted;       /* under continue_lock */
-    int cancel;                 /* atomic */
-    int throttle_pct;           /* atomic: auto-converge's current throttle */
-    int stream_fd;              /* atomic: shut down to cancel, or -1 */
-    /* Postcopy (source). */
-    int postcopy_start;         /* atomic: migrate-start-postcopy was given */
-    bool postcopy_after_pass1;  /* HMP migrate -p */
-    bool postcopy_no_push;      /* HMP migrate -n: pages only on demand */
-    int64_t stop_ms;            /* atomic: when the source stopped the VM */
-    int preempt_fd;             /* the preempt channel (either side), or -1;
-                                 * the destination's until handed over */
-    GThread *rp_thread;         /* "mig/src/rp": reads the return path,
-                                 * from migrate to the end (rp-source.c) */
-    int rp_fd;                  /* the stream's fd it reads */
-    RAMSaver *saver;            /* atomic; set under rp_lock: the migration
-                                 * thread's, from the switch (requests) */
-    GMutex rp_lock;
-    GCond rp_cond;              /* a PONG came, or the return path ended */
-    uint32_t rp_pong;           /* under rp_lock: the last PONG's id */
-    bool rp_gone;               /* under rp_lock: the return path ended */
-    char *rp_reason;            /* under rp_lock: the destination's reason */
-    uint8_t channel_id[16];     /* names this migration's channels
-                                 * (STREAM_ID_LEN): the source makes it at
-                                 * migrate, a destination learns it from
-                                 * the main channel's header */
-    int rp_shut;                /* atomic: -1 none yet, else SHUT's status */
-    int rp_running;             /* atomic: the destination said RUNNING:
-                                 * this guest must never run again here */
-    uint64_t rp_refused;        /* atomic: malformed requests refused */
+    int threads_live;           /* atomic: migration and load threads not
+                                 * finished (migration_cleanup waits) */
+    bool quitting;              /* main thread: migration_cleanup began */
 
-    /* Destination. */
-    bool incoming;              /* this process waits for a migration */
-    bool incoming_defer;        /* -incoming defer: wait for migrate-incoming */
-    bool exit_on_error;
-    int listen_fd;
-    guint listen_src;
-    GList *pending;             /* main thread: connections whose channel
-                                 * header has not come yet (PendingChannel) */
-    bool have_main;             /* main thread: the main channel came */
-    JsonArray *socket_address;  /* main thread */
-    GThread *load_thread;
-    RAMLoader *ram_loader;      /* load thread; kept while postcopy-paused */
-    PostcopyIncoming *pci;      /* postcopy ran: fault thread and stats */
-    int urgent_ready;           /* atomic: the fault thread takes the
-                                 * preempt channel (hand_over_preempt) */
-    /* Postcopy's RUN: the main thread loads the devices and runs the
-     * guest while the load thread reads on; it says how that went. */
-    GMutex run_lock;
-    GCond run_cond;
-    int run_result;             /* under run_lock: 0 not yet, 1 the guest
-                                 * runs here, -1 the devices failed */
+    MigrationSource src;
+    MigrationIncoming dst;
 } MigrationState;
 
 /*
@@ -158,6 +190,15 @@ void migration_cleanup(MigrationState *s);
  */
 bool migrate_set_state(MigrationState *s, MigrationStatus old,
                        MigrationStatus new);
+
+/*
+ * migrate_set_state_from: move to @new from the first state of @from
+ * (a list ended by MIGRATION_STATUS__MAX) that the status still is, each
+ * a compare-and-swap as above: for an end that several states lead to.
+ * False if the status is none of them.
+ */
+bool migrate_set_state_from(MigrationState *s, const MigrationStatus *from,
+                            MigrationStatus new);
 
 /* migrate_cap: whether capability @name is on. */
 bool migrate_cap(MigrationState *s, const char *name);

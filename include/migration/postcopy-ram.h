@@ -6,19 +6,19 @@
  *
  * Threads:
  * - fault thread ("mig/dst/fault"): polls the userfaultfd, a wake
- *   eventfd and, with postcopy-preempt, the urgent channel.  It reads
+ *   eventfd and, with postcopy-preempt, the preempt channel.  It reads
  *   faults in batches and sends a request for each page neither received
- *   nor requested yet; it reads the urgent channel's records (requested
+ *   nor requested yet; it reads the preempt channel's records (requested
  *   pages only) and places them.  While a vCPU waits on a page that will
- *   come on the urgent channel it does not sleep (URGENT_SPIN_NS): the
+ *   come on the preempt channel it does not sleep (PREEMPT_SPIN_NS): the
  *   page is placed the moment it arrives, without a thread to wake.  It
- *   owns the urgent channel's QEMUFile and the requested bitmap's set
+ *   owns the preempt channel's QEMUFile and the requested bitmap's set
  *   operations.
  * - load thread: places the main stream's pages and calls
  *   postcopy_drain() at its end.
  * - Both call postcopy_placed() through the RAM loader's hook.
  * - any thread: postcopy_rp_send() (under rp_lock),
- *   postcopy_attach_urgent().
+ *   postcopy_attach_preempt().
  * Statistics are under stats_lock.
  */
 #ifndef MIGRATION_POSTCOPY_RAM_H
@@ -43,7 +43,7 @@
  * milliseconds for one.  The latency guest, 1 GiB, preempt, 3 runs each
  * on 2 CPUs: stall p99 1.2-2.4 ms against 4.8 ms as normal threads.
  */
-#define URGENT_RT_PRIO  1
+#define FAULT_PATH_RT_PRIO  1
 
 typedef struct QEMUFile QEMUFile;
 
@@ -57,15 +57,15 @@ typedef struct PostcopyIncoming {
     QEMUFile *rp;               /* under rp_lock; NULL: no return path yet */
 
     GThread *fault_thread;
-    int wake_fd;                /* eventfd: stop, or take the urgent channel */
+    int wake_fd;                /* eventfd: stop, or take the preempt channel */
     int64_t spin_ns;            /* fault thread: busy look before poll() */
-    int64_t urgent_spin_ns;     /* and after a request, with preempt */
+    int64_t preempt_spin_ns;     /* and after a request, with preempt */
     int quit;                   /* atomic */
-    bool urgent_expected;       /* postcopy-preempt: a channel will come */
-    int urgent_new;             /* atomic: a channel handed over, or -1 */
-    int urgent_fd;              /* atomic: the channel the fault thread
+    bool preempt_expected;       /* postcopy-preempt: a channel will come */
+    int preempt_new;             /* atomic: a channel handed over, or -1 */
+    int preempt_fd;              /* atomic: the channel the fault thread
                                  * reads (closed at stop), or -1 */
-    int urgent_done;            /* atomic: it ended (EOF or error) */
+    int preempt_done;            /* atomic: it ended (EOF or error) */
     int shut;                   /* atomic: postcopy_shutdown() was called */
     int failed;                 /* atomic: the fault thread could not go on */
     /*
@@ -84,7 +84,7 @@ typedef struct PostcopyIncoming {
     int waiting;                /* its size; written under stats_lock, read
                                  * atomically by the fault thread */
     bool draining;              /* postcopy_drain() waits on drained */
-    GCond drained;              /* a requested page placed, or the urgent
+    GCond drained;              /* a requested page placed, or the preempt
                                  * channel ended */
     int blocked;                /* vCPUs waiting on a page now */
     int64_t all_blocked_since;  /* ns, when every vCPU started waiting */
@@ -107,25 +107,25 @@ void postcopy_incoming_init(PostcopyIncoming *pc, Machine *m, RAMLoader *ram);
 
 /*
  * postcopy_listen: requests go out on @fd (the stream's connection,
- * written in the other direction); start the fault thread.  @urgent:
+ * written in the other direction); start the fault thread.  @preempt:
  * requested pages will come on a second channel (postcopy-preempt),
- * handed over with postcopy_attach_urgent().
+ * handed over with postcopy_attach_preempt().
  */
-bool postcopy_listen(PostcopyIncoming *pc, int fd, bool urgent, GError **errp);
+bool postcopy_listen(PostcopyIncoming *pc, int fd, bool preempt, GError **errp);
 
 /*
- * postcopy_attach_urgent: the fault thread reads requested pages from
+ * postcopy_attach_preempt: the fault thread reads requested pages from
  * @fd from now on and closes it when it stops.  Any thread, once, after
  * postcopy_listen().
  */
-void postcopy_attach_urgent(PostcopyIncoming *pc, int fd);
+void postcopy_attach_preempt(PostcopyIncoming *pc, int fd);
 
 /*
  * postcopy_drain: the main stream has ended; wait until every page is
- * in, since requested pages may still be on their way on the urgent
+ * in, since requested pages may still be on their way on the preempt
  * channel.  False, with how many, when pages are missing that can no
  * longer come: the main stream ended without them and, with preempt,
- * the urgent channel too.  Load thread.
+ * the preempt channel too.  Load thread.
  */
 bool postcopy_drain(PostcopyIncoming *pc, GError **errp);
 
@@ -145,7 +145,7 @@ bool postcopy_rp_send(PostcopyIncoming *pc, const RPMessage *m);
  */
 void postcopy_shutdown(PostcopyIncoming *pc);
 
-/* postcopy_stop_faults: stop and join the fault thread; close the urgent
+/* postcopy_stop_faults: stop and join the fault thread; close the preempt
  * channel. */
 void postcopy_stop_faults(PostcopyIncoming *pc);
 

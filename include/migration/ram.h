@@ -55,9 +55,9 @@ typedef struct RAMSaver {
      * preempt channel: whoever clears a page's bit (atomically) sends
      * it, so no page is sent twice.
      */
-    GMutex urgent_lock;
-    GCond urgent_cond;          /* a request queued, or time to give up */
-    GQueue urgent;              /* under urgent_lock: UrgentReq */
+    GMutex req_lock;
+    GCond req_cond;          /* a request queued, or time to give up */
+    GQueue requests;              /* under req_lock: PageRequest */
     uint64_t last;              /* migration thread: scan position */
     int64_t push_next_us;       /* migration thread: next push run allowed */
     /* postcopy-preempt's channel, or NULL: written by the return-path

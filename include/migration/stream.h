@@ -86,8 +86,8 @@ enum {
 static inline bool stream_run_fits(const RAMBlock *rb, uint64_t off,
                                    uint32_t count)
 {
-    return off % 4096 == 0 && count > 0 && count <= STREAM_MAX_RUN &&
-           off < rb->size && (uint64_t)count * 4096 <= rb->size - off;
+    return off % TARGET_PAGE_SIZE == 0 && count > 0 && count <= STREAM_MAX_RUN &&
+           off < rb->size && (uint64_t)count * TARGET_PAGE_SIZE <= rb->size - off;
 }
 
 typedef struct QEMUFile QEMUFile;

@@ -20,6 +20,13 @@
 
 #define RAM_MAX_MAPPINGS 2
 
+/*
+ * The page the migration stream, the dirty bitmaps and the placement
+ * count in (QEMU's TARGET_PAGE_SIZE): x86's 4 KiB.  A RAMBlock's own
+ * page_size (a host page: 4 KiB, or a huge page) is a multiple of it.
+ */
+#define TARGET_PAGE_SIZE 4096
+
 /* One guest-physical range of a block: [gpa, gpa + size) = host + offset. */
 typedef struct RamMapping {
     uint64_t gpa;

@@ -25,6 +25,12 @@ import time
 import traceback
 
 FERRY = os.environ.get('FERRY', 'build/system/ferry')
+# A sanitizer build (make check-sanitize): every ferry a case started is
+# ended as a user would end it (SIGTERM: a clean quit), and what
+# AddressSanitizer, LeakSanitizer or UBSan said fails the case.
+SANITIZED = os.environ.get('FERRY_SANITIZED') == '1'
+SANITIZER_ERRORS = ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer',
+                    'runtime error:', 'WARNING: ThreadSanitizer')
 GUEST = os.environ.get('GUEST', 'build/tests/guest/guest.elf')
 QEMU = shutil.which('qemu-system-x86_64')
 DEBUG_EXIT = 'isa-debug-exit,iobase=0xf4,iosize=4'
@@ -77,6 +83,9 @@ class Machine:
             args += ['-device', DEBUG_EXIT]
         args += opts.extra
         self.args = args
+        self.qemu = opts.qemu
+        self.report = None      # what a sanitizer said, once ended
+        self._err = None
         self.lines = []
         self.times = []         # time.time() at which each line was read
         self._cond = threading.Condition()
@@ -130,9 +139,29 @@ class Machine:
     def stderr(self):
         if self.proc.poll() is None:
             return ''
-        return self.proc.stderr.read() if self.proc.stderr else ''
+        if self._err is None:
+            self._err = self.proc.stderr.read() if self.proc.stderr else ''
+        return self._err
+
+    def _sanitized_end(self):
+        """End a sanitized ferry with SIGTERM; what its sanitizers said."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(15)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                return 'ferry did not end within 60 s of SIGTERM'
+        err = self.stderr()
+        found = [line for line in err.splitlines()
+                 if any(e in line for e in SANITIZER_ERRORS)]
+        if not found:
+            return None
+        i = err.find(found[0])
+        return f'{self.args[:4]}: {err[i:i + 4000]}'
 
     def kill(self):
+        if SANITIZED and not self.qemu and self.report is None:
+            self.report = self._sanitized_end() or ''
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -164,14 +193,32 @@ def todo(reason, fn):
     return run
 
 
+def _end_machines():
+    """Kill what a case left behind; what sanitizers said, if anything."""
+    reports = []
+    while LIVE:
+        m = LIVE.pop()
+        m.kill()
+        if m.report:
+            reports.append(m.report)
+    return reports
+
+
 def run_cases(cases):
-    """Run [(name, fn, opts)] and print TAP; exit 1 if any case failed."""
+    """Run [(name, fn, opts)] and print TAP; exit 1 if any case failed.
+    FERRY_CASES, a regular expression, runs only the cases it finds."""
+    only = os.environ.get('FERRY_CASES')
+    if only:
+        cases = [c for c in cases if re.search(only, c[0])]
     print(f'1..{len(cases)}', flush=True)
     failed = 0
     for i, (name, fn, opts) in enumerate(cases, 1):
         t0 = time.monotonic()
         try:
             fn(opts)
+            reports = _end_machines()
+            if reports:
+                raise AssertionError('sanitizer: ' + '\n'.join(reports))
             print(f'ok {i} - {name} # {time.monotonic() - t0:.1f}s', flush=True)
         except Skip as e:
             print(f'ok {i} - {name} # SKIP {e}', flush=True)
@@ -189,8 +236,7 @@ def run_cases(cases):
                 for sub in line.rstrip().splitlines():
                     print(f'# {sub}', flush=True)
         finally:
-            while LIVE:
-                LIVE.pop().kill()
+            _end_machines()
     sys.exit(1 if failed else 0)
 
 
@@ -467,14 +513,22 @@ class Relay:
                     break
                 b.sendall(rec)
             else:
-                read_record(a)          # replaced
-                b.sendall(self.inject)
-                self.injected.set()
-                if not self.stall:
-                    self._pipe(a, b, ended, other)
+                self._replace(a, b, ended, other)
                 return
         except (OSError, AssertionError):
             pass
+        self._give_up(b, ended)
+
+    def _replace(self, a, b, ended, other):
+        """@inject in place of @a's next record, then relay (or stall)."""
+        read_record(a)
+        b.sendall(self.inject)
+        self.injected.set()
+        if not self.stall:
+            self._pipe(a, b, ended, other)
+
+    @staticmethod
+    def _give_up(b, ended):
         with contextlib.suppress(OSError):
             b.shutdown(socket.SHUT_WR)
         ended.set()
@@ -486,16 +540,11 @@ class Relay:
             b.sendall(read_exact(a, 25))        # the channel header
             for _ in range(self.after):
                 b.sendall(read_record(a)[1])
-            read_record(a)
-            b.sendall(self.inject)
-            self.injected.set()
-            self._pipe(a, b, ended, other)
+            self._replace(a, b, ended, other)
             return
         except (OSError, AssertionError):
             pass
-        with contextlib.suppress(OSError):
-            b.shutdown(socket.SHUT_WR)
-        ended.set()
+        self._give_up(b, ended)
 
     def close(self):
         for c in self.socks:

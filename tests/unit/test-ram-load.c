@@ -20,7 +20,6 @@
 #include "migration/ram-load.h"
 #include "qemu/userfaultfd.h"
 
-#define PAGE    4096
 #define NPAGES  64
 
 typedef struct Fixture {
@@ -32,7 +31,7 @@ typedef struct Fixture {
 static int setup(void **state)
 {
     Fixture *f = g_new0(Fixture, 1);
-    f->rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
+    f->rb = ram_block_new_anon("pc.ram", NPAGES * TARGET_PAGE_SIZE, NULL);
     ram_loader_init(&f->l, f->rb);
     ram_load_buf_init(&f->b, &f->l);
     *state = f;
@@ -60,13 +59,13 @@ static void need_uffd(Fixture *f)
 /* Pages [first, first + n) of data, each filled with its number + @tag. */
 static bool load(Fixture *f, uint64_t first, uint32_t n, uint8_t tag)
 {
-    g_autofree uint8_t *data = g_malloc(n * PAGE);
+    g_autofree uint8_t *data = g_malloc(n * TARGET_PAGE_SIZE);
     for (uint32_t i = 0; i < n; i++) {
-        memset(data + i * PAGE, (uint8_t)(first + i + tag), PAGE);
+        memset(data + i * TARGET_PAGE_SIZE, (uint8_t)(first + i + tag), TARGET_PAGE_SIZE);
     }
-    QEMUFile *mf = qemu_file_new_mem(data, n * PAGE);
+    QEMUFile *mf = qemu_file_new_mem(data, n * TARGET_PAGE_SIZE);
     g_autoptr(GError) err = NULL;
-    bool ok = ram_load_pages(&f->l, &f->b, mf, first * PAGE, n, &err);
+    bool ok = ram_load_pages(&f->l, &f->b, mf, first * TARGET_PAGE_SIZE, n, &err);
     assert_int_equal(qemu_file_close(mf), 0);
     return ok;
 }
@@ -74,8 +73,8 @@ static bool load(Fixture *f, uint64_t first, uint32_t n, uint8_t tag)
 static void check(Fixture *f, uint64_t page, uint8_t want)
 {
     assert_true(ram_load_received(&f->l, page));
-    for (int i = 0; i < PAGE; i++) {
-        assert_int_equal(f->rb->host[page * PAGE + i], want);
+    for (int i = 0; i < TARGET_PAGE_SIZE; i++) {
+        assert_int_equal(f->rb->host[page * TARGET_PAGE_SIZE + i], want);
     }
 }
 
@@ -107,11 +106,11 @@ static void test_zero(void **state)
     assert_false(ram_load_received(&f->l, 0));
     /* A received page set to zero is cleared in place. */
     assert_true(load(f, 2, 1, 7));
-    assert_true(ram_load_zero(&f->l, &f->b, 2 * PAGE, 1, &err));
+    assert_true(ram_load_zero(&f->l, &f->b, 2 * TARGET_PAGE_SIZE, 1, &err));
     check(f, 2, 0);
     /* Postcopy: a vCPU may wait on it, so it is placed. */
     f->l.postcopy = true;
-    assert_true(ram_load_zero(&f->l, &f->b, 5 * PAGE, 2, &err));
+    assert_true(ram_load_zero(&f->l, &f->b, 5 * TARGET_PAGE_SIZE, 2, &err));
     check(f, 5, 0);
     check(f, 6, 0);
     /* Pages 0-1 were left as zero in precopy: the source counts them
@@ -128,7 +127,7 @@ static void test_zero_left(void **state)
     g_autoptr(GError) err = NULL;
     /* Precopy leaves zero pages of fresh memory unmapped, and says so:
      * the source counts them sent, and every other page is in. */
-    assert_true(ram_load_zero(&f->l, &f->b, 3 * PAGE, 2, &err));
+    assert_true(ram_load_zero(&f->l, &f->b, 3 * TARGET_PAGE_SIZE, 2, &err));
     assert_true(ram_load_zero_left(&f->l, 3));
     assert_true(ram_load_zero_left(&f->l, 4));
     assert_false(ram_load_received(&f->l, 3));
@@ -139,7 +138,7 @@ static void test_zero_left(void **state)
     }
     assert_true(ram_load_all_received(&f->l));
     /* Dirtied again on the source: it comes again, and is missing now. */
-    assert_true(ram_load_discard(&f->l, 4 * PAGE, 1, &err));
+    assert_true(ram_load_discard(&f->l, 4 * TARGET_PAGE_SIZE, 1, &err));
     assert_false(ram_load_zero_left(&f->l, 4));
     assert_false(ram_load_all_received(&f->l));
     /* A fault on page 3 in postcopy: the fault thread maps zeros. */
@@ -168,23 +167,23 @@ static void test_twice(void **state)
     assert_true(load(f, 8, 2, 1));              /* precopy: a later pass */
     check(f, 8, 9);
     f->l.postcopy = true;
-    f->rb->host[8 * PAGE] = 0x77;               /* the guest writes */
+    f->rb->host[8 * TARGET_PAGE_SIZE] = 0x77;               /* the guest writes */
     assert_false(load(f, 8, 1, 2));
-    assert_int_equal(f->rb->host[8 * PAGE], 0x77);
-    assert_false(ram_load_zero(&f->l, &f->b, 9 * PAGE, 1, &err));
+    assert_int_equal(f->rb->host[8 * TARGET_PAGE_SIZE], 0x77);
+    assert_false(ram_load_zero(&f->l, &f->b, 9 * TARGET_PAGE_SIZE, 1, &err));
     check(f, 9, 10);
     g_clear_error(&err);
     /* Present, not marked received: placed meanwhile by another thread. */
-    g_autofree uint8_t *other = g_malloc(PAGE);
-    memset(other, 0x33, PAGE);
-    assert_int_equal(uffd_copy(f->l.uffd, f->rb->host + 20 * PAGE, other, PAGE,
-                               0), PAGE);
-    f->rb->host[20 * PAGE] = 0x44;              /* the guest writes */
+    g_autofree uint8_t *other = g_malloc(TARGET_PAGE_SIZE);
+    memset(other, 0x33, TARGET_PAGE_SIZE);
+    assert_int_equal(uffd_copy(f->l.uffd, f->rb->host + 20 * TARGET_PAGE_SIZE, other, TARGET_PAGE_SIZE,
+                               0), TARGET_PAGE_SIZE);
+    f->rb->host[20 * TARGET_PAGE_SIZE] = 0x44;              /* the guest writes */
     assert_false(load(f, 20, 1, 5));
-    assert_int_equal(f->rb->host[20 * PAGE], 0x44);
-    assert_int_equal(f->rb->host[20 * PAGE + 1], 0x33);
-    assert_false(ram_load_zero(&f->l, &f->b, 20 * PAGE, 1, &err));
-    assert_int_equal(f->rb->host[20 * PAGE], 0x44);
+    assert_int_equal(f->rb->host[20 * TARGET_PAGE_SIZE], 0x44);
+    assert_int_equal(f->rb->host[20 * TARGET_PAGE_SIZE + 1], 0x33);
+    assert_false(ram_load_zero(&f->l, &f->b, 20 * TARGET_PAGE_SIZE, 1, &err));
+    assert_int_equal(f->rb->host[20 * TARGET_PAGE_SIZE], 0x44);
     assert_int_equal(f->l.dup_pages, 4);
 }
 
@@ -224,7 +223,7 @@ static void test_discard(void **state)
     need_uffd(f);
     g_autoptr(GError) err = NULL;
     assert_true(load(f, 20, 4, 1));
-    assert_true(ram_load_discard(&f->l, 21 * PAGE, 2, &err));
+    assert_true(ram_load_discard(&f->l, 21 * TARGET_PAGE_SIZE, 2, &err));
     assert_false(ram_load_received(&f->l, 21));
     assert_false(ram_load_received(&f->l, 22));
     check(f, 20, 21);
@@ -240,8 +239,8 @@ static void test_present(void **state)
 {
     /* Preallocated RAM: every page present, UFFDIO_COPY says EEXIST. */
     Fixture *f = g_new0(Fixture, 1);
-    f->rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
-    memset(f->rb->host, 0xee, NPAGES * PAGE);
+    f->rb = ram_block_new_anon("pc.ram", NPAGES * TARGET_PAGE_SIZE, NULL);
+    memset(f->rb->host, 0xee, NPAGES * TARGET_PAGE_SIZE);
     f->rb->zeroed = false;
     ram_loader_init(&f->l, f->rb);
     ram_load_buf_init(&f->b, &f->l);
@@ -258,7 +257,7 @@ static void test_present(void **state)
 static bool resident(Fixture *f, uint64_t page)
 {
     unsigned char v = 0;
-    assert_int_equal(mincore(f->rb->host + page * PAGE, PAGE, &v), 0);
+    assert_int_equal(mincore(f->rb->host + page * TARGET_PAGE_SIZE, TARGET_PAGE_SIZE, &v), 0);
     return v & 1;
 }
 
@@ -270,8 +269,8 @@ static void test_discard_missing(void **state)
      * guest would read stale data instead of faulting.  Received pages stay.
      */
     Fixture *f = g_new0(Fixture, 1);
-    f->rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
-    memset(f->rb->host, 0xee, 8 * PAGE);
+    f->rb = ram_block_new_anon("pc.ram", NPAGES * TARGET_PAGE_SIZE, NULL);
+    memset(f->rb->host, 0xee, 8 * TARGET_PAGE_SIZE);
     f->rb->zeroed = false;
     ram_loader_init(&f->l, f->rb);
     ram_load_buf_init(&f->b, &f->l);
@@ -297,7 +296,7 @@ static void test_discard_missing(void **state)
 static bool pool_resident(Fixture *f, uint64_t page)
 {
     unsigned char v = 0;
-    assert_int_equal(mincore(f->l.pool + page * PAGE, PAGE, &v), 0);
+    assert_int_equal(mincore(f->l.pool + page * TARGET_PAGE_SIZE, TARGET_PAGE_SIZE, &v), 0);
     return v & 1;
 }
 
@@ -310,9 +309,9 @@ static void test_pool(void **state)
      */
     Fixture *f = g_new0(Fixture, 1);
     MemBackendOptions o = { .type = MEM_BACKEND_RAM, .id = (char *)"m",
-                            .size = NPAGES * PAGE, .prealloc = true };
+                            .size = NPAGES * TARGET_PAGE_SIZE, .prealloc = true };
     f->rb = ram_block_new("pc.ram", &o, NULL);
-    memset(f->rb->host, 0xee, 8 * PAGE);    /* the loader's kernel image */
+    memset(f->rb->host, 0xee, 8 * TARGET_PAGE_SIZE);    /* the loader's kernel image */
     f->rb->zeroed = false;
     ram_loader_init(&f->l, f->rb);
     ram_load_buf_init(&f->b, &f->l);
@@ -347,11 +346,11 @@ static void test_pool(void **state)
     assert_false(pool_resident(f, 19));
     /* A zero page over the loader's data: placed, and zero. */
     f->l.postcopy = true;
-    assert_true(ram_load_zero(&f->l, &f->b, 6 * PAGE, 1, &err));
+    assert_true(ram_load_zero(&f->l, &f->b, 6 * TARGET_PAGE_SIZE, 1, &err));
     check(f, 6, 0);
     assert_false(pool_resident(f, 6));
     /* Dropped again after it came: no pool page left, so UFFDIO_COPY. */
-    assert_true(ram_load_discard(&f->l, 12 * PAGE, 1, &err));
+    assert_true(ram_load_discard(&f->l, 12 * TARGET_PAGE_SIZE, 1, &err));
     assert_false(resident(f, 12));
     assert_true(load(f, 12, 1, 5));
     check(f, 12, 17);
@@ -371,7 +370,7 @@ static void test_prealloc_precopy(void **state)
      */
     Fixture *f = g_new0(Fixture, 1);
     MemBackendOptions o = { .type = MEM_BACKEND_RAM, .id = (char *)"m",
-                            .size = NPAGES * PAGE, .prealloc = true };
+                            .size = NPAGES * TARGET_PAGE_SIZE, .prealloc = true };
     f->rb = ram_block_new("pc.ram", &o, NULL);
     ram_loader_init(&f->l, f->rb);
     ram_load_buf_init(&f->b, &f->l);
@@ -382,7 +381,7 @@ static void test_prealloc_precopy(void **state)
     f->l.uffd = -1;                 /* any userfaultfd call would fail */
     assert_true(load(f, 2, 3, 7));
     g_autoptr(GError) err = NULL;
-    assert_true(ram_load_zero(&f->l, &f->b, 5 * PAGE, 2, &err));
+    assert_true(ram_load_zero(&f->l, &f->b, 5 * TARGET_PAGE_SIZE, 2, &err));
     f->l.uffd = uffd;
     check(f, 2, 9);
     check(f, 4, 11);
@@ -390,7 +389,7 @@ static void test_prealloc_precopy(void **state)
     check(f, 6, 0);
     assert_false(ram_load_received(&f->l, 7));
     /* A discard makes pages missing: placing goes through uffd again. */
-    assert_true(ram_load_discard(&f->l, 3 * PAGE, 1, &err));
+    assert_true(ram_load_discard(&f->l, 3 * TARGET_PAGE_SIZE, 1, &err));
     assert_false(f->l.in_place);
     assert_false(resident(f, 3));
     assert_true(load(f, 3, 1, 1));
@@ -407,13 +406,13 @@ static void test_kept_file(void **state)
     g_autofree char *path = g_strdup("/dev/shm/ferry-test-ram-XXXXXX");
     int fd = g_mkstemp(path);
     assert_true(fd >= 0);
-    g_autofree uint8_t *old = g_malloc(NPAGES * PAGE);
-    memset(old, 0xee, NPAGES * PAGE);
-    assert_int_equal(write(fd, old, NPAGES * PAGE), NPAGES * PAGE);
+    g_autofree uint8_t *old = g_malloc(NPAGES * TARGET_PAGE_SIZE);
+    memset(old, 0xee, NPAGES * TARGET_PAGE_SIZE);
+    assert_int_equal(write(fd, old, NPAGES * TARGET_PAGE_SIZE), NPAGES * TARGET_PAGE_SIZE);
     close(fd);
     Fixture *f = g_new0(Fixture, 1);
     MemBackendOptions o = { .type = MEM_BACKEND_FILE, .id = (char *)"m",
-                            .size = NPAGES * PAGE, .share = true,
+                            .size = NPAGES * TARGET_PAGE_SIZE, .share = true,
                             .mem_path = path };
     f->rb = ram_block_new("pc.ram", &o, NULL);
     unlink(path);
@@ -423,13 +422,13 @@ static void test_kept_file(void **state)
     ram_load_buf_init(&f->b, &f->l);
     *state = f;
     g_autoptr(GError) err = NULL;
-    assert_true(ram_load_zero(&f->l, &f->b, 3 * PAGE, 2, &err));
+    assert_true(ram_load_zero(&f->l, &f->b, 3 * TARGET_PAGE_SIZE, 2, &err));
     assert_true(load(f, 5, 1, 0));
     check(f, 3, 0);
     check(f, 4, 0);
     check(f, 5, 5);
     ram_loader_unregister(&f->l);
-    assert_int_equal(f->rb->host[6 * PAGE], 0xee);     /* never sent */
+    assert_int_equal(f->rb->host[6 * TARGET_PAGE_SIZE], 0xee);     /* never sent */
 }
 
 /*
@@ -456,15 +455,15 @@ static void test_discard_backends(void **state)
     (void)state;
     for (size_t i = 0; i < G_N_ELEMENTS(rows); i++) {
         MemBackendOptions o = { .type = rows[i].type, .id = (char *)"m",
-                                .size = NPAGES * PAGE, .share = rows[i].share,
+                                .size = NPAGES * TARGET_PAGE_SIZE, .share = rows[i].share,
                                 .prealloc = true, .mem_path = (char *)rows[i].dir };
         g_autoptr(GError) err = NULL;
         Fixture f = { .rb = ram_block_new("pc.ram", &o, &err) };
         assert_non_null(f.rb);
         ram_loader_init(&f.l, f.rb);
-        memset(f.rb->host + 5 * PAGE, 0xee, 2 * PAGE);
+        memset(f.rb->host + 5 * TARGET_PAGE_SIZE, 0xee, 2 * TARGET_PAGE_SIZE);
         assert_true(resident(&f, 5));
-        assert_true(ram_load_discard(&f.l, 5 * PAGE, 2, &err));
+        assert_true(ram_load_discard(&f.l, 5 * TARGET_PAGE_SIZE, 2, &err));
         assert_false(resident(&f, 5));
         assert_false(resident(&f, 6));
         assert_true(resident(&f, 4));
@@ -487,7 +486,7 @@ static void test_private_file_refused(void **state)
     assert_true(fd >= 0);
     close(fd);
     MemBackendOptions o = { .type = MEM_BACKEND_FILE, .id = (char *)"m",
-                            .size = NPAGES * PAGE, .mem_path = path };
+                            .size = NPAGES * TARGET_PAGE_SIZE, .mem_path = path };
     RAMBlock *rb = ram_block_new("pc.ram", &o, NULL);
     unlink(path);
     assert_non_null(rb);
@@ -508,7 +507,7 @@ static void test_private_file_refused(void **state)
 static void test_huge_1g_refused(void **state)
 {
     (void)state;
-    RAMBlock *rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
+    RAMBlock *rb = ram_block_new_anon("pc.ram", NPAGES * TARGET_PAGE_SIZE, NULL);
     rb->page_size = 1ULL << 30;     /* as a 1 GiB hugetlb block says */
     RAMLoader l;
     ram_loader_init(&l, rb);
@@ -516,7 +515,7 @@ static void test_huge_1g_refused(void **state)
     assert_false(ram_loader_can_postcopy(&l, &err));
     assert_non_null(strstr(err->message, "1 GiB huge pages"));
     ram_loader_cleanup(&l);
-    rb->page_size = PAGE;
+    rb->page_size = TARGET_PAGE_SIZE;
     ram_block_free(rb);
 }
 

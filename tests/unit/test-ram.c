@@ -27,7 +27,6 @@
 #include "qemu/pagemap.h"
 #include "system/ramblock.h"
 
-#define PAGE    4096
 #define NPAGES  64
 
 /* What each page holds before it is sent. */
@@ -44,17 +43,17 @@ static void fill(RAMBlock *rb)
 {
     volatile uint8_t sink = 0;
     for (int i = 0; i < NPAGES; i++) {
-        uint8_t *p = rb->host + (size_t)i * PAGE;
+        uint8_t *p = rb->host + (size_t)i * TARGET_PAGE_SIZE;
         switch (layout[i]) {
         case DATA:
-            memset(p, 0x40 + i, PAGE);
-            p[PAGE - 1] = (uint8_t)i;
+            memset(p, 0x40 + i, TARGET_PAGE_SIZE);
+            p[TARGET_PAGE_SIZE - 1] = (uint8_t)i;
             break;
         case ZEROED:
-            memset(p, 0, PAGE);
+            memset(p, 0, TARGET_PAGE_SIZE);
             break;
         case DISCARDED:
-            memset(p, 0x77, PAGE);
+            memset(p, 0x77, TARGET_PAGE_SIZE);
             break;
         case READ_ONLY:
             sink += p[0];
@@ -64,7 +63,7 @@ static void fill(RAMBlock *rb)
     for (int i = 0; i < NPAGES; i++) {
         if (layout[i] == DISCARDED) {
             /* Private anonymous: the contents go, the page reads zero. */
-            assert_int_equal(madvise(rb->host + (size_t)i * PAGE, PAGE,
+            assert_int_equal(madvise(rb->host + (size_t)i * TARGET_PAGE_SIZE, TARGET_PAGE_SIZE,
                                      MADV_DONTNEED), 0);
         }
     }
@@ -100,8 +99,8 @@ static void send_and_check(RAMBlock *rb, int want_pagemap)
         }
     }
 
-    g_autofree uint8_t *copy = g_malloc(NPAGES * PAGE);
-    memset(copy, 0xee, NPAGES * PAGE);  /* every page must be written */
+    g_autofree uint8_t *copy = g_malloc(NPAGES * TARGET_PAGE_SIZE);
+    memset(copy, 0xee, NPAGES * TARGET_PAGE_SIZE);  /* every page must be written */
     gsize len;
     const uint8_t *data = g_bytes_get_data(out, &len);
     QEMUFile *in = qemu_file_new_mem(data, len);
@@ -111,20 +110,20 @@ static void send_and_check(RAMBlock *rb, int want_pagemap)
         uint64_t off = qemu_get_u64(in);
         uint32_t n = qemu_get_u32(in);
         assert_int_equal(qemu_file_error(in), 0);
-        assert_true(off % PAGE == 0 && off / PAGE + n <= NPAGES && n > 0);
+        assert_true(off % TARGET_PAGE_SIZE == 0 && off / TARGET_PAGE_SIZE + n <= NPAGES && n > 0);
         if (rec == REC_RAM_PAGES) {
-            qemu_get_buffer(in, copy + off, (size_t)n * PAGE);
+            qemu_get_buffer(in, copy + off, (size_t)n * TARGET_PAGE_SIZE);
             data_pages += n;
         } else {
             assert_int_equal(rec, REC_RAM_ZERO);
-            memset(copy + off, 0, (size_t)n * PAGE);
+            memset(copy + off, 0, (size_t)n * TARGET_PAGE_SIZE);
             zero_pages += n;
         }
     }
     assert_int_equal(qemu_file_error(in), 0);
     assert_int_equal(qemu_file_close(in), 0);
 
-    assert_memory_equal(copy, rb->host, NPAGES * PAGE);
+    assert_memory_equal(copy, rb->host, NPAGES * TARGET_PAGE_SIZE);
     uint64_t want_data = 0;
     for (int i = 0; i < NPAGES; i++) {
         /* MADV_DONTNEED unmaps a shared page but keeps its contents,
@@ -147,7 +146,7 @@ static void test_pagemap(void **state)
         print_message("# SKIP: /proc/self/pagemap: %s\n", strerror(-fd));
         skip();
     }
-    g_autoptr(RAMBlock) rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
+    g_autoptr(RAMBlock) rb = ram_block_new_anon("pc.ram", NPAGES * TARGET_PAGE_SIZE, NULL);
     fill(rb);
     uint64_t pm[NPAGES];
     assert_int_equal(pagemap_read(fd, rb->host, NPAGES, pm), 0);
@@ -162,7 +161,7 @@ static void test_pagemap(void **state)
 static void test_zero_detect_private(void **state)
 {
     (void)state;
-    g_autoptr(RAMBlock) rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
+    g_autoptr(RAMBlock) rb = ram_block_new_anon("pc.ram", NPAGES * TARGET_PAGE_SIZE, NULL);
     fill(rb);
     send_and_check(rb, 1);
 }
@@ -172,7 +171,7 @@ static void test_zero_detect_shared(void **state)
 {
     (void)state;
     MemBackendOptions o = { .type = MEM_BACKEND_MEMFD, .id = (char *)"mem",
-                            .size = NPAGES * PAGE,
+                            .size = NPAGES * TARGET_PAGE_SIZE,
                             .share = true };
     g_autoptr(GError) err = NULL;
     g_autoptr(RAMBlock) rb = ram_block_new("pc.ram", &o, &err);
@@ -192,7 +191,7 @@ static void check_discard(uint64_t hp, unsigned seed, int dirty_pct,
                           int sent_pct)
 {
     enum { N = 4096 + 64 * 3 };         /* not a whole number of words */
-    g_autoptr(RAMBlock) rb = ram_block_new_anon("pc.ram", N * PAGE, NULL);
+    g_autoptr(RAMBlock) rb = ram_block_new_anon("pc.ram", N * TARGET_PAGE_SIZE, NULL);
     MigrationStats stats = { 0 };
     int cancel = 0;
     RAMSaver r;
@@ -238,8 +237,8 @@ static void check_discard(uint64_t hp, unsigned seed, int dirty_pct,
         assert_int_equal(qemu_get_byte(in), REC_POSTCOPY_DISCARD);
         uint64_t off = qemu_get_u64(in), n = qemu_get_u64(in);
         assert_int_equal(qemu_file_error(in), 0);
-        uint64_t first = off / PAGE;
-        assert_true(off % (hp * PAGE) == 0 && n > 0 && n % hp == 0);
+        uint64_t first = off / TARGET_PAGE_SIZE;
+        assert_true(off % (hp * TARGET_PAGE_SIZE) == 0 && n > 0 && n % hp == 0);
         assert_true(first + n <= N);
         /* Ascending and maximal: never touching the run before. */
         assert_true(!any || first > last_end);
@@ -289,7 +288,7 @@ static void check_discard(uint64_t hp, unsigned seed, int dirty_pct,
         assert_int_equal(len, 17);
         in = qemu_file_new_mem(d2, len);
         assert_int_equal(qemu_get_byte(in), REC_POSTCOPY_DISCARD);
-        assert_int_equal(qemu_get_u64(in), again * PAGE);
+        assert_int_equal(qemu_get_u64(in), again * TARGET_PAGE_SIZE);
         assert_int_equal(qemu_get_u64(in), hp);
         assert_int_equal(qemu_file_close(in), 0);
     }
@@ -321,8 +320,8 @@ static void test_stop_pass(void **state)
 {
     (void)state;
     enum { HP = 512, N = 4 * HP };
-    g_autoptr(RAMBlock) rb = ram_block_new_anon("pc.ram", N * PAGE, NULL);
-    memset(rb->host, 0x5a, (size_t)N * PAGE);
+    g_autoptr(RAMBlock) rb = ram_block_new_anon("pc.ram", N * TARGET_PAGE_SIZE, NULL);
+    memset(rb->host, 0x5a, (size_t)N * TARGET_PAGE_SIZE);
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     int small = 4096;
@@ -343,15 +342,15 @@ static void test_stop_pass(void **state)
     __atomic_store_n(&stop, 1, __ATOMIC_SEQ_CST);
     uint64_t pages = 0;
     QEMUFile *in = qemu_file_new(sv[1], false, false);
-    g_autofree uint8_t *buf = g_malloc(1024 * PAGE);
+    g_autofree uint8_t *buf = g_malloc(1024 * TARGET_PAGE_SIZE);
     while (pages < HP) {
         uint8_t type = qemu_get_byte(in);
         assert_int_equal(qemu_file_error(in), 0);
         assert_int_equal(type, REC_RAM_PAGES);
-        assert_int_equal(qemu_get_u64(in), pages * PAGE);
+        assert_int_equal(qemu_get_u64(in), pages * TARGET_PAGE_SIZE);
         uint32_t n = qemu_get_u32(in);
         assert_true(n > 0 && n <= 1024);
-        qemu_get_buffer(in, buf, (size_t)n * PAGE);
+        qemu_get_buffer(in, buf, (size_t)n * TARGET_PAGE_SIZE);
         pages += n;
     }
     g_thread_join(th);

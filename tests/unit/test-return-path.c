@@ -4,7 +4,7 @@
  * read back, malformed messages and requests refused; and the fault
  * thread's requests (migration/postcopy-ram.c): one request per missing
  * page however many threads wait on it, none for a page in place; the
- * urgent (preempt) channel read and placed by the fault thread, and the
+ * preempt channel read and placed by the fault thread, and the
  * end of the main stream waiting for the pages still on it.
  */
 #include <setjmp.h>
@@ -29,7 +29,6 @@
 #include "migration/stream.h"
 #include "qemu/bitmap.h"
 
-#define PAGE    4096
 #define NPAGES  64
 
 static GBytes *encode(const RPMessage *msgs, int n)
@@ -134,17 +133,17 @@ static void test_malformed(void **state)
 static void test_check_request(void **state)
 {
     (void)state;
-    RAMBlock rb = { .name = (char *)"pc.ram", .size = NPAGES * PAGE };
+    RAMBlock rb = { .name = (char *)"pc.ram", .size = NPAGES * TARGET_PAGE_SIZE };
     static const struct { uint64_t off; uint32_t count; bool ok; } t[] = {
         { 0, 1, true },
-        { (NPAGES - 1) * PAGE, 1, true },
+        { (NPAGES - 1) * TARGET_PAGE_SIZE, 1, true },
         { 0, NPAGES, true },
-        { PAGE + 1, 1, false },                 /* not page aligned */
+        { TARGET_PAGE_SIZE + 1, 1, false },                 /* not page aligned */
         { 0, 0, false },                        /* empty */
         { 0, STREAM_MAX_RUN + 1, false },       /* absurd length */
-        { NPAGES * PAGE, 1, false },            /* past the end */
-        { (NPAGES - 1) * PAGE, 2, false },      /* runs over the end */
-        { UINT64_MAX - PAGE + 1, 2, false },    /* wraps around */
+        { NPAGES * TARGET_PAGE_SIZE, 1, false },            /* past the end */
+        { (NPAGES - 1) * TARGET_PAGE_SIZE, 2, false },      /* runs over the end */
+        { UINT64_MAX - TARGET_PAGE_SIZE + 1, 2, false },    /* wraps around */
     };
     for (size_t i = 0; i < G_N_ELEMENTS(t); i++) {
         g_autoptr(GError) err = NULL;
@@ -181,59 +180,79 @@ static void wait_for(uint64_t *v, uint64_t want)
 
 static void place(RAMLoader *l, RAMLoadBuf *b, uint64_t page, uint8_t fill)
 {
-    uint8_t data[PAGE];
-    memset(data, fill, PAGE);
-    QEMUFile *mf = qemu_file_new_mem(data, PAGE);
+    uint8_t data[TARGET_PAGE_SIZE];
+    memset(data, fill, TARGET_PAGE_SIZE);
+    QEMUFile *mf = qemu_file_new_mem(data, TARGET_PAGE_SIZE);
     g_autoptr(GError) err = NULL;
-    assert_true(ram_load_pages(l, b, mf, page * PAGE, 1, &err));
+    assert_true(ram_load_pages(l, b, mf, page * TARGET_PAGE_SIZE, 1, &err));
     qemu_file_close(mf);
+}
+
+/*
+ * A RAM block with its loader and a postcopy fault side over it, whose
+ * return path is one end of @sv; false (skip) without userfaultfd.
+ */
+typedef struct Faults {
+    RAMBlock *rb;
+    RAMLoader l;
+    RAMLoadBuf b;
+    Machine m;
+    PostcopyIncoming pc;
+    int sv[2];
+} Faults;
+
+static bool faults_setup(Faults *f)
+{
+    memset(f, 0, sizeof(*f));
+    f->rb = ram_block_new_anon("pc.ram", NPAGES * TARGET_PAGE_SIZE, NULL);
+    ram_loader_init(&f->l, f->rb);
+    if (!f->l.registered) {
+        print_message("# SKIP: %s\n", f->l.why_no_uffd);
+        ram_loader_cleanup(&f->l);
+        ram_block_free(f->rb);
+        return false;
+    }
+    ram_load_buf_init(&f->b, &f->l);
+    postcopy_incoming_init(&f->pc, &f->m, &f->l);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->sv), 0);
+    return true;
 }
 
 static void test_dedup(void **state)
 {
     (void)state;
-    RAMBlock *rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
-    RAMLoader l;
-    RAMLoadBuf b;
-    ram_loader_init(&l, rb);
-    if (!l.registered) {
-        print_message("# SKIP: %s\n", l.why_no_uffd);
-        ram_loader_cleanup(&l);
-        ram_block_free(rb);
+    Faults f;
+    if (!faults_setup(&f)) {
         skip();
     }
-    ram_load_buf_init(&b, &l);
-    Machine m = { .ncpus = 0 };
-    PostcopyIncoming pc;
-    postcopy_incoming_init(&pc, &m, &l);
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    RAMBlock *rb = f.rb;
+    int *sv = f.sv;
     g_autoptr(GError) err = NULL;
     /* Precopy, before: page 11 comes as zero and is left unmapped. */
-    assert_true(ram_load_zero(&l, &b, 11 * PAGE, 1, &err));
-    assert_true(ram_load_zero_left(&l, 11));
-    assert_true(postcopy_listen(&pc, sv[0], false, &err));
+    assert_true(ram_load_zero(&f.l, &f.b, 11 * TARGET_PAGE_SIZE, 1, &err));
+    assert_true(ram_load_zero_left(&f.l, 11));
+    assert_true(postcopy_listen(&f.pc, sv[0], false, &err));
 
     /* A page in place already: read without a fault, no request. */
-    place(&l, &b, 7, 0x77);
-    assert_int_equal(rb->host[7 * PAGE], 0x77);
+    place(&f.l, &f.b, 7, 0x77);
+    assert_int_equal(rb->host[7 * TARGET_PAGE_SIZE], 0x77);
 
     /* Two threads on one missing page: one request, the second fault
      * is counted as a duplicate; both wake when the page is placed. */
-    Toucher t1 = { .addr = rb->host + 5 * PAGE + 8 };
-    Toucher t2 = { .addr = rb->host + 5 * PAGE + 100 };
+    Toucher t1 = { .addr = rb->host + 5 * TARGET_PAGE_SIZE + 8 };
+    Toucher t2 = { .addr = rb->host + 5 * TARGET_PAGE_SIZE + 100 };
     GThread *th1 = g_thread_new("touch1", touch, &t1);
-    wait_for(&pc.requests, 1);
+    wait_for(&f.pc.requests, 1);
     QEMUFile *src = qemu_file_new(sv[1], false, false);
     RPMessage req;
     assert_true(rp_get(src, &req, &err));
     assert_int_equal(req.type, RP_REQ_PAGES);
-    assert_int_equal(req.off, 5 * PAGE);
+    assert_int_equal(req.off, 5 * TARGET_PAGE_SIZE);
     assert_int_equal(req.count, 1);
     GThread *th2 = g_thread_new("touch2", touch, &t2);
-    wait_for(&pc.dup_faults, 1);
-    assert_int_equal(__atomic_load_n(&pc.requests, __ATOMIC_ACQUIRE), 1);
-    place(&l, &b, 5, 0x55);
+    wait_for(&f.pc.dup_faults, 1);
+    assert_int_equal(__atomic_load_n(&f.pc.requests, __ATOMIC_ACQUIRE), 1);
+    place(&f.l, &f.b, 5, 0x55);
     g_thread_join(th1);
     g_thread_join(th2);
     assert_int_equal(t1.seen, 0x55);
@@ -242,28 +261,28 @@ static void test_dedup(void **state)
     /* A page that came as zero in precopy and was left unmapped: the
      * source will not send it again, so the fault thread maps zeros
      * itself, with no request. */
-    Toucher tz = { .addr = rb->host + 11 * PAGE + 64 };
+    Toucher tz = { .addr = rb->host + 11 * TARGET_PAGE_SIZE + 64 };
     GThread *thz = g_thread_new("touchz", touch, &tz);
     g_thread_join(thz);
     assert_int_equal(tz.seen, 0);
-    assert_int_equal(__atomic_load_n(&pc.zero_faults, __ATOMIC_ACQUIRE), 1);
-    assert_int_equal(__atomic_load_n(&pc.requests, __ATOMIC_ACQUIRE), 1);
+    assert_int_equal(__atomic_load_n(&f.pc.zero_faults, __ATOMIC_ACQUIRE), 1);
+    assert_int_equal(__atomic_load_n(&f.pc.requests, __ATOMIC_ACQUIRE), 1);
 
     /* Nothing else was sent: the next message is the next request. */
-    Toucher t3 = { .addr = rb->host + 9 * PAGE };
+    Toucher t3 = { .addr = rb->host + 9 * TARGET_PAGE_SIZE };
     GThread *th3 = g_thread_new("touch3", touch, &t3);
     assert_true(rp_get(src, &req, &err));
-    assert_int_equal(req.off, 9 * PAGE);
-    place(&l, &b, 9, 0x99);
+    assert_int_equal(req.off, 9 * TARGET_PAGE_SIZE);
+    place(&f.l, &f.b, 9, 0x99);
     g_thread_join(th3);
     assert_int_equal(t3.seen, 0x99);
-    assert_int_equal(__atomic_load_n(&pc.requests, __ATOMIC_ACQUIRE), 2);
+    assert_int_equal(__atomic_load_n(&f.pc.requests, __ATOMIC_ACQUIRE), 2);
 
     qemu_file_close(src);
-    postcopy_incoming_cleanup(&pc);
+    postcopy_incoming_cleanup(&f.pc);
     close(sv[1]);
-    ram_load_buf_cleanup(&b);
-    ram_loader_cleanup(&l);
+    ram_load_buf_cleanup(&f.b);
+    ram_loader_cleanup(&f.l);
     ram_block_free(rb);
 }
 
@@ -286,7 +305,7 @@ static gpointer sweep(gpointer opaque)
 {
     Sweeper *w = opaque;
     for (uint64_t p = w->first; p < w->first + w->n; p++) {
-        (void)*(volatile uint8_t *)(w->rb->host + p * PAGE);
+        (void)*(volatile uint8_t *)(w->rb->host + p * TARGET_PAGE_SIZE);
     }
     return NULL;
 }
@@ -304,24 +323,14 @@ static gpointer sweep(gpointer opaque)
 static void test_fault_race(void **state)
 {
     (void)state;
-    RAMBlock *rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
-    RAMLoader l;
-    RAMLoadBuf b;
-    ram_loader_init(&l, rb);
-    if (!l.registered) {
-        print_message("# SKIP: %s\n", l.why_no_uffd);
-        ram_loader_cleanup(&l);
-        ram_block_free(rb);
+    Faults f;
+    if (!faults_setup(&f)) {
         skip();
     }
-    ram_load_buf_init(&b, &l);
-    Machine m = { .ncpus = 0 };
-    PostcopyIncoming pc;
-    postcopy_incoming_init(&pc, &m, &l);
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    RAMBlock *rb = f.rb;
+    int *sv = f.sv;
     g_autoptr(GError) err = NULL;
-    assert_true(postcopy_listen(&pc, sv[0], false, &err));
+    assert_true(postcopy_listen(&f.pc, sv[0], false, &err));
     GThread *reader = g_thread_new("requests", drop_requests,
                                    GINT_TO_POINTER(sv[1]));
     for (int round = 0; round < 1000; round++) {
@@ -332,37 +341,37 @@ static void test_fault_race(void **state)
             th[i] = g_thread_new("sweep", sweep, &w[i]);
         }
         for (uint64_t p = 0; p < NPAGES; p++) {
-            place(&l, &b, (p * 17) % NPAGES, (uint8_t)round);
+            place(&f.l, &f.b, (p * 17) % NPAGES, (uint8_t)round);
         }
         for (int i = 0; i < 4; i++) {
             g_thread_join(th[i]);
         }
         /* Every fault was read before its thread woke: none is pending. */
-        g_mutex_lock(&pc.stats_lock);
-        guint left = g_hash_table_size(pc.faults);
-        g_mutex_unlock(&pc.stats_lock);
+        g_mutex_lock(&f.pc.stats_lock);
+        guint left = g_hash_table_size(f.pc.faults);
+        g_mutex_unlock(&f.pc.stats_lock);
         if (left) {
             print_message("# round %d: %u fault records left\n", round, left);
         }
         assert_int_equal(left, 0);
         /* Missing again for the next round. */
-        l.postcopy = false;
-        assert_true(ram_load_discard(&l, 0, NPAGES, &err));
-        l.postcopy = true;
-        bitmap_clear(pc.requested, 0, NPAGES);
+        f.l.postcopy = false;
+        assert_true(ram_load_discard(&f.l, 0, NPAGES, &err));
+        f.l.postcopy = true;
+        bitmap_test_and_clear_atomic(f.pc.requested, 0, NPAGES);
     }
-    postcopy_incoming_cleanup(&pc);
+    postcopy_incoming_cleanup(&f.pc);
     close(sv[0]);
     g_thread_join(reader);
     close(sv[1]);
-    ram_load_buf_cleanup(&b);
-    ram_loader_cleanup(&l);
+    ram_load_buf_cleanup(&f.b);
+    ram_loader_cleanup(&f.l);
     ram_block_free(rb);
 }
 
-/* ---- The urgent channel ------------------------------------------------- */
+/* ---- The preempt channel ------------------------------------------------- */
 
-typedef struct Urgent {
+typedef struct Preempt {
     RAMBlock *rb;
     RAMLoader l;
     RAMLoadBuf b;
@@ -370,12 +379,12 @@ typedef struct Urgent {
     PostcopyIncoming pc;
     int rp[2], ch[2];           /* [0] the destination's end */
     QEMUFile *src_rp, *src_ch;  /* the source's ends */
-} Urgent;
+} Preempt;
 
-static bool urgent_setup(Urgent *u)
+static bool preempt_setup(Preempt *u)
 {
     memset(u, 0, sizeof(*u));
-    u->rb = ram_block_new_anon("pc.ram", NPAGES * PAGE, NULL);
+    u->rb = ram_block_new_anon("pc.ram", NPAGES * TARGET_PAGE_SIZE, NULL);
     ram_loader_init(&u->l, u->rb);
     if (!u->l.registered) {
         print_message("# SKIP: %s\n", u->l.why_no_uffd);
@@ -389,13 +398,13 @@ static bool urgent_setup(Urgent *u)
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u->ch), 0);
     g_autoptr(GError) err = NULL;
     assert_true(postcopy_listen(&u->pc, u->rp[0], true, &err));
-    postcopy_attach_urgent(&u->pc, u->ch[0]);   /* the fault thread's now */
+    postcopy_attach_preempt(&u->pc, u->ch[0]);   /* the fault thread's now */
     u->src_rp = qemu_file_new(u->rp[1], false, true);
     u->src_ch = qemu_file_new(u->ch[1], true, true);
     return true;
 }
 
-static void urgent_cleanup(Urgent *u)
+static void preempt_cleanup(Preempt *u)
 {
     postcopy_incoming_cleanup(&u->pc);
     qemu_file_close(u->src_rp);
@@ -408,47 +417,47 @@ static void urgent_cleanup(Urgent *u)
 }
 
 /* The source's side: the next request is for @page; answer it. */
-static void serve_urgent(Urgent *u, uint64_t page, int fill)
+static void serve_preempt(Preempt *u, uint64_t page, int fill)
 {
     RPMessage req;
     g_autoptr(GError) err = NULL;
     assert_true(rp_get(u->src_rp, &req, &err));
     assert_int_equal(req.type, RP_REQ_PAGES);
-    assert_int_equal(req.off, page * PAGE);
+    assert_int_equal(req.off, page * TARGET_PAGE_SIZE);
     qemu_put_byte(u->src_ch, fill < 0 ? REC_RAM_ZERO : REC_RAM_PAGES);
-    qemu_put_u64(u->src_ch, page * PAGE);
+    qemu_put_u64(u->src_ch, page * TARGET_PAGE_SIZE);
     qemu_put_u32(u->src_ch, 1);
     if (fill >= 0) {
-        uint8_t data[PAGE];
-        memset(data, fill, PAGE);
-        qemu_put_buffer(u->src_ch, data, PAGE);
+        uint8_t data[TARGET_PAGE_SIZE];
+        memset(data, fill, TARGET_PAGE_SIZE);
+        qemu_put_buffer(u->src_ch, data, TARGET_PAGE_SIZE);
     }
     qemu_fflush(u->src_ch);
 }
 
-static void test_urgent(void **state)
+static void test_preempt(void **state)
 {
     (void)state;
-    Urgent u;
-    if (!urgent_setup(&u)) {
+    Preempt u;
+    if (!preempt_setup(&u)) {
         skip();
     }
-    /* A page and a zero page come on the urgent channel, with nothing on
+    /* A page and a zero page come on the preempt channel, with nothing on
      * the main stream: the fault thread places them and the readers wake. */
-    Toucher t1 = { .addr = u.rb->host + 5 * PAGE + 8 };
+    Toucher t1 = { .addr = u.rb->host + 5 * TARGET_PAGE_SIZE + 8 };
     GThread *th1 = g_thread_new("touch1", touch, &t1);
-    serve_urgent(&u, 5, 0x5a);
+    serve_preempt(&u, 5, 0x5a);
     g_thread_join(th1);
     assert_int_equal(t1.seen, 0x5a);
     assert_true(ram_load_received(&u.l, 5));
 
-    Toucher t2 = { .addr = u.rb->host + 7 * PAGE };
+    Toucher t2 = { .addr = u.rb->host + 7 * TARGET_PAGE_SIZE };
     GThread *th2 = g_thread_new("touch2", touch, &t2);
-    serve_urgent(&u, 7, -1);
+    serve_preempt(&u, 7, -1);
     g_thread_join(th2);
     assert_int_equal(t2.seen, 0);
     assert_true(ram_load_received(&u.l, 7));
-    urgent_cleanup(&u);
+    preempt_cleanup(&u);
 }
 
 typedef struct Drainer {
@@ -471,7 +480,7 @@ static gpointer drain(gpointer opaque)
 }
 
 /* Every page but @missing placed as if from the main stream. */
-static void place_all_but(Urgent *u, uint64_t missing)
+static void place_all_but(Preempt *u, uint64_t missing)
 {
     for (uint64_t p = 0; p < NPAGES; p++) {
         if (p != missing && !ram_load_received(&u->l, p)) {
@@ -483,13 +492,13 @@ static void place_all_but(Urgent *u, uint64_t missing)
 static void test_drain(void **state)
 {
     (void)state;
-    Urgent u;
-    if (!urgent_setup(&u)) {
+    Preempt u;
+    if (!preempt_setup(&u)) {
         skip();
     }
     /* Page 9 is requested and on its way when the main stream ends: the
      * end waits for it instead of completing with it missing. */
-    Toucher t = { .addr = u.rb->host + 9 * PAGE };
+    Toucher t = { .addr = u.rb->host + 9 * TARGET_PAGE_SIZE };
     GThread *th = g_thread_new("touch", touch, &t);
     wait_for(&u.pc.requests, 1);
     place_all_but(&u, 9);
@@ -497,22 +506,22 @@ static void test_drain(void **state)
     GThread *dt = g_thread_new("drain", drain, &d);
     g_usleep(20000);
     assert_int_equal(__atomic_load_n(&d.done, __ATOMIC_ACQUIRE), 0);
-    serve_urgent(&u, 9, 0x99);
+    serve_preempt(&u, 9, 0x99);
     g_thread_join(dt);
     g_thread_join(th);
     assert_int_equal(d.done, 1);
     assert_int_equal(t.seen, 0x99);
-    urgent_cleanup(&u);
+    preempt_cleanup(&u);
 }
 
 static void test_drain_broken(void **state)
 {
     (void)state;
-    Urgent u;
-    if (!urgent_setup(&u)) {
+    Preempt u;
+    if (!preempt_setup(&u)) {
         skip();
     }
-    /* The source ends the urgent channel (REC_EOF after its last page)
+    /* The source ends the preempt channel (REC_EOF after its last page)
      * with page 9 never sent: the end fails (the destination pauses)
      * rather than complete without it, or wait for ever. */
     place_all_but(&u, 9);
@@ -529,13 +538,13 @@ static void test_drain_broken(void **state)
     g_free(d.error);
     /* Without preempt every page came on the main stream: one missing
      * at its end is an error at once. */
-    u.pc.urgent_expected = false;
+    u.pc.preempt_expected = false;
     Drainer d2 = { .pc = &u.pc };
     drain(&d2);
     assert_int_equal(d2.done, 2);
     assert_non_null(strstr(d2.error, "1 guest pages missing"));
     g_free(d2.error);
-    urgent_cleanup(&u);
+    preempt_cleanup(&u);
 }
 
 /* Source's end of a socket: true once it reads the end (the peer shut
@@ -550,19 +559,19 @@ static bool reads_end(int fd)
 static void test_shutdown(void **state)
 {
     (void)state;
-    Urgent u;
-    if (!urgent_setup(&u)) {
+    Preempt u;
+    if (!preempt_setup(&u)) {
         skip();
     }
     /* The destination pauses: the source reads the end of the return
-     * path and of the urgent channel, and nothing is freed.  A vCPU
+     * path and of the preempt channel, and nothing is freed.  A vCPU
      * touching a missing page waits (its request cannot go out) until
      * the page is placed, rather than reading zeros. */
     signal(SIGPIPE, SIG_IGN);           /* as ferry's main() */
     postcopy_shutdown(&u.pc);
     assert_true(reads_end(u.rp[1]));
     assert_true(reads_end(u.ch[1]));
-    Toucher t = { .addr = u.rb->host + 3 * PAGE };
+    Toucher t = { .addr = u.rb->host + 3 * TARGET_PAGE_SIZE };
     GThread *th = g_thread_new("touch", touch, &t);
     wait_for(&u.pc.requests, 1);
     g_usleep(20000);
@@ -574,9 +583,9 @@ static void test_shutdown(void **state)
     /* A preempt channel accepted only now is shut down as it comes. */
     int late[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, late), 0);
-    postcopy_attach_urgent(&u.pc, late[0]);
+    postcopy_attach_preempt(&u.pc, late[0]);
     assert_true(reads_end(late[1]));
-    urgent_cleanup(&u);                 /* closes late[0] */
+    preempt_cleanup(&u);                 /* closes late[0] */
     close(late[1]);
 }
 
@@ -590,7 +599,7 @@ int main(void)
           NULL },
         { "/migration/postcopy/request-dedup", test_dedup, NULL, NULL, NULL },
         { "/migration/postcopy/fault-race", test_fault_race, NULL, NULL, NULL },
-        { "/migration/postcopy/urgent-channel", test_urgent, NULL, NULL, NULL },
+        { "/migration/postcopy/preempt-channel", test_preempt, NULL, NULL, NULL },
         { "/migration/postcopy/drain", test_drain, NULL, NULL, NULL },
         { "/migration/postcopy/drain-broken", test_drain_broken, NULL, NULL,
           NULL },

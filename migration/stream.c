@@ -11,7 +11,6 @@
 #include "migration/ram-load.h"
 #include "system/kvm-state.h"
 
-#define PAGE 4096
 
 static void put_name(QEMUFile *f, const char *name)
 {
@@ -330,8 +329,8 @@ static bool postcopy_record(QEMUFile *f, StreamLoad *l, uint8_t type,
         if (qemu_file_error(f)) {
             return load_fail(f, errp, "read error");
         }
-        if (off % PAGE || count == 0 || off > rb->size ||
-            count > (rb->size - off) / PAGE) {
+        if (off % TARGET_PAGE_SIZE || count == 0 || off > rb->size ||
+            count > (rb->size - off) / TARGET_PAGE_SIZE) {
             return load_fail(f, errp, "discard at 0x%" PRIx64 " of %" PRIu64
                              " pages lies outside block '%s'", off, count,
                              rb->name);
