@@ -436,8 +436,8 @@ static void load_thread_body(LoadArgs *a)
     if (done.ok) {
         migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_COMPLETED);
     } else {
-        migration_set_error(s, err->message);
-        /* In precopy, or in postcopy before the guest ran here. */
+        /* In precopy, or in postcopy before the guest ran here (the
+         * error is set above, for RP_REASON). */
         migrate_set_state_from(s, (const MigrationStatus[]) {
             MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_POSTCOPY_ACTIVE,
             MIGRATION_STATUS__MAX }, MIGRATION_STATUS_FAILED);
@@ -532,9 +532,10 @@ static void pending_identified(PendingChannel *p, const StreamChannel *c)
         pending_drop(p, "a preempt channel of another migration");
         return;
     }
+    PostcopyIncoming *pci = __atomic_load_n(&s->dst.pci, __ATOMIC_ACQUIRE);
     if (!migrate_cap(s, "postcopy-preempt") ||
         __atomic_load_n(&s->dst.preempt_fd, __ATOMIC_SEQ_CST) >= 0 ||
-        (s->dst.pci && __atomic_load_n(&s->dst.pci->preempt_fd, __ATOMIC_SEQ_CST) >= 0)) {
+        (pci && __atomic_load_n(&pci->preempt_fd, __ATOMIC_SEQ_CST) >= 0)) {
         pending_drop(p, "a preempt channel not expected");
         return;
     }
@@ -547,7 +548,6 @@ static void pending_identified(PendingChannel *p, const StreamChannel *c)
 static gboolean pending_readable(gint fd, GIOCondition cond, gpointer opaque)
 {
     PendingChannel *p = opaque;
-    static const uint8_t magic[4] = { 0x46, 0x52, 0x52, 0x59 };   /* LE */
     (void)cond;
     ssize_t n = recv(fd, p->head + p->have, sizeof(p->head) - p->have,
                      MSG_DONTWAIT);
@@ -560,18 +560,13 @@ static gboolean pending_readable(gint fd, GIOCondition cond, gpointer opaque)
     if (n <= 0) {
         why = n == 0 ? "it closed before its channel header" : g_strerror(errno);
     } else {
+        /* Refused as soon as what came cannot be a header (an HTTP probe). */
         p->have += n;
-        /* Refuse as soon as what came cannot be a header (an HTTP probe). */
-        uint8_t full[STREAM_CHANNEL_HEADER_LEN] = { 0 };
-        memcpy(full, p->head, p->have);
-        full[8] = p->have > 8 ? p->head[8] : STREAM_CHANNEL_MAIN;
-        if (memcmp(full, magic, MIN(p->have, 4)) != 0) {
-            why = "not a ferry migration channel";
-        } else if (p->have >= 8 && !stream_parse_channel(full, &c, &err)) {
-            why = err->message;
-        } else if (p->have < sizeof(p->head)) {
+        int got = stream_parse_channel(p->head, p->have, &c, &err);
+        if (got == 0) {
             return G_SOURCE_CONTINUE;
         }
+        why = got < 0 ? err->message : NULL;
     }
     p->watch = 0;
     if (why) {
@@ -688,6 +683,7 @@ void migration_incoming_stop(MigrationState *s)
 
 void migration_incoming_cleanup(MigrationState *s)
 {
+    close_listener(s);
     if (s->dst.load_thread) {
         g_thread_join(s->dst.load_thread);
         s->dst.load_thread = NULL;

@@ -461,7 +461,6 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
     if (s->src.preempt_fd >= 0) {
         close(s->src.preempt_fd);
         s->src.preempt_fd = -1;
-    s->dst.preempt_fd = -1;
     }
     if (sent && shut == 0) {
         return MIGRATION_STATUS_COMPLETED;
@@ -1139,15 +1138,6 @@ void migration_cleanup(MigrationState *s)
         s->src.thread = NULL;
     }
     migration_incoming_cleanup(s);
-    if (s->dst.listen_src) {
-        g_source_remove(s->dst.listen_src);
-    }
-    if (s->dst.listen_fd >= 0) {
-        close(s->dst.listen_fd);
-    }
-    if (s->dst.socket_address) {
-        json_array_unref(s->dst.socket_address);
-    }
     g_free(s->caps);
     if (s->params) {
         json_object_unref(s->params);

@@ -219,13 +219,19 @@ static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev,
     }
     uint64_t page = (addr - base) / TARGET_PAGE_SIZE;
     page -= page % l->hpages;
+    /* The look at received and the record of the fault go under one
+     * lock (see postcopy_placed). */
+    g_mutex_lock(&pc->stats_lock);
     if (ram_load_received(l, page)) {
+        g_mutex_unlock(&pc->stats_lock);
         /* Placed between the fault and now: the placement woke it, but
          * a wake is cheap and covers a fault that raced with it. */
-        uffd_wake(l->uffd, l->rb->host + page * TARGET_PAGE_SIZE, l->hpages * TARGET_PAGE_SIZE);
+        uffd_wake(l->uffd, l->rb->host + page * TARGET_PAGE_SIZE,
+                  l->hpages * TARGET_PAGE_SIZE);
         return true;
     }
     if (ram_load_zero_left(l, page)) {
+        g_mutex_unlock(&pc->stats_lock);
         /* Sent as zero in precopy and left unmapped: the source will not
          * send it again, and it needs nothing from there. */
         g_autoptr(GError) err = NULL;
@@ -235,12 +241,6 @@ static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev,
             return false;
         }
         return true;
-    }
-    g_mutex_lock(&pc->stats_lock);
-    if (ram_load_received(l, page)) {
-        g_mutex_unlock(&pc->stats_lock);
-        uffd_wake(l->uffd, l->rb->host + page * TARGET_PAGE_SIZE, l->hpages * TARGET_PAGE_SIZE);
-        return true;            /* placed since the look above */
     }
     note_fault(pc, page, ev->pagefault.tid);
     bool asked = test_and_set_bit_atomic(page, pc->requested);
@@ -327,7 +327,7 @@ static bool preempt_record(PostcopyIncoming *pc, QEMUFile *f, RAMLoadBuf *buf)
  * channel has ended.
  */
 static bool preempt_read(PostcopyIncoming *pc, QEMUFile *f, RAMLoadBuf *buf,
-                        bool *busy)
+                         bool *busy)
 {
     struct pollfd p = { .fd = qemu_file_fd(f), .events = POLLIN };
     while (qemu_file_pending(f) || poll(&p, 1, 0) > 0) {
@@ -371,10 +371,11 @@ static gpointer fault_thread(gpointer opaque)
         { .fd = -1, .events = POLLIN },         /* the preempt channel */
     };
     int64_t idle_until = 0;     /* look again until then (pc->spin_ns) */
-    int64_t preempt_until = 0;   /* a requested page may come until then */
+    int64_t preempt_until = 0;  /* a requested page may come until then */
 
     while (!__atomic_load_n(&pc->quit, __ATOMIC_ACQUIRE)) {
-        if (!preempt && __atomic_load_n(&pc->preempt_new, __ATOMIC_ACQUIRE) >= 0) {
+        if (!preempt &&
+            __atomic_load_n(&pc->preempt_new, __ATOMIC_ACQUIRE) >= 0) {
             int fd = __atomic_exchange_n(&pc->preempt_new, -1, __ATOMIC_SEQ_CST);
             /* Closed by postcopy_stop_faults, after this thread is gone. */
             __atomic_store_n(&pc->preempt_fd, fd, __ATOMIC_SEQ_CST);
@@ -401,7 +402,8 @@ static gpointer fault_thread(gpointer opaque)
                 preempt_until = now_ns() + pc->preempt_spin_ns;
             }
         }
-        if (preempt && pfd[2].fd >= 0 && !preempt_read(pc, preempt, &buf, &busy)) {
+        if (preempt && pfd[2].fd >= 0 &&
+            !preempt_read(pc, preempt, &buf, &busy)) {
             pfd[2].fd = -1;     /* ended: the load thread sees the stream's */
             preempt_end(pc);
             if (__atomic_load_n(&pc->failed, __ATOMIC_SEQ_CST)) {
@@ -419,7 +421,8 @@ static gpointer fault_thread(gpointer opaque)
             continue;
         }
         if (poll(pfd, 3, -1) < 0 && errno != EINTR) {
-            fault_fail(pc, "postcopy fault thread: poll: %s", g_strerror(errno));
+            fault_fail(pc, "postcopy fault thread: poll: %s",
+                       g_strerror(errno));
             break;
         }
         if (pfd[1].revents & POLLIN) {

@@ -195,7 +195,8 @@ static bool fill(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
     static const char *const names[] = { "UFFDIO_COPY", "UFFDIO_ZEROPAGE",
                                          "UFFDIO_MOVE" };
     uint8_t *dst = l->rb->host + first * TARGET_PAGE_SIZE;
-    uint64_t len = n * TARGET_PAGE_SIZE, done = 0, unit = l->hpages * TARGET_PAGE_SIZE;
+    uint64_t len = n * TARGET_PAGE_SIZE, done = 0;
+    uint64_t unit = l->hpages * TARGET_PAGE_SIZE;     /* what EEXIST names */
     bool leftover = false;
 
     while (done < len) {
@@ -220,11 +221,13 @@ static bool fill(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
             continue;
         }
         if (r != -EEXIST) {
-            return place_fail(errp, names[op], first * TARGET_PAGE_SIZE + done, r);
+            return place_fail(errp, names[op],
+                              first * TARGET_PAGE_SIZE + done, r);
         }
         if (l->postcopy) {
             uffd_wake(l->uffd, dst + done, unit);
-            return arrived_twice(l, first + done / TARGET_PAGE_SIZE, l->hpages, errp);
+            return arrived_twice(l, first + done / TARGET_PAGE_SIZE,
+                                 l->hpages, errp);
         }
         if (src) {
             memcpy(dst + done, src + done, unit);
@@ -278,7 +281,8 @@ static bool pool_take(RAMLoader *l, uint64_t first, uint64_t n)
 static bool pool_place(RAMLoader *l, uint64_t first, uint64_t n,
                        GError **errp)
 {
-    return fill(l, FILL_MOVE, first, n, l->pool + first * TARGET_PAGE_SIZE, errp);
+    return fill(l, FILL_MOVE, first, n, l->pool + first * TARGET_PAGE_SIZE,
+                errp);
 }
 
 /*
@@ -335,8 +339,9 @@ static bool huge_add(RAMLoader *l, RAMLoadBuf *b, uint64_t page,
             g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                         "huge page at 0x%" G_GINT64_MODIFIER "x arrived "
                         "incomplete (%" G_GINT64_MODIFIER "u of %"
-                        G_GINT64_MODIFIER "u pages)", b->huge_first * TARGET_PAGE_SIZE,
-                        b->huge_have, l->hpages);
+                        G_GINT64_MODIFIER "u pages)",
+                        b->huge_first * TARGET_PAGE_SIZE, b->huge_have,
+                        l->hpages);
             return false;
         }
         b->huge_first = first;
@@ -345,7 +350,8 @@ static bool huge_add(RAMLoader *l, RAMLoadBuf *b, uint64_t page,
     if (page - first != b->huge_have) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                     "huge page at 0x%" G_GINT64_MODIFIER "x: page 0x%"
-                    G_GINT64_MODIFIER "x out of order", first * TARGET_PAGE_SIZE, page * TARGET_PAGE_SIZE);
+                    G_GINT64_MODIFIER "x out of order",
+                    first * TARGET_PAGE_SIZE, page * TARGET_PAGE_SIZE);
         return false;
     }
     uint8_t *slot = b->huge + (page - first) * TARGET_PAGE_SIZE;
@@ -424,8 +430,12 @@ static bool place(RAMLoader *l, RAMLoadBuf *b, uint64_t first, uint64_t n,
             return arrived_twice(l, page, k, errp);
         case RAM_PLACE_OVER:
         case RAM_PLACE_IN_PLACE:
-            for (uint64_t p = 0; p < k && (s || in || !l->rb->zeroed); p++) {
-                overwrite(l, page + p, s ? s + p * TARGET_PAGE_SIZE : NULL);
+            /* A zero page not received where the block reads zero is
+             * already what it should be. */
+            if (s || in || !l->rb->zeroed) {
+                for (uint64_t p = 0; p < k; p++) {
+                    overwrite(l, page + p, s ? s + p * TARGET_PAGE_SIZE : NULL);
+                }
             }
             if (!in) {
                 mark_received(l, page, k);
@@ -433,18 +443,21 @@ static bool place(RAMLoader *l, RAMLoadBuf *b, uint64_t first, uint64_t n,
             break;
         case RAM_PLACE_HUGE:
             for (uint64_t p = 0; p < k && ok; p++) {
-                ok = huge_add(l, b, page + p, s ? s + p * TARGET_PAGE_SIZE : NULL, errp);
+                ok = huge_add(l, b, page + p,
+                              s ? s + p * TARGET_PAGE_SIZE : NULL, errp);
             }
             break;
-        case RAM_PLACE_POOL:
+        case RAM_PLACE_POOL: {
             /* Zero pages too, so that preallocated RAM stays allocated. */
+            uint8_t *pp = l->pool + page * TARGET_PAGE_SIZE;
             if (s) {
-                memcpy(l->pool + page * TARGET_PAGE_SIZE, s, k * TARGET_PAGE_SIZE);
+                memcpy(pp, s, k * TARGET_PAGE_SIZE);
             } else {
-                memset(l->pool + page * TARGET_PAGE_SIZE, 0, k * TARGET_PAGE_SIZE);
+                memset(pp, 0, k * TARGET_PAGE_SIZE);
             }
             ok = pool_place(l, page, k, errp);
             break;
+        }
         case RAM_PLACE_COPY:
             ok = fill(l, FILL_COPY, page, k, s, errp);
             break;
@@ -596,16 +609,11 @@ bool ram_load_discard_missing(RAMLoader *l, GError **errp)
 
 bool ram_load_fault_zero(RAMLoader *l, uint64_t page, GError **errp)
 {
-    ssize_t r;
-    do {
-        r = uffd_zeropage(l->uffd, l->rb->host + page * TARGET_PAGE_SIZE, TARGET_PAGE_SIZE, 0);
-    } while (r == -EAGAIN);
-    if (r == -EEXIST) {
-        /* Placed by another thread meanwhile, which woke it. */
-        return true;
-    }
-    if (r < 0) {
-        return place_fail(errp, "UFFDIO_ZEROPAGE", page * TARGET_PAGE_SIZE, r);
+    /* No other thread places a zero page left (the source counts it sent,
+     * and a copy that came anyway is refused): a page present here is
+     * one placed twice, as fill() says. */
+    if (!fill(l, FILL_ZEROPAGE, page, 1, NULL, errp)) {
+        return false;
     }
     mark_received(l, page, 1);
     return true;

@@ -27,32 +27,40 @@ void stream_put_channel(QEMUFile *f, StreamChannelRole role, const uint8_t *id)
     qemu_put_buffer(f, id, STREAM_ID_LEN);
 }
 
-bool stream_parse_channel(const uint8_t *buf, StreamChannel *c, GError **errp)
+int stream_parse_channel(const uint8_t *buf, size_t len, StreamChannel *c,
+                         GError **errp)
 {
-    uint32_t magic, version;
-    memcpy(&magic, buf, 4);
-    memcpy(&version, buf + 4, 4);
-    magic = GUINT32_FROM_LE(magic);
-    version = GUINT32_FROM_LE(version);
-    if (magic != STREAM_MAGIC) {
+    uint32_t magic = GUINT32_TO_LE(STREAM_MAGIC), version;
+    if (memcmp(buf, &magic, MIN(len, 4)) != 0) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                    "not a ferry migration stream (magic 0x%08x)", magic);
-        return false;
+                    "not a ferry migration channel");
+        return -1;
     }
+    if (len < 8) {
+        return 0;
+    }
+    memcpy(&version, buf + 4, 4);
+    version = GUINT32_FROM_LE(version);
     if (version != STREAM_VERSION) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                     "unsupported migration stream version %u (this ferry "
                     "reads %u)", version, STREAM_VERSION);
-        return false;
+        return -1;
+    }
+    if (len < 9) {
+        return 0;
     }
     if (buf[8] != STREAM_CHANNEL_MAIN && buf[8] != STREAM_CHANNEL_PREEMPT) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                     "unknown migration channel role %u", buf[8]);
-        return false;
+        return -1;
+    }
+    if (len < STREAM_CHANNEL_HEADER_LEN) {
+        return 0;
     }
     c->role = buf[8];
     memcpy(c->id, buf + 9, STREAM_ID_LEN);
-    return true;
+    return 1;
 }
 
 void stream_put_header(QEMUFile *f, const RAMBlock *rb, const uint8_t *id)
@@ -383,19 +391,19 @@ bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
     RAMLoadBuf buf;
 
     uint8_t head[STREAM_CHANNEL_HEADER_LEN];
-    qemu_get_buffer(f, head, 8);
-    if (qemu_file_error(f)) {
-        return load_fail(f, errp, "read error");
-    }
     g_autoptr(GError) herr = NULL;
     /* Magic and version first: an old stream says which version it is. */
-    memset(head + 8, 0, sizeof(head) - 8);
-    if (!stream_parse_channel(head, &l->channel, &herr)) {
+    qemu_get_buffer(f, head, 8);
+    if (!qemu_file_error(f) && stream_parse_channel(head, 8, NULL, &herr) == 0) {
+        qemu_get_buffer(f, head + 8, sizeof(head) - 8);
+    }
+    if (herr || (!qemu_file_error(f) &&
+                 stream_parse_channel(head, sizeof(head), &l->channel,
+                                      &herr) < 0)) {
         return load_fail(f, errp, "%s", herr->message);
     }
-    qemu_get_buffer(f, head + 8, sizeof(head) - 8);
-    if (!stream_parse_channel(head, &l->channel, &herr)) {
-        return load_fail(f, errp, "%s", herr->message);
+    if (qemu_file_error(f)) {
+        return load_fail(f, errp, "read error");
     }
     if (l->channel.role != STREAM_CHANNEL_MAIN) {
         return load_fail(f, errp, "the migration stream opens as a preempt "

@@ -117,80 +117,68 @@ void json_stream_feed(JsonStream *s, const char *data, size_t len,
     }
 }
 
-char *json_stream_member_raw(const char *text, const char *name)
+static const char *skip_ws(const char *p)
 {
-    size_t nlen = strlen(name);
-    int depth = 0;
-    const char *p = text;
-    while (*p && *p != '{') {
+    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') {
         p++;
     }
-    if (!*p) {
-        return NULL;
+    return p;
+}
+
+/* Past the string that opens at @p ('"'), or at the text's end. */
+static const char *skip_string(const char *p)
+{
+    for (p++; *p && *p != '"'; p += *p == '\\' && p[1] ? 2 : 1) {
     }
-    for (p++, depth = 1; *p && depth > 0;) {
+    return *p ? p + 1 : p;
+}
+
+/* The end of the value at @p: the ',' '}' or ']' that closes it. */
+static const char *value_end(const char *p)
+{
+    for (int depth = 0; *p; ) {
         if (*p == '"') {
-            /* A string: a member's name when at depth 1 and a ':' follows. */
-            const char *start = ++p;
-            while (*p && *p != '"') {
-                p += *p == '\\' && p[1] ? 2 : 1;
-            }
-            size_t len = p - start;
-            if (*p) {
-                p++;
-            }
-            const char *q = p;
-            while (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n') {
-                q++;
-            }
-            if (depth != 1 || *q != ':') {
-                continue;
-            }
-            q++;
-            while (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n') {
-                q++;
-            }
-            /* The value: up to the ',' or '}' that ends it at depth 1. */
-            const char *v = q;
-            int d = 0;
-            bool in_str = false;
-            for (; *q; q++) {
-                if (in_str) {
-                    if (*q == '\\' && q[1]) {
-                        q++;
-                    } else if (*q == '"') {
-                        in_str = false;
-                    }
-                } else if (*q == '"') {
-                    in_str = true;
-                } else if (*q == '{' || *q == '[') {
-                    d++;
-                } else if (*q == '}' || *q == ']') {
-                    if (d == 0) {
-                        break;
-                    }
-                    d--;
-                } else if (*q == ',' && d == 0) {
-                    break;
-                }
-            }
-            const char *e = q;
-            while (e > v && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' ||
-                             e[-1] == '\n')) {
-                e--;
-            }
-            if (len == nlen && !strncmp(start, name, nlen)) {
-                return g_strndup(v, e - v);
-            }
-            p = q;
+            p = skip_string(p);
             continue;
         }
         if (*p == '{' || *p == '[') {
             depth++;
-        } else if (*p == '}' || *p == ']') {
-            depth--;
+        } else if ((*p == '}' || *p == ']') && depth-- == 0) {
+            break;
+        } else if (*p == ',' && depth == 0) {
+            break;
         }
         p++;
+    }
+    return p;
+}
+
+char *json_stream_member_raw(const char *text, const char *name)
+{
+    const char *p = strchr(text, '{');
+    if (!p) {
+        return NULL;
+    }
+    /* The top-level object's members: name, ':', value, ','. */
+    for (p = skip_ws(p + 1); *p == '"'; p = skip_ws(p + 1)) {
+        const char *key = p + 1, *end = skip_string(p);
+        const char *v = skip_ws(end);
+        if (*v != ':') {
+            return NULL;
+        }
+        v = skip_ws(v + 1);
+        p = value_end(v);
+        if ((size_t)(end - 1 - key) == strlen(name) &&
+            !strncmp(key, name, end - 1 - key)) {
+            const char *e = p;
+            while (e > v && strchr(" \t\r\n", e[-1])) {
+                e--;
+            }
+            return g_strndup(v, e - v);
+        }
+        if (*p != ',') {
+            return NULL;
+        }
     }
     return NULL;
 }

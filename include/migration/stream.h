@@ -40,11 +40,14 @@ typedef struct StreamChannel {
 } StreamChannel;
 
 /*
- * stream_parse_channel: the header in @buf (STREAM_CHANNEL_HEADER_LEN
- * bytes); false, saying what is wrong, if it is not a ferry channel of
- * this version.
+ * stream_parse_channel: the first @len bytes of a channel header in @buf,
+ * checked as far as they go (so that a connection that cannot be a
+ * ferry channel is refused at its first bytes).  1: the whole header,
+ * in @c; 0: no fault yet, more is needed; -1: not a ferry channel of this
+ * version, saying why.
  */
-bool stream_parse_channel(const uint8_t *buf, StreamChannel *c, GError **errp);
+int stream_parse_channel(const uint8_t *buf, size_t len, StreamChannel *c,
+                         GError **errp);
 
 enum {
     REC_RAM_BLOCK   = 0x01,     /* u8 len, name, u64 size, u64 page size */

@@ -384,6 +384,30 @@ def silent_destination(opts):
         src.close()
 
 
+def both_pause(src, dst, relay, want):
+    """The migration through @relay has been started: it injects, and
+    both sides end in postcopy-paused, the destination's error-desc
+    holding @want; the source's guest stays stopped (cont refused)."""
+    assert relay.injected.wait(60), 'the stream ended before the record'
+    di = dst.wait_status({'postcopy-paused', 'completed', 'failed'}, 60)
+    assert di['status'] == 'postcopy-paused', di
+    assert want in di['error-desc'], di
+    si = src.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
+    assert si['status'] == 'postcopy-paused' and 'error-desc' in si, si
+    assert src.m.proc.poll() is None and dst.m.proc.poll() is None
+    refuses_cont(src)
+
+
+def switch_through(src, relay, push):
+    """Migrate @src through @relay with the push limited to @push bytes/s
+    (postcopy is still going when the relay injects), switching at once."""
+    src.m.wait_line(r'^verify: round=1 ', 120)
+    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0,
+                                           'max-postcopy-bandwidth': push})
+    assert src.qmp.cmd('migrate', {'uri': relay.uri}) == {'return': {}}
+    assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+
+
 def load_error(opts):
     """The destination cannot load a record after the switch (here one
     outside the RAM block) while the connection is up.  It pauses, and
@@ -396,22 +420,9 @@ def load_error(opts):
     bad = struct.pack('<BQI', 0x02, 1 << 40, 1) + bytes(4096)
     relay = Relay(dst.listen_uri(), bad, after=1 + 64)
     try:
-        src.m.wait_line(r'^verify: round=1 ', 120)
-        # A slow push: postcopy is still going when the record comes.
-        src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0,
-                                               'max-postcopy-bandwidth': 20 << 20})
-        assert src.qmp.cmd('migrate', {'uri': relay.uri}) == {'return': {}}
-        assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
-        assert relay.injected.wait(60), 'the stream ended before the record'
-        di = dst.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
-        assert di['status'] == 'postcopy-paused', di
-        assert 'lies outside block' in di['error-desc'], di
-        si = src.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
-        assert si['status'] == 'postcopy-paused' and 'error-desc' in si, si
-        assert src.m.proc.poll() is None and dst.m.proc.poll() is None
-        assert src.qmp.cmd('query-status')['return']['running'] is False
+        switch_through(src, relay, 20 << 20)
+        both_pause(src, dst, relay, 'lies outside block')
         assert dst.qmp.cmd('query-status')['return']['status'] == 'running'
-        refuses_cont(src)
     finally:
         relay.close()
 
@@ -430,13 +441,7 @@ def preempt_bad_record(opts):
         src.m.wait_line(r'^verify: round=1 ', 120)
         assert hmp.run('migrate_set_parameter max-bandwidth 0') == ''
         assert hmp.run(f'migrate -d -p -n {relay.uri}') == ''
-        assert relay.injected.wait(60), 'no third requested page'
-        di = dst.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
-        assert di['status'] == 'postcopy-paused', di
-        assert 'preempt channel: bad record 0x02' in di['error-desc'], di
-        si = src.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
-        assert si['status'] == 'postcopy-paused' and 'error-desc' in si, si
-        refuses_cont(src)
+        both_pause(src, dst, relay, 'preempt channel: bad record 0x02')
     finally:
         relay.close()
 
@@ -451,18 +456,8 @@ def record_lost(opts):
     src, dst = pair('512M', 1, preempt=preempt)
     relay = Relay(dst.listen_uri(), b'', after=1 + 64)
     try:
-        src.m.wait_line(r'^verify: round=1 ', 120)
-        src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0,
-                                               'max-postcopy-bandwidth': 200 << 20})
-        assert src.qmp.cmd('migrate', {'uri': relay.uri}) == {'return': {}}
-        assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
-        assert relay.injected.wait(60), 'the stream ended before the record'
-        di = dst.wait_status({'postcopy-paused', 'completed', 'failed'}, 60)
-        assert di['status'] == 'postcopy-paused', di
-        assert 'missing' in di['error-desc'], di
-        si = src.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
-        assert si['status'] == 'postcopy-paused' and 'error-desc' in si, si
-        assert src.qmp.cmd('query-status')['return']['running'] is False
+        switch_through(src, relay, 200 << 20)
+        both_pause(src, dst, relay, 'missing')
         assert not [x for x in list(dst.m.lines) if 'FAIL' in x], dst.m.lines[-3:]
     finally:
         relay.close()

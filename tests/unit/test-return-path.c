@@ -201,21 +201,52 @@ typedef struct Faults {
     int sv[2];
 } Faults;
 
+/* The block, its loader and the fault side over it; false (skip)
+ * without userfaultfd.  Shared with the preempt channel's fixture. */
+static bool loader_setup(RAMBlock **rb, RAMLoader *l, RAMLoadBuf *b,
+                         Machine *m, PostcopyIncoming *pc)
+{
+    *rb = ram_block_new_anon("pc.ram", NPAGES * TARGET_PAGE_SIZE, NULL);
+    ram_loader_init(l, *rb);
+    if (!l->registered) {
+        print_message("# SKIP: %s\n", l->why_no_uffd);
+        ram_loader_cleanup(l);
+        ram_block_free(*rb);
+        return false;
+    }
+    ram_load_buf_init(b, l);
+    postcopy_incoming_init(pc, m, l);
+    return true;
+}
+
+/* After postcopy_incoming_cleanup(). */
+static void loader_cleanup(RAMBlock *rb, RAMLoader *l, RAMLoadBuf *b)
+{
+    ram_load_buf_cleanup(b);
+    ram_loader_cleanup(l);
+    ram_block_free(rb);
+}
+
 static bool faults_setup(Faults *f)
 {
     memset(f, 0, sizeof(*f));
-    f->rb = ram_block_new_anon("pc.ram", NPAGES * TARGET_PAGE_SIZE, NULL);
-    ram_loader_init(&f->l, f->rb);
-    if (!f->l.registered) {
-        print_message("# SKIP: %s\n", f->l.why_no_uffd);
-        ram_loader_cleanup(&f->l);
-        ram_block_free(f->rb);
+    if (!loader_setup(&f->rb, &f->l, &f->b, &f->m, &f->pc)) {
         return false;
     }
-    ram_load_buf_init(&f->b, &f->l);
-    postcopy_incoming_init(&f->pc, &f->m, &f->l);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->sv), 0);
     return true;
+}
+
+/* Undo faults_setup; @reader (or NULL) reads sv[1] until sv[0] closes. */
+static void faults_cleanup(Faults *f, GThread *reader)
+{
+    postcopy_incoming_cleanup(&f->pc);
+    close(f->sv[0]);
+    if (reader) {
+        g_thread_join(reader);
+    }
+    close(f->sv[1]);
+    loader_cleanup(f->rb, &f->l, &f->b);
 }
 
 static void test_dedup(void **state)
@@ -279,11 +310,7 @@ static void test_dedup(void **state)
     assert_int_equal(__atomic_load_n(&f.pc.requests, __ATOMIC_ACQUIRE), 2);
 
     qemu_file_close(src);
-    postcopy_incoming_cleanup(&f.pc);
-    close(sv[1]);
-    ram_load_buf_cleanup(&f.b);
-    ram_loader_cleanup(&f.l);
-    ram_block_free(rb);
+    faults_cleanup(&f, NULL);
 }
 
 /* Read and drop requests until the source's end closes. */
@@ -360,13 +387,7 @@ static void test_fault_race(void **state)
         f.l.postcopy = true;
         bitmap_test_and_clear_atomic(f.pc.requested, 0, NPAGES);
     }
-    postcopy_incoming_cleanup(&f.pc);
-    close(sv[0]);
-    g_thread_join(reader);
-    close(sv[1]);
-    ram_load_buf_cleanup(&f.b);
-    ram_loader_cleanup(&f.l);
-    ram_block_free(rb);
+    faults_cleanup(&f, reader);
 }
 
 /* ---- The preempt channel ------------------------------------------------- */
@@ -384,16 +405,9 @@ typedef struct Preempt {
 static bool preempt_setup(Preempt *u)
 {
     memset(u, 0, sizeof(*u));
-    u->rb = ram_block_new_anon("pc.ram", NPAGES * TARGET_PAGE_SIZE, NULL);
-    ram_loader_init(&u->l, u->rb);
-    if (!u->l.registered) {
-        print_message("# SKIP: %s\n", u->l.why_no_uffd);
-        ram_loader_cleanup(&u->l);
-        ram_block_free(u->rb);
+    if (!loader_setup(&u->rb, &u->l, &u->b, &u->m, &u->pc)) {
         return false;
     }
-    ram_load_buf_init(&u->b, &u->l);
-    postcopy_incoming_init(&u->pc, &u->m, &u->l);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u->rp), 0);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u->ch), 0);
     g_autoptr(GError) err = NULL;
@@ -411,9 +425,7 @@ static void preempt_cleanup(Preempt *u)
     if (u->src_ch) {
         qemu_file_close(u->src_ch);
     }
-    ram_load_buf_cleanup(&u->b);
-    ram_loader_cleanup(&u->l);
-    ram_block_free(u->rb);
+    loader_cleanup(u->rb, &u->l, &u->b);
 }
 
 /* The source's side: the next request is for @page; answer it. */

@@ -268,11 +268,16 @@ static void test_channel_header(void **state)
     const uint8_t *d = g_bytes_get_data(b, &len);
     assert_int_equal(len, STREAM_CHANNEL_HEADER_LEN);
     StreamChannel c;
-    assert_true(stream_parse_channel(d, &c, NULL));
+    assert_int_equal(stream_parse_channel(d, len, &c, NULL), 1);
     assert_int_equal(c.role, STREAM_CHANNEL_PREEMPT);
     assert_memory_equal(c.id, "0123456789abcdef", STREAM_ID_LEN);
+    /* Checked as far as it goes: a good beginning asks for more. */
+    for (size_t n = 0; n < len; n++) {
+        assert_int_equal(stream_parse_channel(d, n, &c, NULL), 0);
+    }
+    assert_int_equal(stream_parse_channel((const uint8_t *)"GET", 3, &c, NULL), -1);
     static const struct { int at; uint8_t v; const char *want; } bad[] = {
-        { 0, 'Q', "not a ferry migration stream" },
+        { 0, 'Q', "not a ferry migration channel" },
         { 4, 1, "unsupported migration stream version 1" },
         { 8, 9, "unknown migration channel role 9" },
     };
@@ -281,7 +286,7 @@ static void test_channel_header(void **state)
         memcpy(h, d, sizeof(h));
         h[bad[i].at] = bad[i].v;
         g_autoptr(GError) err = NULL;
-        assert_false(stream_parse_channel(h, &c, &err));
+        assert_int_equal(stream_parse_channel(h, sizeof(h), &c, &err), -1);
         assert_non_null(strstr(err->message, bad[i].want));
     }
 }
