@@ -139,7 +139,7 @@ typedef struct MigrationIncoming {
                                  * thread at advise: fault thread and stats */
     int preempt_fd;             /* atomic: the preempt channel accepted by
                                  * the main thread until handed over, or -1 */
-    int preempt_ready;           /* atomic: the fault thread takes the
+    int preempt_ready;          /* atomic: the fault thread takes the
                                  * preempt channel (hand_over_preempt) */
     /* Postcopy's RUN: the main thread loads the devices and runs the
      * guest while the load thread reads on; it says how that went. */
