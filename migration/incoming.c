@@ -23,7 +23,7 @@
 #include "migration/return-path.h"
 #include "migration/stream.h"
 #include "qemu/sockets.h"
-#include "qemu/tsan.h"
+#include "qemu/main-loop.h"
 
 /* What the load thread starts with; it frees it. */
 typedef struct LoadArgs {
@@ -183,10 +183,9 @@ static bool run_wait(MigrationState *s)
 }
 
 /* Main thread: load the devices from the package and run the guest. */
-static gboolean postcopy_run_main(gpointer opaque)
+static void postcopy_run_main(void *opaque)
 {
     RunCall *rc = opaque;
-    TSAN_ACQUIRE(rc);
     MigrationState *s = rc->s;
     Machine *m = s->m;
     gsize len;
@@ -211,7 +210,7 @@ static gboolean postcopy_run_main(gpointer opaque)
         migration_set_error(s, msg);
         run_done(s, -1);
         shutdown(fd, SHUT_RD);
-        return G_SOURCE_REMOVE;
+        return;
     }
     if (src == RUN_STATE_RUNNING && !m->opts->start_paused) {
         machine_set_state(m, RUN_STATE_RUNNING);
@@ -221,7 +220,6 @@ static gboolean postcopy_run_main(gpointer opaque)
     }
     run_done(s, 1);
     postcopy_rp_send(s->dst.pci, &(RPMessage) { .type = RP_RUNNING });
-    return G_SOURCE_REMOVE;
 }
 
 static bool pc_run(void *opaque, GBytes *package, GError **errp)
@@ -232,8 +230,7 @@ static bool pc_run(void *opaque, GBytes *package, GError **errp)
     rc->s = c->s;
     rc->pkg = g_bytes_ref(package);
     rc->fd = c->fd;
-    TSAN_RELEASE(rc);
-    g_main_context_invoke(NULL, postcopy_run_main, rc);
+    main_loop_post(postcopy_run_main, rc);
     return true;
 }
 

@@ -24,7 +24,7 @@
 #include "migration/stream.h"
 #include "qemu/bitmap.h"
 #include "qemu/thread-prio.h"
-#include "qemu/tsan.h"
+#include "qemu/main-loop.h"
 
 const char *migration_status_name(MigrationStatus s)
 {
@@ -47,16 +47,14 @@ typedef struct MainCall {
     bool done;
 } MainCall;
 
-static gboolean main_call_run(gpointer data)
+static void main_call_run(void *data)
 {
     MainCall *c = data;
-    TSAN_ACQUIRE(c);
     c->fn(c->opaque);
     g_mutex_lock(&c->lock);
     c->done = true;
     g_cond_signal(&c->cond);
     g_mutex_unlock(&c->lock);
-    return G_SOURCE_REMOVE;
 }
 
 void migration_call_main(MigrationState *s, void (*fn)(void *), void *opaque)
@@ -65,8 +63,7 @@ void migration_call_main(MigrationState *s, void (*fn)(void *), void *opaque)
     MainCall c = { .fn = fn, .opaque = opaque };
     g_mutex_init(&c.lock);
     g_cond_init(&c.cond);
-    TSAN_RELEASE(&c);
-    g_main_context_invoke(NULL, main_call_run, &c);
+    main_loop_post(main_call_run, &c);
     g_mutex_lock(&c.lock);
     while (!c.done) {
         g_cond_wait(&c.cond, &c.lock);
@@ -84,15 +81,13 @@ typedef struct PendingEvent {
     JsonObject *data;
 } PendingEvent;
 
-static gboolean emit_in_main(gpointer opaque)
+static void emit_in_main(void *opaque)
 {
     PendingEvent *e = opaque;
-    TSAN_ACQUIRE(e);
     e->s->emit(e->s->emit_opaque, e->name, e->data);
     json_object_unref(e->data);
     g_free(e->name);
     g_free(e);
-    return G_SOURCE_REMOVE;
 }
 
 /* Queue an event for the main thread; events keep their order. */
@@ -102,8 +97,7 @@ static void emit(MigrationState *s, const char *name, JsonObject *data)
     e->s = s;
     e->name = g_strdup(name);
     e->data = data;
-    TSAN_RELEASE(e);
-    g_idle_add_full(G_PRIORITY_DEFAULT, emit_in_main, e, NULL);
+    main_loop_post(emit_in_main, e);
 }
 
 bool migrate_set_state(MigrationState *s, MigrationStatus old,

@@ -13,6 +13,7 @@
 #include <glib-unix.h>
 
 #include "migration/migration.h"
+#include "qemu/main-loop.h"
 #include "monitor/monitor.h"
 #include "system/machine.h"
 #include "system/options.h"
@@ -108,6 +109,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "ferry: -pidfile %s: %s\n", opts.pidfile, err->message);
         goto out_opts;
     }
+    main_loop_init();
     mig.emit = emit_event;
     mig.emit_opaque = &mon;
     if (!machine_init(&m, &opts, &err) ||
@@ -145,6 +147,7 @@ out:
         daemonize_finish(daemon_fd, false);
     }
     migration_cleanup(&mig);
+    main_loop_cleanup();
     monitors_cleanup(&mon);
     machine_cleanup(&m);
 out_opts:

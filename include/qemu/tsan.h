@@ -2,7 +2,7 @@
 /*
  * Happens-before edges that ThreadSanitizer cannot see by itself: data
  * handed from a thread to the main loop goes through GLib's own locks
- * (g_main_context_invoke, g_idle_add), which are not instrumented.  The
+ * (g_idle_add, main_loop_post), which are not instrumented.  The
  * sender releases the object before queueing it, the callback acquires
  * it first.  No-ops in every other build.
  */
