@@ -22,6 +22,7 @@
 #include "migration/ram-load.h"
 #include "migration/return-path.h"
 #include "migration/stream.h"
+#include "qemu/bitmap.h"
 #include "qemu/sockets.h"
 #include "qemu/main-loop.h"
 
@@ -32,6 +33,10 @@ typedef struct LoadArgs {
     /* Its channel header, read already by the main thread (0: none). */
     uint8_t head[STREAM_CHANNEL_HEADER_LEN];
     size_t head_len;
+    /* Recovery: the paused stream this one resumes (closed once the
+     * fault thread no longer writes on it), or NULL for a new migration. */
+    bool resume;
+    QEMUFile *old;
 } LoadArgs;
 
 /* ---- The destination ---------------------------------------------------------------- */
@@ -267,10 +272,49 @@ static bool load_pong(void *opaque, uint32_t id, GError **errp)
     return true;
 }
 
+/* Recovery: RECV_BITMAP, answered with the pages in place here. */
+static bool pc_recv_bitmap(void *opaque, GError **errp)
+{
+    LoadCtx *c = opaque;
+    MigrationState *s = c->s;
+    RAMLoader *l = s->dst.ram_loader;
+    RPMessage m = { .type = RP_RECV_BITMAP, .npages = l->npages,
+                    .bitmap = ram_load_in_place_bitmap(l) };
+    g_strlcpy(m.text, l->rb->name, sizeof(m.text));
+    bool ok = postcopy_rp_send(s->dst.pci, &m);
+    bitmap_free(m.bitmap);
+    if (!ok) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "postcopy recovery: no return path for RECV_BITMAP");
+    }
+    return ok;
+}
+
+/* Recovery: POSTCOPY_RESUME; postcopy-active again (QEMU's order). */
+static bool pc_resume(void *opaque, GError **errp)
+{
+    LoadCtx *c = opaque;
+    MigrationState *s = c->s;
+    if (!migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_RECOVER,
+                           MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "postcopy recovery: paused again during the handshake");
+        return false;
+    }
+    if (!postcopy_recover_resume(s->dst.pci)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "postcopy recovery: the return path broke at RESUME_ACK");
+        return false;
+    }
+    return true;
+}
+
 static const StreamPostcopyOps postcopy_ops = {
     .advise = pc_advise,
     .listen = pc_listen,
     .run = pc_run,
+    .recv_bitmap = pc_recv_bitmap,
+    .resume = pc_resume,
 };
 
 /* Main thread: the postcopy migration is in; RAM is ordinary memory. */
@@ -291,12 +335,63 @@ static void postcopy_incoming_done(void *opaque)
  * whose connection is still up then reads their end and pauses too,
  * rather than pushing into a stream no one reads.
  */
-static void postcopy_pause_incoming(MigrationState *s, const GError *err)
+static void postcopy_pause_incoming(MigrationState *s, QEMUFile *f,
+                                    const GError *err)
 {
     migration_set_error(s, err->message);
     postcopy_shutdown(s->dst.pci);
+    /* Broken during a recovery's handshake, the fault thread is stopped:
+     * it runs again for the faults (recorded, asked for at the resume). */
+    postcopy_ensure_faults(s->dst.pci);
+    s->dst.paused_stream = f;   /* the fault thread's return path's fd */
+    migrate_set_state_from(s, (const MigrationStatus[]) {
+        MIGRATION_STATUS_POSTCOPY_ACTIVE, MIGRATION_STATUS_POSTCOPY_RECOVER,
+        MIGRATION_STATUS__MAX }, MIGRATION_STATUS_POSTCOPY_PAUSED);
+}
+
+/*
+ * Load thread: postcopy ran here (the guest runs with what it has) and
+ * the stream ended, @ok or not: complete once every page is in, or
+ * pause.  Never exit or free: the guest's memory is half here.
+ */
+static void postcopy_load_end(MigrationState *s, QEMUFile *f, bool ok,
+                              GError **errp)
+{
+    if (!ok) {
+        postcopy_pause_incoming(s, f, *errp);
+        return;
+    }
+    if (!postcopy_drain(s->dst.pci, errp)) {
+        /*
+         * Pages the source counts sent are not here (lost on the way,
+         * or never sent): vCPUs touching them would wait for ever, or
+         * read zeros once RAM is unregistered.  Pause, keeping RAM
+         * registered, as for a broken connection.
+         */
+        postcopy_pause_incoming(s, f, *errp);
+        return;
+    }
+    postcopy_stop_faults(s->dst.pci);
+    /*
+     * Every page is in, so every fault's record was closed.  One left
+     * is a broken invariant: said loudly (the tests run ferry with
+     * G_DEBUG=fatal-criticals, so there it aborts), but the guest,
+     * every page in, is not killed for it.
+     */
+    uint64_t left = postcopy_faults_waiting(s->dst.pci);
+    if (left) {
+        g_critical("postcopy: %" G_GUINT64_FORMAT " fault records left "
+                   "with every page in", left);
+    }
+    s->dst.pci->ram = NULL;
+    ram_loader_cleanup(s->dst.ram_loader);
+    g_clear_pointer(&s->dst.ram_loader, g_free);
+    postcopy_rp_send(s->dst.pci, &(RPMessage) { .type = RP_SHUT, .status = 0 });
+    migration_close_stream(s, &s->dst.incoming_fd, f);
+    __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
     migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
-                      MIGRATION_STATUS_POSTCOPY_PAUSED);
+                      MIGRATION_STATUS_COMPLETED);
+    migration_call_main(s, postcopy_incoming_done, s);
 }
 
 static void load_thread_body(LoadArgs *a);
@@ -321,8 +416,41 @@ static void load_thread_start(LoadArgs *a)
     s->dst.load_thread = g_thread_new("mig/dst/load", load_thread, a);
 }
 
+/*
+ * Load thread of a resumed stream (migrate-recover): the fault thread
+ * stops and takes the new return path, the paused stream is closed, and
+ * the stream is loaded as after RUN: RECV_BITMAP, POSTCOPY_RESUME, then
+ * pages (stream_load with resume).  It ends as postcopy does: completed,
+ * or paused again.
+ */
+static void recover_thread_body(LoadArgs *a)
+{
+    MigrationState *s = a->s;
+    QEMUFile *f = qemu_file_new_prefixed(a->fd, a->head, a->head_len);
+    g_autoptr(GError) err = NULL;
+    LoadCtx ctx = { s, a->fd };
+    postcopy_recover_begin(s->dst.pci, a->fd);
+    if (a->old) {
+        qemu_file_close(a->old);
+    }
+    g_free(a);
+    StreamLoad l = { .m = s->m, .stats = &s->stats, .ram = s->dst.ram_loader,
+                     .postcopy = &postcopy_ops, .pong = load_pong,
+                     .opaque = &ctx, .resume = true };
+    memcpy(l.resume_id, s->dst.channel_id, STREAM_ID_LEN);
+    bool ok = stream_load(f, &l, &err);
+    if (!ok && l.postcopy_state == STREAM_POSTCOPY_RECOVER && err) {
+        g_prefix_error(&err, "postcopy recovery: ");
+    }
+    postcopy_load_end(s, f, ok, &err);
+}
+
 static void load_thread_body(LoadArgs *a)
 {
+    if (a->resume) {
+        recover_thread_body(a);
+        return;
+    }
     MigrationState *s = a->s;
     QEMUFile *f = qemu_file_new_prefixed(a->fd, a->head, a->head_len);
     g_autoptr(GError) err = NULL;
@@ -352,44 +480,7 @@ static void load_thread_body(LoadArgs *a)
         }
     }
     if (l.postcopy_running) {
-        if (!done.ok) {
-            /* The guest runs here: never exit or free (see above). */
-            postcopy_pause_incoming(s, err);
-            s->dst.paused_stream = f;   /* the fault thread's return path's fd */
-            return;
-        }
-        if (!postcopy_drain(s->dst.pci, &err)) {
-            /*
-             * Pages the source counts sent are not here (lost on the way,
-             * or never sent): vCPUs touching them would wait for ever, or
-             * read zeros once RAM is unregistered.  Pause, keeping RAM
-             * registered, as for a broken connection.
-             */
-            postcopy_pause_incoming(s, err);
-            s->dst.paused_stream = f;   /* the fault thread's return path's fd */
-            return;
-        }
-        postcopy_stop_faults(s->dst.pci);
-        /*
-         * Every page is in, so every fault's record was closed.  One left
-         * is a broken invariant: said loudly (the tests run ferry with
-         * G_DEBUG=fatal-criticals, so there it aborts), but the guest,
-         * every page in, is not killed for it.
-         */
-        uint64_t left = postcopy_faults_waiting(s->dst.pci);
-        if (left) {
-            g_critical("postcopy: %" G_GUINT64_FORMAT " fault records left "
-                       "with every page in", left);
-        }
-        s->dst.pci->ram = NULL;
-        ram_loader_cleanup(s->dst.ram_loader);
-        g_clear_pointer(&s->dst.ram_loader, g_free);
-        postcopy_rp_send(s->dst.pci, &(RPMessage) { .type = RP_SHUT, .status = 0 });
-        migration_close_stream(s, &s->dst.incoming_fd, f);
-        __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
-        migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
-                          MIGRATION_STATUS_COMPLETED);
-        migration_call_main(s, postcopy_incoming_done, s);
+        postcopy_load_end(s, f, done.ok, &err);
         return;
     }
 
@@ -492,17 +583,44 @@ static void close_listener(MigrationState *s)
         close(s->dst.listen_fd);
         s->dst.listen_fd = -1;
     }
+    /* socket-address stays for query-migrate, as QEMU's (libvirt reads
+     * it in postcopy-paused). */
+}
+
+/* A new listener's address for query-migrate. */
+static void set_socket_address(MigrationState *s, JsonArray *addr)
+{
     if (s->dst.socket_address) {
         json_array_unref(s->dst.socket_address);
-        s->dst.socket_address = NULL;
     }
+    s->dst.socket_address = addr;
 }
+
+static void recover_start(MigrationState *s, LoadArgs *a);
 
 /* A whole, valid header: give the connection its role, or refuse it. */
 static void pending_identified(PendingChannel *p, const StreamChannel *c)
 {
     MigrationState *s = p->s;
     int fd = p->fd;
+    if (c->role == STREAM_CHANNEL_MAIN && s->dst.recovering) {
+        if (memcmp(c->id, s->dst.channel_id, STREAM_ID_LEN) != 0) {
+            pending_drop(p, "the main channel of another migration (the "
+                         "paused one waits for its own source)");
+            return;
+        }
+        LoadArgs *a = g_new0(LoadArgs, 1);
+        a->s = s;
+        a->fd = fd;
+        memcpy(a->head, p->head, sizeof(a->head));
+        a->head_len = sizeof(a->head);
+        pending_drop(p, NULL);
+        recover_start(s, a);
+        if (!migrate_cap(s, "postcopy-preempt")) {
+            close_listener(s);
+        }
+        return;
+    }
     if (c->role == STREAM_CHANNEL_MAIN) {
         if (s->dst.have_main) {
             pending_drop(p, "a second main channel (a migration is "
@@ -655,13 +773,91 @@ bool migration_incoming_start(MigrationState *s, const char *uri, GError **errp)
         return false;
     }
     s->dst.listen_fd = fd;
-    s->dst.socket_address = addr;
+    set_socket_address(s, addr);
     s->start_ms = migration_now_ms();
     migrate_set_state(s, MIGRATION_STATUS_NONE, MIGRATION_STATUS_SETUP);
     s->dst.listen_src = g_unix_fd_add(fd, G_IO_IN, incoming_accept, s);
     return true;
 }
 
+
+/* ---- Postcopy recovery on the destination -------------------------------------- */
+
+/*
+ * The resumed stream's connection came: postcopy-recover, and its load
+ * thread.  The paused load thread has ended (it returns once paused) and
+ * is joined in migrate-recover, so its paused stream is this thread's to
+ * hand on.  Main thread.
+ */
+static void recover_start(MigrationState *s, LoadArgs *a)
+{
+    s->dst.recovering = false;
+    s->dst.have_main = true;
+    a->resume = true;
+    a->old = g_steal_pointer(&s->dst.paused_stream);
+    migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_PAUSED,
+                      MIGRATION_STATUS_POSTCOPY_RECOVER);
+    load_thread_start(a);
+}
+
+JsonNode *qmp_migrate_recover(JsonObject *args, void *opaque, GError **errp)
+{
+    MigrationState *s = opaque;
+    const char *uri = json_object_get_string_member(args, "uri");
+    if (!s->dst.incoming || !s->dst.pci ||
+        migration_status(s) != MIGRATION_STATUS_POSTCOPY_PAUSED) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Migrate recover can only be run when postcopy is paused.");
+        return NULL;
+    }
+    if (s->dst.recovering) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Migrate recovery is triggered already");
+        return NULL;
+    }
+    if (g_str_has_prefix(uri, "file:") || g_str_has_prefix(uri, "exec:")) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Postcopy is not supported with %.5s migration", uri);
+        return NULL;
+    }
+    if (s->dst.load_thread) {
+        g_thread_join(s->dst.load_thread);      /* it ended at the pause */
+        s->dst.load_thread = NULL;
+    }
+    if (g_str_has_prefix(uri, "fd:")) {
+        int fd = qmp_take_fd(s->qmp, uri + 3, errp);
+        if (fd < 0) {
+            return NULL;
+        }
+        channel_tune(fd);
+        LoadArgs *a = g_new0(LoadArgs, 1);
+        a->s = s;
+        a->fd = fd;
+        recover_start(s, a);
+        return qmp_return_empty();
+    }
+    close_listener(s);          /* a preempt channel's, left open */
+    JsonArray *addr;
+    int fd = channel_listen(uri, &addr, errp);
+    if (fd < 0) {
+        return NULL;
+    }
+    s->dst.listen_fd = fd;
+    set_socket_address(s, addr);
+    s->dst.recovering = true;
+    s->dst.listen_src = g_unix_fd_add(fd, G_IO_IN, incoming_accept, s);
+    return qmp_return_empty();
+}
+
+void migration_incoming_pause(MigrationState *s)
+{
+    migration_set_error(s, "postcopy: paused by migrate-pause");
+    migration_shutdown_stream(s, &s->dst.incoming_fd);
+    PostcopyIncoming *pci = __atomic_load_n(&s->dst.pci, __ATOMIC_ACQUIRE);
+    if (pci) {
+        postcopy_shutdown(pci);
+    }
+}
 
 void migration_incoming_stop(MigrationState *s)
 {
@@ -681,6 +877,7 @@ void migration_incoming_stop(MigrationState *s)
 void migration_incoming_cleanup(MigrationState *s)
 {
     close_listener(s);
+    set_socket_address(s, NULL);
     if (s->dst.load_thread) {
         g_thread_join(s->dst.load_thread);
         s->dst.load_thread = NULL;

@@ -74,8 +74,18 @@ void migration_incoming_cleanup(MigrationState *s);
 /* ---- The source's return path (rp-source.c) ---------------------------- */
 
 /* source_rp_start: read the return path on @fd in "mig/src/rp" until it
- * ends.  Migration thread, once the stream has opened it. */
-void source_rp_start(MigrationState *s, int fd);
+ * ends.  Migration thread, once the stream has opened it; @resume: on a
+ * postcopy's resumed stream (the destination's guest has run). */
+void source_rp_start(MigrationState *s, int fd, bool resume);
+
+/* source_rp_wait_bitmap: recovery: wait for RP_RECV_BITMAP and take its
+ * bitmap (bitmap_free); NULL, saying why, if the return path ends first. */
+unsigned long *source_rp_wait_bitmap(MigrationState *s, GError **errp);
+
+/* source_rp_wait_resumed: recovery: wait for RP_RESUME_ACK (the thread
+ * has moved postcopy-recover to postcopy-active); false, saying why, if
+ * the return path ends first. */
+bool source_rp_wait_resumed(MigrationState *s, GError **errp);
 
 /* source_rp_wait_pong: wait for PONG @id; false, saying why, if the
  * return path ends first (a cancel shuts the stream down: it ends). */
@@ -91,6 +101,15 @@ int source_rp_join(MigrationState *s);
 /* source_rp_error: why the return path ended badly: the destination's
  * reason when it sent one. */
 void source_rp_error(MigrationState *s, GError **errp);
+
+/*
+ * Postcopy recovery, the destination: migrate-recover's handler (listen
+ * again, or take an fd:, for the paused migration's source), and
+ * migrate-pause's (break the connections as a failure would).  Main
+ * thread.
+ */
+JsonNode *qmp_migrate_recover(JsonObject *args, void *opaque, GError **errp);
+void migration_incoming_pause(MigrationState *s);
 
 /*
  * migration_incoming_start: wait for a migration on @uri (tcp:, unix:,

@@ -274,7 +274,10 @@ typedef struct MigrateArgs {
 
 /* ---- Postcopy on the source ------------------------------------------------------ */
 
-/* Connect the preempt channel to where the main stream went. */
+/*
+ * Connect the preempt channel to where the main stream went.  Its fd is
+ * published under the lock: migrate-pause shuts it down.
+ */
 static bool open_preempt(MigrationState *s, const char *uri, GError **errp)
 {
     if (!migrate_cap(s, "postcopy-preempt")) {
@@ -284,8 +287,36 @@ static bool open_preempt(MigrationState *s, const char *uri, GError **errp)
     if (fd < 0) {
         return false;
     }
+    g_mutex_lock(&s->lock);
     s->src.preempt_fd = fd;
+    g_mutex_unlock(&s->lock);
     return true;
+}
+
+/* The preempt channel's writer, once connected; its header goes first. */
+static void start_preempt(MigrationState *s, RAMSaver *r)
+{
+    r->preempt = NULL;
+    if (s->src.preempt_fd >= 0) {
+        r->preempt = qemu_file_new(s->src.preempt_fd, true, false);
+        stream_put_channel(r->preempt, STREAM_CHANNEL_PREEMPT, s->src.channel_id);
+        qemu_fflush(r->preempt);
+    }
+}
+
+static void close_preempt(MigrationState *s, RAMSaver *r)
+{
+    if (r->preempt) {
+        qemu_file_close(r->preempt);
+        r->preempt = NULL;
+    }
+    g_mutex_lock(&s->lock);
+    int fd = s->src.preempt_fd;
+    s->src.preempt_fd = -1;
+    g_mutex_unlock(&s->lock);
+    if (fd >= 0) {
+        close(fd);
+    }
 }
 
 /*
@@ -353,9 +384,9 @@ static bool drain_destination(MigrationState *s, QEMUFile *f, uint32_t id,
     return source_rp_wait_pong(s, id, errp);
 }
 
-static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
-                                    StopCall *stop, bool *stopped,
-                                    const char *uri, GError **errp)
+static bool postcopy_switch(MigrationState *s, RAMSaver *r, QEMUFile *f,
+                            StopCall *stop, bool *stopped, const char *uri,
+                            GError **errp)
 {
     Machine *m = s->m;
 
@@ -372,11 +403,11 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
      */
     for (uint32_t round = 1;; round++) {
         if (!ram_sync_dirty(r, errp)) {
-            return MIGRATION_STATUS_FAILED;
+            return false;
         }
         uint64_t named = ram_postcopy_discard(r);
         if (!drain_destination(s, f, round, errp)) {
-            return MIGRATION_STATUS_FAILED;
+            return false;
         }
         if (named <= DISCARD_SETTLE || round == DISCARD_ROUNDS) {
             break;
@@ -386,10 +417,10 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
     migration_call_main(s, stop_vm, stop);
     *stopped = true;
     if (!pause_before_switchover(s, MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
-        return MIGRATION_STATUS_FAILED;
+        return false;
     }
     if (!ram_sync_dirty(r, errp) || !open_preempt(s, uri, errp)) {
-        return MIGRATION_STATUS_FAILED;
+        return false;
     }
     r->max_bandwidth = param_u64(s, "max-postcopy-bandwidth");
     ram_postcopy_discard(r);
@@ -399,7 +430,7 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
     QEMUFile *pkg = qemu_file_new_mem_writer();
     if (!stream_put_devices(pkg, m, stop->before, errp)) {
         g_bytes_unref(qemu_file_mem_finish(pkg));
-        return MIGRATION_STATUS_FAILED;
+        return false;
     }
     g_autoptr(GBytes) b = qemu_file_mem_finish(pkg);
     qemu_put_byte(f, REC_POSTCOPY_RUN);
@@ -411,12 +442,20 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
     __atomic_store_n(&s->stats.postcopy_started, 1, __ATOMIC_RELEASE);
     __atomic_fetch_add(&s->stats.transferred, 1 + 4 + g_bytes_get_size(b),
                        __ATOMIC_RELAXED);
-    r->preempt = NULL;
-    if (s->src.preempt_fd >= 0) {
-        r->preempt = qemu_file_new(s->src.preempt_fd, true, false);
-        stream_put_channel(r->preempt, STREAM_CHANNEL_PREEMPT, s->src.channel_id);
-        qemu_fflush(r->preempt);
-    }
+    start_preempt(s, r);
+    return true;
+}
+
+/*
+ * Postcopy's push on the stream @f (from the switch, or from a resume):
+ * requests first, then every page still dirty; then wait for the
+ * destination's SHUT.  Returns completed, postcopy-paused (the connection
+ * broke or was paused: nothing is freed, the VM stays here stopped), or
+ * failed (the destination failed before its guest ran: ours runs on).
+ */
+static MigrationStatus postcopy_push(MigrationState *s, RAMSaver *r, QEMUFile *f,
+                                     GError **errp)
+{
     source_rp_attach_saver(s, r);
 
     /*
@@ -447,15 +486,12 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
         /* Wait for the destination to have every page and say so. */
         shutdown(qemu_file_fd(f), SHUT_WR);
     }
+    if (!sent) {
+        /* Broken or paused: the return-path thread must end too. */
+        shutdown(qemu_file_fd(f), SHUT_RDWR);
+    }
     int shut = source_rp_join(s);
-    if (r->preempt) {
-        qemu_file_close(r->preempt);
-        r->preempt = NULL;
-    }
-    if (s->src.preempt_fd >= 0) {
-        close(s->src.preempt_fd);
-        s->src.preempt_fd = -1;
-    }
+    close_preempt(s, r);
     if (sent && shut == 0) {
         return MIGRATION_STATUS_COMPLETED;
     }
@@ -473,6 +509,126 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile *f,
     /* The guest stays stopped here in finish-migrate, as in QEMU, with
      * all its memory: cont is refused while it may run there. */
     return MIGRATION_STATUS_POSTCOPY_PAUSED;
+}
+
+/* ---- Postcopy recovery on the source ------------------------------------------ */
+
+/*
+ * Paused: wait for migrate resume=true's connection (and its URI, where
+ * the preempt channel goes too), or -1 when the process ends.
+ */
+static int wait_resume(MigrationState *s, char **uri)
+{
+    g_mutex_lock(&s->src.continue_lock);
+    while (s->src.resume_fd < 0 && !cancelled(s)) {
+        g_cond_wait(&s->src.continue_cond, &s->src.continue_lock);
+    }
+    int fd = s->src.resume_fd;
+    s->src.resume_fd = -1;
+    if (fd >= 0) {
+        g_free(*uri);
+        *uri = g_steal_pointer(&s->src.resume_uri);
+    }
+    g_mutex_unlock(&s->src.continue_lock);
+    return fd;
+}
+
+/*
+ * The resume handshake on the new stream @f (QEMU's): the channel header
+ * naming this migration, RECV_BITMAP; the destination answers with the
+ * pages it has, and every other page is to send again (what was in
+ * flight at the break included); the preempt channel again; then
+ * POSTCOPY_RESUME, and RESUME_ACK moves back to postcopy-active (in the
+ * return-path thread).  The destination asks again for the pages its
+ * vCPUs wait on.  False, saying why, if it breaks meanwhile.
+ */
+static bool postcopy_resume(MigrationState *s, RAMSaver *r, QEMUFile *f,
+                            const char *uri, GError **errp)
+{
+    RAMBlock *rb = s->m->ram;
+    if (!migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_RECOVER_SETUP,
+                           MIGRATION_STATUS_POSTCOPY_RECOVER)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "postcopy recovery: paused again before it began");
+        return false;
+    }
+    stream_put_header(f, rb, s->src.channel_id);
+    stream_put_recv_bitmap(f, rb);
+    qemu_fflush(f);
+    source_rp_start(s, qemu_file_fd(f), true);
+    unsigned long *in_place = NULL;
+    if (!qemu_file_error(f)) {
+        in_place = source_rp_wait_bitmap(s, errp);
+        if (!in_place) {
+            return false;
+        }
+    }
+    if (qemu_file_error(f)) {
+        bitmap_free(in_place);
+        g_clear_error(errp);
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "postcopy recovery: sending to the destination: %s",
+                    g_strerror(-qemu_file_error(f)));
+        return false;
+    }
+    ram_postcopy_rebuild(r, in_place);
+    bitmap_free(in_place);
+    /* Set meanwhile, as libvirt does before a resume. */
+    r->max_bandwidth = param_u64(s, "max-postcopy-bandwidth");
+    if (!open_preempt(s, uri, errp)) {
+        return false;
+    }
+    start_preempt(s, r);
+    qemu_put_byte(f, REC_POSTCOPY_RESUME);
+    qemu_fflush(f);
+    return source_rp_wait_resumed(s, errp);
+}
+
+/*
+ * Postcopy from the switch to its end, through any number of breaks:
+ * each pauses (both sides keep everything) until migrate resume=true,
+ * and a break during the handshake pauses again.  Returns completed,
+ * failed (the destination failed before its guest ran), or
+ * postcopy-paused when the process ends while paused.  *@fp is the
+ * stream now (the caller closes it), *@uri where it goes.
+ */
+static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r,
+                                    QEMUFile **fp, char **uri, GError **errp)
+{
+    for (;;) {
+        MigrationStatus end = postcopy_push(s, r, *fp, errp);
+        if (end != MIGRATION_STATUS_POSTCOPY_PAUSED) {
+            return end;
+        }
+        for (;;) {
+            /* The guest stays stopped here in finish-migrate, as in
+             * QEMU, with all its memory: cont is refused while it may
+             * run there (or does). */
+            migration_set_error(s, (*errp)->message);
+            g_clear_error(errp);
+            migration_close_stream(s, &s->src.stream_fd, *fp);
+            *fp = r->f = NULL;
+            migrate_set_state_from(s, (const MigrationStatus[]) {
+                MIGRATION_STATUS_POSTCOPY_ACTIVE,
+                MIGRATION_STATUS_POSTCOPY_RECOVER,
+                MIGRATION_STATUS_POSTCOPY_RECOVER_SETUP, MIGRATION_STATUS__MAX },
+                MIGRATION_STATUS_POSTCOPY_PAUSED);
+            int fd = wait_resume(s, uri);
+            if (fd < 0) {
+                g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                            "postcopy: the process ends with the migration "
+                            "paused");
+                return MIGRATION_STATUS_POSTCOPY_PAUSED;
+            }
+            *fp = r->f = qemu_file_new(fd, true, true);
+            if (postcopy_resume(s, r, *fp, *uri, errp)) {
+                break;
+            }
+            shutdown(fd, SHUT_RDWR);
+            source_rp_join(s);
+            close_preempt(s, r);
+        }
+    }
 }
 
 static void migration_thread_body(MigrateArgs *a);
@@ -508,7 +664,7 @@ static void migration_thread_body(MigrateArgs *a)
     qemu_fflush(f);             /* the destination names the channel by it */
     if (return_path) {
         qemu_put_byte(f, REC_OPEN_RETURN_PATH);
-        source_rp_start(s, qemu_file_fd(f));
+        source_rp_start(s, qemu_file_fd(f), false);
     }
     if (postcopy) {
         qemu_put_byte(f, REC_POSTCOPY_ADVISE);
@@ -622,21 +778,27 @@ static void migration_thread_body(MigrateArgs *a)
     return;
 
 postcopy: {
-    MigrationStatus end = postcopy_run(s, &r, f, &stop, &stopped, uri, &err);
-    if (end == MIGRATION_STATUS_FAILED) {
+    if (!postcopy_switch(s, &r, f, &stop, &stopped, uri, &err)) {
         goto fail;
+    }
+    MigrationStatus end = postcopy_run(s, &r, &f, &uri, &err);
+    if (end == MIGRATION_STATUS_FAILED) {
+        goto fail;              /* on the stream of the switch */
     }
     kvm_set_dirty_log(&m->kvm, m->ram, false, NULL);
     __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
-    migration_close_stream(s, &s->src.stream_fd, f);
+    if (f) {
+        migration_close_stream(s, &s->src.stream_fd, f);
+    }
     ram_saver_cleanup(&r);
     set_throttle(s, 0);
     if (end == MIGRATION_STATUS_COMPLETED) {
         migration_call_main(s, finish_vm, &stop);
+        migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE, end);
     } else {
+        /* The process ends, paused: postcopy-paused it stays. */
         migration_set_error(s, err->message);
     }
-    migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE, end);
     return;
 }
 
@@ -700,16 +862,74 @@ bool migration_running(MigrationState *s)
             st <= MIGRATION_STATUS_POSTCOPY_RECOVER);
 }
 
+static bool preempt_uri_ok(MigrationState *s, const char *uri, GError **errp)
+{
+    if (migrate_cap(s, "postcopy-preempt") && !g_str_has_prefix(uri, "tcp:") &&
+        !g_str_has_prefix(uri, "unix:")) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Postcopy preempt needs a tcp: or unix: URI to open its "
+                    "second channel");
+        return false;
+    }
+    return true;
+}
+
+/*
+ * migrate resume=true: a new connection for the paused postcopy, handed
+ * to its migration thread (postcopy_run).  postcopy-paused, then
+ * postcopy-recover-setup while connecting; a connection that cannot be
+ * made goes back to postcopy-paused, with its event, as QEMU.
+ */
+static JsonNode *migrate_resume(MigrationState *s, const char *uri, GError **errp)
+{
+    if (s->dst.incoming || s->quitting ||
+        migration_status(s) != MIGRATION_STATUS_POSTCOPY_PAUSED) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Cannot resume if there is no paused migration");
+        return NULL;
+    }
+    if (!preempt_uri_ok(s, uri, errp)) {
+        return NULL;
+    }
+    if (g_str_has_prefix(uri, "file:") || g_str_has_prefix(uri, "exec:")) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Postcopy is not supported with %.5s migration", uri);
+        return NULL;
+    }
+    if (!migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_PAUSED,
+                           MIGRATION_STATUS_POSTCOPY_RECOVER_SETUP)) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Cannot resume if there is no paused migration");
+        return NULL;
+    }
+    int fd = g_str_has_prefix(uri, "fd:") ? qmp_take_fd(s->qmp, uri + 3, errp)
+                                          : channel_connect(uri, errp);
+    if (fd < 0) {
+        migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_RECOVER_SETUP,
+                          MIGRATION_STATUS_POSTCOPY_PAUSED);
+        return NULL;
+    }
+    channel_tune(fd);
+    g_mutex_lock(&s->lock);
+    g_clear_pointer(&s->error, g_free);     /* the pause's: a new one counts */
+    s->src.stream_fd = fd;
+    g_mutex_unlock(&s->lock);
+    g_mutex_lock(&s->src.continue_lock);
+    s->src.resume_fd = fd;
+    g_free(s->src.resume_uri);
+    s->src.resume_uri = g_strdup(uri);
+    g_cond_broadcast(&s->src.continue_cond);
+    g_mutex_unlock(&s->src.continue_lock);
+    return ret_empty();
+}
+
 static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
 {
     MigrationState *s = opaque;
     const char *uri = json_object_get_string_member(args, "uri");
 
-    if (json_object_has_member(args, "resume") &&
-        json_object_get_boolean_member(args, "resume")) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "Cannot resume if there is no paused migration");
-        return NULL;
+    if (json_object_get_boolean_member_with_default(args, "resume", false)) {
+        return migrate_resume(s, uri, errp);
     }
     if (s->dst.incoming) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
@@ -749,11 +969,7 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
                     "start of migration");
         return NULL;
     }
-    if (migrate_cap(s, "postcopy-preempt") && !g_str_has_prefix(uri, "tcp:") &&
-        !g_str_has_prefix(uri, "unix:")) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "Postcopy preempt needs a tcp: or unix: URI to open its "
-                    "second channel");
+    if (!preempt_uri_ok(s, uri, errp)) {
         return NULL;
     }
     if (migrate_cap(s, "postcopy-ram") &&
@@ -890,6 +1106,39 @@ static JsonNode *qmp_migrate_cancel(JsonObject *args, void *opaque, GError **err
     return ret_empty();
 }
 
+/*
+ * migrate-pause: break postcopy's connections on purpose, as a network
+ * failure would (QEMU's); both sides go to postcopy-paused and keep
+ * everything.  Either side, in postcopy-active or postcopy-recover.
+ */
+static JsonNode *qmp_migrate_pause(JsonObject *args, void *opaque, GError **errp)
+{
+    MigrationState *s = opaque;
+    (void)args;
+    MigrationStatus st = migration_status(s);
+    if (st != MIGRATION_STATUS_POSTCOPY_ACTIVE &&
+        st != MIGRATION_STATUS_POSTCOPY_RECOVER) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "migrate-pause is currently only supported during "
+                    "postcopy-active or postcopy-recover state");
+        return NULL;
+    }
+    if (s->dst.incoming) {
+        migration_incoming_pause(s);
+        return ret_empty();
+    }
+    migration_set_error(s, "postcopy: paused by migrate-pause");
+    g_mutex_lock(&s->lock);
+    if (s->src.stream_fd >= 0) {
+        shutdown(s->src.stream_fd, SHUT_RDWR);
+    }
+    if (s->src.preempt_fd >= 0) {
+        shutdown(s->src.preempt_fd, SHUT_RDWR);
+    }
+    g_mutex_unlock(&s->lock);
+    return ret_empty();
+}
+
 static JsonNode *qmp_migrate_start_postcopy(JsonObject *args, void *opaque,
                                            GError **errp)
 {
@@ -1023,7 +1272,7 @@ static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp
     }
     json_object_set_string_member(r, "status", migration_status_name(st));
     if (s->dst.incoming || s->dst.pci) {
-        if (s->dst.socket_address && st == MIGRATION_STATUS_SETUP) {
+        if (s->dst.socket_address && s->dst.incoming) {
             json_object_set_array_member(r, "socket-address",
                                          json_array_ref(s->dst.socket_address));
         }
@@ -1071,6 +1320,7 @@ bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
     s->src.stream_fd = -1;
     s->dst.incoming_fd = -1;
     s->src.preempt_fd = -1;
+    s->src.resume_fd = -1;
     s->dst.preempt_fd = -1;
     s->dst.exit_on_error = true;
     g_mutex_init(&s->lock);
@@ -1084,6 +1334,8 @@ bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
     migration_options_register(s, d);
     qmp_register(d, "migrate", qmp_migrate, s);
     qmp_register(d, "migrate_cancel", qmp_migrate_cancel, s);
+    qmp_register(d, "migrate-pause", qmp_migrate_pause, s);
+    qmp_register(d, "migrate-recover", qmp_migrate_recover, s);
     qmp_register(d, "migrate-continue", qmp_migrate_continue, s);
     qmp_register(d, "migrate-start-postcopy", qmp_migrate_start_postcopy, s);
     qmp_register(d, "migrate-incoming", qmp_migrate_incoming, s);
@@ -1138,4 +1390,9 @@ void migration_cleanup(MigrationState *s)
     }
     g_free(s->error);
     g_free(s->src.rp_reason);
+    bitmap_free(s->src.rp_bitmap);
+    if (s->src.resume_fd >= 0) {
+        close(s->src.resume_fd);        /* posted as the process ended */
+    }
+    g_free(s->src.resume_uri);
 }

@@ -439,6 +439,14 @@ static gpointer fault_thread(gpointer opaque)
     return NULL;
 }
 
+static void start_fault_thread(PostcopyIncoming *pc)
+{
+    __atomic_store_n(&pc->quit, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&pc->failed, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&pc->preempt_done, 0, __ATOMIC_RELEASE);
+    pc->fault_thread = g_thread_new("mig/dst/fault", fault_thread, pc);
+}
+
 bool postcopy_listen(PostcopyIncoming *pc, int fd, bool preempt, GError **errp)
 {
     pc->preempt_expected = preempt;
@@ -452,8 +460,62 @@ bool postcopy_listen(PostcopyIncoming *pc, int fd, bool preempt, GError **errp)
     pc->rp = qemu_file_new(fd, true, false);
     g_mutex_unlock(&pc->rp_lock);
     pc->ram->postcopy = true;
-    pc->fault_thread = g_thread_new("mig/dst/fault", fault_thread, pc);
+    start_fault_thread(pc);
     return true;
+}
+
+void postcopy_recover_begin(PostcopyIncoming *pc, int fd)
+{
+    postcopy_stop_faults(pc);
+    g_mutex_lock(&pc->rp_lock);
+    if (pc->rp) {
+        qemu_file_close(pc->rp);
+    }
+    pc->rp = qemu_file_new(fd, true, false);
+    g_mutex_unlock(&pc->rp_lock);
+    /* The new connections are not shut down; postcopy_shutdown() may
+     * shut them down again from now on. */
+    __atomic_store_n(&pc->shut, 0, __ATOMIC_SEQ_CST);
+}
+
+bool postcopy_recover_resume(PostcopyIncoming *pc)
+{
+    /* The acknowledgement before any request: the source rebuilt what
+     * it sends from RECV_BITMAP before it sent RESUME, and a request
+     * served before would be undone by it. */
+    bool ok = postcopy_rp_send(pc, &(RPMessage) { .type = RP_RESUME_ACK });
+    postcopy_ensure_faults(pc);
+    /* Pages that vCPUs wait on were asked for on the broken connection,
+     * or not at all (faults while paused): all of them again.  A fault
+     * recorded after this snapshot asks on the new connection itself. */
+    g_mutex_lock(&pc->stats_lock);
+    guint n = 0;
+    g_autofree gpointer *keys = g_hash_table_get_keys_as_array(pc->faults, &n);
+    g_autofree uint64_t *pages = g_new(uint64_t, n + 1);
+    for (guint i = 0; i < n; i++) {
+        pages[i] = *(uint64_t *)keys[i];
+    }
+    g_mutex_unlock(&pc->stats_lock);
+    g_mutex_lock(&pc->rp_lock);
+    for (guint i = 0; i < n && pc->rp; i++) {
+        rp_put(pc->rp, &(RPMessage) { .type = RP_REQ_PAGES,
+                                      .off = pages[i] * TARGET_PAGE_SIZE,
+                                      .count = (uint32_t)pc->ram->hpages });
+    }
+    if (pc->rp) {
+        qemu_fflush(pc->rp);
+        ok = ok && !qemu_file_error(pc->rp);
+    }
+    g_mutex_unlock(&pc->rp_lock);
+    __atomic_fetch_add(&pc->requests, n, __ATOMIC_RELAXED);
+    return ok;
+}
+
+void postcopy_ensure_faults(PostcopyIncoming *pc)
+{
+    if (!pc->fault_thread) {
+        start_fault_thread(pc);
+    }
 }
 
 static void wake(PostcopyIncoming *pc)

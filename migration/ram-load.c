@@ -643,3 +643,14 @@ uint64_t ram_load_count_missing(const RAMLoader *l)
     }
     return n;
 }
+
+unsigned long *ram_load_in_place_bitmap(const RAMLoader *l)
+{
+    unsigned long *map = bitmap_new(l->npages);
+    size_t words = (l->npages + 8 * sizeof(long) - 1) / (8 * sizeof(long));
+    for (size_t w = 0; w < words; w++) {
+        map[w] = __atomic_load_n(&l->received[w], __ATOMIC_ACQUIRE) |
+                 l->zero_left[w];
+    }
+    return map;
+}

@@ -148,6 +148,34 @@ static PageRequest *pop(RAMSaver *r)
     return q;
 }
 
+uint64_t ram_postcopy_rebuild(RAMSaver *r, const unsigned long *in_place)
+{
+    size_t words = (r->npages + 8 * sizeof(long) - 1) / (8 * sizeof(long));
+    for (size_t w = 0; w < words; w++) {
+        r->dirty[w] = ~in_place[w];
+    }
+    if (r->npages % (8 * sizeof(long))) {
+        r->dirty[words - 1] &= (1UL << (r->npages % (8 * sizeof(long)))) - 1;
+    }
+    /* A host page missing any 4 KiB page there goes again whole. */
+    for (uint64_t p = find_first_bit(r->dirty, r->npages); p < r->npages;
+         p = find_next_bit(r->dirty, r->npages, p + 1)) {
+        uint64_t first = p - p % r->hpages;
+        bitmap_set(r->dirty, first, r->hpages);
+        p = first + r->hpages - 1;
+    }
+    PageRequest *q;
+    while ((q = pop(r))) {
+        g_free(q);
+    }
+    __atomic_store_n(&r->rp_ended, 0, __ATOMIC_RELEASE);
+    r->last = 0;
+    uint64_t left = bitmap_count_one(r->dirty, r->npages);
+    __atomic_store_n(&r->stats->remaining_pages, left, __ATOMIC_RELAXED);
+    return left;
+}
+
+
 /*
  * Sleep until a request comes or @us pass (at most 100 ms, to look at
  * cancel): demand only, or the push has used its bandwidth share.

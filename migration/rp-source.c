@@ -16,12 +16,14 @@
  */
 #include "migration-int.h"
 
+#include <string.h>
 #include <sys/socket.h>
 
 #include "migration/postcopy-ram.h"
 #include "migration/qemu-file.h"
 #include "migration/ram.h"
 #include "migration/return-path.h"
+#include "qemu/bitmap.h"
 #include "qemu/thread-prio.h"
 
 static gpointer rp_thread(gpointer opaque)
@@ -69,6 +71,31 @@ static gpointer rp_thread(gpointer opaque)
             s->src.rp_pong = m.id;
             g_cond_broadcast(&s->src.rp_cond);
             g_mutex_unlock(&s->src.rp_lock);
+        } else if (m.type == RP_RECV_BITMAP) {
+            /* Recovery: what the destination has; the migration thread
+             * waits for it (source_rp_wait_bitmap). */
+            if (strcmp(m.text, rb->name) != 0 ||
+                m.npages != rb->size / TARGET_PAGE_SIZE) {
+                g_warning("return path: a received-pages bitmap of %"
+                          G_GUINT64_FORMAT " pages for block '%s' (this one "
+                          "is '%s', %" G_GUINT64_FORMAT " pages)", m.npages,
+                          m.text, rb->name, rb->size / TARGET_PAGE_SIZE);
+                bitmap_free(m.bitmap);
+                break;
+            }
+            g_mutex_lock(&s->src.rp_lock);
+            bitmap_free(s->src.rp_bitmap);
+            s->src.rp_bitmap = m.bitmap;
+            g_cond_broadcast(&s->src.rp_cond);
+            g_mutex_unlock(&s->src.rp_lock);
+        } else if (m.type == RP_RESUME_ACK) {
+            /* As QEMU: the source is back in postcopy-active here. */
+            migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_RECOVER,
+                              MIGRATION_STATUS_POSTCOPY_ACTIVE);
+            g_mutex_lock(&s->src.rp_lock);
+            s->src.rp_resumed = true;
+            g_cond_broadcast(&s->src.rp_cond);
+            g_mutex_unlock(&s->src.rp_lock);
         } else if (m.type == RP_REASON) {
             g_mutex_lock(&s->src.rp_lock);
             g_free(s->src.rp_reason);
@@ -95,15 +122,20 @@ static gpointer rp_thread(gpointer opaque)
     return NULL;
 }
 
-void source_rp_start(MigrationState *s, int fd)
+void source_rp_start(MigrationState *s, int fd, bool resume)
 {
     s->src.rp_fd = fd;
     s->src.rp_pong = 0;
     s->src.rp_gone = false;
+    s->src.rp_resumed = false;
+    g_clear_pointer(&s->src.rp_bitmap, bitmap_free);
     g_clear_pointer(&s->src.rp_reason, g_free);
     __atomic_store_n(&s->src.saver, NULL, __ATOMIC_RELEASE);
     __atomic_store_n(&s->src.rp_shut, -1, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&s->src.rp_running, 0, __ATOMIC_SEQ_CST);
+    if (!resume) {
+        /* A resumed postcopy keeps it: the guest has run there. */
+        __atomic_store_n(&s->src.rp_running, 0, __ATOMIC_SEQ_CST);
+    }
     s->src.rp_thread = g_thread_new("mig/src/rp", rp_thread, s);
 }
 
@@ -117,6 +149,38 @@ bool source_rp_wait_pong(MigrationState *s, uint32_t id, GError **errp)
     g_mutex_unlock(&s->src.rp_lock);
     if (!ok) {
         source_rp_error(s, errp);
+    }
+    return ok;
+}
+
+unsigned long *source_rp_wait_bitmap(MigrationState *s, GError **errp)
+{
+    g_mutex_lock(&s->src.rp_lock);
+    while (!s->src.rp_bitmap && !s->src.rp_gone) {
+        g_cond_wait(&s->src.rp_cond, &s->src.rp_lock);
+    }
+    unsigned long *map = g_steal_pointer(&s->src.rp_bitmap);
+    g_mutex_unlock(&s->src.rp_lock);
+    if (!map) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "postcopy recovery: the destination closed the return "
+                    "path before its received-pages bitmap");
+    }
+    return map;
+}
+
+bool source_rp_wait_resumed(MigrationState *s, GError **errp)
+{
+    g_mutex_lock(&s->src.rp_lock);
+    while (!s->src.rp_resumed && !s->src.rp_gone) {
+        g_cond_wait(&s->src.rp_cond, &s->src.rp_lock);
+    }
+    bool ok = s->src.rp_resumed;
+    g_mutex_unlock(&s->src.rp_lock);
+    if (!ok) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "postcopy recovery: the destination closed the return "
+                    "path before it acknowledged the resume");
     }
     return ok;
 }

@@ -72,6 +72,12 @@ void stream_put_header(QEMUFile *f, const RAMBlock *rb, const uint8_t *id)
     qemu_put_u64(f, rb->page_size);
 }
 
+void stream_put_recv_bitmap(QEMUFile *f, const RAMBlock *rb)
+{
+    qemu_put_byte(f, REC_RECV_BITMAP);
+    put_name(f, rb->name);
+}
+
 static void put_device(QEMUFile *f, const char *name, const GByteArray *b)
 {
     qemu_put_byte(f, REC_DEVICE);
@@ -302,6 +308,10 @@ static int postcopy_next(StreamPostcopyState st, uint8_t type)
                ? STREAM_POSTCOPY_LISTENING : -1;
     case REC_POSTCOPY_RUN:
         return st == STREAM_POSTCOPY_LISTENING ? STREAM_POSTCOPY_RUNNING : -1;
+    case REC_RECV_BITMAP:
+        return st == STREAM_POSTCOPY_RECOVER ? STREAM_POSTCOPY_RECOVER : -1;
+    case REC_POSTCOPY_RESUME:
+        return st == STREAM_POSTCOPY_RECOVER ? STREAM_POSTCOPY_RUNNING : -1;
     }
     return -1;
 }
@@ -309,9 +319,10 @@ static int postcopy_next(StreamPostcopyState st, uint8_t type)
 static bool postcopy_record(QEMUFile *f, StreamLoad *l, uint8_t type,
                             GError **errp)
 {
-    static const char *const names[] = { "ADVISE", "DISCARD", "LISTEN", "RUN" };
+    static const char *const names[] = { "ADVISE", "DISCARD", "LISTEN", "RUN",
+                                         "RECV_BITMAP", "RESUME" };
     static const char *const states[] = { "none", "advise", "discard",
-                                          "listening", "running" };
+                                          "listening", "running", "recover" };
     RAMBlock *rb = l->m->ram;
     if (!l->postcopy) {
         return load_fail(f, errp, "postcopy record 0x%02x, but postcopy-ram "
@@ -365,6 +376,19 @@ static bool postcopy_record(QEMUFile *f, StreamLoad *l, uint8_t type,
         l->postcopy_running = true;
         return true;
     }
+    case REC_RECV_BITMAP: {
+        char name[65];
+        if (!get_name(f, name, sizeof(name))) {
+            return load_fail(f, errp, "read error");
+        }
+        if (strcmp(name, rb->name) != 0) {
+            return load_fail(f, errp, "RECV_BITMAP for RAM block '%s', which "
+                             "this machine does not have", name);
+        }
+        return l->postcopy->recv_bitmap(l->opaque, errp);
+    }
+    case REC_POSTCOPY_RESUME:
+        return l->postcopy->resume(l->opaque, errp);
     }
     return false;
 }
@@ -409,6 +433,10 @@ bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
         return load_fail(f, errp, "the migration stream opens as a preempt "
                          "channel, not the main one");
     }
+    if (l->resume && memcmp(l->channel.id, l->resume_id, STREAM_ID_LEN) != 0) {
+        return load_fail(f, errp, "the connection is the stream of another "
+                         "migration, not the paused one");
+    }
     if (qemu_get_byte(f) != REC_RAM_BLOCK || !get_name(f, name, sizeof(name))) {
         return load_fail(f, errp, "the stream does not start with a RAM block");
     }
@@ -424,9 +452,10 @@ bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
     bool have_vm = false, have_cpu[MAX_VCPUS] = { false };
     bool ok = false;
     l->source_state = RUN_STATE_RUNNING;
-    l->return_path = false;
-    l->postcopy_running = false;
-    l->postcopy_state = STREAM_POSTCOPY_NONE;
+    /* A resumed stream goes on from RUN, its return path open. */
+    l->return_path = l->resume;
+    l->postcopy_running = l->resume;
+    l->postcopy_state = l->resume ? STREAM_POSTCOPY_RECOVER : STREAM_POSTCOPY_NONE;
     ram_load_buf_init(&buf, l->ram);
     for (;;) {
         uint8_t type = qemu_get_byte(f);
@@ -438,6 +467,11 @@ bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
             uint64_t off = qemu_get_u64(f);
             uint32_t count = qemu_get_u32(f);
             if (!check_range(f, rb, off, count, errp)) {
+                break;
+            }
+            if (l->postcopy_state == STREAM_POSTCOPY_RECOVER) {
+                load_fail(f, errp, "RAM before POSTCOPY_RESUME on a resumed "
+                          "stream");
                 break;
             }
             if (type == REC_RAM_PAGES) {
@@ -472,7 +506,7 @@ bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
             __atomic_fetch_add(&l->stats->dirty_sync_count, 1, __ATOMIC_RELAXED);
             continue;
         }
-        if (type >= REC_POSTCOPY_ADVISE && type <= REC_POSTCOPY_RUN) {
+        if (type >= REC_POSTCOPY_ADVISE && type <= REC_POSTCOPY_RESUME) {
             if (!postcopy_record(f, l, type, errp)) {
                 break;
             }

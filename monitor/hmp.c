@@ -133,7 +133,8 @@ static gboolean migrate_wait(gpointer opaque)
                              json_node_get_object(r), "status", "none") : "none";
     if (!strcmp(st, "setup") || !strcmp(st, "active") ||
         !strcmp(st, "cancelling") || !strcmp(st, "postcopy-active") ||
-        !strcmp(st, "device")) {
+        !strcmp(st, "postcopy-recover-setup") ||
+        !strcmp(st, "postcopy-recover") || !strcmp(st, "device")) {
         return G_SOURCE_CONTINUE;
     }
     if (!strcmp(st, "failed")) {
@@ -148,7 +149,7 @@ static gboolean migrate_wait(gpointer opaque)
 
 static void hmp_migrate(HmpConsole *c, char **argv)
 {
-    bool detach = false, postcopy = false, no_push = false;
+    bool detach = false, postcopy = false, no_push = false, resume = false;
     const char *uri = NULL;
     for (char **a = argv + 1; *a; a++) {
         if (!strcmp(*a, "-d")) {
@@ -157,7 +158,9 @@ static void hmp_migrate(HmpConsole *c, char **argv)
             postcopy = true;
         } else if (!strcmp(*a, "-n")) {
             no_push = true;
-        } else if (**a == '-' && strcmp(*a, "-r") != 0) {
+        } else if (!strcmp(*a, "-r")) {
+            resume = true;
+        } else if (**a == '-') {
             out(c, "Error: migrate: unknown option '%s'\n", *a);
             return;
         } else if (**a != '-') {
@@ -175,6 +178,9 @@ static void hmp_migrate(HmpConsole *c, char **argv)
     }
     if (no_push) {
         json_object_set_boolean_member(args, "x-postcopy-no-push", true);
+    }
+    if (resume) {
+        json_object_set_boolean_member(args, "resume", true);
     }
     g_autoptr(JsonNode) r = call(c, "migrate", args);
     if (r && !detach) {
@@ -194,6 +200,23 @@ static void hmp_migrate_cancel(HmpConsole *c, char **argv)
 {
     (void)argv;
     hmp_simple(c, "migrate_cancel");
+}
+
+static void hmp_migrate_pause(HmpConsole *c, char **argv)
+{
+    (void)argv;
+    hmp_simple(c, "migrate-pause");
+}
+
+static void hmp_migrate_recover(HmpConsole *c, char **argv)
+{
+    if (!argv[1]) {
+        out(c, "Error: migrate_recover: give the URI\n");
+        return;
+    }
+    g_autoptr(JsonObject) args = args_new();
+    json_object_set_string_member(args, "uri", argv[1]);
+    g_autoptr(JsonNode) r = call(c, "migrate-recover", args);
 }
 
 static void hmp_migrate_incoming(HmpConsole *c, char **argv)
@@ -412,13 +435,18 @@ static const HmpCommand commands[] = {
     { "help|?", "[cmd]", "show the help", hmp_help },
     { "info", "[subcommand]", "show various information about the system state",
       hmp_info },
-    { "migrate", "[-d] [-p [-n]] uri",
-      "migrate to URI (using -d to not wait for completion; -p switches to "
-      "postcopy after the first pass, -n then sends pages only on demand)",
+    { "migrate", "[-d] [-r] [-p [-n]] uri",
+      "migrate to URI (using -d to not wait for completion; -r to resume a "
+      "paused postcopy migration; -p switches to postcopy after the first "
+      "pass, -n then sends pages only on demand)",
       hmp_migrate },
     { "migrate_start_postcopy", "", "switch a running migration to postcopy",
       hmp_migrate_start_postcopy },
     { "migrate_cancel", "", "cancel the current VM migration", hmp_migrate_cancel },
+    { "migrate_pause", "", "Pause an ongoing migration (postcopy-only)",
+      hmp_migrate_pause },
+    { "migrate_recover", "uri", "Continue a paused incoming postcopy migration",
+      hmp_migrate_recover },
     { "migrate_incoming", "uri", "continue an incoming migration from an -incoming defer",
       hmp_migrate_incoming },
     { "migrate_set_capability", "capability state",

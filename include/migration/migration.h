@@ -83,6 +83,10 @@ typedef struct MigrationSource {
     GMutex continue_lock;       /* pause-before-switchover: the thread waits */
     GCond continue_cond;        /* here for migrate-continue or a cancel */
     bool continue_posted;       /* under continue_lock */
+    /* Postcopy recovery: migrate resume=true (main thread) hands the
+     * paused migration thread a new connection here. */
+    int resume_fd;              /* under continue_lock: -1 none */
+    char *resume_uri;           /* under continue_lock: where it goes */
     int cancel;                 /* atomic: any thread sets, the thread reads */
     int throttle_pct;           /* atomic: auto-converge's current throttle */
     int stream_fd;              /* under MigrationState.lock: shut down to
@@ -105,6 +109,8 @@ typedef struct MigrationSource {
     uint32_t rp_pong;           /* under rp_lock: the last PONG's id */
     bool rp_gone;               /* under rp_lock: the return path ended */
     char *rp_reason;            /* under rp_lock: the destination's reason */
+    unsigned long *rp_bitmap;   /* under rp_lock: recovery's RECV_BITMAP */
+    bool rp_resumed;            /* under rp_lock: RESUME_ACK came */
     int rp_shut;                /* atomic: -1 none yet, else SHUT's status */
     int rp_running;             /* atomic: the destination said RUNNING:
                                  * this guest must never run again here */
@@ -127,6 +133,8 @@ typedef struct MigrationIncoming {
     GList *pending;             /* main thread: connections whose channel
                                  * header has not come yet (PendingChannel) */
     bool have_main;             /* main thread: the main channel came */
+    bool recovering;            /* main thread: migrate-recover listens for
+                                 * the paused migration's new stream */
     uint8_t channel_id[16];     /* main thread: the main channel's id */
     JsonArray *socket_address;  /* main thread */
     GThread *load_thread;       /* main thread: started, joined at cleanup */

@@ -149,6 +149,23 @@ void postcopy_shutdown(PostcopyIncoming *pc);
  * channel. */
 void postcopy_stop_faults(PostcopyIncoming *pc);
 
+/*
+ * Recovery (docs/postcopy.md), in the load thread of the resumed stream:
+ * - postcopy_recover_begin: stop the fault thread, so that nothing of
+ *   the broken connections places a page any more (RECV_BITMAP must say
+ *   what is in place and stay true), and make @fd the return path (the
+ *   old one is closed; the caller closes its fd after).
+ * - postcopy_recover_resume: at POSTCOPY_RESUME, send RESUME_ACK, start
+ *   the fault thread again (it takes the new preempt channel when it
+ *   comes), and ask again for every page a vCPU waits on.  False if the
+ *   return path failed meanwhile (the stream's own error follows).
+ * - postcopy_ensure_faults: a fault thread runs (after a break during the
+ *   handshake: zero pages left are still served, faults still recorded).
+ */
+void postcopy_recover_begin(PostcopyIncoming *pc, int fd);
+bool postcopy_recover_resume(PostcopyIncoming *pc);
+void postcopy_ensure_faults(PostcopyIncoming *pc);
+
 void postcopy_incoming_cleanup(PostcopyIncoming *pc);
 
 /* postcopy_placed: the RAM loader's hook (pages placed). */

@@ -217,6 +217,15 @@ bool ram_load_all_received(const RAMLoader *l);
 uint64_t ram_load_count_missing(const RAMLoader *l);
 
 /*
+ * ram_load_in_place_bitmap: postcopy recovery's RECV_BITMAP, a new
+ * bitmap (bitmap_free) of the pages the source need not send again:
+ * received, or zero pages left.  A huge page gathered in part is not in
+ * it (its pages are marked received only when it is placed whole), so
+ * it comes again whole.  No thread may place pages meanwhile.
+ */
+unsigned long *ram_load_in_place_bitmap(const RAMLoader *l);
+
+/*
  * RAMLoader.placed, when set (postcopy statistics), is called by the
  * placing thread after pages [first, first + n) were placed.
  */

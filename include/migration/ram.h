@@ -136,4 +136,16 @@ bool ram_postcopy_send(RAMSaver *r, bool background);
 /* ram_postcopy_wake: make a waiting ram_postcopy_send() look again. */
 void ram_postcopy_wake(RAMSaver *r);
 
+/*
+ * ram_postcopy_rebuild: postcopy recovery.  @in_place is the
+ * destination's RECV_BITMAP: every page not in it is dirty again (sent
+ * before the break or not, it may have been lost on the way), every page
+ * in it is clean, whole host pages at a time; queued requests are
+ * dropped (the destination asks again).  The source's guest is stopped,
+ * so this is all that is left to send.  Migration thread, with no
+ * return-path thread attached (nothing else claims pages); returns the
+ * pages to send.
+ */
+uint64_t ram_postcopy_rebuild(RAMSaver *r, const unsigned long *in_place);
+
 #endif

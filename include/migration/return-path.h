@@ -3,7 +3,7 @@
  * Return-path messages (migration/return-path.c): what the destination
  * says to the source on the stream's connection read the other way
  * (docs/migration-stream.md): RP_SHUT, RP_REQ_PAGES, RP_RUNNING,
- * RP_PONG, RP_REASON.
+ * RP_PONG, RP_REASON, and for recovery RP_RECV_BITMAP, RP_RESUME_ACK.
  *
  * rp_put() only encodes: the caller holds whatever lock guards @f and
  * flushes.  rp_get() reads one message.  Error contract:
@@ -29,7 +29,12 @@ typedef struct RPMessage {
     uint32_t status;            /* RP_SHUT: 0 when everything loaded */
     uint32_t id;                /* RP_PONG: the PING's id */
     char text[RP_REASON_MAX + 1];   /* RP_REASON: NUL-terminated, at most
-                                 * RP_REASON_MAX bytes (cut there) */
+                                 * RP_REASON_MAX bytes (cut there);
+                                 * RP_RECV_BITMAP: the block's name */
+    /* RP_RECV_BITMAP: one bit per 4 KiB page, @npages of them.  rp_put
+     * reads it; rp_get allocates it, the caller frees it (bitmap_free). */
+    unsigned long *bitmap;
+    uint64_t npages;
 } RPMessage;
 
 /* rp_put: write message @m (the members its type uses) to @f. */
@@ -37,8 +42,10 @@ void rp_put(QEMUFile *f, const RPMessage *m);
 
 /*
  * rp_get: read one message into @m.  False at a stream error or end
- * (the stream's error says which) and for an unknown type.
+ * (the stream's error says which), for an unknown type, and for a
+ * bitmap larger than RP_BITMAP_MAX_PAGES or without its end marker.
  */
+#define RP_BITMAP_MAX_PAGES (1ULL << 32)       /* 16 TiB of guest RAM */
 bool rp_get(QEMUFile *f, RPMessage *m, GError **errp);
 
 /*

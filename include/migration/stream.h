@@ -62,6 +62,9 @@ enum {
     REC_POSTCOPY_DISCARD = 0x11,    /* u64 offset, u64 count: drop pages */
     REC_POSTCOPY_LISTEN = 0x12,     /* start serving faults */
     REC_POSTCOPY_RUN = 0x13,        /* u32 len, device records + EOF: run */
+    /* Postcopy recovery, on a resumed main channel only: */
+    REC_RECV_BITMAP = 0x14,         /* u8 len, block name: send RP_RECV_BITMAP */
+    REC_POSTCOPY_RESUME = 0x15,     /* the source rebuilt what is left: go on */
     REC_EOF         = 0xff,
 };
 
@@ -74,7 +77,11 @@ enum {
                                  * loaded */
     RP_REASON       = 0x05,     /* u16 len, text: why the load failed, sent
                                  * right before SHUT 1 (ferry's own) */
+    RP_RECV_BITMAP  = 0x06,     /* u8 len, name, u64 pages, u64 words of
+                                 * the pages in place, RP_BITMAP_END */
+    RP_RESUME_ACK   = 0x07,     /* u32 1: the destination goes on */
 };
+#define RP_BITMAP_END       0x0123456789abcdefULL   /* as QEMU's */
 #define RP_REASON_MAX       1024            /* bytes of a reason's text */
 
 #define STREAM_MAX_RUN      1024            /* pages in one record */
@@ -109,6 +116,10 @@ typedef struct StreamPostcopyOps {
     /* RUN: load the device state in @package and run the guest, without
      * waiting for it: RAM keeps coming on this stream meanwhile. */
     bool (*run)(void *opaque, GBytes *package, GError **errp);
+    /* RECV_BITMAP (recovery): answer with what is in place here. */
+    bool (*recv_bitmap)(void *opaque, GError **errp);
+    /* POSTCOPY_RESUME (recovery): acknowledge, serve faults again. */
+    bool (*resume)(void *opaque, GError **errp);
 } StreamPostcopyOps;
 
 /*
@@ -122,6 +133,7 @@ typedef enum StreamPostcopyState {
     STREAM_POSTCOPY_DISCARD,
     STREAM_POSTCOPY_LISTENING,
     STREAM_POSTCOPY_RUNNING,
+    STREAM_POSTCOPY_RECOVER,    /* a resumed channel before RESUME */
 } StreamPostcopyState;
 
 typedef struct StreamLoad {
@@ -136,6 +148,13 @@ typedef struct StreamLoad {
      */
     bool (*pong)(void *opaque, uint32_t id, GError **errp);
     void *opaque;               /* for postcopy's ops and pong */
+    /*
+     * A resumed main channel of a paused postcopy (migrate-recover): its
+     * header must name @resume_id; RECV_BITMAP and POSTCOPY_RESUME come
+     * first, then pages as after RUN.
+     */
+    bool resume;
+    uint8_t resume_id[STREAM_ID_LEN];
     RunState source_state;      /* out: the source's run state */
     StreamChannel channel;      /* out: the main channel's header */
     bool return_path;           /* out: the source asked for one */
@@ -149,6 +168,9 @@ void stream_put_channel(QEMUFile *f, StreamChannelRole role, const uint8_t *id);
 /* stream_put_header: the main channel's header (@id), then the RAM
  * block's identity. */
 void stream_put_header(QEMUFile *f, const RAMBlock *rb, const uint8_t *id);
+
+/* stream_put_recv_bitmap: recovery's REC_RECV_BITMAP for @rb. */
+void stream_put_recv_bitmap(QEMUFile *f, const RAMBlock *rb);
 
 /*
  * stream_put_devices: the state of the VM, every vCPU, the serial port
