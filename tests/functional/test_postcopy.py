@@ -25,11 +25,11 @@ def caps(vm, **on):
 
 
 def pair(mem='512M', smp=1, append='verify', preempt=False, extra=(),
-         dst_extra=None):
+         dst_extra=None, dst_incoming='tcp:127.0.0.1:0'):
     """A source and a destination with postcopy on, each with an HMP
     socket too (vm.hmp_sock)."""
     vms = []
-    for inc, ex in ((None, extra), ('tcp:127.0.0.1:0',
+    for inc, ex in ((None, extra), (dst_incoming,
                                     extra if dst_extra is None else dst_extra)):
         hs = os.path.join(tmpdir(), 'hmp.sock')
         v = Vm(mem, smp, append=append, incoming=inc,

@@ -5,12 +5,14 @@ connection breaks pauses on both sides, keeps everything, and resumes
 with migrate-recover on the destination and migrate resume=true on the
 source, as often as it breaks.  The verify guest goes on clean on the
 destination: every page came once, as the source had it."""
+import contextlib
 import os
 import socket
+import threading
 import time
 
-from ferrytest import HMP, MachineOptions, Skip, run_cases
-from test_migration import verify_goes_on
+from ferrytest import HMP, HugePages, MachineOptions, Skip, run_cases, tmpdir
+from test_migration import backend_args, send_fd, verify_goes_on
 from test_postcopy import finish, pair, refuses_cont
 
 SRC_STATES = ['postcopy-recover-setup', 'postcopy-recover', 'postcopy-active']
@@ -102,9 +104,294 @@ def plain(opts):
     verify_goes_on(src, dst)
 
 
+def twice(opts):
+    """Broken twice (the first time by the destination's migrate-pause,
+    the second from the source's), recovered twice, through HMP the
+    second time (migrate_recover, migrate -r)."""
+    src, dst = pair('1G', 2)
+    start_slow(src, dst, bw=4 << 20)
+    pause(dst)
+    paused(src, dst)
+    resume(src, dst)
+    time.sleep(0.5)
+    assert HMP(src.hmp_sock).run('migrate_pause') == ''
+    paused(src, dst)
+    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+    assert HMP(dst.hmp_sock).run('migrate_recover tcp:127.0.0.1:0') == ''
+    uri = dst.listen_uri()
+    assert HMP(src.hmp_sock).run(f'migrate -d -r {uri}') == ''
+    finish(src, dst, timeout=60)
+    verify_goes_on(src, dst)
+
+
+def connection_cut(opts):
+    """The RST cut (ss -K on both ends' connections), as a network
+    failure: both pause on their own, then recover."""
+    preempt, = opts.extra
+    src, dst = pair('1G', 1, preempt=preempt)
+    start_slow(src, dst)
+    ports = []
+    for line in os.popen('ss -tnp').read().splitlines():
+        if f'pid={src.m.proc.pid},' in line and '127.0.0.1' in line:
+            ports.append((line.split()[3].rsplit(':', 1)[1],
+                          line.split()[4].rsplit(':', 1)[1]))
+    assert len(ports) == (2 if preempt else 1), ports
+    for port, dst_port in ports:
+        os.system(f'ss -K dst 127.0.0.1 dport = {dst_port} >/dev/null 2>&1')
+        os.system(f'ss -K dst 127.0.0.1 dport = {port} >/dev/null 2>&1')
+    paused(src, dst)
+    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+    resume(src, dst)
+    finish(src, dst, timeout=60)
+    verify_goes_on(src, dst)
+
+
+def handshake_fails(opts):
+    """QEMU's double-failures/handshake: the first resume goes to a peer
+    that takes the connection and closes it: the source goes back to
+    postcopy-paused (with its events), the destination never noticed;
+    the second resume completes."""
+    src, dst = pair('1G', 2)
+    start_slow(src, dst)
+    pause(src)
+    paused(src, dst)
+    events(src)
+    ls = socket.socket()
+    ls.bind(('127.0.0.1', 0))
+    ls.listen(1)
+
+    def close_it():
+        c, _ = ls.accept()
+        c.recv(64)
+        c.close()
+    threading.Thread(target=close_it, daemon=True).start()
+    r = src.qmp.cmd('migrate', {'uri': f'tcp:127.0.0.1:{ls.getsockname()[1]}',
+                                'resume': True})
+    assert r == {'return': {}}, r
+    si = src.wait_status({'postcopy-paused'}, 30)
+    assert 'error-desc' in si, si
+    assert events(src) == ['postcopy-recover-setup', 'postcopy-recover',
+                           'postcopy-paused']
+    assert dst.qmp.cmd('query-migrate')['return']['status'] == 'postcopy-paused'
+    # Nobody listening at all: refused at once, back to postcopy-paused.
+    port = ls.getsockname()[1]
+    ls.close()
+    r = src.qmp.cmd('migrate', {'uri': f'tcp:127.0.0.1:{port}', 'resume': True})
+    assert 'Connection refused' in r['error']['desc'], r
+    assert src.qmp.cmd('query-migrate')['return']['status'] == 'postcopy-paused'
+    assert events(src) == ['postcopy-recover-setup', 'postcopy-paused']
+    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+    resume(src, dst)
+    finish(src, dst, timeout=60)
+    verify_goes_on(src, dst)
+
+
+class CutRelay:
+    """Between a source's resumed stream and the destination: passes the
+    source's first @upto bytes and everything the destination says, then
+    (once the destination has answered) closes both: a break in the
+    middle of the handshake, on both sides."""
+
+    def __init__(self, dst_uri, upto):
+        host, port = dst_uri[4:].rsplit(':', 1)
+        self.dst, self.upto = (host, int(port)), upto
+        self.ls = socket.socket()
+        self.ls.bind(('127.0.0.1', 0))
+        self.ls.listen(1)
+        self.uri = f'tcp:127.0.0.1:{self.ls.getsockname()[1]}'
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        a, _ = self.ls.accept()
+        b = socket.create_connection(self.dst)
+        answered = threading.Event()
+
+        def back():
+            with contextlib.suppress(OSError):
+                while d := b.recv(1 << 16):
+                    a.sendall(d)
+                    answered.set()
+        threading.Thread(target=back, daemon=True).start()
+        left = self.upto
+        with contextlib.suppress(OSError):
+            while left > 0 and (d := a.recv(min(left, 1 << 16))):
+                b.sendall(d)
+                left -= len(d)
+        answered.wait(10)
+        time.sleep(0.2)
+        for c in (a, b, self.ls):
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            c.close()
+
+
+def handshake_broken(opts):
+    """QEMU's double-failures/reconnect: both sides are in the handshake
+    (the destination in postcopy-recover, its bitmap sent) when the
+    connection breaks; both return to postcopy-paused, and a second
+    recovery completes."""
+    src, dst = pair('1G', 2)
+    start_slow(src, dst)
+    pause(src)
+    paused(src, dst)
+    events(src), events(dst)
+    # The channel header and RAM block (25 + 1 + 1 + 3 + 16) and
+    # RECV_BITMAP (1 + 1 + 3): the destination answers, RESUME is lost.
+    relay = CutRelay(recover_listen(dst), 25 + 24 + 5)
+    assert src.qmp.cmd('migrate', {'uri': relay.uri, 'resume': True}) == \
+        {'return': {}}
+    si = src.wait_status({'postcopy-paused'}, 30)
+    di = dst.wait_status({'postcopy-paused'}, 30)
+    assert 'error-desc' in si and 'error-desc' in di, (si, di)
+    assert events(src) == ['postcopy-recover-setup', 'postcopy-recover',
+                           'postcopy-paused']
+    assert events(dst) == ['postcopy-recover', 'postcopy-paused']
+    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+    resume(src, dst)
+    finish(src, dst, timeout=60)
+    verify_goes_on(src, dst)
+
+
+def unix_socket(opts):
+    """The whole postcopy over unix: sockets, recovered over another."""
+    preempt, = opts.extra
+    path = os.path.join(tmpdir(), 'mig.sock')
+    src, dst = pair('1G', 1, preempt=preempt, dst_incoming=f'unix:{path}')
+    start_slow(src, dst)
+    pause(src)
+    paused(src, dst)
+    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+    resume(src, dst, recover_listen(dst, f'unix:{path}.2'))
+    finish(src, dst, timeout=60)
+    verify_goes_on(src, dst)
+
+
+def fd_passed(opts):
+    """libvirt's way: the resumed stream's socket made outside and passed
+    to both with getfd; migrate-recover fd:, migrate resume fd:."""
+    src, dst = pair('1G', 1)
+    start_slow(src, dst)
+    pause(src)
+    paused(src, dst)
+    a, b = socket.socketpair()
+    assert send_fd(dst.qmp, 'rec', b.fileno()) == {'return': {}}
+    assert send_fd(src.qmp, 'migrate', a.fileno()) == {'return': {}}
+    a.close(), b.close()
+    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+    assert dst.qmp.cmd('migrate-recover', {'uri': 'fd:rec'}) == {'return': {}}
+    resume(src, dst, 'fd:migrate')
+    finish(src, dst, timeout=60)
+    verify_goes_on(src, dst)
+
+
+def demand_only(opts):
+    """migrate -p -n: no push; broken while the guest asks for pages,
+    every page after the break comes on demand through the resumed
+    stream (requests waiting at the break asked again)."""
+    src, dst = pair('256M', 1)
+    hmp = HMP(src.hmp_sock)
+    src.m.wait_line(r'^verify: round=1 ', 120)
+    assert hmp.run('migrate_set_parameter max-bandwidth 0') == ''
+    assert hmp.run(f'migrate -d -p -n {dst.listen_uri()}') == ''
+    src.wait_status({'postcopy-active'}, 60)
+    time.sleep(0.3)
+    before = src.qmp.cmd('query-migrate')['return']['ram']['postcopy-requests']
+    pause(src)
+    paused(src, dst)
+    resume(src, dst)
+    info, _ = finish(src, dst, timeout=120)
+    assert info['ram']['postcopy-requests'] > before + 100, (before, info['ram'])
+    verify_goes_on(src, dst)
+
+
+def hugepages(opts):
+    """2 MiB pages: a huge page half received at the break is dropped and
+    comes again whole; the guest's memory checks out."""
+    with HugePages(2 * 256 + 8):
+        src, dst = pair(None, 2, extra=backend_args(
+            'memory-backend-memfd,size=512M,hugetlb=on,hugetlbsize=2M'))
+        start_slow(src, dst, bw=16 << 20)
+        pause(src)
+        paused(src, dst)
+        src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+        resume(src, dst)
+        finish(src, dst, timeout=60)
+        verify_goes_on(src, dst)
+
+
+def destination_killed(opts):
+    """The destination dies while paused: the source stays paused with
+    all its state (its guest's newest memory was there: running it here
+    would fork the guest's history), says so, and a resume to nobody is
+    refused; cont stays refused."""
+    src, dst = pair('1G', 1)
+    start_slow(src, dst)
+    pause(src)
+    paused(src, dst)
+    uri = recover_listen(dst)
+    dst.m.kill()
+    r = src.qmp.cmd('migrate', {'uri': uri, 'resume': True})
+    assert 'error' in r, r
+    time.sleep(0.5)
+    si = src.qmp.cmd('query-migrate')['return']
+    assert si['status'] == 'postcopy-paused' and 'error-desc' in si, si
+    refuses_cont(src)
+    assert src.m.proc.poll() is None
+
+
+def errors(opts):
+    """QEMU's refusals, word for word, in the wrong states."""
+    src, dst = pair('256M', 1)
+    for v in (src, dst):
+        r = v.qmp.cmd('migrate-pause')
+        assert r['error']['desc'] == ('migrate-pause is currently only '
+                                      'supported during postcopy-active or '
+                                      'postcopy-recover state'), r
+        r = v.qmp.cmd('migrate-recover', {'uri': 'tcp:127.0.0.1:0'})
+        assert r['error']['desc'] == ('Migrate recover can only be run when '
+                                      'postcopy is paused.'), r
+    r = src.qmp.cmd('migrate', {'uri': dst.listen_uri(), 'resume': True})
+    assert r['error']['desc'] == 'Cannot resume if there is no paused migration', r
+    start_slow(src, dst, bw=4 << 20)
+    r = dst.qmp.cmd('migrate-recover', {'uri': 'tcp:127.0.0.1:0'})
+    assert r['error']['desc'] == ('Migrate recover can only be run when '
+                                  'postcopy is paused.'), r
+    r = src.qmp.cmd('migrate', {'uri': dst.listen_uri(), 'resume': True})
+    assert r['error']['desc'] == 'Cannot resume if there is no paused migration', r
+    pause(src)
+    paused(src, dst)
+    r = src.qmp.cmd('migrate-recover', {'uri': 'tcp:127.0.0.1:0'})
+    assert r['error']['desc'] == ('Migrate recover can only be run when '
+                                  'postcopy is paused.'), r
+    uri = recover_listen(dst)
+    r = dst.qmp.cmd('migrate-recover', {'uri': 'tcp:127.0.0.1:0'})
+    assert r['error']['desc'] == 'Migrate recovery is triggered already', r
+    r = dst.qmp.cmd('migrate', {'uri': uri, 'resume': True})
+    assert r['error']['desc'] == 'Cannot resume if there is no paused migration', r
+    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+    resume(src, dst, uri)
+    finish(src, dst, timeout=60)
+    verify_goes_on(src, dst)
+
+
 CASES = [
     ('/postcopy/recovery/plain', plain, MachineOptions(extra=[False])),
     ('/postcopy/preempt/recovery/plain', plain, MachineOptions(extra=[True])),
+    ('/postcopy/recovery/twice', twice, MachineOptions()),
+    ('/postcopy/recovery/connection-cut', connection_cut, MachineOptions(extra=[False])),
+    ('/postcopy/preempt/recovery/connection-cut', connection_cut,
+     MachineOptions(extra=[True])),
+    ('/postcopy/recovery/double-failures/handshake', handshake_fails,
+     MachineOptions()),
+    ('/postcopy/recovery/double-failures/reconnect', handshake_broken,
+     MachineOptions()),
+    ('/postcopy/recovery/unix', unix_socket, MachineOptions(extra=[False])),
+    ('/postcopy/preempt/recovery/unix', unix_socket, MachineOptions(extra=[True])),
+    ('/postcopy/recovery/fd', fd_passed, MachineOptions()),
+    ('/postcopy/recovery/demand-only', demand_only, MachineOptions()),
+    ('/postcopy/recovery/hugetlb-2M', hugepages, MachineOptions()),
+    ('/postcopy/recovery/destination-killed', destination_killed, MachineOptions()),
+    ('/postcopy/recovery/errors', errors, MachineOptions()),
 ]
 
 if __name__ == '__main__':
