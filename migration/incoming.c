@@ -755,6 +755,7 @@ bool migration_incoming_start(MigrationState *s, const char *uri, GError **errp)
             return false;
         }
         channel_tune(fd);
+        channel_keepalive_default(fd);
         incoming_from_fd(s, fd);
         return true;
     }
@@ -830,6 +831,7 @@ JsonNode *qmp_migrate_recover(JsonObject *args, void *opaque, GError **errp)
             return NULL;
         }
         channel_tune(fd);
+        channel_keepalive_default(fd);
         LoadArgs *a = g_new0(LoadArgs, 1);
         a->s = s;
         a->fd = fd;

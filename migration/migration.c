@@ -909,7 +909,10 @@ static JsonNode *migrate_resume(MigrationState *s, const char *uri, GError **err
                           MIGRATION_STATUS_POSTCOPY_PAUSED);
         return NULL;
     }
-    channel_tune(fd);
+    if (g_str_has_prefix(uri, "fd:")) {
+        channel_tune(fd);
+        channel_keepalive_default(fd);
+    }
     g_mutex_lock(&s->lock);
     g_clear_pointer(&s->error, g_free);     /* the pause's: a new one counts */
     s->src.stream_fd = fd;
@@ -995,6 +998,7 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
     }
     if (g_str_has_prefix(uri, "fd:")) {
         channel_tune(fd);
+        channel_keepalive_default(fd);
     }
     if (s->src.thread) {
         g_thread_join(s->src.thread);

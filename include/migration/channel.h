@@ -30,6 +30,23 @@ int channel_connect(const char *uri, GError **errp);
  */
 void channel_tune(int fd);
 
+/*
+ * Noticing a dead peer (docs/postcopy.md): every TCP migration channel
+ * has keep-alive and a TCP_USER_TIMEOUT as long as the probes take, so
+ * that a peer gone silent (no RST: a partition, a host down) ends the
+ * connection in seconds whether it is idle or has data unacknowledged.
+ * The URI's keep-alive options override these; keep-alive=off leaves
+ * the kernel's behaviour (QEMU's default).  A listener's options go to
+ * the connections it accepts.
+ */
+#define CHANNEL_KEEPALIVE_IDLE_S        1
+#define CHANNEL_KEEPALIVE_INTERVAL_S    1
+#define CHANNEL_KEEPALIVE_COUNT         3
+
+/* channel_keepalive_default: ferry's keep-alive on a TCP socket passed
+ * with fd: (anything else is left alone). */
+void channel_keepalive_default(int fd);
+
 /* channel_open_file / channel_exec: file: and exec: for either side. */
 int channel_open_file(const char *uri, bool writing, GError **errp);
 int channel_exec(const char *uri, bool writing, GError **errp);

@@ -3,7 +3,8 @@
  * migration/channel.c's socket tuning for channels that did not come
  * from channel_connect: an accepted TCP connection gets TCP_NODELAY
  * (without it a page request waits for a delayed ACK, up to 40 ms), a
- * unix socket big buffers, a pipe nothing.  And util/thread-prio.c.
+ * unix socket big buffers, a pipe nothing; keep-alive on TCP channels.
+ * And util/thread-prio.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,6 +23,8 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include <json-glib/json-glib.h>
 
 #include "migration/channel.h"
 #include "qemu/thread-prio.h"
@@ -135,11 +138,84 @@ static void test_probe_fifo(void **state)
     assert_int_equal(res[4], -EINVAL);
 }
 
+/*
+ * Keep-alive on both ends of a TCP channel: ferry's defaults from
+ * channel_connect and on what a listener accepts, a URI's options over
+ * them, keep-alive=off leaving the kernel's, QEMU's errors for bad ones.
+ */
+static void keepalive_pair(const char *opts, int *c, int *s)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(JsonArray) addr = NULL;
+    g_autofree char *luri = g_strdup_printf("tcp:127.0.0.1:0%s", opts);
+    int ls = channel_listen(luri, &addr, &err);
+    assert_true(ls >= 0);
+    JsonObject *a = json_array_get_object_element(addr, 0);
+    g_autofree char *curi = g_strdup_printf(
+        "tcp:127.0.0.1:%s%s", json_object_get_string_member(a, "port"), opts);
+    *c = channel_connect(curi, &err);
+    assert_true(*c >= 0);
+    *s = accept(ls, NULL, NULL);
+    assert_true(*s >= 0);
+    close(ls);
+}
+
+static void test_keepalive(void **state)
+{
+    (void)state;
+    int c, s;
+    keepalive_pair("", &c, &s);
+    for (int fd = c; fd >= 0; fd = fd == c ? s : -1) {
+        assert_int_equal(opt(fd, SOL_SOCKET, SO_KEEPALIVE), 1);
+        assert_int_equal(opt(fd, IPPROTO_TCP, TCP_KEEPIDLE),
+                         CHANNEL_KEEPALIVE_IDLE_S);
+        assert_int_equal(opt(fd, IPPROTO_TCP, TCP_KEEPINTVL),
+                         CHANNEL_KEEPALIVE_INTERVAL_S);
+        assert_int_equal(opt(fd, IPPROTO_TCP, TCP_KEEPCNT),
+                         CHANNEL_KEEPALIVE_COUNT);
+        assert_int_equal(opt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT),
+                         (CHANNEL_KEEPALIVE_IDLE_S + CHANNEL_KEEPALIVE_INTERVAL_S *
+                          CHANNEL_KEEPALIVE_COUNT) * 1000);
+    }
+    close(c), close(s);
+
+    keepalive_pair(",keep-alive=on,keep-alive-count=5,keep-alive-idle=7,"
+                   "keep-alive-interval=2", &c, &s);
+    for (int fd = c; fd >= 0; fd = fd == c ? s : -1) {
+        assert_int_equal(opt(fd, IPPROTO_TCP, TCP_KEEPCNT), 5);
+        assert_int_equal(opt(fd, IPPROTO_TCP, TCP_KEEPIDLE), 7);
+        assert_int_equal(opt(fd, IPPROTO_TCP, TCP_KEEPINTVL), 2);
+        assert_int_equal(opt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT), 17000);
+    }
+    close(c), close(s);
+
+    keepalive_pair(",keep-alive=off", &c, &s);
+    assert_int_equal(opt(c, SOL_SOCKET, SO_KEEPALIVE), 0);
+    assert_int_equal(opt(s, SOL_SOCKET, SO_KEEPALIVE), 0);
+    assert_int_equal(opt(c, IPPROTO_TCP, TCP_USER_TIMEOUT), 0);
+    close(c), close(s);
+
+    static const struct { const char *uri, *msg; } bad[] = {
+        { "tcp:127.0.0.1:1,keep-alive-count=x",
+          "error parsing keep-alive-count argument" },
+        { "tcp:127.0.0.1:1,keep-alive-idle=4294967296",
+          "keep-alive-idle is too large" },
+        { "tcp:127.0.0.1:1,keep-alive=maybe", "error parsing keep-alive argument" },
+        { "tcp:127.0.0.1:1,nodelay=on", "Invalid parameter 'nodelay'" },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_autoptr(GError) err = NULL;
+        assert_int_equal(channel_connect(bad[i].uri, &err), -1);
+        assert_string_equal(err->message, bad[i].msg);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         { "/migration/channel/tune-tcp", test_tune_tcp, NULL, NULL, NULL },
         { "/migration/channel/tune-other", test_tune_other, NULL, NULL, NULL },
+        { "/migration/channel/keepalive", test_keepalive, NULL, NULL, NULL },
         { "/util/thread-prio/fifo", test_fifo, NULL, NULL, NULL },
         { "/util/thread-prio/probe-fifo", test_probe_fifo, NULL, NULL, NULL },
     };
