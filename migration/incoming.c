@@ -144,6 +144,8 @@ static bool pc_listen(void *opaque, GError **errp)
                     "postcopy listen without advise");
         return false;
     }
+    s->dst.pci->stall_ns = migration_param_u64(s, "x-postcopy-stall-timeout") *
+                           1000000;
     if (!postcopy_listen(s->dst.pci, c->fd, migrate_cap(s, "postcopy-preempt"),
                          errp)) {
         return false;
@@ -301,6 +303,8 @@ static bool pc_resume(void *opaque, GError **errp)
                     "postcopy recovery: paused again during the handshake");
         return false;
     }
+    s->dst.pci->stall_ns = migration_param_u64(s, "x-postcopy-stall-timeout") *
+                           1000000;
     if (!postcopy_recover_resume(s->dst.pci)) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
                     "postcopy recovery: the return path broke at RESUME_ACK");

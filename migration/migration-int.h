@@ -22,6 +22,13 @@
  */
 #define PUSH_BACKLOG    (128 << 10)
 
+/* x-postcopy-stall-timeout's default (include/migration/postcopy-ram.h):
+ * with the heartbeat every 250 ms, a silent peer is noticed within 5 s. */
+#define POSTCOPY_STALL_TIMEOUT_MS   4000
+
+/* migration_param_u64: integer parameter @name.  Any thread. */
+uint64_t migration_param_u64(MigrationState *s, const char *name);
+
 /* Milliseconds on g_get_monotonic_time()'s clock: MigrationState's times. */
 static inline int64_t migration_now_ms(void)
 {

@@ -184,12 +184,17 @@ static void finish_vm(void *opaque)
     machine_set_state(c->s->m, RUN_STATE_POSTMIGRATE);
 }
 
-static uint64_t param_u64(MigrationState *s, const char *name)
+uint64_t migration_param_u64(MigrationState *s, const char *name)
 {
     g_mutex_lock(&s->lock);
     uint64_t v = json_object_get_int_member(s->params, name);
     g_mutex_unlock(&s->lock);
     return v;
+}
+
+static uint64_t param_u64(MigrationState *s, const char *name)
+{
+    return migration_param_u64(s, name);
 }
 
 typedef struct Throttle {

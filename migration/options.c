@@ -69,6 +69,8 @@ static const struct {
     { "x-checkpoint-delay", 0, INT64_MAX, NULL },
     { "x-vcpu-dirty-limit-period", 1, 1000, "milliseconds" },
     { "vcpu-dirty-limit", 1, INT64_MAX, NULL },
+    /* ferry's: 0 turns the check off (docs/postcopy.md). */
+    { "x-postcopy-stall-timeout", 0, 3600000, "milliseconds" },
 };
 
 static JsonObject *default_params(void)
@@ -99,6 +101,8 @@ static JsonObject *default_params(void)
     json_object_set_int_member(p, "max-cpu-throttle", 99);
     json_object_set_int_member(p, "x-vcpu-dirty-limit-period", 1000);
     json_object_set_int_member(p, "vcpu-dirty-limit", 1);
+    json_object_set_int_member(p, "x-postcopy-stall-timeout",
+                               POSTCOPY_STALL_TIMEOUT_MS);
     json_object_set_string_member(p, "mode", "normal");
     json_object_set_string_member(p, "zero-page-detection", "multifd");
     return p;

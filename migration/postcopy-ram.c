@@ -108,6 +108,10 @@ static void note_fault(PostcopyIncoming *pc, uint64_t page, uint32_t tid)
     int v = postcopy_fault_vcpu(pc->m, tid);
     FaultRec *r = g_hash_table_lookup(pc->faults, &page);
     if (!r) {
+        if (pc->waiting == 0) {
+            /* A wait begins: the stall check counts from here. */
+            __atomic_store_n(&pc->progress_ns, now, __ATOMIC_RELAXED);
+        }
         r = g_new0(FaultRec, 1);
         r->t0 = now;
         g_hash_table_insert(pc->faults, g_memdup2(&page, sizeof(page)), r);
@@ -138,6 +142,7 @@ void postcopy_placed(void *opaque, uint64_t first, uint64_t n)
     PostcopyIncoming *pc = opaque;
     int64_t now = 0;
     bool closed = false;
+    __atomic_store_n(&pc->progress_ns, now_ns(), __ATOMIC_RELAXED);
     g_mutex_lock(&pc->stats_lock);
     for (uint64_t p = first; p < first + n; p++) {
         if (!test_bit(p, pc->requested)) {
@@ -349,6 +354,41 @@ static void preempt_end(PostcopyIncoming *pc)
 }
 
 /*
+ * The fault thread's watch on the source (POSTCOPY_HEARTBEAT_MS): the
+ * heartbeat when due, and the stall check, unless postcopy is paused
+ * here (shut).  *@timeout_ms: how long poll() may sleep.  False after
+ * fault_fail(): a vCPU has waited stall_ns with no page placed at all.
+ */
+static bool heartbeat(PostcopyIncoming *pc, int64_t now, int64_t *next,
+                      int *timeout_ms)
+{
+    if (__atomic_load_n(&pc->shut, __ATOMIC_SEQ_CST)) {
+        return true;
+    }
+    const int64_t every = POSTCOPY_HEARTBEAT_MS * 1000000LL;
+    if (now >= *next) {
+        postcopy_rp_send(pc, &(RPMessage) { .type = RP_PONG,
+                                            .id = RP_HEARTBEAT_ID });
+        *next = now + every;
+    }
+    int64_t wake = *next;
+    int waiting = __atomic_load_n(&pc->waiting, __ATOMIC_RELAXED);
+    if (pc->stall_ns && waiting > 0) {
+        int64_t since = __atomic_load_n(&pc->progress_ns, __ATOMIC_RELAXED);
+        if (now - since >= pc->stall_ns) {
+            fault_fail(pc, "postcopy: no page came for %" G_GINT64_FORMAT
+                       " ms while vCPUs waited on %d (x-postcopy-stall-timeout): "
+                       "the source or the network stopped answering",
+                       (now - since) / 1000000, waiting);
+            return false;
+        }
+        wake = MIN(wake, since + pc->stall_ns);
+    }
+    *timeout_ms = (int)((wake - now + 999999) / 1000000);
+    return true;
+}
+
+/*
  * The fault thread: faults to requests, requested pages to placements.  It
  * sleeps in poll() only when nothing is pending and no vCPU waits on a
  * page that the preempt channel will bring (PREEMPT_SPIN_NS).
@@ -372,6 +412,7 @@ static gpointer fault_thread(gpointer opaque)
     };
     int64_t idle_until = 0;     /* look again until then (pc->spin_ns) */
     int64_t preempt_until = 0;  /* a requested page may come until then */
+    int64_t heartbeat_at = 0;   /* the next heartbeat */
 
     while (!__atomic_load_n(&pc->quit, __ATOMIC_ACQUIRE)) {
         if (!preempt &&
@@ -411,6 +452,10 @@ static gpointer fault_thread(gpointer opaque)
             }
         }
         int64_t now = now_ns();
+        int timeout_ms = -1;
+        if (!heartbeat(pc, now, &heartbeat_at, &timeout_ms)) {
+            break;
+        }
         if (busy) {
             idle_until = now + pc->spin_ns;
             continue;
@@ -420,7 +465,7 @@ static gpointer fault_thread(gpointer opaque)
              __atomic_load_n(&pc->waiting, __ATOMIC_RELAXED) > 0)) {
             continue;
         }
-        if (poll(pfd, 3, -1) < 0 && errno != EINTR) {
+        if (poll(pfd, 3, timeout_ms) < 0 && errno != EINTR) {
             fault_fail(pc, "postcopy fault thread: poll: %s",
                        g_strerror(errno));
             break;
@@ -441,6 +486,7 @@ static gpointer fault_thread(gpointer opaque)
 
 static void start_fault_thread(PostcopyIncoming *pc)
 {
+    __atomic_store_n(&pc->progress_ns, now_ns(), __ATOMIC_RELAXED);
     __atomic_store_n(&pc->quit, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&pc->failed, 0, __ATOMIC_SEQ_CST);
     __atomic_store_n(&pc->preempt_done, 0, __ATOMIC_RELEASE);

@@ -16,6 +16,8 @@
  */
 #include "migration-int.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -26,11 +28,48 @@
 #include "qemu/bitmap.h"
 #include "qemu/thread-prio.h"
 
+/*
+ * Postcopy's watch on the destination (POSTCOPY_HEARTBEAT_MS): once it
+ * has sent a heartbeat on this connection and postcopy runs (the saver
+ * attached), wait at most @stall_ms for its next message.  False when
+ * none came: said as the migration's error, the stream shut down, and
+ * postcopy pauses (the push sees the return path end).
+ */
+static bool rp_wait_input(MigrationState *s, QEMUFile *rp, int64_t stall_ms,
+                          int64_t last_ms)
+{
+    if (!stall_ms || qemu_file_pending(rp) ||
+        !__atomic_load_n(&s->src.saver, __ATOMIC_ACQUIRE)) {
+        return true;
+    }
+    struct pollfd p = { .fd = s->src.rp_fd, .events = POLLIN };
+    for (;;) {
+        int64_t left = last_ms + stall_ms - migration_now_ms();
+        int r = left > 0 ? poll(&p, 1, (int)left) : 0;
+        if (r > 0 || (r < 0 && errno != EINTR)) {
+            return true;        /* the read says what came */
+        }
+        if (r == 0) {
+            break;
+        }
+    }
+    g_autofree char *msg = g_strdup_printf(
+        "postcopy: nothing came from the destination for %" G_GINT64_FORMAT
+        " ms (x-postcopy-stall-timeout): the network or the destination "
+        "stopped answering", migration_now_ms() - last_ms);
+    migration_set_error(s, msg);
+    shutdown(s->src.rp_fd, SHUT_RDWR);
+    return false;
+}
+
 static gpointer rp_thread(gpointer opaque)
 {
     MigrationState *s = opaque;
     RAMBlock *rb = s->m->ram;
     QEMUFile *rp = qemu_file_new(s->src.rp_fd, false, false);
+    int64_t stall_ms = migration_param_u64(s, "x-postcopy-stall-timeout");
+    bool heartbeats = false;    /* the destination sends them */
+    int64_t last_ms = migration_now_ms();
     /* Page requests are read (and with preempt served) here: see
      * FAULT_PATH_RT_PRIO.  The thread blocks on the socket otherwise. */
     thread_set_fifo(FAULT_PATH_RT_PRIO);
@@ -38,7 +77,16 @@ static gpointer rp_thread(gpointer opaque)
     for (;;) {
         RPMessage m;
         g_autoptr(GError) err = NULL;
-        if (!rp_get(rp, &m, &err)) {
+        if (heartbeats && !rp_wait_input(s, rp, stall_ms, last_ms)) {
+            break;
+        }
+        bool ok = rp_get(rp, &m, &err);
+        last_ms = migration_now_ms();
+        if (ok && m.type == RP_PONG && m.id == RP_HEARTBEAT_ID) {
+            heartbeats = true;
+            continue;
+        }
+        if (!ok) {
             if (!qemu_file_error(rp)) {
                 g_warning("%s", err->message);      /* unknown message */
             }

@@ -45,6 +45,22 @@
  */
 #define FAULT_PATH_RT_PRIO  1
 
+/*
+ * Noticing a silent peer in postcopy (docs/postcopy.md), beyond TCP's
+ * keep-alive (which a path that still acknowledges but no longer
+ * delivers, or a peer that stopped working, does not trip): the
+ * destination's fault thread sends a heartbeat, RP_PONG with
+ * RP_HEARTBEAT_ID, every POSTCOPY_HEARTBEAT_MS from LISTEN on; a source
+ * that has seen one pauses when nothing comes for its
+ * x-postcopy-stall-timeout.  The destination pauses when no page has
+ * been placed for its x-postcopy-stall-timeout while a vCPU waits.  A
+ * source that predates the heartbeat takes it as a PONG nobody waits
+ * for; a destination that predates it sends none, and the source never
+ * arms its check: no negotiation is needed either way.
+ */
+#define POSTCOPY_HEARTBEAT_MS       250
+#define RP_HEARTBEAT_ID             0xffffffffu
+
 typedef struct QEMUFile QEMUFile;
 
 
@@ -75,6 +91,10 @@ typedef struct PostcopyIncoming {
      */
     void (*on_error)(void *opaque, const char *msg);
     void *on_error_opaque;
+    int64_t stall_ns;           /* set before listen: the stall timeout
+                                 * (x-postcopy-stall-timeout), 0 off */
+    int64_t progress_ns;        /* atomic: a page placed, or the first of
+                                 * the waits now (note_fault) */
     uint64_t requests;          /* atomic: requests sent */
     uint64_t dup_faults;        /* atomic: faults on pages asked for already */
     uint64_t zero_faults;       /* atomic: faults on zero pages left */
