@@ -269,7 +269,9 @@ int channel_connect(const char *uri, GError **errp)
         return -1;
     }
     int fd = u.is_unix ? unix_connect(u.path, errp)
-                       : inet_connect(u.host, u.port, errp);
+                       : inet_connect_timeout(u.host, u.port,
+                                              CHANNEL_CONNECT_TIMEOUT_S * 1000,
+                                              errp);
     if (fd >= 0) {
         channel_tune(fd);
         if (!u.is_unix && !keepalive_apply(fd, &u.ka, errp)) {

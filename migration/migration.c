@@ -519,23 +519,27 @@ static MigrationStatus postcopy_push(MigrationState *s, RAMSaver *r, QEMUFile *f
 /* ---- Postcopy recovery on the source ------------------------------------------ */
 
 /*
- * Paused: wait for migrate resume=true's connection (and its URI, where
- * the preempt channel goes too), or -1 when the process ends.
+ * Paused: wait for migrate resume=true: its fd (fd:), or -1 in *@fd to
+ * connect to *@uri here, outside the main thread (QMP stays responsive
+ * while a peer that does not answer is tried).  False when the process
+ * ends.
  */
-static int wait_resume(MigrationState *s, char **uri)
+static bool wait_resume(MigrationState *s, char **uri, int *fd)
 {
     g_mutex_lock(&s->src.continue_lock);
-    while (s->src.resume_fd < 0 && !cancelled(s)) {
+    while (!s->src.resume_posted && !cancelled(s)) {
         g_cond_wait(&s->src.continue_cond, &s->src.continue_lock);
     }
-    int fd = s->src.resume_fd;
-    s->src.resume_fd = -1;
-    if (fd >= 0) {
+    bool posted = s->src.resume_posted && !cancelled(s);
+    if (posted) {
+        s->src.resume_posted = false;
+        *fd = s->src.resume_fd;
+        s->src.resume_fd = -1;
         g_free(*uri);
         *uri = g_steal_pointer(&s->src.resume_uri);
     }
     g_mutex_unlock(&s->src.continue_lock);
-    return fd;
+    return posted;
 }
 
 /*
@@ -611,20 +615,28 @@ static MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r,
              * run there (or does). */
             migration_set_error(s, (*errp)->message);
             g_clear_error(errp);
-            migration_close_stream(s, &s->src.stream_fd, *fp);
-            *fp = r->f = NULL;
+            if (*fp) {
+                migration_close_stream(s, &s->src.stream_fd, *fp);
+                *fp = r->f = NULL;
+            }
             migrate_set_state_from(s, (const MigrationStatus[]) {
                 MIGRATION_STATUS_POSTCOPY_ACTIVE,
                 MIGRATION_STATUS_POSTCOPY_RECOVER,
                 MIGRATION_STATUS_POSTCOPY_RECOVER_SETUP, MIGRATION_STATUS__MAX },
                 MIGRATION_STATUS_POSTCOPY_PAUSED);
-            int fd = wait_resume(s, uri);
-            if (fd < 0) {
+            int fd;
+            if (!wait_resume(s, uri, &fd)) {
                 g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
                             "postcopy: the process ends with the migration "
                             "paused");
                 return MIGRATION_STATUS_POSTCOPY_PAUSED;
             }
+            if (fd < 0 && (fd = channel_connect(*uri, errp)) < 0) {
+                continue;       /* postcopy-paused again, saying why */
+            }
+            g_mutex_lock(&s->lock);
+            s->src.stream_fd = fd;          /* migrate-pause shuts it down */
+            g_mutex_unlock(&s->lock);
             *fp = r->f = qemu_file_new(fd, true, true);
             if (postcopy_resume(s, r, *fp, *uri, errp)) {
                 break;
@@ -907,22 +919,25 @@ static JsonNode *migrate_resume(MigrationState *s, const char *uri, GError **err
                     "Cannot resume if there is no paused migration");
         return NULL;
     }
-    int fd = g_str_has_prefix(uri, "fd:") ? qmp_take_fd(s->qmp, uri + 3, errp)
-                                          : channel_connect(uri, errp);
-    if (fd < 0) {
-        migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_RECOVER_SETUP,
-                          MIGRATION_STATUS_POSTCOPY_PAUSED);
-        return NULL;
-    }
+    /* fd: is taken here; tcp: and unix: are connected by the migration
+     * thread, which says how that went with the state, as QEMU's
+     * asynchronous connect does. */
+    int fd = -1;
     if (g_str_has_prefix(uri, "fd:")) {
+        fd = qmp_take_fd(s->qmp, uri + 3, errp);
+        if (fd < 0) {
+            migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_RECOVER_SETUP,
+                              MIGRATION_STATUS_POSTCOPY_PAUSED);
+            return NULL;
+        }
         channel_tune(fd);
         channel_keepalive_default(fd);
     }
     g_mutex_lock(&s->lock);
     g_clear_pointer(&s->error, g_free);     /* the pause's: a new one counts */
-    s->src.stream_fd = fd;
     g_mutex_unlock(&s->lock);
     g_mutex_lock(&s->src.continue_lock);
+    s->src.resume_posted = true;
     s->src.resume_fd = fd;
     g_free(s->src.resume_uri);
     s->src.resume_uri = g_strdup(uri);

@@ -73,6 +73,12 @@ bool qapi_has_command(const QapiSchema *s, const char *name)
     return g_hash_table_contains(s->commands, name);
 }
 
+bool qapi_command_allows_oob(const QapiSchema *s, const char *name)
+{
+    JsonObject *d = g_hash_table_lookup(s->commands, name);
+    return d && json_object_get_boolean_member_with_default(d, "allow-oob", false);
+}
+
 bool qapi_has_event(const QapiSchema *s, const char *name)
 {
     return g_hash_table_contains(s->events, name);

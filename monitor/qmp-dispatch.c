@@ -104,24 +104,36 @@ JsonObject *qmp_error_response(const GError *err, JsonNode *id)
     return r;
 }
 
-/* Check the request's shape as QEMU does; the command name, or NULL. */
+/*
+ * Check the request's shape as QEMU does; the command name, or NULL.
+ * "exec-oob" is a member only where @allow_oob (*@oob says it came).
+ */
 static const char *request_command(JsonObject *req, JsonObject **args,
-                                   GError **errp)
+                                   bool allow_oob, bool *oob, GError **errp)
 {
     g_autoptr(GList) members = json_object_get_members(req);
-    const char *cmd = NULL;
+    const char *cmd = NULL, *exec_key = NULL;
 
     *args = NULL;
+    *oob = false;
     for (GList *l = members; l; l = l->next) {
         const char *k = l->data;
         JsonNode *v = json_object_get_member(req, k);
-        if (!strcmp(k, "execute")) {
+        if (!strcmp(k, "execute") || (!strcmp(k, "exec-oob") && allow_oob)) {
             if (!JSON_NODE_HOLDS_VALUE(v) ||
                 json_node_get_value_type(v) != G_TYPE_STRING) {
                 g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                            "QMP input member 'execute' must be a string");
+                            "QMP input member '%s' must be a string", k);
                 return NULL;
             }
+            if (exec_key) {
+                g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                            "QMP input member '%s' clashes with '%s'", k,
+                            exec_key);
+                return NULL;
+            }
+            exec_key = k;
+            *oob = !strcmp(k, "exec-oob");
             cmd = json_node_get_string(v);
         } else if (!strcmp(k, "arguments")) {
             if (!JSON_NODE_HOLDS_OBJECT(v)) {
@@ -144,8 +156,9 @@ static const char *request_command(JsonObject *req, JsonObject **args,
 }
 
 JsonObject *qmp_dispatch(QmpDispatcher *d, JsonNode *request,
-                         bool *negotiating)
+                         QmpSessionState *st)
 {
+    bool *negotiating = &st->negotiating;
     g_autoptr(GError) err = NULL;
     JsonNode *id = NULL;
     JsonObject *args;
@@ -157,8 +170,15 @@ JsonObject *qmp_dispatch(QmpDispatcher *d, JsonNode *request,
     }
     JsonObject *req = json_node_get_object(request);
     id = json_object_get_member(req, "id");
-    const char *cmd = request_command(req, &args, &err);
+    bool oob;
+    const char *cmd = request_command(req, &args, st->oob && !st->negotiating,
+                                      &oob, &err);
     if (!cmd) {
+        return qmp_error_response(err, id);
+    }
+    if (oob && !qapi_command_allows_oob(d->schema, cmd)) {
+        g_set_error(&err, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "The command %s does not support OOB", cmd);
         return qmp_error_response(err, id);
     }
     bool caps = !strcmp(cmd, "qmp_capabilities");
@@ -179,6 +199,11 @@ JsonObject *qmp_dispatch(QmpDispatcher *d, JsonNode *request,
     }
     if (caps) {
         *negotiating = false;
+        JsonArray *en = args && json_object_has_member(args, "enable")
+                        ? json_object_get_array_member(args, "enable") : NULL;
+        for (guint i = 0; en && i < json_array_get_length(en); i++) {
+            st->oob |= !strcmp(json_array_get_string_element(en, i), "oob");
+        }
     }
     JsonObject *r = json_object_new();
     json_object_set_member(r, "return", ret);

@@ -40,7 +40,7 @@ typedef struct QmpSession {
     int fd;
     guint in_src, out_src;
     JsonStream js;
-    bool negotiating;
+    QmpSessionState st;
     GString *out;               /* queued, not yet written */
     GArray *fds;                /* received with SCM_RIGHTS, not yet used */
 } QmpSession;
@@ -227,7 +227,7 @@ static void session_text(void *opaque, const char *text, const char *error)
              * those a command does not take are closed after it. */
             QmpDispatcher *d = s->srv->d;
             d->request_fds = s->fds;
-            resp = qmp_dispatch(d, json_parser_get_root(p), &s->negotiating);
+            resp = qmp_dispatch(d, json_parser_get_root(p), &s->st);
             d->request_fds = NULL;
             for (guint i = 0; i < s->fds->len; i++) {
                 close(g_array_index(s->fds, int, i));
@@ -288,7 +288,9 @@ static JsonObject *greeting(void)
     json_object_set_string_member(v, "package", "ferry-" FERRY_VERSION);
     JsonObject *qmp = json_object_new();
     json_object_set_object_member(qmp, "version", v);
-    json_object_set_array_member(qmp, "capabilities", json_array_new());
+    JsonArray *caps = json_array_new();
+    json_array_add_string_element(caps, "oob");
+    json_object_set_array_member(qmp, "capabilities", caps);
     JsonObject *g = json_object_new();
     json_object_set_object_member(g, "QMP", qmp);
     return g;
@@ -306,7 +308,7 @@ static gboolean server_accept(gint fd, GIOCondition cond, gpointer opaque)
     QmpSession *s = g_new0(QmpSession, 1);
     s->srv = srv;
     s->fd = c;
-    s->negotiating = true;
+    s->st = (QmpSessionState) { .negotiating = true };
     s->out = g_string_new(NULL);
     s->fds = g_array_new(false, false, sizeof(int));
     json_stream_init(&s->js);
@@ -370,7 +372,7 @@ void qmp_server_emit(QmpServer *srv, const char *name, JsonObject *data)
 
     for (GList *l = srv->sessions; l; l = l->next) {
         QmpSession *s = l->data;
-        if (s->negotiating) {
+        if (s->st.negotiating) {
             continue;
         }
         JsonObject *ts = json_object_new();

@@ -26,9 +26,12 @@ bool inet_split(const char *hp, char **host, char **port)
     return true;
 }
 
-/* Try each address of @host:@port with @fn (bind+listen, or connect). */
+/*
+ * Try each address of @host:@port (bind+listen, or connect, for at most
+ * @timeout_ms each where it is not 0).
+ */
 static int inet_open(const char *host, const char *port, bool listening,
-                     GError **errp)
+                     int timeout_ms, GError **errp)
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
                               .ai_flags = listening ? AI_PASSIVE : 0 };
@@ -52,7 +55,15 @@ static int inet_open(const char *host, const char *port, bool listening,
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
             ok = bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 16) == 0;
         } else {
+            struct timeval tv = { timeout_ms / 1000, timeout_ms % 1000 * 1000 };
+            /* A blocking connect gives up after SO_SNDTIMEO (EINPROGRESS). */
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
             ok = connect(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+            if (!ok && errno == EINPROGRESS) {
+                errno = ETIMEDOUT;
+            }
+            tv = (struct timeval) { 0, 0 };
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
         }
         if (!ok) {
             err = errno;
@@ -72,12 +83,18 @@ static int inet_open(const char *host, const char *port, bool listening,
 
 int inet_listen(const char *host, const char *port, GError **errp)
 {
-    return inet_open(host, port, true, errp);
+    return inet_open(host, port, true, 0, errp);
 }
 
 int inet_connect(const char *host, const char *port, GError **errp)
 {
-    return inet_open(host, port, false, errp);
+    return inet_open(host, port, false, 0, errp);
+}
+
+int inet_connect_timeout(const char *host, const char *port, int timeout_ms,
+                         GError **errp)
+{
+    return inet_open(host, port, false, timeout_ms, errp);
 }
 
 static bool unix_addr(const char *path, struct sockaddr_un *sa, GError **errp)

@@ -19,8 +19,12 @@
  * channel_connect: where the source writes @uri's stream: a connected
  * socket (tcp:, unix:), a command's stdin (exec:CMD), or a file
  * (file:PATH[,offset=N], created or truncated; with an offset, written
- * from there).
+ * from there).  A TCP peer that does not answer (a host down, a
+ * partition) fails after CHANNEL_CONNECT_TIMEOUT_S, not the kernel's two
+ * minutes of SYN retries: the caller may be a thread that a quit waits
+ * for.
  */
+#define CHANNEL_CONNECT_TIMEOUT_S   10
 int channel_connect(const char *uri, GError **errp);
 
 /*

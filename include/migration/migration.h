@@ -84,9 +84,10 @@ typedef struct MigrationSource {
     GCond continue_cond;        /* here for migrate-continue or a cancel */
     bool continue_posted;       /* under continue_lock */
     /* Postcopy recovery: migrate resume=true (main thread) hands the
-     * paused migration thread a new connection here. */
-    int resume_fd;              /* under continue_lock: -1 none */
-    char *resume_uri;           /* under continue_lock: where it goes */
+     * paused migration thread where to go on, under continue_lock. */
+    bool resume_posted;
+    int resume_fd;              /* fd:'s connection, or -1: connect */
+    char *resume_uri;           /* where it goes (and the preempt channel) */
     int cancel;                 /* atomic: any thread sets, the thread reads */
     int throttle_pct;           /* atomic: auto-converge's current throttle */
     int stream_fd;              /* under MigrationState.lock: shut down to

@@ -27,6 +27,9 @@ extern const char qapi_schema_json[];
 bool qapi_has_command(const QapiSchema *s, const char *name);
 bool qapi_has_event(const QapiSchema *s, const char *name);
 
+/* qapi_command_allows_oob: the command is marked 'allow-oob': True. */
+bool qapi_command_allows_oob(const QapiSchema *s, const char *name);
+
 /* Names of every command, in schema order; owned by the schema. */
 const GPtrArray *qapi_commands(const QapiSchema *s);
 

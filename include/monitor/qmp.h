@@ -78,13 +78,23 @@ void qmp_register(QmpDispatcher *d, const char *name, QmpCommandFunc fn,
 JsonNode *qmp_execute(QmpDispatcher *d, const char *name, JsonObject *args,
                       GError **errp);
 
+/* What a session has negotiated (qmp_dispatch keeps it). */
+typedef struct QmpSessionState {
+    bool negotiating;           /* qmp_capabilities not sent yet */
+    bool oob;                   /* qmp_capabilities enabled "oob" */
+} QmpSessionState;
+
 /*
  * qmp_dispatch: one request object; returns the response object
  * ({"return": ...} or {"error": {"class", "desc"}}, with "id" echoed).
- * @negotiating: the session has not sent qmp_capabilities yet.
+ * "exec-oob" runs a command marked allow-oob, once @st has "oob", as
+ * QEMU: every command runs to its end in the main loop as it is read,
+ * without waiting on another, so out-of-band is as immediate as in-band
+ * here, and the point is the interface (libvirt sends migrate-recover
+ * and migrate-pause with it).
  */
 JsonObject *qmp_dispatch(QmpDispatcher *d, JsonNode *request,
-                         bool *negotiating);
+                         QmpSessionState *st);
 
 /*
  * qmp_take_fd: the fd filed under @name by getfd, now the caller's to

@@ -26,6 +26,11 @@ int inet_listen(const char *host, const char *port, GError **errp);
 /* inet_connect: connected to @host:@port, trying each address. */
 int inet_connect(const char *host, const char *port, GError **errp);
 
+/* inet_connect_timeout: the same, each address given up after
+ * @timeout_ms (a peer that answers nothing fails ETIMEDOUT then). */
+int inet_connect_timeout(const char *host, const char *port, int timeout_ms,
+                         GError **errp);
+
 /*
  * unix_listen: at @path, replacing a stale socket there, created with
  * mode @mode (0 to leave the umask's).

@@ -36,7 +36,7 @@ def session(opts):
         q = QMP(sock, negotiate=False)
         ver = q.greeting['QMP']['version']
         assert ver['qemu']['major'] >= 7 and ver['package'].startswith('ferry')
-        assert q.greeting['QMP']['capabilities'] == []
+        assert q.greeting['QMP']['capabilities'] == ['oob']
         err(q.cmd('query-status'), 'CommandNotFound',
             "Expecting capabilities negotiation with 'qmp_capabilities'")
         assert q.cmd('qmp_capabilities') == {'return': {}}
@@ -50,6 +50,32 @@ def session(opts):
                 'query-version', 'query-commands'} <= names, names
         # The socket is the owner's only.
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        # Out-of-band: refused as a member before "oob" is enabled.
+        q.send_raw(b'{"exec-oob": "migrate-pause", "id": 9}\n')
+        r = q.reply()
+        assert r['error']['desc'] == "QMP input member 'exec-oob' is unexpected", r
+
+
+def oob(opts):
+    """The oob capability, as QEMU and libvirt use it: enabled at
+    negotiation, then exec-oob for the commands that allow it (the
+    postcopy recovery ones), refused for the others."""
+    m, sock = qmp_machine()
+    with m:
+        q = QMP(sock, negotiate=False)
+        r = q.cmd('qmp_capabilities', {'enable': ['nope']})
+        assert 'error' in r, r
+        assert q.cmd('qmp_capabilities', {'enable': ['oob']}) == {'return': {}}
+        q.send_raw(b'{"exec-oob": "migrate-pause", "id": "p"}\n')
+        r = q.reply()
+        assert r == {'error': {'class': 'GenericError', 'desc':
+                               'migrate-pause is currently only supported '
+                               'during postcopy-active or postcopy-recover '
+                               'state'}, 'id': 'p'}, r
+        q.send_raw(b'{"exec-oob": "query-status", "id": 1}\n')
+        r = q.reply()
+        assert r['error']['desc'] == 'The command query-status does not support OOB', r
+        assert q.cmd('query-status')['return']['status'] == 'running'
 
 
 def stop_cont(opts):
@@ -410,6 +436,7 @@ def fd_limit(opts):
 
 cases = [
     ('/monitor/qmp/session', session, O),
+    ('/monitor/qmp/oob', oob, O),
     ('/monitor/qmp/stop-cont-events', stop_cont, O),
     ('/monitor/qmp/bad-input', bad_input, O),
     ('/monitor/qmp/tcp-quit', tcp_and_quit, O),

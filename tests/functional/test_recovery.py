@@ -173,13 +173,16 @@ def handshake_fails(opts):
     assert events(src) == ['postcopy-recover-setup', 'postcopy-recover',
                            'postcopy-paused']
     assert dst.qmp.cmd('query-migrate')['return']['status'] == 'postcopy-paused'
-    # Nobody listening at all: refused at once, back to postcopy-paused.
+    # Nobody listening at all: the connect (in the migration thread, as
+    # QEMU's is asynchronous) fails, back to postcopy-paused saying why.
     port = ls.getsockname()[1]
     ls.close()
     r = src.qmp.cmd('migrate', {'uri': f'tcp:127.0.0.1:{port}', 'resume': True})
-    assert 'Connection refused' in r['error']['desc'], r
-    assert src.qmp.cmd('query-migrate')['return']['status'] == 'postcopy-paused'
-    assert events(src) == ['postcopy-recover-setup', 'postcopy-paused']
+    assert r == {'return': {}}, r
+    src.qmp.event('MIGRATION', 10)
+    si = src.wait_status({'postcopy-paused'}, 30)
+    assert 'Connection refused' in si['error-desc'], si
+    assert events(src) == ['postcopy-paused']
     src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
     resume(src, dst)
     finish(src, dst, timeout=60)
@@ -416,9 +419,12 @@ def destination_killed(opts):
     paused(src, dst)
     uri = recover_listen(dst)
     dst.m.kill()
+    events(src)
     r = src.qmp.cmd('migrate', {'uri': uri, 'resume': True})
-    assert 'error' in r, r
-    time.sleep(0.5)
+    assert r == {'return': {}}, r
+    si = src.wait_status({'postcopy-paused'}, 30)
+    assert 'Connection refused' in si['error-desc'], si
+    assert events(src)[-1] == 'postcopy-paused'
     si = src.qmp.cmd('query-migrate')['return']
     assert si['status'] == 'postcopy-paused' and 'error-desc' in si, si
     refuses_cont(src)
@@ -460,6 +466,89 @@ def errors(opts):
     verify_goes_on(src, dst)
 
 
+def libvirt_recovery(opts):
+    """libvirt's conversation (../shared/reference/libvirt-observed.md,
+    mig4 and mig5), word for word: virsh migrate --postcopy
+    --postcopy-bandwidth, domjobabort --postcopy (migrate-pause on the
+    source), then virsh migrate --postcopy-resume: on the destination
+    query-migrate (postcopy-paused, with socket-address) and migrate-recover
+    on tcp:[::]:PORT, out of band as newer libvirt sends it; on the
+    source query-migrate, max-postcopy-bandwidth, getfd and migrate
+    resume on fd:migrate."""
+    from ferrytest import QMP
+    from test_migration import Vm
+    src = Vm('512M', 2)
+    dst = Vm('512M', 2, incoming='defer', extra=['-S'])
+    try:
+        base = {'xbzrle': False, 'auto-converge': False, 'rdma-pin-all': False,
+                'postcopy-ram': True, 'compress': False,
+                'pause-before-switchover': False, 'late-block-activate': True,
+                'multifd': False, 'dirty-bitmaps': False, 'return-path': True,
+                'zero-copy-send': False}
+        r = dst.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': k, 'state': v} for k, v in base.items()]})
+        assert r == {'return': {}}, r
+        dst.qmp.cmd('migrate-set-parameters', {'tls-creds': '', 'tls-hostname': ''})
+        assert dst.qmp.cmd('migrate-incoming',
+                           {'uri': 'tcp:127.0.0.1:0'}) == {'return': {}}
+        host, port = dst.listen_uri()[4:].rsplit(':', 1)
+        src.m.wait_line(r'^verify: round=1 ', 120)
+        sc = dict(base, **{'pause-before-switchover': True})
+        r = src.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': k, 'state': v} for k, v in sc.items()]})
+        assert r == {'return': {}}, r
+        src.qmp.cmd('migrate-set-parameters', {
+            'tls-creds': '', 'tls-hostname': '', 'max-bandwidth': 64 << 20,
+            'max-postcopy-bandwidth': 8 << 20})
+        sock = socket.create_connection((host, int(port)))
+        send_fd(src.qmp, 'migrate', sock.fileno())
+        sock.close()
+        assert src.qmp.cmd('migrate', {'detach': True, 'resume': False,
+                                       'uri': 'fd:migrate'}) == {'return': {}}
+        src.qmp.event('MIGRATION_PASS', 60)
+        assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+        while src.qmp.event('MIGRATION', 30)['data']['status'] != 'pre-switchover':
+            pass
+        assert src.qmp.cmd('migrate-continue',
+                           {'state': 'pre-switchover'}) == {'return': {}}
+        while dst.qmp.event('MIGRATION', 30)['data']['status'] != 'postcopy-active':
+            pass
+        assert dst.qmp.cmd('cont') == {'return': {}}
+        time.sleep(0.5)
+        # virsh domjobabort --postcopy
+        assert src.qmp.cmd('migrate-pause') == {'return': {}}
+        assert src.qmp.event('MIGRATION', 30)['data']['status'] == 'postcopy-paused'
+        assert dst.qmp.event('MIGRATION', 30)['data']['status'] == 'postcopy-paused'
+        # virsh migrate --postcopy-resume: the destination first.
+        d = dst.qmp.cmd('query-migrate')['return']
+        assert d['status'] == 'postcopy-paused' and d['socket-address'], d
+        oob = QMP(dst.sock, negotiate=False)
+        assert oob.cmd('qmp_capabilities', {'enable': ['oob']}) == {'return': {}}
+        oob.send_raw(b'{"exec-oob": "migrate-recover", "arguments": '
+                     b'{"uri": "tcp:[::]:0"}, "id": "libvirt-42"}\n')
+        assert oob.reply() == {'return': {}, 'id': 'libvirt-42'}
+        port = dst.qmp.cmd('query-migrate')['return']['socket-address'][0]['port']
+        assert src.qmp.cmd('query-migrate')['return']['status'] == 'postcopy-paused'
+        src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+        sock = socket.create_connection(('127.0.0.1', int(port)))
+        send_fd(src.qmp, 'migrate', sock.fileno())
+        sock.close()
+        assert src.qmp.cmd('migrate', {'detach': True, 'resume': True,
+                                       'uri': 'fd:migrate'}) == {'return': {}}
+        got = []
+        while got[-1:] != ['completed']:
+            got.append(src.qmp.event('MIGRATION', 60)['data']['status'])
+        assert got == SRC_STATES + ['completed'], got
+        got = []
+        while got[-1:] != ['completed']:
+            got.append(dst.qmp.event('MIGRATION', 60)['data']['status'])
+        assert got == DST_STATES + ['completed'], got
+        verify_goes_on(src, dst)
+    finally:
+        src.close()
+        dst.close()
+
+
 CASES = [
     ('/postcopy/recovery/plain', plain, MachineOptions(extra=[False])),
     ('/postcopy/preempt/recovery/plain', plain, MachineOptions(extra=[True])),
@@ -478,6 +567,7 @@ CASES = [
     ('/postcopy/recovery/hugetlb-2M', hugepages, MachineOptions()),
     ('/postcopy/recovery/destination-killed', destination_killed, MachineOptions()),
     ('/postcopy/recovery/errors', errors, MachineOptions()),
+    ('/postcopy/recovery/libvirt', libvirt_recovery, MachineOptions()),
     ('/postcopy/recovery/silent-partition', silent_partition,
      MachineOptions(extra=[False])),
     ('/postcopy/preempt/recovery/silent-partition', silent_partition,

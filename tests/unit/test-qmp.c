@@ -159,6 +159,7 @@ static const char *test_schema =
     "   \"*n\":\"int\",\"*x\":\"number\",\"*s\":\"size\",\"*any\":\"any\","
     "   \"*in\":{\"deep\":\"str\"}}},"
     " {\"command\":\"plain\"},"
+    " {\"command\":\"oobok\",\"allow-oob\":true},"
     " {\"event\":\"EV\"}]";
 
 static JsonObject *obj(const char *json)
@@ -259,16 +260,16 @@ static JsonNode *cmd_echo(JsonObject *args, void *opaque, GError **errp)
     return json_node_init_int(json_node_alloc(), 7);
 }
 
-static char *dispatch(QmpDispatcher *d, const char *req, bool *negotiating)
+static char *dispatch(QmpDispatcher *d, const char *req, QmpSessionState *st)
 {
     g_autoptr(JsonParser) p = json_parser_new();
     assert_true(json_parser_load_from_data(p, req, -1, NULL));
-    g_autoptr(JsonObject) r = qmp_dispatch(d, json_parser_get_root(p), negotiating);
+    g_autoptr(JsonObject) r = qmp_dispatch(d, json_parser_get_root(p), st);
     g_autoptr(JsonNode) n = json_node_init_object(json_node_alloc(), r);
     return json_to_string(n, false);
 }
 
-static void expect_reply(QmpDispatcher *d, bool *neg, const char *req,
+static void expect_reply(QmpDispatcher *d, QmpSessionState *neg, const char *req,
                          const char *want)
 {
     g_autofree char *got = dispatch(d, req, neg);
@@ -280,18 +281,19 @@ static void test_dispatch(void **state)
     (void)state;
     QmpDispatcher d = { 0 };
     int calls = 0;
-    bool neg = true;
+    QmpSessionState neg = { .negotiating = true };
 
     d.schema = qapi_schema_load(test_schema, NULL);
     d.commands = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     qmp_register(&d, "set", cmd_echo, &calls);
     qmp_register(&d, "plain", cmd_echo, &calls);
+    qmp_register(&d, "oobok", cmd_echo, &calls);
 
     /* Before negotiation, only qmp_capabilities (not in this schema). */
     expect_reply(&d, &neg, "{\"execute\":\"plain\",\"id\":1}",
                  "{\"error\":{\"class\":\"CommandNotFound\",\"desc\":\"Expecting "
                  "capabilities negotiation with 'qmp_capabilities'\"},\"id\":1}");
-    neg = false;
+    neg.negotiating = false;
     expect_reply(&d, &neg, "{\"execute\":\"plain\",\"id\":\"x\"}",
                  "{\"return\":7,\"id\":\"x\"}");
     expect_reply(&d, &neg, "{\"execute\":\"set\",\"arguments\":{\"caps\":[],\"n\":-1}}",
@@ -312,6 +314,20 @@ static void test_dispatch(void **state)
     expect_reply(&d, &neg, "[1]",
                  "{\"error\":{\"class\":\"GenericError\",\"desc\":\"QMP input "
                  "must be a JSON object\"}}");
+    /* exec-oob: not a member before "oob" is enabled, then only for a
+     * command that allows it, as QEMU. */
+    expect_reply(&d, &neg, "{\"exec-oob\":\"oobok\",\"id\":3}",
+                 "{\"error\":{\"class\":\"GenericError\",\"desc\":\"QMP input "
+                 "member 'exec-oob' is unexpected\"},\"id\":3}");
+    neg.oob = true;
+    expect_reply(&d, &neg, "{\"exec-oob\":\"oobok\",\"id\":4}",
+                 "{\"return\":7,\"id\":4}");
+    expect_reply(&d, &neg, "{\"exec-oob\":\"plain\"}",
+                 "{\"error\":{\"class\":\"GenericError\",\"desc\":\"The command "
+                 "plain does not support OOB\"}}");
+    expect_reply(&d, &neg, "{\"execute\":\"plain\",\"exec-oob\":\"oobok\"}",
+                 "{\"error\":{\"class\":\"GenericError\",\"desc\":\"QMP input "
+                 "member 'exec-oob' clashes with 'execute'\"}}");
     qmp_dispatcher_cleanup(&d);
 }
 

@@ -5,7 +5,8 @@
  * thread's requests (migration/postcopy-ram.c): one request per missing
  * page however many threads wait on it, none for a page in place; the
  * preempt channel read and placed by the fault thread, and the
- * end of the main stream waiting for the pages still on it.
+ * end of the main stream waiting for the pages still on it; recovery's
+ * messages and the fault side's resume.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -130,6 +131,60 @@ static void test_malformed(void **state)
     qemu_file_close(r);
 }
 
+/* Recovery's messages: the bitmap (not a whole number of words, bits
+ * past its end dropped) and RESUME_ACK; a bitmap without its end marker
+ * or of no pages is refused. */
+static void test_recv_bitmap(void **state)
+{
+    (void)state;
+    enum { N = 64 * 3 + 13 };
+    g_autofree unsigned long *map = bitmap_new(N + 64);
+    for (int p = 0; p < N; p += 3) {
+        set_bit(p, map);
+    }
+    set_bit(N + 5, map);                /* past the block: not sent as a page */
+    RPMessage in[] = {
+        { .type = RP_RECV_BITMAP, .text = "pc.ram", .bitmap = map, .npages = N },
+        { .type = RP_RESUME_ACK },
+    };
+    g_autoptr(GBytes) b = encode(in, 2);
+    /* type, name, pages, 4 words, marker; then type and u32 */
+    assert_int_equal(g_bytes_get_size(b), 1 + 1 + 6 + 8 + 4 * 8 + 8 + 5);
+    QEMUFile *r = qemu_file_new_mem(g_bytes_get_data(b, NULL), g_bytes_get_size(b));
+    RPMessage m;
+    g_autoptr(GError) err = NULL;
+    assert_true(rp_get(r, &m, &err));
+    assert_int_equal(m.type, RP_RECV_BITMAP);
+    assert_string_equal(m.text, "pc.ram");
+    assert_int_equal(m.npages, N);
+    for (int p = 0; p < N + 64; p++) {
+        assert_int_equal(test_bit(p, m.bitmap), p < N && p % 3 == 0);
+    }
+    bitmap_free(m.bitmap);
+    assert_true(rp_get(r, &m, &err));
+    assert_int_equal(m.type, RP_RESUME_ACK);
+    assert_int_equal(m.status, 1);
+    qemu_file_close(r);
+
+    /* The marker wrong, or no pages: refused, nothing left allocated. */
+    GByteArray *bad = g_byte_array_new();
+    g_byte_array_append(bad, g_bytes_get_data(b, NULL), g_bytes_get_size(b) - 5);
+    bad->data[bad->len - 1] ^= 1;
+    r = qemu_file_new_mem(bad->data, bad->len);
+    g_clear_error(&err);
+    assert_false(rp_get(r, &m, &err));
+    assert_non_null(strstr(err->message, "not its marker"));
+    assert_null(m.bitmap);
+    qemu_file_close(r);
+    static const uint8_t none[] = { RP_RECV_BITMAP, 1, 'x', 0, 0, 0, 0, 0, 0, 0, 0 };
+    r = qemu_file_new_mem(none, sizeof(none));
+    g_clear_error(&err);
+    assert_false(rp_get(r, &m, &err));
+    assert_non_null(strstr(err->message, "bitmap of 0 pages"));
+    qemu_file_close(r);
+    g_byte_array_unref(bad);
+}
+
 static void test_check_request(void **state)
 {
     (void)state;
@@ -156,6 +211,18 @@ static void test_check_request(void **state)
 }
 
 /* ---- The fault thread's requests --------------------------------------- */
+
+/* The next message the fault thread sent, past its heartbeats (it sends
+ * one every POSTCOPY_HEARTBEAT_MS from LISTEN on). */
+static bool next_message(QEMUFile *f, RPMessage *m, GError **errp)
+{
+    while (rp_get(f, m, errp)) {
+        if (m->type != RP_PONG || m->id != RP_HEARTBEAT_ID) {
+            return true;
+        }
+    }
+    return false;
+}
 
 typedef struct Toucher {
     volatile uint8_t *addr;
@@ -276,7 +343,7 @@ static void test_dedup(void **state)
     wait_for(&f.pc.requests, 1);
     QEMUFile *src = qemu_file_new(sv[1], false, false);
     RPMessage req;
-    assert_true(rp_get(src, &req, &err));
+    assert_true(next_message(src, &req, &err));
     assert_int_equal(req.type, RP_REQ_PAGES);
     assert_int_equal(req.off, 5 * TARGET_PAGE_SIZE);
     assert_int_equal(req.count, 1);
@@ -302,7 +369,7 @@ static void test_dedup(void **state)
     /* Nothing else was sent: the next message is the next request. */
     Toucher t3 = { .addr = rb->host + 9 * TARGET_PAGE_SIZE };
     GThread *th3 = g_thread_new("touch3", touch, &t3);
-    assert_true(rp_get(src, &req, &err));
+    assert_true(next_message(src, &req, &err));
     assert_int_equal(req.off, 9 * TARGET_PAGE_SIZE);
     place(&f.l, &f.b, 9, 0x99);
     g_thread_join(th3);
@@ -433,7 +500,7 @@ static void serve_preempt(Preempt *u, uint64_t page, int fill)
 {
     RPMessage req;
     g_autoptr(GError) err = NULL;
-    assert_true(rp_get(u->src_rp, &req, &err));
+    assert_true(next_message(u->src_rp, &req, &err));
     assert_int_equal(req.type, RP_REQ_PAGES);
     assert_int_equal(req.off, page * TARGET_PAGE_SIZE);
     qemu_put_byte(u->src_ch, fill < 0 ? REC_RAM_ZERO : REC_RAM_PAGES);
@@ -601,12 +668,138 @@ static void test_shutdown(void **state)
     close(late[1]);
 }
 
+/*
+ * Recovery on the destination's fault side: a page asked for before the
+ * break and one that faulted while paused are both asked again on the
+ * new return path, after RESUME_ACK; the bitmap sent says exactly what is
+ * in place (received, or zero left); the waiting threads get their
+ * pages.  The fault thread is stopped between begin and resume.
+ */
+static void test_recover(void **state)
+{
+    (void)state;
+    Faults f;
+    if (!faults_setup(&f)) {
+        skip();
+    }
+    RAMBlock *rb = f.rb;
+    g_autoptr(GError) err = NULL;
+    signal(SIGPIPE, SIG_IGN);
+    assert_true(ram_load_zero(&f.l, &f.b, 11 * TARGET_PAGE_SIZE, 1, &err));
+    assert_true(postcopy_listen(&f.pc, f.sv[0], false, &err));
+    place(&f.l, &f.b, 7, 0x77);
+    Toucher t5 = { .addr = rb->host + 5 * TARGET_PAGE_SIZE };
+    GThread *th5 = g_thread_new("touch5", touch, &t5);
+    QEMUFile *old = qemu_file_new(f.sv[1], false, false);
+    RPMessage m;
+    assert_true(next_message(old, &m, &err));
+    assert_int_equal(m.off, 5 * TARGET_PAGE_SIZE);
+    /* The break: its request is lost; page 6 faults while paused. */
+    postcopy_shutdown(&f.pc);
+    Toucher t6 = { .addr = rb->host + 6 * TARGET_PAGE_SIZE };
+    GThread *th6 = g_thread_new("touch6", touch, &t6);
+    wait_for(&f.pc.requests, 2);
+
+    int nv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, nv), 0);
+    postcopy_recover_begin(&f.pc, nv[0]);
+    assert_null(f.pc.fault_thread);
+    g_autofree unsigned long *in = ram_load_in_place_bitmap(&f.l);
+    for (uint64_t p = 0; p < NPAGES; p++) {
+        assert_int_equal(test_bit(p, in), p == 7 || p == 11);
+    }
+    assert_true(postcopy_recover_resume(&f.pc));
+    QEMUFile *rp = qemu_file_new(nv[1], false, false);
+    assert_true(next_message(rp, &m, &err));
+    assert_int_equal(m.type, RP_RESUME_ACK);
+    uint64_t asked = 0;
+    for (int i = 0; i < 2; i++) {
+        assert_true(next_message(rp, &m, &err));
+        assert_int_equal(m.type, RP_REQ_PAGES);
+        asked |= 1ull << (m.off / TARGET_PAGE_SIZE);
+    }
+    assert_int_equal(asked, (1ull << 5) | (1ull << 6));
+    place(&f.l, &f.b, 5, 0x55);
+    place(&f.l, &f.b, 6, 0x66);
+    g_thread_join(th5);
+    g_thread_join(th6);
+    assert_int_equal(t5.seen, 0x55);
+    assert_int_equal(t6.seen, 0x66);
+    assert_int_equal(postcopy_faults_waiting(&f.pc), 0);
+    qemu_file_close(rp);
+    qemu_file_close(old);
+    postcopy_incoming_cleanup(&f.pc);
+    close(nv[0]);
+    close(nv[1]);
+    close(f.sv[0]);
+    close(f.sv[1]);
+    loader_cleanup(f.rb, &f.l, &f.b);
+}
+
+static void record_error(void *opaque, const char *msg)
+{
+    char **out = opaque;
+    g_free(*out);
+    *out = g_strdup(msg);
+}
+
+/*
+ * The watch on the source: heartbeats on the return path from LISTEN on;
+ * a vCPU that waits stall_ns with no page placed makes the fault thread
+ * fail saying so (the load thread and the source then pause); one that
+ * waits less does not.
+ */
+static void test_stall(void **state)
+{
+    (void)state;
+    Faults f;
+    if (!faults_setup(&f)) {
+        skip();
+    }
+    RAMBlock *rb = f.rb;
+    g_autoptr(GError) err = NULL;
+    g_autofree char *why = NULL;
+    signal(SIGPIPE, SIG_IGN);
+    f.pc.on_error = record_error;
+    f.pc.on_error_opaque = &why;
+    f.pc.stall_ns = 300 * 1000000LL;
+    assert_true(postcopy_listen(&f.pc, f.sv[0], false, &err));
+    QEMUFile *src = qemu_file_new(f.sv[1], false, false);
+    RPMessage m;
+    assert_true(rp_get(src, &m, &err));
+    assert_int_equal(m.type, RP_PONG);
+    assert_int_equal(m.id, RP_HEARTBEAT_ID);
+    /* Answered in time: nothing happens. */
+    Toucher t1 = { .addr = rb->host + 1 * TARGET_PAGE_SIZE };
+    GThread *th1 = g_thread_new("touch1", touch, &t1);
+    assert_true(next_message(src, &m, &err));
+    place(&f.l, &f.b, 1, 0x11);
+    g_thread_join(th1);
+    g_usleep(400000);
+    assert_null(why);
+    /* Never answered: the fault thread gives up, saying why. */
+    Toucher t2 = { .addr = rb->host + 2 * TARGET_PAGE_SIZE };
+    GThread *th2 = g_thread_new("touch2", touch, &t2);
+    for (int i = 0; i < 5000 && !__atomic_load_n(&f.pc.failed, __ATOMIC_ACQUIRE); i++) {
+        g_usleep(1000);
+    }
+    assert_true(__atomic_load_n(&f.pc.failed, __ATOMIC_ACQUIRE));
+    assert_non_null(strstr(why, "x-postcopy-stall-timeout"));
+    place(&f.l, &f.b, 2, 0x22);
+    g_thread_join(th2);
+    assert_int_equal(t2.seen, 0x22);
+    qemu_file_close(src);
+    faults_cleanup(&f, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest all[] = {
         { "/migration/return-path/roundtrip", test_roundtrip, NULL, NULL, NULL },
         { "/migration/return-path/malformed", test_malformed, NULL, NULL, NULL },
         { "/migration/return-path/reason", test_reason, NULL, NULL, NULL },
+        { "/migration/return-path/recv-bitmap", test_recv_bitmap, NULL, NULL,
+          NULL },
         { "/migration/return-path/check-request", test_check_request, NULL, NULL,
           NULL },
         { "/migration/postcopy/request-dedup", test_dedup, NULL, NULL, NULL },
@@ -616,6 +809,8 @@ int main(void)
         { "/migration/postcopy/drain-broken", test_drain_broken, NULL, NULL,
           NULL },
         { "/migration/postcopy/shutdown", test_shutdown, NULL, NULL, NULL },
+        { "/migration/postcopy/recover", test_recover, NULL, NULL, NULL },
+        { "/migration/postcopy/stall", test_stall, NULL, NULL, NULL },
     };
     return cmocka_run_group_tests_name("return-path", all, NULL, NULL);
 }
