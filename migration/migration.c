@@ -438,6 +438,11 @@ static bool postcopy_switch(MigrationState *s, RAMSaver *r, QEMUFile *f,
         return false;
     }
     g_autoptr(GBytes) b = qemu_file_mem_finish(pkg);
+    /* Requests may come as soon as the destination runs the guest: the
+     * return-path thread takes them from before RUN is sent (before, one
+     * that came first was refused, and its vCPU waited for the push). */
+    start_preempt(s, r);
+    source_rp_attach_saver(s, r);
     qemu_put_byte(f, REC_POSTCOPY_RUN);
     qemu_put_u32(f, g_bytes_get_size(b));
     qemu_put_buffer(f, g_bytes_get_data(b, NULL), g_bytes_get_size(b));
@@ -447,7 +452,6 @@ static bool postcopy_switch(MigrationState *s, RAMSaver *r, QEMUFile *f,
     __atomic_store_n(&s->stats.postcopy_started, 1, __ATOMIC_RELEASE);
     __atomic_fetch_add(&s->stats.transferred, 1 + 4 + g_bytes_get_size(b),
                        __ATOMIC_RELAXED);
-    start_preempt(s, r);
     return true;
 }
 
@@ -461,8 +465,6 @@ static bool postcopy_switch(MigrationState *s, RAMSaver *r, QEMUFile *f,
 static MigrationStatus postcopy_push(MigrationState *s, RAMSaver *r, QEMUFile *f,
                                      GError **errp)
 {
-    source_rp_attach_saver(s, r);
-
     /*
      * The push must not keep a requested page waiting.  With preempt the
      * page takes its own connection, served by the return-path thread,
@@ -588,6 +590,8 @@ static bool postcopy_resume(MigrationState *s, RAMSaver *r, QEMUFile *f,
         return false;
     }
     start_preempt(s, r);
+    /* The destination asks again right after RESUME_ACK. */
+    source_rp_attach_saver(s, r);
     qemu_put_byte(f, REC_POSTCOPY_RESUME);
     qemu_fflush(f);
     return source_rp_wait_resumed(s, errp);

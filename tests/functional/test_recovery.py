@@ -517,8 +517,9 @@ def libvirt_recovery(opts):
         time.sleep(0.5)
         # virsh domjobabort --postcopy
         assert src.qmp.cmd('migrate-pause') == {'return': {}}
-        assert src.qmp.event('MIGRATION', 30)['data']['status'] == 'postcopy-paused'
-        assert dst.qmp.event('MIGRATION', 30)['data']['status'] == 'postcopy-paused'
+        for v in (src, dst):
+            while v.qmp.event('MIGRATION', 30)['data']['status'] != 'postcopy-paused':
+                pass
         # virsh migrate --postcopy-resume: the destination first.
         d = dst.qmp.cmd('query-migrate')['return']
         assert d['status'] == 'postcopy-paused' and d['socket-address'], d
