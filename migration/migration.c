@@ -441,15 +441,16 @@ static bool postcopy_switch(MigrationState *s, RAMSaver *r, QEMUFile *f,
     /* Requests may come as soon as the destination runs the guest: the
      * return-path thread takes them from before RUN is sent (before, one
      * that came first was refused, and its vCPU waited for the push). */
+    __atomic_store_n(&s->stats.postcopy_start_bytes,
+                     __atomic_load_n(&s->stats.transferred, __ATOMIC_RELAXED),
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&s->stats.postcopy_started, 1, __ATOMIC_RELEASE);
     start_preempt(s, r);
     source_rp_attach_saver(s, r);
     qemu_put_byte(f, REC_POSTCOPY_RUN);
     qemu_put_u32(f, g_bytes_get_size(b));
     qemu_put_buffer(f, g_bytes_get_data(b, NULL), g_bytes_get_size(b));
     qemu_fflush(f);
-    __atomic_store_n(&s->stats.postcopy_start_bytes, s->stats.transferred,
-                     __ATOMIC_RELAXED);
-    __atomic_store_n(&s->stats.postcopy_started, 1, __ATOMIC_RELEASE);
     __atomic_fetch_add(&s->stats.transferred, 1 + 4 + g_bytes_get_size(b),
                        __ATOMIC_RELAXED);
     return true;

@@ -220,7 +220,7 @@ class CutRelay:
             while left > 0 and (d := a.recv(min(left, 1 << 16))):
                 b.sendall(d)
                 left -= len(d)
-        answered.wait(10)
+        assert answered.wait(10), 'the destination did not answer RECV_BITMAP'
         time.sleep(0.2)
         for c in (a, b, self.ls):
             with contextlib.suppress(OSError):
@@ -238,9 +238,9 @@ def handshake_broken(opts):
     pause(src)
     paused(src, dst)
     events(src), events(dst)
-    # The channel header and RAM block (25 + 1 + 1 + 3 + 16) and
-    # RECV_BITMAP (1 + 1 + 3): the destination answers, RESUME is lost.
-    relay = CutRelay(recover_listen(dst), 25 + 24 + 5)
+    # The channel header, the RAM block record (1 + 1 + 6 + 8 + 8) and
+    # RECV_BITMAP (1 + 1 + 6): the destination answers, RESUME is lost.
+    relay = CutRelay(recover_listen(dst), 25 + 24 + 8)
     assert src.qmp.cmd('migrate', {'uri': relay.uri, 'resume': True}) == \
         {'return': {}}
     si = src.wait_status({'postcopy-paused'}, 30)
