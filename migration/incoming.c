@@ -602,6 +602,18 @@ static void set_socket_address(MigrationState *s, JsonArray *addr)
 
 static void recover_start(MigrationState *s, LoadArgs *a);
 
+/* The load thread's arguments for the main channel @p (then dropped). */
+static LoadArgs *main_channel_args(PendingChannel *p)
+{
+    LoadArgs *a = g_new0(LoadArgs, 1);
+    a->s = p->s;
+    a->fd = p->fd;
+    memcpy(a->head, p->head, sizeof(a->head));
+    a->head_len = sizeof(a->head);
+    pending_drop(p, NULL);
+    return a;
+}
+
 /* A whole, valid header: give the connection its role, or refuse it. */
 static void pending_identified(PendingChannel *p, const StreamChannel *c)
 {
@@ -613,13 +625,7 @@ static void pending_identified(PendingChannel *p, const StreamChannel *c)
                          "paused one waits for its own source)");
             return;
         }
-        LoadArgs *a = g_new0(LoadArgs, 1);
-        a->s = s;
-        a->fd = fd;
-        memcpy(a->head, p->head, sizeof(a->head));
-        a->head_len = sizeof(a->head);
-        pending_drop(p, NULL);
-        recover_start(s, a);
+        recover_start(s, main_channel_args(p));
         if (!migrate_cap(s, "postcopy-preempt")) {
             close_listener(s);
         }
@@ -633,13 +639,7 @@ static void pending_identified(PendingChannel *p, const StreamChannel *c)
         }
         s->dst.have_main = true;
         memcpy(s->dst.channel_id, c->id, STREAM_ID_LEN);
-        LoadArgs *a = g_new0(LoadArgs, 1);
-        a->s = s;
-        a->fd = fd;
-        memcpy(a->head, p->head, sizeof(a->head));
-        a->head_len = sizeof(a->head);
-        pending_drop(p, NULL);
-        load_thread_start(a);
+        load_thread_start(main_channel_args(p));
         /* One migration per listening socket, as QEMU; with preempt the
          * source connects again at the switch. */
         if (!migrate_cap(s, "postcopy-preempt")) {

@@ -549,3 +549,52 @@ class Relay:
     def close(self):
         for c in self.socks:
             c.close()
+
+
+class StallRelay:
+    """A TCP relay for every connection to it, both ways, until stall():
+    from then on it forwards nothing and closes nothing, as a partition
+    that drops packets silently would look to each side (the relay's
+    kernel still acknowledges what fits in its buffers)."""
+
+    def __init__(self, dst_uri):
+        """@dst_uri: tcp:HOST:PORT."""
+        host, port = dst_uri[4:].rsplit(':', 1)
+        self.dst = (host, int(port))
+        self.stalled = threading.Event()
+        self.ls = socket.socket()
+        self.ls.bind(('127.0.0.1', 0))
+        self.ls.listen(4)
+        self.port = self.ls.getsockname()[1]
+        self.uri = f'tcp:127.0.0.1:{self.port}'
+        self.socks = [self.ls]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        with contextlib.suppress(OSError):
+            while True:
+                a, _ = self.ls.accept()
+                b = socket.create_connection(self.dst)
+                self.socks += [a, b]
+                for x, y in ((a, b), (b, a)):
+                    threading.Thread(target=self._pipe, args=(x, y),
+                                     daemon=True).start()
+
+    def _pipe(self, a, b):
+        with contextlib.suppress(OSError):
+            while not self.stalled.is_set():
+                d = a.recv(1 << 16)
+                if not d:
+                    b.shutdown(socket.SHUT_WR)
+                    return
+                if self.stalled.is_set():
+                    return
+                b.sendall(d)
+
+    def stall(self):
+        self.stalled.set()
+
+    def close(self):
+        for c in self.socks:
+            with contextlib.suppress(OSError):
+                c.close()

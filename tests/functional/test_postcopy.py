@@ -658,6 +658,67 @@ def errors(opts):
         src.close()
 
 
+LIBVIRT_CAPS = {'xbzrle': False, 'auto-converge': False, 'rdma-pin-all': False,
+                'postcopy-ram': True, 'compress': False,
+                'pause-before-switchover': False, 'late-block-activate': True,
+                'multifd': False, 'dirty-bitmaps': False, 'return-path': True,
+                'zero-copy-send': False}
+
+
+def libvirt_start(src, dst, params):
+    """libvirt's conversation up to migrate (../shared/reference): the
+    destination's capabilities and migrate-incoming, the source's
+    capabilities (pause-before-switchover), @params with its TLS ones,
+    getfd and migrate on fd:migrate."""
+    from test_migration import send_fd
+    for v in (src, dst):
+        v.qmp.cmd('query-migrate-capabilities')
+    dst.qmp.cmd('query-migrate-parameters')
+    r = dst.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+        {'capability': k, 'state': v} for k, v in LIBVIRT_CAPS.items()]})
+    assert r == {'return': {}}, r
+    dst.qmp.cmd('migrate-set-parameters', {'tls-creds': '', 'tls-hostname': ''})
+    assert dst.qmp.cmd('migrate-incoming',
+                       {'uri': 'tcp:127.0.0.1:0'}) == {'return': {}}
+    host, port = dst.listen_uri()[4:].rsplit(':', 1)
+    src.m.wait_line(r'^verify: round=1 ', 120)
+    src.qmp.cmd('query-migrate')
+    src.qmp.cmd('query-migrate-parameters')
+    sc = dict(LIBVIRT_CAPS, **{'pause-before-switchover': True})
+    r = src.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+        {'capability': k, 'state': v} for k, v in sc.items()]})
+    assert r == {'return': {}}, r
+    src.qmp.cmd('migrate-set-parameters', {'tls-creds': '', 'tls-hostname': '',
+                                           **params})
+    sock = socket.create_connection((host, int(port)))
+    send_fd(src.qmp, 'migrate', sock.fileno())
+    sock.close()
+    assert src.qmp.cmd('migrate', {'detach': True, 'resume': False,
+                                   'uri': 'fd:migrate'}) == {'return': {}}
+
+
+def libvirt_switch(src, dst):
+    """Then: migrate-start-postcopy at MIGRATION_PASS 2, migrate-continue
+    in pre-switchover (cont refused there), cont on the destination once
+    it is in postcopy-active."""
+    while src.qmp.event('MIGRATION_PASS', 60)['data']['pass'] < 2:
+        pass
+    assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+    src.qmp.event('STOP', 30)
+    while src.qmp.event('MIGRATION', 30)['data']['status'] != 'pre-switchover':
+        pass
+    r = src.qmp.cmd('cont')
+    assert r['error']['desc'] == 'Migration is not finalized yet', r
+    assert src.qmp.cmd('migrate-continue',
+                       {'state': 'pre-switchover'}) == {'return': {}}
+    while src.qmp.event('MIGRATION', 30)['data']['status'] != 'postcopy-active':
+        pass
+    while dst.qmp.event('MIGRATION', 30)['data']['status'] != 'postcopy-active':
+        pass
+    assert dst.qmp.cmd('cont') == {'return': {}}
+    dst.qmp.event('RESUME', 30)
+
+
 def libvirt_postcopy(opts):
     """libvirt's conversation (../shared/reference), word for word:
     -S -incoming defer, pause-before-switchover, fd:migrate, switch when
@@ -665,53 +726,8 @@ def libvirt_postcopy(opts):
     src = Vm('512M', 2)
     dst = Vm('512M', 2, incoming='defer', extra=['-S'])
     try:
-        for v in (src, dst):
-            v.qmp.cmd('query-migrate-capabilities')
-        dst.qmp.cmd('query-migrate-parameters')
-        base = {'xbzrle': False, 'auto-converge': False, 'rdma-pin-all': False,
-                'postcopy-ram': True, 'compress': False,
-                'pause-before-switchover': False, 'late-block-activate': True,
-                'multifd': False, 'dirty-bitmaps': False, 'return-path': True,
-                'zero-copy-send': False}
-        r = dst.qmp.cmd('migrate-set-capabilities', {'capabilities': [
-            {'capability': k, 'state': v} for k, v in base.items()]})
-        assert r == {'return': {}}, r
-        dst.qmp.cmd('migrate-set-parameters', {'tls-creds': '', 'tls-hostname': ''})
-        assert dst.qmp.cmd('migrate-incoming',
-                           {'uri': 'tcp:127.0.0.1:0'}) == {'return': {}}
-        uri = dst.listen_uri()
-        src.m.wait_line(r'^verify: round=1 ', 120)
-        src.qmp.cmd('query-migrate')
-        src.qmp.cmd('query-migrate-parameters')
-        sc = dict(base, **{'pause-before-switchover': True})
-        r = src.qmp.cmd('migrate-set-capabilities', {'capabilities': [
-            {'capability': k, 'state': v} for k, v in sc.items()]})
-        assert r == {'return': {}}, r
-        src.qmp.cmd('migrate-set-parameters', {'tls-creds': '', 'tls-hostname': '',
-                                               'max-bandwidth': 64 << 20})
-        host, port = uri[4:].rsplit(':', 1)
-        sock = socket.create_connection((host, int(port)))
-        from test_migration import send_fd
-        send_fd(src.qmp, 'migrate', sock.fileno())
-        sock.close()
-        assert src.qmp.cmd('migrate', {'resume': False,
-                                       'uri': 'fd:migrate'}) == {'return': {}}
-        while src.qmp.event('MIGRATION_PASS', 60)['data']['pass'] < 2:
-            pass
-        assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
-        src.qmp.event('STOP', 30)
-        while src.qmp.event('MIGRATION', 30)['data']['status'] != 'pre-switchover':
-            pass
-        r = src.qmp.cmd('cont')
-        assert r['error']['desc'] == 'Migration is not finalized yet', r
-        assert src.qmp.cmd('migrate-continue',
-                           {'state': 'pre-switchover'}) == {'return': {}}
-        while src.qmp.event('MIGRATION', 30)['data']['status'] != 'postcopy-active':
-            pass
-        while dst.qmp.event('MIGRATION', 30)['data']['status'] != 'postcopy-active':
-            pass
-        assert dst.qmp.cmd('cont') == {'return': {}}
-        dst.qmp.event('RESUME', 30)
+        libvirt_start(src, dst, {'max-bandwidth': 64 << 20})
+        libvirt_switch(src, dst)
         while dst.qmp.event('MIGRATION', 120)['data']['status'] != 'completed':
             pass
         while src.qmp.event('MIGRATION', 120)['data']['status'] != 'completed':
@@ -719,7 +735,7 @@ def libvirt_postcopy(opts):
         info = src.qmp.cmd('query-migrate')['return']
         assert info['status'] == 'completed' and info['ram']['postcopy-bytes'] > 0
         dst.qmp.cmd('migrate-set-capabilities', {'capabilities': [
-            {'capability': k, 'state': False} for k in base]})
+            {'capability': k, 'state': False} for k in LIBVIRT_CAPS]})
         verify_goes_on(src, dst)
     finally:
         src.close()

@@ -11,9 +11,11 @@ import socket
 import threading
 import time
 
-from ferrytest import HMP, HugePages, MachineOptions, Skip, run_cases, tmpdir
+from ferrytest import (HMP, QMP, HugePages, MachineOptions, Skip, StallRelay,
+                       run_cases, tmpdir)
 from test_migration import backend_args, send_fd, verify_goes_on
-from test_postcopy import finish, pair, refuses_cont
+from test_postcopy import (finish, libvirt_start, libvirt_switch, pair,
+                          refuses_cont)
 
 SRC_STATES = ['postcopy-recover-setup', 'postcopy-recover', 'postcopy-active']
 DST_STATES = ['postcopy-recover', 'postcopy-active']
@@ -112,7 +114,13 @@ def twice(opts):
     start_slow(src, dst, bw=4 << 20)
     pause(dst)
     paused(src, dst)
-    resume(src, dst)
+    # Out of band, as newer libvirt sends it (the oob capability).
+    oob = QMP(dst.sock, negotiate=False)
+    assert oob.cmd('qmp_capabilities', {'enable': ['oob']}) == {'return': {}}
+    oob.send_raw(b'{"exec-oob": "migrate-recover", "arguments": '
+                 b'{"uri": "tcp:127.0.0.1:0"}, "id": "oob-1"}\n')
+    assert oob.reply() == {'return': {}, 'id': 'oob-1'}
+    resume(src, dst, dst.listen_uri())
     time.sleep(0.5)
     assert HMP(src.hmp_sock).run('migrate_pause') == ''
     paused(src, dst)
@@ -253,53 +261,6 @@ def handshake_broken(opts):
     resume(src, dst)
     finish(src, dst, timeout=60)
     verify_goes_on(src, dst)
-
-
-class StallRelay:
-    """A TCP relay for every connection to it, both ways, until stall():
-    from then on it forwards nothing and closes nothing, as a partition
-    that drops packets silently would look to each side (the relay's
-    kernel still acknowledges what fits in its buffers)."""
-
-    def __init__(self, dst_uri):
-        host, port = dst_uri[4:].rsplit(':', 1)
-        self.dst = (host, int(port))
-        self.stalled = threading.Event()
-        self.ls = socket.socket()
-        self.ls.bind(('127.0.0.1', 0))
-        self.ls.listen(4)
-        self.uri = f'tcp:127.0.0.1:{self.ls.getsockname()[1]}'
-        self.socks = [self.ls]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        with contextlib.suppress(OSError):
-            while True:
-                a, _ = self.ls.accept()
-                b = socket.create_connection(self.dst)
-                self.socks += [a, b]
-                for x, y in ((a, b), (b, a)):
-                    threading.Thread(target=self._pipe, args=(x, y),
-                                     daemon=True).start()
-
-    def _pipe(self, a, b):
-        with contextlib.suppress(OSError):
-            while not self.stalled.is_set():
-                d = a.recv(1 << 16)
-                if not d:
-                    b.shutdown(socket.SHUT_WR)
-                    return
-                if self.stalled.is_set():
-                    return
-                b.sendall(d)
-
-    def stall(self):
-        self.stalled.set()
-
-    def close(self):
-        for c in self.socks:
-            with contextlib.suppress(OSError):
-                c.close()
 
 
 def silent_partition(opts):
@@ -472,48 +433,16 @@ def libvirt_recovery(opts):
     --postcopy-bandwidth, domjobabort --postcopy (migrate-pause on the
     source), then virsh migrate --postcopy-resume: on the destination
     query-migrate (postcopy-paused, with socket-address) and migrate-recover
-    on tcp:[::]:PORT, out of band as newer libvirt sends it; on the
-    source query-migrate, max-postcopy-bandwidth, getfd and migrate
-    resume on fd:migrate."""
-    from ferrytest import QMP
+    on tcp:[::]:PORT (libvirt 9.0 sends it in band; newer ones out of
+    band, as /postcopy/recovery/twice does); on the source query-migrate,
+    max-postcopy-bandwidth, getfd and migrate resume on fd:migrate."""
     from test_migration import Vm
     src = Vm('512M', 2)
     dst = Vm('512M', 2, incoming='defer', extra=['-S'])
     try:
-        base = {'xbzrle': False, 'auto-converge': False, 'rdma-pin-all': False,
-                'postcopy-ram': True, 'compress': False,
-                'pause-before-switchover': False, 'late-block-activate': True,
-                'multifd': False, 'dirty-bitmaps': False, 'return-path': True,
-                'zero-copy-send': False}
-        r = dst.qmp.cmd('migrate-set-capabilities', {'capabilities': [
-            {'capability': k, 'state': v} for k, v in base.items()]})
-        assert r == {'return': {}}, r
-        dst.qmp.cmd('migrate-set-parameters', {'tls-creds': '', 'tls-hostname': ''})
-        assert dst.qmp.cmd('migrate-incoming',
-                           {'uri': 'tcp:127.0.0.1:0'}) == {'return': {}}
-        host, port = dst.listen_uri()[4:].rsplit(':', 1)
-        src.m.wait_line(r'^verify: round=1 ', 120)
-        sc = dict(base, **{'pause-before-switchover': True})
-        r = src.qmp.cmd('migrate-set-capabilities', {'capabilities': [
-            {'capability': k, 'state': v} for k, v in sc.items()]})
-        assert r == {'return': {}}, r
-        src.qmp.cmd('migrate-set-parameters', {
-            'tls-creds': '', 'tls-hostname': '', 'max-bandwidth': 64 << 20,
-            'max-postcopy-bandwidth': 8 << 20})
-        sock = socket.create_connection((host, int(port)))
-        send_fd(src.qmp, 'migrate', sock.fileno())
-        sock.close()
-        assert src.qmp.cmd('migrate', {'detach': True, 'resume': False,
-                                       'uri': 'fd:migrate'}) == {'return': {}}
-        src.qmp.event('MIGRATION_PASS', 60)
-        assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
-        while src.qmp.event('MIGRATION', 30)['data']['status'] != 'pre-switchover':
-            pass
-        assert src.qmp.cmd('migrate-continue',
-                           {'state': 'pre-switchover'}) == {'return': {}}
-        while dst.qmp.event('MIGRATION', 30)['data']['status'] != 'postcopy-active':
-            pass
-        assert dst.qmp.cmd('cont') == {'return': {}}
+        libvirt_start(src, dst, {'max-bandwidth': 64 << 20,
+                                 'max-postcopy-bandwidth': 8 << 20})
+        libvirt_switch(src, dst)
         time.sleep(0.5)
         # virsh domjobabort --postcopy
         assert src.qmp.cmd('migrate-pause') == {'return': {}}
@@ -523,11 +452,8 @@ def libvirt_recovery(opts):
         # virsh migrate --postcopy-resume: the destination first.
         d = dst.qmp.cmd('query-migrate')['return']
         assert d['status'] == 'postcopy-paused' and d['socket-address'], d
-        oob = QMP(dst.sock, negotiate=False)
-        assert oob.cmd('qmp_capabilities', {'enable': ['oob']}) == {'return': {}}
-        oob.send_raw(b'{"exec-oob": "migrate-recover", "arguments": '
-                     b'{"uri": "tcp:[::]:0"}, "id": "libvirt-42"}\n')
-        assert oob.reply() == {'return': {}, 'id': 'libvirt-42'}
+        r = dst.qmp.cmd('migrate-recover', {'uri': 'tcp:[::]:0'}, id='libvirt-42')
+        assert r == {'return': {}, 'id': 'libvirt-42'}, r
         port = dst.qmp.cmd('query-migrate')['return']['socket-address'][0]['port']
         assert src.qmp.cmd('query-migrate')['return']['status'] == 'postcopy-paused'
         src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
