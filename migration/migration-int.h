@@ -35,6 +35,8 @@ static inline int64_t migration_now_ms(void)
     return g_get_monotonic_time() / 1000;
 }
 
+typedef struct RAMSaver RAMSaver;
+
 /* migration_status: the state now (atomic read).  Any thread. */
 MigrationStatus migration_status(MigrationState *s);
 
@@ -77,6 +79,67 @@ void migration_thread_done(MigrationState *s);
  */
 void migration_incoming_stop(MigrationState *s);
 void migration_incoming_cleanup(MigrationState *s);
+
+/* ---- The source's migration thread (migration.c) ----------------------- */
+
+/* A stop of the source's guest for the switch, through migration_call_main. */
+typedef struct StopCall {
+    MigrationState *s;
+    RunState before;            /* out: the state when we stopped it */
+    RunState target;
+} StopCall;
+
+/* migration_stop_vm: main thread (migration_call_main): stop the vCPUs,
+ * into @opaque's target state. */
+void migration_stop_vm(void *opaque);
+
+/*
+ * migration_pause_before_switchover: with pause-before-switchover, wait
+ * in pre-switchover for migrate-continue (libvirt's cue), then go on in
+ * @next.  False when cancelled meanwhile.  Migration thread.
+ */
+bool migration_pause_before_switchover(MigrationState *s, MigrationStatus next);
+
+/* migration_cancelled: migrate_cancel, or the process ends.  Any thread. */
+static inline bool migration_cancelled(MigrationState *s)
+{
+    return __atomic_load_n(&s->src.cancel, __ATOMIC_SEQ_CST);
+}
+
+/* ---- Postcopy on the source (postcopy-source.c) ------------------------- */
+
+/*
+ * postcopy_switch: with the guest still running, discard rounds; then
+ * stop it, the last discard, LISTEN, the preempt channel, and RUN with
+ * the device state.  *@stopped once the guest is stopped.  False, saying
+ * why, if it failed before the destination could run the guest (the
+ * caller fails the migration and runs its guest again).  Migration thread.
+ */
+bool postcopy_switch(MigrationState *s, RAMSaver *r, QEMUFile *f,
+                     StopCall *stop, bool *stopped, const char *uri,
+                     GError **errp);
+
+/*
+ * postcopy_run: the push from the switch to the end, through any number
+ * of breaks: each pauses (both sides keep everything) until migrate
+ * resume=true, and a break during the handshake pauses again.  Returns
+ * completed, failed (the destination failed before its guest ran), or
+ * postcopy-paused when the process ends while paused.  *@fp is the
+ * stream now (the caller closes it; NULL if none), *@uri where it goes.
+ */
+MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile **fp,
+                             char **uri, GError **errp);
+
+/* migration_preempt_uri_ok: postcopy-preempt needs tcp: or unix: (its
+ * second channel is connected there); says so otherwise. */
+bool migration_preempt_uri_ok(MigrationState *s, const char *uri, GError **errp);
+
+/*
+ * migration_resume: QMP migrate resume=true; qmp_migrate_pause: QMP
+ * migrate-pause (either side).  Main thread.
+ */
+JsonNode *migration_resume(MigrationState *s, const char *uri, GError **errp);
+JsonNode *qmp_migrate_pause(JsonObject *args, void *opaque, GError **errp);
 
 /* ---- The source's return path (rp-source.c) ---------------------------- */
 
