@@ -71,14 +71,6 @@ static void close_preempt(MigrationState *s, RAMSaver *r)
 }
 
 /*
- * Switch to postcopy: stop, discard what was dirtied again, start the
- * destination's fault handling, ship the device state as a package it
- * loads while pages keep coming, then push every page still dirty with
- * requests first.  Returns the migration's end state: completed,
- * postcopy-paused (the connection broke: nothing is freed, the VM stays
- * here paused), or failed/cancelled before the switch.
- */
-/*
  * Postcopy's background push, against requested pages (the latency guest,
  * 1 GiB, switch at once, 3 runs each on 2 CPUs, the destination's
  * postcopy-latency): nice 10 for the threads that push
@@ -135,9 +127,10 @@ static bool drain_destination(MigrationState *s, QEMUFile *f, uint32_t id,
     return source_rp_wait_pong(s, id, errp);
 }
 
+/* The switch (migration-int.h). */
 bool postcopy_switch(MigrationState *s, RAMSaver *r, QEMUFile *f,
-                            StopCall *stop, bool *stopped, const char *uri,
-                            GError **errp)
+                     StopCall *stop, bool *stopped, const char *uri,
+                     GError **errp)
 {
     Machine *m = s->m;
 
@@ -344,16 +337,9 @@ static bool postcopy_resume(MigrationState *s, RAMSaver *r, QEMUFile *f,
     return source_rp_wait_resumed(s, errp);
 }
 
-/*
- * Postcopy from the switch to its end, through any number of breaks:
- * each pauses (both sides keep everything) until migrate resume=true,
- * and a break during the handshake pauses again.  Returns completed,
- * failed (the destination failed before its guest ran), or
- * postcopy-paused when the process ends while paused.  *@fp is the
- * stream now (the caller closes it), *@uri where it goes.
- */
-MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r,
-                                    QEMUFile **fp, char **uri, GError **errp)
+/* The push, and a pause and a resume at each break (migration-int.h). */
+MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile **fp,
+                             char **uri, GError **errp)
 {
     for (;;) {
         MigrationStatus end = postcopy_push(s, r, *fp, errp);
