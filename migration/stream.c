@@ -519,6 +519,13 @@ bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
             }
             continue;
         }
+        if (type == REC_EOF && l->postcopy_state == STREAM_POSTCOPY_RECOVER) {
+            /* Not a whole stream: the destination would stay in
+             * postcopy-recover, its fault thread stopped. */
+            load_fail(f, errp, "the resumed stream ended before "
+                      "POSTCOPY_RESUME");
+            break;
+        }
         if (type == REC_EOF) {
             /* In postcopy the devices came in the package. */
             ok = l->postcopy_running ||

@@ -40,7 +40,10 @@ typedef struct HarnessPostcopy {
     RAMLoader *ram;
     Machine *m;
     bool load_package;
-    int advise, listen, run;
+    /* Load as a resumed stream of the migration @resume_id names. */
+    bool resume;
+    uint8_t resume_id[STREAM_ID_LEN];
+    int advise, listen, run, recv_bitmap, resumed;
 } HarnessPostcopy;
 
 static inline bool harness_advise(void *opaque, uint64_t hps, GError **errp)
@@ -76,10 +79,29 @@ static inline bool harness_run(void *opaque, GBytes *pkg, GError **errp)
     return ok;
 }
 
+static inline bool harness_recv_bitmap(void *opaque, GError **errp)
+{
+    HarnessPostcopy *h = opaque;
+    (void)errp;
+    h->recv_bitmap++;
+    return true;
+}
+
+static inline bool harness_resume(void *opaque, GError **errp)
+{
+    HarnessPostcopy *h = opaque;
+    (void)errp;
+    h->resumed++;
+    h->ram->postcopy = true;
+    return true;
+}
+
 static const StreamPostcopyOps harness_postcopy_ops = {
     .advise = harness_advise,
     .listen = harness_listen,
     .run = harness_run,
+    .recv_bitmap = harness_recv_bitmap,
+    .resume = harness_resume,
 };
 
 /*
@@ -108,7 +130,11 @@ static inline bool harness_load_into(Machine *m, const uint8_t *data,
     }
     StreamLoad l = { .m = m, .stats = &stats, .ram = &ram,
                      .postcopy = h ? &harness_postcopy_ops : NULL,
-                     .pong = harness_pong, .opaque = h };
+                     .pong = harness_pong, .opaque = h,
+                     .resume = h && h->resume };
+    if (l.resume) {
+        memcpy(l.resume_id, h->resume_id, STREAM_ID_LEN);
+    }
     GError *err = NULL;
     bool ok = stream_load(f, &l, &err);
     ram_loader_cleanup(&ram);

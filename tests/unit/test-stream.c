@@ -183,7 +183,8 @@ static void test_ping(void **state)
 }
 
 /* Header, return path, then each of @recs (a record type; RUN with an
- * empty package, DISCARD of page 0, ADVISE of 4 KiB pages), then EOF. */
+ * empty package, DISCARD of page 0, ADVISE of 4 KiB pages, RECV_BITMAP
+ * of pc.ram, RAM_ZERO of page 0), then EOF unless the last is EOF. */
 static GBytes *postcopy_stream(const uint8_t *recs, int n)
 {
     QEMUFile *w = qemu_file_new_mem_writer();
@@ -200,9 +201,17 @@ static GBytes *postcopy_stream(const uint8_t *recs, int n)
             qemu_put_u64(w, 1);
         } else if (recs[i] == REC_POSTCOPY_RUN) {
             qemu_put_u32(w, 0);
+        } else if (recs[i] == REC_RECV_BITMAP) {
+            qemu_put_byte(w, 6);
+            qemu_put_buffer(w, "pc.ram", 6);
+        } else if (recs[i] == REC_RAM_ZERO) {
+            qemu_put_u64(w, 0);
+            qemu_put_u32(w, 1);
         }
     }
-    qemu_put_byte(w, REC_EOF);
+    if (!n || recs[n - 1] != REC_EOF) {
+        qemu_put_byte(w, REC_EOF);
+    }
     return qemu_file_mem_finish(w);
 }
 
@@ -255,6 +264,72 @@ static void test_postcopy_order(void **state)
     }
 }
 
+/*
+ * A resumed stream (recovery): RECV_BITMAP (any number), then
+ * POSTCOPY_RESUME, then pages; nothing of the switch again, no page
+ * before RESUME, not another migration's, and not ended before RESUME
+ * (it loaded "whole", and the destination stayed in postcopy-recover
+ * with its fault thread stopped).  A stream that is not a resumed one
+ * takes neither record.
+ */
+static void test_resume_order(void **state)
+{
+    (void)state;
+    enum { B = REC_RECV_BITMAP, S = REC_POSTCOPY_RESUME, Z = REC_RAM_ZERO,
+           A = REC_POSTCOPY_ADVISE, L = REC_POSTCOPY_LISTEN, E = REC_EOF };
+    static const struct {
+        bool resume;
+        uint8_t recs[6];
+        int n;
+        const char *err;        /* NULL: loads whole */
+        int bitmaps, resumes;
+    } t[] = {
+        { true, { B, S, Z }, 3, NULL, 1, 1 },
+        { true, { B, B, S }, 3, NULL, 2, 1 },
+        { true, { S, Z }, 2, NULL, 0, 1 },
+        { true, { Z }, 1, "RAM before POSTCOPY_RESUME", 0, 0 },
+        { true, { B, Z, S }, 3, "RAM before POSTCOPY_RESUME", 1, 0 },
+        { true, { B, S, B }, 3, "out of order", 1, 1 },
+        { true, { S, S }, 2, "out of order", 0, 1 },
+        { true, { A }, 1, "out of order", 0, 0 },
+        { true, { L }, 1, "out of order", 0, 0 },
+        { true, { B, E }, 2, "before POSTCOPY_RESUME", 1, 0 },
+        { true, { E }, 1, "before POSTCOPY_RESUME", 0, 0 },
+        { false, { B }, 1, "out of order", 0, 0 },
+        { false, { S }, 1, "out of order", 0, 0 },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(t); i++) {
+        g_autoptr(GBytes) b = postcopy_stream(t[i].recs, t[i].n);
+        gsize len;
+        const uint8_t *d = g_bytes_get_data(b, &len);
+        HarnessPostcopy h = { .resume = t[i].resume };
+        memcpy(h.resume_id, "0123456789abcdef", STREAM_ID_LEN);
+        g_autofree char *err = NULL;
+        bool ok = harness_load_into(harness_machine(), d, len, &h, &err);
+        if (ok != !t[i].err || h.recv_bitmap != t[i].bitmaps ||
+            h.resumed != t[i].resumes) {
+            print_message("# case %zu: ok %d bitmaps %d resumes %d: %s\n", i,
+                          ok, h.recv_bitmap, h.resumed, err ? err : "");
+        }
+        assert_int_equal(ok, !t[i].err);
+        assert_int_equal(h.recv_bitmap, t[i].bitmaps);
+        assert_int_equal(h.resumed, t[i].resumes);
+        if (t[i].err) {
+            assert_non_null(strstr(err, t[i].err));
+        }
+    }
+    /* Another migration's stream, however well formed. */
+    static const uint8_t ok_recs[] = { B, S };
+    g_autoptr(GBytes) b = postcopy_stream(ok_recs, 2);
+    HarnessPostcopy h = { .resume = true };
+    memcpy(h.resume_id, "fedcba9876543210", STREAM_ID_LEN);
+    g_autofree char *err = NULL;
+    assert_false(harness_load_into(harness_machine(), g_bytes_get_data(b, NULL),
+                                   g_bytes_get_size(b), &h, &err));
+    assert_non_null(strstr(err, "another migration"));
+    assert_int_equal(h.recv_bitmap, 0);
+}
+
 /* The channel header: what a destination reads before giving a
  * connection its role. */
 static void test_channel_header(void **state)
@@ -300,6 +375,8 @@ int main(void)
         { "/migration/stream/postcopy-order", test_postcopy_order, NULL, NULL,
           NULL },
         { "/migration/stream/channel-header", test_channel_header, NULL, NULL,
+          NULL },
+        { "/migration/stream/resume-order", test_resume_order, NULL, NULL,
           NULL },
     };
     return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
