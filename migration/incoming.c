@@ -135,6 +135,14 @@ static void hand_over_preempt(MigrationState *s)
     }
 }
 
+/* The fault thread's stall watch takes x-postcopy-stall-timeout as it is
+ * when it starts (LISTEN, or a resume). */
+static void arm_stall_watch(MigrationState *s)
+{
+    s->dst.pci->stall_ns = migration_param_u64(s, "x-postcopy-stall-timeout") *
+                           1000000;
+}
+
 static bool pc_listen(void *opaque, GError **errp)
 {
     LoadCtx *c = opaque;
@@ -144,8 +152,7 @@ static bool pc_listen(void *opaque, GError **errp)
                     "postcopy listen without advise");
         return false;
     }
-    s->dst.pci->stall_ns = migration_param_u64(s, "x-postcopy-stall-timeout") *
-                           1000000;
+    arm_stall_watch(s);
     if (!postcopy_listen(s->dst.pci, c->fd, migrate_cap(s, "postcopy-preempt"),
                          errp)) {
         return false;
@@ -303,8 +310,7 @@ static bool pc_resume(void *opaque, GError **errp)
                     "postcopy recovery: paused again during the handshake");
         return false;
     }
-    s->dst.pci->stall_ns = migration_param_u64(s, "x-postcopy-stall-timeout") *
-                           1000000;
+    arm_stall_watch(s);
     if (!postcopy_recover_resume(s->dst.pci)) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
                     "postcopy recovery: the return path broke at RESUME_ACK");
@@ -820,9 +826,7 @@ JsonNode *qmp_migrate_recover(JsonObject *args, void *opaque, GError **errp)
                     "Migrate recovery is triggered already");
         return NULL;
     }
-    if (g_str_has_prefix(uri, "file:") || g_str_has_prefix(uri, "exec:")) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "Postcopy is not supported with %.5s migration", uri);
+    if (!migration_postcopy_uri_ok(s, uri, errp)) {
         return NULL;
     }
     if (s->dst.load_thread) {

@@ -130,9 +130,13 @@ bool postcopy_switch(MigrationState *s, RAMSaver *r, QEMUFile *f,
 MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile **fp,
                              char **uri, GError **errp);
 
-/* migration_preempt_uri_ok: postcopy-preempt needs tcp: or unix: (its
- * second channel is connected there); says so otherwise. */
-bool migration_preempt_uri_ok(MigrationState *s, const char *uri, GError **errp);
+/*
+ * migration_postcopy_uri_ok: whether a postcopy, or its resume or
+ * recover, can use @uri: postcopy-preempt needs tcp: or unix: (its
+ * second channel is connected there), postcopy-ram anything but file:
+ * and exec: (no return path); says why not.
+ */
+bool migration_postcopy_uri_ok(MigrationState *s, const char *uri, GError **errp);
 
 /*
  * migration_resume: QMP migrate resume=true; qmp_migrate_pause: QMP

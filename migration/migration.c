@@ -542,7 +542,7 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
                     "start of migration");
         return NULL;
     }
-    if (!migration_preempt_uri_ok(s, uri, errp)) {
+    if (!migration_postcopy_uri_ok(s, uri, errp)) {
         return NULL;
     }
     if (migrate_cap(s, "postcopy-ram") &&
@@ -553,12 +553,6 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
                     "Postcopy is not supported with %" G_GUINT64_FORMAT
                     " GiB huge pages (RAM block '%s'); use 2 MiB pages",
                     s->m->ram->page_size >> 30, s->m->ram->name);
-        return NULL;
-    }
-    if (migrate_cap(s, "postcopy-ram") &&
-        (g_str_has_prefix(uri, "file:") || g_str_has_prefix(uri, "exec:"))) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "Postcopy is not supported with %.5s migration", uri);
         return NULL;
     }
     int fd = g_str_has_prefix(uri, "fd:") ? qmp_take_fd(s->qmp, uri + 3, errp)

@@ -140,16 +140,13 @@ static void note_fault(PostcopyIncoming *pc, uint64_t page, uint32_t tid)
 void postcopy_placed(void *opaque, uint64_t first, uint64_t n)
 {
     PostcopyIncoming *pc = opaque;
-    int64_t now = 0;
+    int64_t now = now_ns();
     bool closed = false;
-    __atomic_store_n(&pc->progress_ns, now_ns(), __ATOMIC_RELAXED);
+    __atomic_store_n(&pc->progress_ns, now, __ATOMIC_RELAXED);
     g_mutex_lock(&pc->stats_lock);
     for (uint64_t p = first; p < first + n; p++) {
         if (!test_bit(p, pc->requested)) {
             continue;
-        }
-        if (!now) {
-            now = now_ns();
         }
         FaultRec *r = g_hash_table_lookup(pc->faults, &p);
         if (!r) {

@@ -387,13 +387,19 @@ MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile **fp,
 
 /* ---- QMP ----------------------------------------------------------------------------- */
 
-bool migration_preempt_uri_ok(MigrationState *s, const char *uri, GError **errp)
+bool migration_postcopy_uri_ok(MigrationState *s, const char *uri, GError **errp)
 {
     if (migrate_cap(s, "postcopy-preempt") && !g_str_has_prefix(uri, "tcp:") &&
         !g_str_has_prefix(uri, "unix:")) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "Postcopy preempt needs a tcp: or unix: URI to open its "
                     "second channel");
+        return false;
+    }
+    if (migrate_cap(s, "postcopy-ram") &&
+        (g_str_has_prefix(uri, "file:") || g_str_has_prefix(uri, "exec:"))) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Postcopy is not supported with %.5s migration", uri);
         return false;
     }
     return true;
@@ -413,12 +419,7 @@ JsonNode *migration_resume(MigrationState *s, const char *uri, GError **errp)
                     "Cannot resume if there is no paused migration");
         return NULL;
     }
-    if (!migration_preempt_uri_ok(s, uri, errp)) {
-        return NULL;
-    }
-    if (g_str_has_prefix(uri, "file:") || g_str_has_prefix(uri, "exec:")) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "Postcopy is not supported with %.5s migration", uri);
+    if (!migration_postcopy_uri_ok(s, uri, errp)) {
         return NULL;
     }
     if (!migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_PAUSED,

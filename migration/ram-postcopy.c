@@ -18,19 +18,26 @@ typedef struct PageRequest {
     uint64_t first, n;
 } PageRequest;
 
+/* A host page with one dirty 4 KiB page goes again whole. */
+static void dirty_whole_host_pages(RAMSaver *r)
+{
+    uint64_t hp = r->hpages;
+    if (hp == 1) {
+        return;
+    }
+    for (uint64_t p = find_first_bit(r->dirty, r->npages); p < r->npages;
+         p = find_next_bit(r->dirty, r->npages, p + 1)) {
+        uint64_t first = p - p % hp;
+        bitmap_set(r->dirty, first, hp);
+        p = first + hp - 1;
+    }
+}
+
 uint64_t ram_postcopy_discard(RAMSaver *r)
 {
     uint64_t named = 0;
     uint64_t hp = r->hpages;
-    /* A host page with one dirty 4 KiB page goes again whole. */
-    if (hp > 1) {
-        for (uint64_t p = find_first_bit(r->dirty, r->npages); p < r->npages;
-             p = find_next_bit(r->dirty, r->npages, p + 1)) {
-            uint64_t first = p - p % hp;
-            bitmap_set(r->dirty, first, hp);
-            p = first + hp - 1;
-        }
-    }
+    dirty_whole_host_pages(r);
     /*
      * Runs of pages both sent and dirty: the destination drops them.  A
      * run takes in whole host pages: it goes on through a dirty host
@@ -158,12 +165,7 @@ uint64_t ram_postcopy_rebuild(RAMSaver *r, const unsigned long *in_place)
         r->dirty[words - 1] &= (1UL << (r->npages % (8 * sizeof(long)))) - 1;
     }
     /* A host page missing any 4 KiB page there goes again whole. */
-    for (uint64_t p = find_first_bit(r->dirty, r->npages); p < r->npages;
-         p = find_next_bit(r->dirty, r->npages, p + 1)) {
-        uint64_t first = p - p % r->hpages;
-        bitmap_set(r->dirty, first, r->hpages);
-        p = first + r->hpages - 1;
-    }
+    dirty_whole_host_pages(r);
     PageRequest *q;
     while ((q = pop(r))) {
         g_free(q);
@@ -174,7 +176,6 @@ uint64_t ram_postcopy_rebuild(RAMSaver *r, const unsigned long *in_place)
     __atomic_store_n(&r->stats->remaining_pages, left, __ATOMIC_RELAXED);
     return left;
 }
-
 
 /*
  * Sleep until a request comes or @us pass (at most 100 ms, to look at

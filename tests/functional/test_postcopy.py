@@ -232,6 +232,20 @@ def heavy_dirty(opts):
     verify_goes_on(src, dst)
 
 
+def cut_tcp(src, n):
+    """Kill @src's @n TCP connections on 127.0.0.1 with ss -K, both ends
+    (an RST cut, as a network failure would make)."""
+    ports = []                  # (source's port, destination's port)
+    for line in os.popen('ss -tnp').read().splitlines():
+        if f'pid={src.m.proc.pid},' in line and '127.0.0.1' in line:
+            ports.append((line.split()[3].rsplit(':', 1)[1],
+                          line.split()[4].rsplit(':', 1)[1]))
+    assert len(ports) == n, ports
+    for port, dst_port in ports:
+        os.system(f'ss -K dst 127.0.0.1 dport = {dst_port} >/dev/null 2>&1')
+        os.system(f'ss -K dst 127.0.0.1 dport = {port} >/dev/null 2>&1')
+
+
 def cut_connection(opts):
     """The connection breaks during postcopy: both sides stop in
     postcopy-paused with error-desc; the source keeps the VM paused and
@@ -253,15 +267,7 @@ def cut_connection(opts):
     assert r['error']['desc'] == "Postcopy migration can't be cancelled", r
     refuses_cont(src)
     # Cut it from outside: kill the TCP connection with ss.
-    ports = []                  # (source's port, destination's port)
-    for line in os.popen('ss -tnp').read().splitlines():
-        if f'pid={src.m.proc.pid},' in line and '127.0.0.1' in line:
-            ports.append((line.split()[3].rsplit(':', 1)[1],
-                          line.split()[4].rsplit(':', 1)[1]))
-    assert len(ports) == (2 if preempt else 1), ports
-    for port, dst_port in ports:
-        os.system(f'ss -K dst 127.0.0.1 dport = {dst_port} >/dev/null 2>&1')
-        os.system(f'ss -K dst 127.0.0.1 dport = {port} >/dev/null 2>&1')
+    cut_tcp(src, 2 if preempt else 1)
     si = src.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
     di = dst.wait_status({'postcopy-paused', 'completed', 'failed'}, 30)
     if si['status'] == 'completed':

@@ -14,8 +14,8 @@ import time
 from ferrytest import (HMP, QMP, HugePages, MachineOptions, Skip, StallRelay,
                        run_cases, tmpdir)
 from test_migration import backend_args, send_fd, verify_goes_on
-from test_postcopy import (finish, libvirt_start, libvirt_switch, pair,
-                          refuses_cont)
+from test_postcopy import (cut_tcp, finish, libvirt_start, libvirt_switch,
+                          pair, refuses_cont)
 
 SRC_STATES = ['postcopy-recover-setup', 'postcopy-recover', 'postcopy-active']
 DST_STATES = ['postcopy-recover', 'postcopy-active']
@@ -74,6 +74,15 @@ def resume(src, dst, uri=None):
     assert r == {'return': {}}, r
     src.wait_status({'postcopy-active', 'completed'}, 30)
     dst.wait_status({'postcopy-active', 'completed'}, 30)
+
+
+def resume_to_end(src, dst, uri=None):
+    """The push unlimited, resume, and the migration completes with the
+    guest going on clean on the destination."""
+    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+    resume(src, dst, uri)
+    finish(src, dst, timeout=60)
+    verify_goes_on(src, dst)
 
 
 def pause(vm):
@@ -138,20 +147,9 @@ def connection_cut(opts):
     preempt, = opts.extra
     src, dst = pair('1G', 1, preempt=preempt)
     start_slow(src, dst)
-    ports = []
-    for line in os.popen('ss -tnp').read().splitlines():
-        if f'pid={src.m.proc.pid},' in line and '127.0.0.1' in line:
-            ports.append((line.split()[3].rsplit(':', 1)[1],
-                          line.split()[4].rsplit(':', 1)[1]))
-    assert len(ports) == (2 if preempt else 1), ports
-    for port, dst_port in ports:
-        os.system(f'ss -K dst 127.0.0.1 dport = {dst_port} >/dev/null 2>&1')
-        os.system(f'ss -K dst 127.0.0.1 dport = {port} >/dev/null 2>&1')
+    cut_tcp(src, 2 if preempt else 1)
     paused(src, dst)
-    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
-    resume(src, dst)
-    finish(src, dst, timeout=60)
-    verify_goes_on(src, dst)
+    resume_to_end(src, dst)
 
 
 def handshake_fails(opts):
@@ -191,10 +189,7 @@ def handshake_fails(opts):
     si = src.wait_status({'postcopy-paused'}, 30)
     assert 'Connection refused' in si['error-desc'], si
     assert events(src) == ['postcopy-paused']
-    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
-    resume(src, dst)
-    finish(src, dst, timeout=60)
-    verify_goes_on(src, dst)
+    resume_to_end(src, dst)
 
 
 class CutRelay:
@@ -257,10 +252,7 @@ def handshake_broken(opts):
     assert events(src) == ['postcopy-recover-setup', 'postcopy-recover',
                            'postcopy-paused']
     assert events(dst) == ['postcopy-recover', 'postcopy-paused']
-    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
-    resume(src, dst)
-    finish(src, dst, timeout=60)
-    verify_goes_on(src, dst)
+    resume_to_end(src, dst)
 
 
 def silent_partition(opts):
@@ -295,11 +287,8 @@ def silent_partition(opts):
     assert noticed < timeout_ms / 1000 + 5, noticed
     assert 'x-postcopy-stall-timeout' in di['error-desc'], di
     assert 'x-postcopy-stall-timeout' in si['error-desc'], si
-    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
-    resume(src, dst)
+    resume_to_end(src, dst)
     relay.close()
-    finish(src, dst, timeout=60)
-    verify_goes_on(src, dst)
 
 
 def unix_socket(opts):
@@ -310,10 +299,7 @@ def unix_socket(opts):
     start_slow(src, dst)
     pause(src)
     paused(src, dst)
-    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
-    resume(src, dst, recover_listen(dst, f'unix:{path}.2'))
-    finish(src, dst, timeout=60)
-    verify_goes_on(src, dst)
+    resume_to_end(src, dst, recover_listen(dst, f'unix:{path}.2'))
 
 
 def fd_passed(opts):
@@ -327,11 +313,8 @@ def fd_passed(opts):
     assert send_fd(dst.qmp, 'rec', b.fileno()) == {'return': {}}
     assert send_fd(src.qmp, 'migrate', a.fileno()) == {'return': {}}
     a.close(), b.close()
-    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
     assert dst.qmp.cmd('migrate-recover', {'uri': 'fd:rec'}) == {'return': {}}
-    resume(src, dst, 'fd:migrate')
-    finish(src, dst, timeout=60)
-    verify_goes_on(src, dst)
+    resume_to_end(src, dst, 'fd:migrate')
 
 
 def demand_only(opts):
@@ -363,10 +346,7 @@ def hugepages(opts):
         start_slow(src, dst, bw=16 << 20)
         pause(src)
         paused(src, dst)
-        src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
-        resume(src, dst)
-        finish(src, dst, timeout=60)
-        verify_goes_on(src, dst)
+        resume_to_end(src, dst)
 
 
 def destination_killed(opts):
@@ -416,15 +396,16 @@ def errors(opts):
     r = src.qmp.cmd('migrate-recover', {'uri': 'tcp:127.0.0.1:0'})
     assert r['error']['desc'] == ('Migrate recover can only be run when '
                                   'postcopy is paused.'), r
+    r = dst.qmp.cmd('migrate-recover', {'uri': 'file:/tmp/never'})
+    assert r['error']['desc'] == 'Postcopy is not supported with file: migration', r
+    r = src.qmp.cmd('migrate', {'uri': 'exec:cat', 'resume': True})
+    assert r['error']['desc'] == 'Postcopy is not supported with exec: migration', r
     uri = recover_listen(dst)
     r = dst.qmp.cmd('migrate-recover', {'uri': 'tcp:127.0.0.1:0'})
     assert r['error']['desc'] == 'Migrate recovery is triggered already', r
     r = dst.qmp.cmd('migrate', {'uri': uri, 'resume': True})
     assert r['error']['desc'] == 'Cannot resume if there is no paused migration', r
-    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
-    resume(src, dst, uri)
-    finish(src, dst, timeout=60)
-    verify_goes_on(src, dst)
+    resume_to_end(src, dst, uri)
 
 
 def libvirt_recovery(opts):
