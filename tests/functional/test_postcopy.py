@@ -564,9 +564,12 @@ def exit_during_postcopy(opts):
     thread on quit) and leaked what postcopy kept."""
     how, = opts.extra
     # Only the guest that is to exit counts rounds; quit must find it
-    # still running.
+    # still running.  The count is the guest's, across the migration:
+    # with 3 (a round of 256 MiB takes some 35 ms) the source's guest
+    # could finish before the switch and end both processes (it did in
+    # CI); 100 leave the switch seconds.
     src, dst = pair('256M', 1, preempt=True,
-                    append='verify rounds=3' if how == 'guest' else 'verify')
+                    append='verify rounds=100' if how == 'guest' else 'verify')
     src.m.wait_line(r'^verify: round=1 ', 120)
     src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0,
                                            'max-postcopy-bandwidth': 8 << 20})
