@@ -140,10 +140,17 @@ static void note_fault(PostcopyIncoming *pc, uint64_t page, uint32_t tid)
 void postcopy_placed(void *opaque, uint64_t first, uint64_t n)
 {
     PostcopyIncoming *pc = opaque;
-    int64_t now = now_ns();
     bool closed = false;
-    __atomic_store_n(&pc->progress_ns, now, __ATOMIC_RELAXED);
     g_mutex_lock(&pc->stats_lock);
+    /*
+     * The clock is read under the lock, as note_fault reads it, so that
+     * no record's t0 is later than now.  Read before the lock, a fault
+     * thread that looked at received just before this placement and
+     * took the time just after it made a negative latency (2^64 - x us
+     * in the histogram, and query-migrate never answered).
+     */
+    int64_t now = now_ns();
+    __atomic_store_n(&pc->progress_ns, now, __ATOMIC_RELAXED);
     for (uint64_t p = first; p < first + n; p++) {
         if (!test_bit(p, pc->requested)) {
             continue;
@@ -154,7 +161,7 @@ void postcopy_placed(void *opaque, uint64_t first, uint64_t n)
         }
         int64_t lat = now - r->t0;
         pc->latency_sum_ns += lat;
-        hist_add(&pc->latency_hist, lat / 1000);   /* CLOCK_MONOTONIC: >= 0 */
+        hist_add(&pc->latency_hist, lat / 1000);   /* >= 0: now read last */
         if (r->vcpus && pc->blocked == pc->m->ncpus) {
             pc->blocktime_ns += now - pc->all_blocked_since;
         }
@@ -698,9 +705,12 @@ void postcopy_stats(PostcopyIncoming *pc, JsonObject *r)
     json_object_set_array_member(r, "postcopy-vcpu-latency", vl);
     /* QEMU's buckets, [0, 2), [2, 4), [4, 8) ... us, up to the last one
      * used (at least one): each ends at 2^k - 1 us, a bucket edge of h. */
+    /* The last bucket ends at 2^64 - 1: whatever h holds, the loop ends
+     * by k = 64 (it runs on the main thread, inside a QMP reply). */
     uint64_t below = 0;
-    for (unsigned k = 1; k == 1 || below < h->count; k++) {
-        uint64_t upto = hist_count_upto(h, (1ull << k) - 1);
+    for (unsigned k = 1; k <= 64 && (k == 1 || below < h->count); k++) {
+        uint64_t upto = hist_count_upto(h, k == 64 ? UINT64_MAX
+                                                   : (1ull << k) - 1);
         json_array_add_int_element(dist, upto - below);
         below = upto;
     }

@@ -15,13 +15,16 @@
 
 #include <cmocka.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <glib.h>
 #include <gio/gio.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "migration/postcopy-ram.h"
@@ -29,6 +32,7 @@
 #include "migration/return-path.h"
 #include "migration/stream.h"
 #include "qemu/bitmap.h"
+#include "qemu/histogram.h"
 
 #define NPAGES  64
 
@@ -450,6 +454,17 @@ static void test_fault_race(void **state)
             print_message("# round %d: %u fault records left\n", round, left);
         }
         assert_int_equal(left, 0);
+        /* Each latency recorded is a real one, not a placement's clock
+         * read before the fault's (negative, so 2^64 - x us). */
+        g_mutex_lock(&f.pc.stats_lock);
+        uint64_t sane = hist_count_upto(&f.pc.latency_hist, 3600000000ull);
+        uint64_t all = f.pc.latency_hist.count;
+        g_mutex_unlock(&f.pc.stats_lock);
+        if (sane != all) {
+            print_message("# round %d: %" PRIu64 " of %" PRIu64 " latencies "
+                          "negative\n", round, all - sane, all);
+        }
+        assert_int_equal(sane, all);
         /* Missing again for the next round. */
         f.l.postcopy = false;
         assert_true(ram_load_discard(&f.l, 0, NPAGES, &err));
@@ -457,6 +472,54 @@ static void test_fault_race(void **state)
         bitmap_test_and_clear_atomic(f.pc.requested, 0, NPAGES);
     }
     faults_cleanup(&f, reader);
+}
+
+/*
+ * query-migrate's postcopy-latency-dist on the main thread: buckets up
+ * to the last one used, whatever the histogram holds.  A latency at the
+ * top of the range (2^64 - 5 us: a negative one, as the fault-race
+ * above could record before) kept the loop going past 2^63 us for ever,
+ * growing the reply until memory ran out, and QMP never answered.  Run
+ * in a child with a memory limit and an alarm, so that a loop fails.
+ */
+static void test_stats_bounded(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit lim = { 1ull << 30, 1ull << 30 };
+        setrlimit(RLIMIT_AS, &lim);
+        alarm(10);
+        Machine m = { .ncpus = 1 };
+        RAMLoader l = { .npages = 1 };
+        PostcopyIncoming pc;
+        postcopy_incoming_init(&pc, &m, &l);
+        hist_add(&pc.latency_hist, 3);
+        hist_add(&pc.latency_hist, UINT64_MAX - 4);
+        JsonObject *r = json_object_new();
+        postcopy_stats(&pc, r);
+        JsonArray *dist = json_object_get_array_member(r, "postcopy-latency-dist");
+        guint n = json_array_get_length(dist);
+        int64_t sum = 0;
+        for (guint i = 0; i < n; i++) {
+            sum += json_array_get_int_element(dist, i);
+        }
+        /* [0, 2), [2, 4) ... [2^63, 2^64): 64 buckets, both values in. */
+        bool ok = n == 64 && sum == 2 &&
+                  json_array_get_int_element(dist, 1) == 1 &&
+                  json_array_get_int_element(dist, 63) == 1;
+        json_object_unref(r);
+        postcopy_incoming_cleanup(&pc);
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status)) {
+        print_message("# the child ended by signal %d\n", WTERMSIG(status));
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 /* ---- The preempt channel ------------------------------------------------- */
@@ -835,6 +898,8 @@ int main(void)
           NULL },
         { "/migration/postcopy/request-dedup", test_dedup, NULL, NULL, NULL },
         { "/migration/postcopy/fault-race", test_fault_race, NULL, NULL, NULL },
+        { "/migration/postcopy/stats-bounded", test_stats_bounded, NULL, NULL,
+          NULL },
         { "/migration/postcopy/preempt-channel", test_preempt, NULL, NULL, NULL },
         { "/migration/postcopy/drain", test_drain, NULL, NULL, NULL },
         { "/migration/postcopy/drain-broken", test_drain_broken, NULL, NULL,
