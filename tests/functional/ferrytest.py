@@ -48,6 +48,39 @@ def _die_with_parent():
     ctypes.CDLL(None, use_errno=True).prctl(1, 9)     # PR_SET_PDEATHSIG, SIGKILL
 
 
+def thread_stacks(pid, frames=6):
+    """What each thread of process @pid is doing, for a reply that never
+    came: gdb's backtraces where gdb is installed, else each thread's
+    name and the kernel function it sleeps in."""
+    if shutil.which('gdb'):
+        try:
+            out = subprocess.run(
+                ['gdb', '-p', str(pid), '-batch', '-nx',
+                 '-ex', f'thread apply all bt {frames}'],
+                capture_output=True, text=True, timeout=60).stdout
+            return '\n'.join(line for line in out.splitlines()
+                             if line.startswith(('Thread ', '#')))
+        except subprocess.TimeoutExpired:
+            pass
+    rows = []
+    try:
+        for t in sorted(os.listdir(f'/proc/{pid}/task'), key=int):
+            with open(f'/proc/{pid}/task/{t}/comm') as f:
+                comm = f.read().strip()
+            with open(f'/proc/{pid}/task/{t}/wchan') as f:
+                rows.append(f'{t} {comm}: {f.read().strip() or "running"}')
+    except OSError as e:
+        rows.append(f'/proc/{pid}: {e}')
+    return '\n'.join(rows)
+
+
+def live_stacks():
+    """thread_stacks of every machine still running."""
+    return '\n'.join(f'=== {" ".join(m.args[:3])} (pid {m.proc.pid})\n'
+                     f'{thread_stacks(m.proc.pid)}'
+                     for m in list(LIVE) if m.proc.poll() is None)
+
+
 class Skip(Exception):
     """Raised by a case that cannot run here; the message says why."""
 
@@ -304,6 +337,7 @@ class QMP:
         else:
             self.sock = socket.socket(socket.AF_INET)
             target = addr
+        self.timeout = timeout
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -331,9 +365,15 @@ class QMP:
         self.f.flush()
 
     def reply(self):
-        """The next reply; events that come first are kept in .events."""
+        """The next reply; events that come first are kept in .events.
+        One that does not come within the timeout fails with what every
+        running machine's threads were doing."""
         while True:
-            msg = self._read()
+            try:
+                msg = self._read()
+            except TimeoutError:
+                raise TimeoutError(f'no QMP reply within {self.timeout} s; '
+                                   f'threads:\n{live_stacks()}') from None
             if 'event' in msg:
                 self.events.append(msg)
             else:
@@ -354,7 +394,12 @@ class QMP:
                 if e['event'] == name:
                     return self.events.pop(i)
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            msg = self._read()
+            try:
+                msg = self._read()
+            finally:
+                # The next command waits its whole timeout, not what
+                # was left of this wait.
+                self.sock.settimeout(self.timeout)
             if 'event' not in msg:
                 raise AssertionError(f'unexpected reply {msg}')
             self.events.append(msg)
