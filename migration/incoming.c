@@ -751,6 +751,11 @@ static void incoming_from_fd(MigrationState *s, int fd)
 bool migration_incoming_start(MigrationState *s, const char *uri, GError **errp)
 {
     JsonArray *addr;
+    if (!s->m->ram) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "The 'none' machine has no guest to migrate into");
+        return false;
+    }
     if (g_str_has_prefix(uri, "fd:")) {
         /* A number names an inherited fd (the command line); else getfd's. */
         const char *name = uri + 3;

@@ -501,6 +501,11 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
     MigrationState *s = opaque;
     const char *uri = json_object_get_string_member(args, "uri");
 
+    if (!s->m->ram) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "The 'none' machine has no guest to migrate");
+        return NULL;
+    }
     if (json_object_get_boolean_member_with_default(args, "resume", false)) {
         return migration_resume(s, uri, errp);
     }

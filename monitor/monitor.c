@@ -23,6 +23,7 @@ bool monitors_init(Monitors *mon, Machine *m, char **qmp_specs,
         return false;
     }
     qmp_cmds_register(mon);
+    qmp_machine_register(mon);
     m->state_changed = state_changed;
     m->state_opaque = mon;
 

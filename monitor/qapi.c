@@ -84,6 +84,11 @@ bool qapi_has_event(const QapiSchema *s, const char *name)
     return g_hash_table_contains(s->events, name);
 }
 
+JsonNode *qapi_schema_introspect(const QapiSchema *s)
+{
+    return qapi_introspect(json_node_get_array(s->root));
+}
+
 const GPtrArray *qapi_commands(const QapiSchema *s)
 {
     return s->command_names;

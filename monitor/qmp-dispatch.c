@@ -21,6 +21,8 @@ const char *qmp_error_class(const GError *err)
             return "CommandNotFound";
         case QMP_ERROR_DEVICE_NOT_ACTIVE:
             return "DeviceNotActive";
+        case QMP_ERROR_DEVICE_NOT_FOUND:
+            return "DeviceNotFound";
         }
     }
     return "GenericError";

@@ -9,6 +9,10 @@
 #                                    compare the test guest under
 #   scripts/install-deps.sh --bench  also gnuplot, for the benchmark plots
 #   scripts/install-deps.sh --fuzz   also clang and its libFuzzer runtime
+#   scripts/install-deps.sh --libvirt  also Debian's libvirt daemon, its
+#                                    QEMU driver and virsh, which
+#                                    tests/functional/test_libvirt.py
+#                                    drives ferry with
 set -eu
 
 pkgs="gcc make meson ninja-build pkg-config binutils libglib2.0-dev \
@@ -18,6 +22,9 @@ if [ "${1:-}" = "--bench" ]; then
 fi
 if [ "${1:-}" = "--fuzz" ]; then
     pkgs="$pkgs clang libclang-rt-dev"
+fi
+if [ "${1:-}" = "--libvirt" ]; then
+    pkgs="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients"
 fi
 
 missing=""

@@ -160,6 +160,11 @@ bool machine_init(Machine *m, MachineOptions *opts, GError **errp)
     if (!kvm_init(&m->kvm, errp)) {
         return false;
     }
+    if (opts->machine_none) {
+        /* QEMU's none machine: no RAM, no CPU, no device; the monitors
+         * answer (a management layer probing what this binary offers). */
+        return true;
+    }
     MemBackendOptions *backend = opts->memory_backend ?
         options_find_backend(opts, opts->memory_backend) : NULL;
     m->ram = backend ? ram_block_new("pc.ram", backend, errp)

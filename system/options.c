@@ -188,7 +188,17 @@ static bool opt_object(MachineOptions *o, const char *arg, GError **errp)
     return true;
 }
 
-/* -machine [TYPE][,accel=kvm][,memory-backend=ID] */
+/*
+ * -accel's and -machine accel='s list, "kvm:tcg" as libvirt's probe
+ * gives it: the first that works is used, and ferry has only KVM.
+ */
+static bool accel_has_kvm(const char *list)
+{
+    g_auto(GStrv) names = g_strsplit(list, ":", -1);
+    return g_strv_contains((const char *const *)names, "kvm");
+}
+
+/* -machine [TYPE][,accel=kvm][,memory-backend=ID]; TYPE none: no guest */
 static bool opt_machine(MachineOptions *o, const char *arg, GError **errp)
 {
     g_auto(GStrv) items = g_strsplit(arg, ",", -1);
@@ -202,8 +212,12 @@ static bool opt_machine(MachineOptions *o, const char *arg, GError **errp)
         }
         if (!strcmp(k, "type") && v && (!strcmp(v, "pc") || !strcmp(v, "q35") ||
                                         g_str_has_prefix(v, "pc-"))) {
+            o->machine_none = false;
             continue;
-        } else if (!strcmp(k, "accel") && v && !strcmp(v, "kvm")) {
+        } else if (!strcmp(k, "type") && v && !strcmp(v, "none")) {
+            o->machine_none = true;
+            continue;
+        } else if (!strcmp(k, "accel") && v && accel_has_kvm(v)) {
             continue;
         } else if (!strcmp(k, "memory-backend") && v && *v) {
             g_free(o->memory_backend);
@@ -305,8 +319,10 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
         "object", "incoming", NULL,
     };
     static const char *const flags[] = {
-        "S", "enable-kvm", "no-reboot", "nodefaults", "daemonize", NULL,
+        "S", "enable-kvm", "no-reboot", "nodefaults", "daemonize",
+        "no-user-config", "nographic", NULL,
     };
+    bool serial_given = false, nodefaults = false;
     g_autoptr(GStrvBuilder) qmp = g_strv_builder_new();
     g_autoptr(GStrvBuilder) monitor = g_strv_builder_new();
 
@@ -332,7 +348,12 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
                 o->no_reboot = true;
             } else if (!strcmp(name, "daemonize")) {
                 o->daemonize = true;
+            } else if (!strcmp(name, "nodefaults")) {
+                nodefaults = true;
             }
+            /* -no-user-config: ferry reads no configuration file anyway.
+             * -nographic: ferry has no display, and with -nodefaults
+             * (libvirt's way) nothing goes to stdio. */
             continue;
         }
         if (!g_strv_contains(with_arg, name)) {
@@ -370,6 +391,7 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
             o->append = g_strdup(arg);
         } else if (!strcmp(name, "serial")) {
             ok = opt_serial(o, arg, errp);
+            serial_given = true;
         } else if (!strcmp(name, "device")) {
             ok = opt_device(o, arg, errp);
         } else if (!strcmp(name, "display")) {
@@ -380,7 +402,7 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
             }
         } else if (!strcmp(name, "accel")) {
             g_auto(GStrv) parts = g_strsplit(arg, ",", 2);
-            if (strcmp(parts[0], "kvm") != 0) {
+            if (!accel_has_kvm(parts[0])) {
                 g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                             "-accel %s: only the kvm accelerator is supported",
                             arg);
@@ -416,6 +438,9 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
             return false;
         }
     }
+    if (nodefaults && !serial_given) {
+        o->serial = SERIAL_NONE;    /* QEMU: no default serial port */
+    }
     o->qmp = g_strv_builder_end(qmp);
     o->monitor = g_strv_builder_end(monitor);
     if (o->memory_backend) {
@@ -434,7 +459,7 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
         }
         o->ram_size = b->size;
     }
-    if (!o->kernel && !o->incoming) {
+    if (!o->kernel && !o->incoming && !o->machine_none) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                     "-kernel is required: ferry boots a Multiboot kernel "
                     "(or give -incoming)");

@@ -38,6 +38,9 @@ void monitors_flush(Monitors *mon);
 /* The QMP command handlers (monitor/qmp-cmds.c). */
 void qmp_cmds_register(Monitors *mon);
 
+/* The probe's: target, KVM, machines, QOM types (monitor/qmp-machine.c). */
+void qmp_machine_register(Monitors *mon);
+
 /*
  * hmp_parse_line: split @line into words as HMP does (shell quoting) and
  * resolve its command: the canonical name ("cont" for "c", "info status"

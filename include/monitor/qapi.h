@@ -41,6 +41,15 @@ const GPtrArray *qapi_commands(const QapiSchema *s);
 bool qapi_check_args(const QapiSchema *s, const char *name, JsonObject *args,
                      GError **errp);
 
+/*
+ * qapi_schema_introspect: the schema as query-qmp-schema returns it, a
+ * new array of SchemaInfo (QEMU's introspection format; see
+ * monitor/qapi-introspect.c).  qapi_introspect does it for @defs, an
+ * array of definitions as qapi-gen.py writes them.
+ */
+JsonNode *qapi_schema_introspect(const QapiSchema *s);
+JsonNode *qapi_introspect(JsonArray *defs);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(QapiSchema, qapi_schema_free)
 
 #endif

@@ -24,6 +24,7 @@ typedef enum QmpErrorCode {
     QMP_ERROR_GENERIC,              /* "GenericError" */
     QMP_ERROR_COMMAND_NOT_FOUND,    /* "CommandNotFound" */
     QMP_ERROR_DEVICE_NOT_ACTIVE,    /* "DeviceNotActive" */
+    QMP_ERROR_DEVICE_NOT_FOUND,     /* "DeviceNotFound" */
 } QmpErrorCode;
 
 const char *qmp_error_class(const GError *err);

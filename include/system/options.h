@@ -29,6 +29,8 @@ typedef struct MachineOptions {
     bool ram_size_given;        /* -m was given */
     GPtrArray *objects;         /* -object memory-backend-*: MemBackendOptions */
     char *memory_backend;       /* -machine memory-backend=ID */
+    bool machine_none;          /* -machine none: no RAM, no vCPUs, only
+                                 * the monitors (libvirt's probe) */
     int smp;                    /* -smp, 1 to MAX_VCPUS */
     char *kernel;               /* -kernel */
     char *append;               /* -append */

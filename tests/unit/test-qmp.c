@@ -246,6 +246,97 @@ static void test_builtin_schema(void **state)
           "Parameter 'enable[0]' does not accept value 'x'");
 }
 
+/* The SchemaInfo entry named @name in @info, or NULL. */
+static JsonObject *info_entry(JsonArray *info, const char *name)
+{
+    for (guint i = 0; i < json_array_get_length(info); i++) {
+        JsonObject *e = json_array_get_object_element(info, i);
+        if (!strcmp(json_object_get_string_member(e, "name"), name)) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* The type of member @m of object type @obj in @info. */
+static const char *member_type(JsonArray *info, const char *obj, const char *m,
+                               bool *optional)
+{
+    JsonObject *e = info_entry(info, obj);
+    assert_non_null(e);
+    assert_string_equal(json_object_get_string_member(e, "meta-type"), "object");
+    JsonArray *ms = json_object_get_array_member(e, "members");
+    for (guint i = 0; i < json_array_get_length(ms); i++) {
+        JsonObject *x = json_array_get_object_element(ms, i);
+        if (!strcmp(json_object_get_string_member(x, "name"), m)) {
+            *optional = json_object_has_member(x, "default");
+            return json_object_get_string_member(x, "type");
+        }
+    }
+    fail_msg("%s has no member %s", obj, m);
+    return NULL;
+}
+
+/*
+ * query-qmp-schema: every definition in QAPI's introspection format;
+ * each reference resolves to an entry, once; an optional member has a
+ * default (null), a required one none.
+ */
+static void test_introspect(void **state)
+{
+    (void)state;
+    g_autoptr(QapiSchema) s = qapi_schema_load(test_schema, NULL);
+    g_autoptr(JsonNode) n = qapi_schema_introspect(s);
+    JsonArray *info = json_node_get_array(n);
+    g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+    for (guint i = 0; i < json_array_get_length(info); i++) {
+        const char *name = json_object_get_string_member(
+            json_array_get_object_element(info, i), "name");
+        assert_true(g_hash_table_add(seen, (char *)name));    /* once */
+    }
+    JsonObject *set = info_entry(info, "set");
+    assert_string_equal(json_object_get_string_member(set, "meta-type"), "command");
+    const char *arg = json_object_get_string_member(set, "arg-type");
+    assert_string_equal(json_object_get_string_member(set, "ret-type"), "q_empty");
+    bool opt;
+    assert_string_equal(member_type(info, arg, "caps", &opt), "[Cap]");
+    assert_false(opt);
+    JsonObject *caps = info_entry(info, "[Cap]");
+    assert_string_equal(json_object_get_string_member(caps, "meta-type"), "array");
+    assert_string_equal(json_object_get_string_member(caps, "element-type"), "Cap");
+    assert_string_equal(member_type(info, "Cap", "state", &opt), "bool");
+    assert_false(opt);
+    JsonObject *b = info_entry(info, "bool");
+    assert_string_equal(json_object_get_string_member(b, "meta-type"), "builtin");
+    assert_string_equal(json_object_get_string_member(b, "json-type"), "boolean");
+    assert_string_equal(member_type(info, arg, "color", &opt), "Color");
+    assert_true(opt);
+    JsonArray *vals = json_object_get_array_member(info_entry(info, "Color"),
+                                                   "values");
+    assert_int_equal(json_array_get_length(vals), 2);
+    assert_string_equal(json_array_get_string_element(vals, 1), "blue");
+    assert_string_equal(member_type(info, arg, "s", &opt), "size");
+    assert_string_equal(json_object_get_string_member(info_entry(info, "size"),
+                                                      "json-type"), "int");
+    assert_string_equal(json_object_get_string_member(info_entry(info, "any"),
+                                                      "json-type"), "value");
+    /* An inline struct is an implicit object type. */
+    const char *in = member_type(info, arg, "in", &opt);
+    assert_string_equal(in, "q_obj_set-arg-in");
+    assert_string_equal(member_type(info, in, "deep", &opt), "str");
+    JsonObject *plain = info_entry(info, "plain");
+    assert_string_equal(json_object_get_string_member(plain, "arg-type"), "q_empty");
+    assert_false(json_object_has_member(plain, "allow-oob"));
+    assert_true(json_object_get_boolean_member(info_entry(info, "oobok"),
+                                               "allow-oob"));
+    JsonObject *ev = info_entry(info, "EV");
+    assert_string_equal(json_object_get_string_member(ev, "meta-type"), "event");
+    assert_string_equal(json_object_get_string_member(ev, "arg-type"), "q_empty");
+    JsonArray *none = json_object_get_array_member(info_entry(info, "q_empty"),
+                                                   "members");
+    assert_int_equal(json_array_get_length(none), 0);
+}
+
 /* ---- Dispatch --------------------------------------------------------------------- */
 
 static JsonNode *cmd_echo(JsonObject *args, void *opaque, GError **errp)
@@ -340,6 +431,7 @@ int main(void)
         { "/monitor/qmp/reply-text", test_reply_text, NULL, NULL, NULL },
         { "/monitor/qapi/check", test_schema_check, NULL, NULL, NULL },
         { "/monitor/qapi/builtin", test_builtin_schema, NULL, NULL, NULL },
+        { "/monitor/qapi/introspect", test_introspect, NULL, NULL, NULL },
         { "/monitor/qmp/dispatch", test_dispatch, NULL, NULL, NULL },
     };
     return cmocka_run_group_tests_name("qmp", tests, NULL, NULL);

@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""libvirt drives ferry as its emulator.
+
+The probe conversation is replayed first without libvirt (what Debian
+12's libvirt 9.0 sends QEMU 7.2, ../shared/reference/libvirt-observed.md
+7.1): the fatal answers, and the two that crash libvirtd 9.0.  Then the
+real libvirtd, in a mount and UTS namespace of its own whose libvirt
+directories, /etc/passwd and /etc/group are private bind mounts, so that
+the host's libvirt configuration and daemons are never touched (the
+recipe of libvirt-observed.md 4), is driven with virsh only.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+from ferrytest import (FERRY, GUEST, QMP, Skip, _die_with_parent,
+                       run_cases, tmpdir)
+
+FERRY_ABS = os.path.abspath(FERRY)
+GUEST_ABS = os.path.abspath(GUEST)
+
+PROBE_ARGS = ['-S', '-no-user-config', '-nodefaults', '-nographic',
+              '-machine', 'none,accel=kvm:tcg']
+
+# The device types libvirt 9.0 asks device-list-properties about,
+# whatever qom-list-types said: a list or DeviceNotFound for each.
+PROBED_DEVICES = [
+    'virtio-blk-pci', 'virtio-net-pci', 'virtio-scsi-pci', 'virtio-net-ccw',
+    'virtio-scsi-ccw', 'vfio-pci', 'scsi-hd', 'ide-hd', 'PIIX4_PM',
+    'usb-redir', 'usb-storage', 'kvm-pit', 'VGA', 'vmware-svga', 'qxl',
+    'virtio-gpu-pci', 'virtio-gpu-device', 'ICH9-LPC', 'virtio-balloon-pci',
+    'virtio-balloon-ccw', 'virtio-balloon-device', 'intel-iommu', 'mch',
+    'nvdimm', 'pcie-root-port', 'usb-host', 'vhost-user-fs-device',
+    'virtio-mem-pci', 'virtio-iommu-pci',
+]
+
+
+def start_probe(d):
+    """ferry as libvirt's probe starts it: the parent exits 0 once the
+    socket listens; the pidfile names the daemon."""
+    sock, pidfile = os.path.join(d, 'qmp.monitor'), os.path.join(d, 'qmp.pid')
+    p = subprocess.run([FERRY] + PROBE_ARGS +
+                       ['-qmp', f'unix:{sock},server=on,wait=off',
+                        '-pidfile', pidfile, '-daemonize'],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    with open(pidfile) as f:
+        pid = int(f.read())
+    os.kill(pid, 0)
+    return sock, pidfile, pid
+
+
+def wait_gone(pid, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError(f'pid {pid} did not end within {timeout} s')
+
+
+def ok(reply):
+    assert 'return' in reply, reply
+    return reply['return']
+
+
+def schema_has(schema, path):
+    """libvirt's schema query: 'command/arg-type/member', with
+    'ret-type' too; ^value for an enum value."""
+    by_name = {e['name']: e for e in schema}
+    parts = path.split('/')
+    e = by_name.get(parts[0])
+    if not e:
+        return False
+    for p in parts[1:]:
+        if p in ('arg-type', 'ret-type'):
+            e = by_name[e[p]]
+            while e['meta-type'] == 'array':
+                e = by_name[e['element-type']]
+        elif p.startswith('^'):
+            return e['meta-type'] == 'enum' and p[1:] in e['values']
+        else:
+            m = [x for x in e.get('members', []) if x['name'] == p]
+            if not m:
+                return False
+            e = by_name[m[0]['type']]
+    return True
+
+
+def probe_conversation(opts):
+    """The probe: machine-less, daemonized, and every answer libvirt
+    needs, in its order."""
+    d = tmpdir()
+    sock, pidfile, pid = start_probe(d)
+    try:
+        q = QMP(sock)
+        ver = ok(q.cmd('query-version'))
+        assert (ver['qemu']['major'], ver['qemu']['minor']) >= (4, 2), ver
+        assert ver['package'].startswith('ferry-'), ver
+        assert ok(q.cmd('query-target')) == {'arch': 'x86_64'}
+        schema = ok(q.cmd('query-qmp-schema'))
+        names = {e['name'] for e in schema}
+        commands = {c['name'] for c in ok(q.cmd('query-commands'))}
+        # Every command is in the schema, and the schema has no other.
+        assert commands == {e['name'] for e in schema
+                            if e['meta-type'] == 'command'}, commands ^ names
+        for e in schema:
+            for ref in ('arg-type', 'ret-type', 'element-type'):
+                if ref in e:
+                    assert e[ref] in names, e
+            for m in e.get('members', []):
+                if 'type' in m:
+                    assert m['type'] in names, (e, m)
+        assert schema_has(schema, 'migrate/arg-type/resume')
+        assert schema_has(schema, 'migrate-set-parameters/arg-type/max-postcopy-bandwidth')
+        assert schema_has(schema, 'query-migrate-capabilities/ret-type/capability/^postcopy-preempt')
+        assert not schema_has(schema, 'query-migrate/ret-type/blocked-reasons')
+        assert not schema_has(schema, 'blockdev-add')
+        assert ok(q.cmd('query-kvm')) == {'enabled': True, 'present': True}
+        types = {t['name'] for t in ok(q.cmd('qom-list-types'))}
+        assert {'none-machine', 'memory-backend-ram', 'memory-backend-file',
+                'pc-i440fx-7.2-machine'} <= types, types
+        # Only what ferry has: libvirt asks SEV, SGX, iothreads and the
+        # TCG probe by these.
+        assert not types & {'sev-guest', 'sgx-epc', 'iothread', 'tcg-accel'}
+        for t in PROBED_DEVICES:
+            r = q.cmd('device-list-properties', {'typename': t})
+            assert r.get('error', {}).get('class') == 'DeviceNotFound', (t, r)
+        props = ok(q.cmd('device-list-properties', {'typename': 'isa-debug-exit'}))
+        assert {'iobase', 'iosize'} <= {p['name'] for p in props}, props
+        # A list for every type, even one ferry lacks: an error crashes
+        # libvirtd 9.0.
+        for t in ('memory-backend-file', 'memory-backend-memfd',
+                  'max-x86_64-cpu', 'none-machine', 'no-such-type'):
+            assert isinstance(ok(q.cmd('qom-list-properties', {'typename': t})), list)
+        backend = {p['name'] for p in
+                   ok(q.cmd('qom-list-properties', {'typename': 'memory-backend-file'}))}
+        assert {'size', 'mem-path', 'share', 'prealloc', 'reserve'} <= backend
+        machines = ok(q.cmd('query-machines'))
+        pc = [m for m in machines if m.get('alias') == 'pc']
+        assert len(pc) == 1 and pc[0]['default-ram-id'] == 'pc.ram', machines
+        machine_props = {p['name'] for p in
+                         ok(q.cmd('qom-list-properties', {'typename': 'none-machine'}))}
+        assert 'memory-backend' in machine_props, machine_props
+        options = {o['option'] for o in ok(q.cmd('query-command-line-options'))}
+        assert 'machine' in options and 'sandbox' not in options, options
+        caps = {c['capability'] for c in ok(q.cmd('query-migrate-capabilities'))}
+        assert {'postcopy-ram', 'return-path', 'events'} <= caps, caps
+        # Not offered, so never asked: they crash or fail the probe.
+        for c in ('query-cpu-definitions', 'query-cpu-model-expansion',
+                  'query-hotpluggable-cpus'):
+            assert c not in commands
+        # A machine-less ferry refuses a migration, and says why.
+        r = q.cmd('migrate', {'uri': 'tcp:127.0.0.1:1'})
+        assert 'none' in r['error']['desc'], r
+        assert ok(q.cmd('query-status'))['status'] == 'prelaunch'
+        q.close()
+    finally:
+        # libvirt ends the probe with SIGTERM to the pidfile's pid.
+        os.kill(pid, signal.SIGTERM)
+        wait_gone(pid)
+    assert not os.path.exists(pidfile)
+
+
+def probe_refusals(opts):
+    """What the probe's command line does not cover is refused clearly."""
+    d = tmpdir()
+    p = subprocess.run([FERRY, '-machine', 'none,accel=tcg', '-nodefaults'],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and 'accel' in p.stderr, p.stderr
+    p = subprocess.run([FERRY, '-accel', 'tcg', '-machine', 'none'],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and 'only the kvm accelerator' in p.stderr, p.stderr
+    # Without -nodefaults the serial port is on stdio, which -daemonize
+    # cannot keep: QEMU refuses that too.
+    p = subprocess.run([FERRY, '-machine', 'none', '-daemonize',
+                        '-qmp', f'unix:{d}/q.sock,server=on,wait=off'],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and 'stdio' in p.stderr, p.stderr
+
+
+# ---- A real libvirtd -----------------------------------------------------
+
+LIBVIRT_DIRS = {'etc': '/etc/libvirt', 'run': '/run/libvirt',
+                'lib': '/var/lib/libvirt', 'cache': '/var/cache/libvirt',
+                'log': '/var/log/libvirt'}
+
+QEMU_CONF = '''security_driver = "none"
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+cgroup_controllers = [ ]
+namespaces = [ ]
+stdio_handler = "file"
+'''
+
+
+def need_libvirt():
+    """Install libvirt's daemon, QEMU driver and virsh, or skip."""
+    if not shutil.which('unshare'):
+        raise Skip('unshare(1) is not installed')
+    script = os.path.join(os.path.dirname(__file__), '..', '..', 'scripts',
+                          'install-deps.sh')
+    if not (shutil.which('libvirtd') and shutil.which('virsh')):
+        p = subprocess.run(['sh', script, '--libvirt'], capture_output=True,
+                           text=True, timeout=900)
+        if p.returncode != 0:
+            raise Skip(f'libvirt could not be installed: {p.stderr.strip()}')
+    p = subprocess.run(['unshare', '--mount', '--uts', 'true'],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise Skip(f'no mount and UTS namespaces here: {p.stderr.strip()}')
+
+
+class Libvirtd:
+    """One libvirtd as a host of its own: its hostname, host UUID and
+    libvirt directories, and a libvirt-qemu user in private copies of
+    /etc/passwd and /etc/group (the driver resolves it before it reads
+    qemu.conf)."""
+
+    def __init__(self, hostname, host_uuid):
+        self.dir = tmpdir()
+        for sub, target in LIBVIRT_DIRS.items():
+            os.makedirs(os.path.join(self.dir, sub))
+            os.makedirs(target, exist_ok=True)      # the mount point
+        self.log = os.path.join(self.dir, 'libvirtd.log')
+        with open(os.path.join(self.dir, 'etc', 'libvirtd.conf'), 'w') as f:
+            f.write('listen_tls = 0\nlisten_tcp = 0\n'
+                    'unix_sock_group = "root"\nunix_sock_ro_perms = "0777"\n'
+                    'unix_sock_rw_perms = "0770"\nauth_unix_ro = "none"\n'
+                    'auth_unix_rw = "none"\n'
+                    f'host_uuid = "{host_uuid}"\n'
+                    'log_filters = "1:qemu 1:util.command 3:*"\n'
+                    f'log_outputs = "1:file:{self.log}"\n')
+        with open(os.path.join(self.dir, 'etc', 'qemu.conf'), 'w') as f:
+            f.write(QEMU_CONF)
+        binds = [(os.path.join(self.dir, k), v) for k, v in LIBVIRT_DIRS.items()]
+        for name, line in (('passwd', 'libvirt-qemu:x:64055:64055::'
+                            '/var/lib/libvirt:/usr/sbin/nologin'),
+                           ('group', 'libvirt-qemu:x:64055:')):
+            with open(f'/etc/{name}') as f:
+                text = f.read()
+            if not any(x.startswith('libvirt-qemu:') for x in text.splitlines()):
+                text += line + '\n'
+            with open(os.path.join(self.dir, name), 'w') as f:
+                f.write(text)
+            binds.append((os.path.join(self.dir, name), f'/etc/{name}'))
+        script = 'set -e\n' + f'hostname {hostname}\n' + ''.join(
+            f'mount --bind {src} {dst}\n' for src, dst in binds) + \
+            'exec libvirtd\n'
+        with open(os.path.join(self.dir, 'stderr'), 'w') as err:
+            self.proc = subprocess.Popen(
+                ['unshare', '--uts', '--mount', '--propagation', 'private',
+                 'sh', '-c', script], stdin=subprocess.DEVNULL,
+                stdout=err, stderr=err, preexec_fn=_die_with_parent)
+        self.sock = os.path.join(self.dir, 'run', 'libvirt-sock')
+        self.uri = f'qemu+unix:///system?socket={self.sock}'
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.sock):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f'libvirtd did not start: {self.tail()}')
+            time.sleep(0.1)
+
+    def tail(self, n=30):
+        out = []
+        for f in ('stderr', 'libvirtd.log'):
+            try:
+                with open(os.path.join(self.dir, f)) as fh:
+                    out += fh.read().splitlines()[-n:]
+            except OSError:
+                pass
+        return '\n'.join(out)
+
+    def virsh(self, *args, check=True, timeout=120):
+        p = subprocess.run(['virsh', '-c', self.uri] + list(args),
+                           capture_output=True, text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f'virsh {" ".join(args)}: {p.stderr.strip()}\n'
+                                 f'libvirtd:\n{self.tail()}')
+        return p.stdout
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def domain_xml(name, serial_log, mem_mib=256):
+    return f'''<domain type='kvm'>
+  <name>{name}</name>
+  <memory unit='MiB'>{mem_mib}</memory>
+  <vcpu placement='static'>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{GUEST_ABS}</kernel>
+    <cmdline>verify rounds=0</cmdline>
+  </os>
+  <cpu mode='host-passthrough' check='none'/>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>{FERRY_ABS}</emulator>
+    <serial type='file'>
+      <source path='{serial_log}' append='on'/>
+      <target port='0'/>
+    </serial>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+'''
+
+
+def probe_pids():
+    p = subprocess.run(['pgrep', '-f', f'{FERRY_ABS} .*-machine none'],
+                       capture_output=True, text=True)
+    return p.stdout.split()
+
+
+def libvirt_probe(opts):
+    """libvirtd probes ferry, lists its capabilities, and defines a
+    domain with ferry as its emulator (before: "Failed to start QEMU
+    binary ... for probing: ferry: -no-user-config: invalid option")."""
+    need_libvirt()
+    with Libvirtd('host1', '5a1c3d2e-7b4f-4a61-9c0d-1e2f3a4b5c61') as d:
+        caps = d.virsh('domcapabilities', '--emulatorbin', FERRY_ABS,
+                       '--arch', 'x86_64', '--virttype', 'kvm')
+        assert '<machine>pc-i440fx-7.2</machine>' in caps, caps
+        assert '<domain>kvm</domain>' in caps, caps
+        assert FERRY_ABS in caps, caps
+        xml = os.path.join(d.dir, 'ferrytest.xml')
+        with open(xml, 'w') as f:
+            f.write(domain_xml('ferrytest', os.path.join(d.dir, 'serial.log')))
+        assert 'defined' in d.virsh('define', xml)
+        dumped = d.virsh('dumpxml', 'ferrytest')
+        assert "machine='pc-i440fx-7.2'" in dumped, dumped
+        assert FERRY_ABS in dumped, dumped
+        d.virsh('undefine', 'ferrytest')
+        # libvirt ended every probe it started.
+        assert not probe_pids(), probe_pids()
+
+
+CASES = [
+    ('/libvirt/probe-conversation', probe_conversation, None),
+    ('/libvirt/probe-refusals', probe_refusals, None),
+    ('/libvirt/probe', libvirt_probe, None),
+]
+
+if __name__ == '__main__':
+    run_cases(CASES)
