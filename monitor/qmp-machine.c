@@ -12,6 +12,8 @@
  * handlers, GError **errp last.
  */
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "monitor/monitor.h"
 #include "monitor/qapi.h"
@@ -67,6 +69,19 @@ static const QomProp debug_exit_props[] = {
     { NULL },
 };
 
+static const QomProp isa_serial_props[] = {
+    { "chardev", "str", "ID of a chardev to use as a backend" },
+    { "index", "uint32", "0: ferry has one serial port" },
+    { NULL },
+};
+
+static const QomProp secret_props[] = {
+    { "data", "string", NULL },
+    { "file", "string", NULL },
+    { "format", "QCryptoSecretFormat", NULL },
+    { NULL },
+};
+
 static const QomType qom_types[] = {
     { "object", NULL, true, false, object_props },
     { "machine", "object", true, false, machine_props },
@@ -80,6 +95,8 @@ static const QomType qom_types[] = {
     { "device", "object", true, false, NULL },
     { "isa-device", "device", true, false, NULL },
     { "isa-debug-exit", "isa-device", false, true, debug_exit_props },
+    { "isa-serial", "isa-device", false, true, isa_serial_props },
+    { "secret", "object", false, false, secret_props },
     { "cpu", "device", true, false, NULL },
     { "x86_64-cpu", "cpu", true, false, NULL },
     { "host-x86_64-cpu", "x86_64-cpu", false, false, NULL },
@@ -308,6 +325,133 @@ static JsonNode *query_qmp_schema(JsonObject *args, void *opaque, GError **errp)
     return qapi_schema_introspect(mon->qmp.schema);
 }
 
+/* ---- What libvirt asks once a guest is started -------------------------- */
+
+static JsonNode *query_cpus_fast(JsonObject *args, void *opaque, GError **errp)
+{
+    Monitors *mon = opaque;
+    Machine *m = mon->m;
+    (void)args;
+    (void)errp;
+    JsonArray *a = json_array_new();
+    for (int i = 0; i < m->ncpus; i++) {
+        /* A vCPU thread notes its id first thing; it may be starting. */
+        int tid = 0;
+        for (int n = 0; n < 10000 &&
+             !(tid = __atomic_load_n(&m->vcpus[i].tid, __ATOMIC_ACQUIRE)); n++) {
+            g_usleep(100);
+        }
+        JsonObject *props = json_object_new();
+        json_object_set_int_member(props, "core-id", 0);
+        json_object_set_int_member(props, "thread-id", 0);
+        json_object_set_int_member(props, "socket-id", i);
+        JsonObject *c = json_object_new();
+        json_object_set_int_member(c, "cpu-index", i);
+        g_autofree char *path = g_strdup_printf("/machine/unattached/device[%d]", i);
+        json_object_set_string_member(c, "qom-path", path);
+        json_object_set_int_member(c, "thread-id", tid);
+        json_object_set_object_member(c, "props", props);
+        json_object_set_string_member(c, "target", "x86_64");
+        json_array_add_object_element(a, c);
+    }
+    return qmp_return_array(a);
+}
+
+static void add_child(JsonArray *a, const char *name, const char *type)
+{
+    JsonObject *o = json_object_new();
+    json_object_set_string_member(o, "name", name);
+    json_object_set_string_member(o, "type", type);
+    json_array_add_object_element(a, o);
+}
+
+/*
+ * qom-list: the composition tree where a client looks for what it
+ * created: /machine/peripheral (devices given an id) and /objects
+ * (-object's).  Other paths (a CPU's properties among them) are not
+ * modelled: DeviceNotFound, which libvirt takes as "no properties to
+ * read".
+ */
+static JsonNode *qom_list(JsonObject *args, void *opaque, GError **errp)
+{
+    Monitors *mon = opaque;
+    MachineOptions *o = mon->m->opts;
+    const char *path = json_object_get_string_member(args, "path");
+    JsonArray *a = json_array_new();
+    add_child(a, "type", "string");
+    if (!strcmp(path, "/machine/peripheral")) {
+        if (o->serial_dev_id) {
+            add_child(a, o->serial_dev_id, "child<isa-serial>");
+        }
+    } else if (!strcmp(path, "/machine/peripheral-anon")) {
+        if (o->serial == SERIAL_CHARDEV && !o->serial_dev_id) {
+            add_child(a, "device[0]", "child<isa-serial>");
+        }
+    } else if (!strcmp(path, "/objects")) {
+        for (guint i = 0; i < o->objects->len; i++) {
+            MemBackendOptions *b = o->objects->pdata[i];
+            static const char *const types[] = {
+                "child<memory-backend-ram>", "child<memory-backend-memfd>",
+                "child<memory-backend-file>",
+            };
+            add_child(a, b->id, types[b->type]);
+        }
+        for (guint i = 0; i < o->secrets->len; i++) {
+            add_child(a, ((SecretOptions *)o->secrets->pdata[i])->id,
+                      "child<secret>");
+        }
+    } else {
+        json_array_unref(a);
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_DEVICE_NOT_FOUND,
+                    "Device '%s' not found", path);
+        return NULL;
+    }
+    return qmp_return_array(a);
+}
+
+static JsonNode *query_chardev(JsonObject *args, void *opaque, GError **errp)
+{
+    Monitors *mon = opaque;
+    Chardevs *c = &mon->m->opts->chardevs;
+    (void)args;
+    (void)errp;
+    JsonArray *a = json_array_new();
+    for (guint i = 0; i < c->devs->len; i++) {
+        ChardevOptions *d = c->devs->pdata[i];
+        g_autofree char *name = NULL;
+        if (d->kind == CHARDEV_FILE) {
+            name = g_strdup("file");
+        } else if (d->kind == CHARDEV_NULL) {
+            name = g_strdup("null");
+        } else {
+            /* An inherited socket's path is the one it is bound to. */
+            struct sockaddr_un sa = { 0 };
+            socklen_t len = sizeof(sa);
+            const char *path = d->path;
+            if (!path && getsockname(d->fd, (struct sockaddr *)&sa, &len) == 0 &&
+                sa.sun_family == AF_UNIX) {
+                path = sa.sun_path;
+            }
+            name = g_strdup_printf("unix:%s,server=on", path ? path : "");
+        }
+        JsonObject *o = json_object_new();
+        json_object_set_string_member(o, "label", d->id);
+        json_object_set_string_member(o, "filename", name);
+        json_object_set_boolean_member(o, "frontend-open", d->used);
+        json_array_add_object_element(a, o);
+    }
+    return qmp_return_array(a);
+}
+
+/* No block devices: -drive and -blockdev are not options of ferry. */
+static JsonNode *query_block(JsonObject *args, void *opaque, GError **errp)
+{
+    (void)args;
+    (void)opaque;
+    (void)errp;
+    return qmp_return_array(json_array_new());
+}
+
 void qmp_machine_register(Monitors *mon)
 {
     QmpDispatcher *d = &mon->qmp;
@@ -320,4 +464,9 @@ void qmp_machine_register(Monitors *mon)
     qmp_register(d, "query-command-line-options", query_command_line_options,
                  mon);
     qmp_register(d, "query-qmp-schema", query_qmp_schema, mon);
+    qmp_register(d, "query-cpus-fast", query_cpus_fast, mon);
+    qmp_register(d, "qom-list", qom_list, mon);
+    qmp_register(d, "query-chardev", query_chardev, mon);
+    qmp_register(d, "query-block", query_block, mon);
+    qmp_register(d, "query-named-block-nodes", query_block, mon);
 }

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -58,6 +59,7 @@ struct QmpServer {
 bool monitor_addr_parse(const char *spec, MonitorAddr *a, GError **errp)
 {
     memset(a, 0, sizeof(*a));
+    a->fd = -1;
     if (!strcmp(spec, "stdio")) {
         a->is_stdio = true;
         return true;
@@ -69,9 +71,18 @@ bool monitor_addr_parse(const char *spec, MonitorAddr *a, GError **errp)
     } else if (g_str_has_prefix(parts[0], "tcp:") &&
                inet_split(parts[0] + 4, &a->host, &a->port)) {
         /* split into a->host and a->port */
+    } else if (g_str_has_prefix(parts[0], "fd:") && parts[0][3]) {
+        char *end;
+        long n = strtol(parts[0] + 3, &end, 10);
+        if (*end || n < 0 || n > INT_MAX) {
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "'%s': fd: takes a file descriptor number", spec);
+            return false;
+        }
+        a->fd = (int)n;
     } else {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "'%s': expected unix:PATH or tcp:HOST:PORT", spec);
+                    "'%s': expected unix:PATH, tcp:HOST:PORT or fd:N", spec);
         return false;
     }
     bool server = false, nowait = false;
@@ -107,10 +118,26 @@ void monitor_addr_cleanup(MonitorAddr *a)
     g_free(a->host);
     g_free(a->port);
     memset(a, 0, sizeof(*a));
+    a->fd = -1;
 }
 
 int monitor_listen(const MonitorAddr *a, GError **errp)
 {
+    if (a->fd >= 0) {
+        /* Inherited: it must be a socket that listens already. */
+        int on = 0;
+        socklen_t len = sizeof(on);
+        errno = 0;
+        if (getsockopt(a->fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) < 0 || !on) {
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "fd %d is not a listening socket%s%s", a->fd,
+                        errno ? ": " : "", errno ? g_strerror(errno) : "");
+            return -1;
+        }
+        fcntl(a->fd, F_SETFD, FD_CLOEXEC);
+        fcntl(a->fd, F_SETFL, fcntl(a->fd, F_GETFL) | O_NONBLOCK);
+        return a->fd;
+    }
     /* Unix sockets 0600: only the owner may drive the VM. */
     return a->is_unix ? unix_listen(a->path, 0600, errp)
                       : inet_listen(a->host, a->port, errp);

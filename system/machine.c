@@ -106,19 +106,25 @@ static bool init_devices(Machine *m, GError **errp)
 {
     MachineOptions *o = m->opts;
 
-    if (o->serial != SERIAL_NONE) {
-        int fd = STDOUT_FILENO;
-        if (o->serial == SERIAL_FILE) {
-            fd = open(o->serial_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                      0644);
-            if (fd < 0) {
-                g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
-                            "-serial file:%s: %s", o->serial_path,
-                            g_strerror(errno));
-                return false;
-            }
+    int fd = o->serial == SERIAL_STDIO ? STDOUT_FILENO : -1;
+    if (o->serial == SERIAL_CHARDEV &&
+        !chardev_open_output(&o->chardevs,
+                             chardev_find(&o->chardevs, o->serial_chardev),
+                             &fd, errp)) {
+        return false;
+    }
+    if (o->serial == SERIAL_FILE) {
+        fd = open(o->serial_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                  0644);
+        if (fd < 0) {
+            g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
+                        "-serial file:%s: %s", o->serial_path,
+                        g_strerror(errno));
+            return false;
         }
-        serial_init(&m->serial, fd, o->serial == SERIAL_FILE);
+    }
+    if (fd >= 0) {
+        serial_init(&m->serial, fd, fd != STDOUT_FILENO);
         m->have_serial = true;
         if (!iobus_add(&m->io, SERIAL_COM1, 8, "serial", &serial_ops,
                        &m->serial, errp)) {
@@ -173,6 +179,10 @@ bool machine_init(Machine *m, MachineOptions *opts, GError **errp)
         return false;
     }
     pc_ram_layout(m->ram);
+    if (!opts->dump_guest_core) {
+        /* -machine dump-guest-core=off: RAM stays out of core dumps. */
+        madvise(m->ram->host, m->ram->size, MADV_DONTDUMP);
+    }
     if (!kvm_add_ram(&m->kvm, m->ram, errp)) {
         return false;
     }
@@ -187,6 +197,23 @@ bool machine_init(Machine *m, MachineOptions *opts, GError **errp)
         return false;
     }
     return init_devices(m, errp);
+}
+
+/*
+ * A vCPU that cannot run again (no reset) while the process stays: it
+ * counts as parked, so that machine_pause of the others returns, until
+ * the machine quits.
+ */
+static void halt_for_good(Machine *m)
+{
+    g_mutex_lock(&m->pause_lock);
+    m->parked++;
+    g_cond_broadcast(&m->pause_cond);
+    while (!__atomic_load_n(&m->quit, __ATOMIC_SEQ_CST)) {
+        g_cond_wait(&m->pause_cond, &m->pause_lock);
+    }
+    m->parked--;
+    g_mutex_unlock(&m->pause_lock);
 }
 
 /* Handle one exit; false when the vCPU must stop. */
@@ -222,6 +249,9 @@ static bool handle_exit(Machine *m, KVMCPU *cpu)
                     "supported, stopping\n", cpu->index);
         }
         machine_request_exit(m, 0, "guest-reset", true);
+        if (m->opts->no_shutdown) {
+            halt_for_good(m);   /* the process stays (-no-shutdown) */
+        }
         return false;
     case KVM_EXIT_FAIL_ENTRY:
         fprintf(stderr, "ferry: vCPU %d: KVM entry failed, hardware reason "
@@ -399,7 +429,24 @@ static gboolean exit_ready(gint fd, GIOCondition cond, gpointer opaque)
     Machine *m = opaque;
     uint64_t v;
     (void)cond;
-    if (read(fd, &v, sizeof(v)) == sizeof(v)) {
+    if (read(fd, &v, sizeof(v)) != sizeof(v)) {
+        return G_SOURCE_CONTINUE;
+    }
+    g_mutex_lock(&m->exit_lock);
+    const char *cause = m->exit_cause;
+    bool stay = m->opts->no_shutdown && m->exit_by_guest && cause &&
+                m->guest_shutdown;
+    if (stay) {
+        /* -no-shutdown: a guest's shutdown stops it, and the process
+         * stays for its management (QEMU's words: state shutdown,
+         * SHUTDOWN, STOP).  isa-debug-exit (no cause) still exits. */
+        m->exit_requested = false;
+        m->exit_cause = NULL;
+    }
+    g_mutex_unlock(&m->exit_lock);
+    if (stay) {
+        m->guest_shutdown(m->guest_shutdown_opaque, cause);
+    } else {
         g_main_loop_quit(m->loop);
     }
     return G_SOURCE_CONTINUE;

@@ -80,6 +80,19 @@ static gboolean on_signal(gpointer opaque)
     return G_SOURCE_CONTINUE;
 }
 
+/* -no-shutdown: the guest shut down; it stops, and the process stays. */
+static void guest_shutdown(void *opaque, const char *cause)
+{
+    Monitors *mon = opaque;
+    Machine *m = mon->m;
+    g_autoptr(JsonObject) data = json_object_new();
+    json_object_set_boolean_member(data, "guest", true);
+    json_object_set_string_member(data, "reason", cause);
+    monitors_emit(mon, "SHUTDOWN", data);
+    machine_pause(m);
+    machine_set_state(m, RUN_STATE_SHUTDOWN);
+}
+
 static bool write_pidfile(const char *path, GError **errp)
 {
     g_autofree char *pid = g_strdup_printf("%d\n", getpid());
@@ -119,6 +132,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "ferry: %s\n", err->message);
         goto out;
     }
+    m.guest_shutdown = guest_shutdown;
+    m.guest_shutdown_opaque = &mon;
     if (daemon_fd >= 0) {
         daemonize_finish(daemon_fd, true);
         daemon_fd = -1;

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-glib/json-glib.h>
+
 #define MiB (1024ULL * 1024)
 
 bool parse_size(const char *s, uint64_t default_unit, uint64_t *out)
@@ -92,9 +94,143 @@ MemBackendOptions *options_find_backend(const MachineOptions *o, const char *id)
     return NULL;
 }
 
+/*
+ * -object and -device in JSON, as libvirt writes them ({"qom-type":...}
+ * or {"driver":...}): the same as "TYPE,key=value,...", with booleans
+ * as on/off.  NULL with @errp if it is not such an object; a value
+ * holding a comma (which that syntax would need doubled) is refused.
+ */
+static char *json_to_keyval(const char *opt, const char *arg,
+                            const char *type_key, GError **errp)
+{
+    g_autoptr(JsonParser) p = json_parser_new();
+    g_autoptr(GError) err = NULL;
+    if (!json_parser_load_from_data(p, arg, -1, &err) ||
+        !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "-%s %s: not a JSON object: %s", opt, arg,
+                    err ? err->message : "");
+        return NULL;
+    }
+    JsonObject *obj = json_node_get_object(json_parser_get_root(p));
+    const char *type = json_object_get_string_member_with_default(obj, type_key,
+                                                                  NULL);
+    if (!type) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "-%s %s: Parameter '%s' is missing", opt, arg, type_key);
+        return NULL;
+    }
+    g_autoptr(GString) out = g_string_new(type);
+    g_autoptr(GList) keys = json_object_get_members(obj);
+    for (GList *l = keys; l; l = l->next) {
+        if (!strcmp(l->data, type_key)) {
+            continue;
+        }
+        JsonNode *v = json_object_get_member(obj, l->data);
+        g_autofree char *text = NULL;
+        GType t = JSON_NODE_HOLDS_VALUE(v) ? json_node_get_value_type(v) : 0;
+        if (t == G_TYPE_BOOLEAN) {
+            text = g_strdup(json_node_get_boolean(v) ? "on" : "off");
+        } else if (t == G_TYPE_INT64) {
+            text = g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(v));
+        } else if (t == G_TYPE_STRING && !strchr(json_node_get_string(v), ',')) {
+            text = g_strdup(json_node_get_string(v));
+        } else {
+            g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "-%s %s: unsupported value for '%s'", opt, arg,
+                        (char *)l->data);
+            return NULL;
+        }
+        g_string_append_printf(out, ",%s=%s", (char *)l->data, text);
+    }
+    return g_string_free(g_steal_pointer(&out), false);
+}
+
+static void secret_free(gpointer p)
+{
+    SecretOptions *x = p;
+    g_free(x->id);
+    if (x->data) {
+        g_bytes_unref(x->data);
+    }
+    g_free(x);
+}
+
+/* -object secret,id=ID,{data=D|file=F}[,format=raw|base64] */
+static bool opt_secret(MachineOptions *o, const char *arg, GError **errp)
+{
+    g_autoptr(GHashTable) p = parse_props(arg);
+    const char *id = g_hash_table_lookup(p, "id");
+    const char *data = g_hash_table_lookup(p, "data");
+    const char *file = g_hash_table_lookup(p, "file");
+    const char *format = g_hash_table_lookup(p, "format");
+    GHashTableIter it;
+    gpointer k;
+    g_hash_table_iter_init(&it, p);
+    while (g_hash_table_iter_next(&it, &k, NULL)) {
+        static const char *const known[] = {
+            "secret", "id", "data", "file", "format", NULL,
+        };
+        if (!g_strv_contains(known, k)) {
+            g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "-object %s: Property 'secret.%s' not found", arg,
+                        (char *)k);
+            return false;
+        }
+    }
+    if (!id || !*id) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "-object %s: Parameter 'id' is missing", arg);
+        return false;
+    }
+    if (!data == !file) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "-object %s: 'data' and 'file' are mutually exclusive, "
+                    "and one of them is required", arg);
+        return false;
+    }
+    if (format && strcmp(format, "raw") != 0 && strcmp(format, "base64") != 0) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "-object %s: Parameter 'format' does not accept value '%s'",
+                    arg, format);
+        return false;
+    }
+    gchar *bytes = NULL;
+    gsize len = 0;
+    if (file) {
+        g_autoptr(GError) err = NULL;
+        if (!g_file_get_contents(file, &bytes, &len, &err)) {
+            g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "-object %s: Unable to read %s: %s", arg, file,
+                        err->message);
+            return false;
+        }
+    } else {
+        bytes = g_strdup(data);
+        len = strlen(data);
+    }
+    if (format && !strcmp(format, "base64")) {
+        g_autofree gchar *text = g_strndup(bytes, len);
+        g_free(bytes);
+        bytes = (gchar *)g_base64_decode(text, &len);
+    }
+    SecretOptions *x = g_new0(SecretOptions, 1);
+    x->id = g_strdup(id);
+    x->data = g_bytes_new_take(bytes, len);
+    g_ptr_array_add(o->secrets, x);
+    return true;
+}
+
 /* -object memory-backend-{ram,memfd,file},id=ID,size=S,... */
 static bool opt_object(MachineOptions *o, const char *arg, GError **errp)
 {
+    if (arg[0] == '{') {
+        g_autofree char *kv = json_to_keyval("object", arg, "qom-type", errp);
+        return kv && opt_object(o, kv, errp);
+    }
+    if (g_str_has_prefix(arg, "secret,")) {
+        return opt_secret(o, arg, errp);
+    }
     static const char *const types[] = {
         "memory-backend-ram", "memory-backend-memfd", "memory-backend-file", NULL,
     };
@@ -223,6 +359,11 @@ static bool opt_machine(MachineOptions *o, const char *arg, GError **errp)
             g_free(o->memory_backend);
             o->memory_backend = g_strdup(v);
             continue;
+        } else if (!strcmp(k, "usb") && v && !strcmp(v, "off")) {
+            continue;                   /* ferry's PC has no USB */
+        } else if (!strcmp(k, "dump-guest-core") && v &&
+                   parse_bool(v, &o->dump_guest_core)) {
+            continue;
         }
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                     "-machine %s: unsupported machine property '%s'", arg, *it);
@@ -231,11 +372,52 @@ static bool opt_machine(MachineOptions *o, const char *arg, GError **errp)
     return true;
 }
 
+/* -device isa-serial,chardev=ID[,id=ID][,index=0]: the one serial port. */
+static bool opt_isa_serial(MachineOptions *o, const char *arg, GHashTable *p,
+                           GError **errp)
+{
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, p);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        if (!strcmp(k, "isa-serial") || !strcmp(k, "chardev") ||
+            !strcmp(k, "id") || (!strcmp(k, "index") && !strcmp(v, "0"))) {
+            continue;
+        }
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "-device %s: Property 'isa-serial.%s' %s", arg, (char *)k,
+                    strcmp(k, "index") ? "not found" :
+                    "can only be 0: ferry has one serial port");
+        return false;
+    }
+    const char *chr = g_hash_table_lookup(p, "chardev");
+    if (!chr || !*chr) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "-device %s: Property 'chardev' is required", arg);
+        return false;
+    }
+    if (o->serial_chardev) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "-device %s: ferry has one serial port", arg);
+        return false;
+    }
+    o->serial_chardev = g_strdup(chr);
+    o->serial_dev_id = g_strdup(g_hash_table_lookup(p, "id"));
+    return true;
+}
+
 static bool opt_device(MachineOptions *o, const char *arg, GError **errp)
 {
+    if (arg[0] == '{') {
+        g_autofree char *kv = json_to_keyval("device", arg, "driver", errp);
+        return kv && opt_device(o, kv, errp);
+    }
     g_autoptr(GHashTable) p = parse_props(arg);
     g_auto(GStrv) parts = g_strsplit(arg, ",", 2);
     const char *driver = parts[0];
+    if (!strcmp(driver, "isa-serial")) {
+        return opt_isa_serial(o, arg, p, errp);
+    }
 
     if (strcmp(driver, "isa-debug-exit") != 0) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
@@ -310,18 +492,117 @@ static bool opt_smp(MachineOptions *o, const char *arg, GError **errp)
     return true;
 }
 
+/* -name NAME or -name guest=NAME[,debug-threads=on|off]: ferry names
+ * its threads always ("CPU 0/KVM", "mig/src/...", as QEMU with
+ * debug-threads=on). */
+static bool opt_name(MachineOptions *o, const char *arg, GError **errp)
+{
+    g_auto(GStrv) items = g_strsplit(arg, ",", -1);
+    for (char **it = items; *it; it++) {
+        bool b;
+        if (it == items && !strchr(*it, '=')) {
+            g_free(o->name);
+            o->name = g_strdup(*it);
+        } else if (g_str_has_prefix(*it, "guest=")) {
+            g_free(o->name);
+            o->name = g_strdup(*it + 6);
+        } else if (!(g_str_has_prefix(*it, "debug-threads=") &&
+                     parse_bool(*it + 14, &b))) {
+            g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "-name %s: Invalid parameter '%s'", arg, *it);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool opt_uuid(MachineOptions *o, const char *arg, GError **errp)
+{
+    if (!g_uuid_string_is_valid(arg)) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "-uuid %s: Fail to parse UUID string", arg);
+        return false;
+    }
+    g_free(o->uuid);
+    o->uuid = g_ascii_strdown(arg, -1);
+    return true;
+}
+
+/*
+ * Options whose only values ferry takes are what it does anyway:
+ * -overcommit mem-lock=off,cpu-pm=off (guest RAM is not locked, vCPUs
+ * exit on HLT), -rtc base=utc (the guest's clock is the host's UTC),
+ * -boot with -kernel (no firmware boots anything), -audiodev driver=none
+ * (no sound device), -msg timestamp=on|off (ferry's messages carry one
+ * with on).  Anything else is refused, naming it.
+ */
+static bool opt_accepted(MachineOptions *o, const char *name, const char *arg,
+                         GError **errp)
+{
+    /* values: the ones taken, '|' between; NULL: any */
+    static const struct { const char *opt, *key, *values; } ok[] = {
+        { "overcommit", "mem-lock", "off" },
+        { "overcommit", "cpu-pm", "off" },
+        { "rtc", "base", "utc" },
+        { "boot", "strict", "on|off" },
+        { "boot", "menu", "off" },
+        { "audiodev", "id", NULL },
+        { "audiodev", "driver", "none" },
+        { "msg", "timestamp", "on|off" },
+        { "msg", "guest-name", "off" },
+    };
+
+    g_autofree char *kv = NULL;
+    if (arg[0] == '{') {
+        /* -audiodev {"id":"audio1","driver":"none"} */
+        kv = json_to_keyval(name, arg, "driver", errp);
+        if (!kv) {
+            return false;
+        }
+        kv = g_strconcat("driver=", kv, NULL);
+        arg = kv;
+    }
+    g_auto(GStrv) items = g_strsplit(arg, ",", -1);
+    for (char **it = items; *it; it++) {
+        char *eq = strchr(*it, '=');
+        g_autofree char *k = g_strndup(*it, eq ? eq - *it : (long)strlen(*it));
+        const char *v = eq ? eq + 1 : "";
+        size_t i;
+        for (i = 0; i < G_N_ELEMENTS(ok); i++) {
+            g_auto(GStrv) vals = ok[i].values ? g_strsplit(ok[i].values, "|", -1)
+                                              : NULL;
+            if (!strcmp(ok[i].opt, name) && !strcmp(ok[i].key, k) &&
+                (!vals || g_strv_contains((const char *const *)vals, v))) {
+                break;
+            }
+        }
+        if (i == G_N_ELEMENTS(ok)) {
+            g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "-%s %s: '%s' is not supported by ferry", name, arg,
+                        *it);
+            return false;
+        }
+        if (!strcmp(name, "msg") && !strcmp(k, "timestamp")) {
+            o->msg_timestamp = !strcmp(v, "on");
+        }
+    }
+    return true;
+}
+
 bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
 {
     /* Options that take an argument, and those that take none. */
     static const char *const with_arg[] = {
         "m", "smp", "kernel", "append", "serial", "device", "display",
         "accel", "cpu", "name", "pidfile", "machine", "qmp", "monitor",
-        "object", "incoming", NULL,
+        "object", "incoming", "chardev", "add-fd", "mon", "uuid",
+        "overcommit", "rtc", "boot", "audiodev", "msg", NULL,
     };
     static const char *const flags[] = {
         "S", "enable-kvm", "no-reboot", "nodefaults", "daemonize",
-        "no-user-config", "nographic", NULL,
+        "no-user-config", "nographic", "no-shutdown", "no-acpi", NULL,
     };
+    g_autoptr(GPtrArray) mons = g_ptr_array_new();     /* -mon, resolved last */
     bool serial_given = false, nodefaults = false;
     g_autoptr(GStrvBuilder) qmp = g_strv_builder_new();
     g_autoptr(GStrvBuilder) monitor = g_strv_builder_new();
@@ -332,6 +613,9 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
     o->ram_size = 128 * MiB;
     o->smp = 1;
     o->serial = SERIAL_STDIO;
+    o->dump_guest_core = true;
+    o->secrets = g_ptr_array_new_with_free_func(secret_free);
+    chardevs_init(&o->chardevs);
 
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
@@ -350,7 +634,10 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
                 o->daemonize = true;
             } else if (!strcmp(name, "nodefaults")) {
                 nodefaults = true;
+            } else if (!strcmp(name, "no-shutdown")) {
+                o->no_shutdown = true;
             }
+            /* -no-acpi: ferry's PC has no ACPI. */
             /* -no-user-config: ferry reads no configuration file anyway.
              * -nographic: ferry has no display, and with -nodefaults
              * (libvirt's way) nothing goes to stdio. */
@@ -417,8 +704,19 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
                 ok = false;
             }
         } else if (!strcmp(name, "name")) {
-            g_free(o->name);
-            o->name = g_strdup(arg);
+            ok = opt_name(o, arg, errp);
+        } else if (!strcmp(name, "chardev")) {
+            ok = chardev_parse(&o->chardevs, arg, errp);
+        } else if (!strcmp(name, "add-fd")) {
+            ok = add_fd_parse(&o->chardevs, arg, errp);
+        } else if (!strcmp(name, "mon")) {
+            g_ptr_array_add(mons, (char *)arg);
+        } else if (!strcmp(name, "uuid")) {
+            ok = opt_uuid(o, arg, errp);
+        } else if (!strcmp(name, "overcommit") || !strcmp(name, "rtc") ||
+                   !strcmp(name, "boot") || !strcmp(name, "audiodev") ||
+                   !strcmp(name, "msg")) {
+            ok = opt_accepted(o, name, arg, errp);
         } else if (!strcmp(name, "incoming")) {
             g_free(o->incoming);
             o->incoming = g_strdup(arg);
@@ -440,6 +738,32 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
     }
     if (nodefaults && !serial_given) {
         o->serial = SERIAL_NONE;    /* QEMU: no default serial port */
+    }
+    if (o->serial_chardev) {
+        if (serial_given && o->serial != SERIAL_NONE) {
+            g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "-device isa-serial and -serial: ferry has one "
+                        "serial port");
+            return false;
+        }
+        ChardevOptions *c = chardev_find(&o->chardevs, o->serial_chardev);
+        if (!c || c->used) {
+            g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "-device isa-serial: chardev '%s' %s", o->serial_chardev,
+                        c ? "is in use already" : "not found");
+            return false;
+        }
+        c->used = true;
+        o->serial = SERIAL_CHARDEV;
+    }
+    for (guint i = 0; i < mons->len; i++) {
+        bool control;
+        g_autofree char *spec = mon_resolve(&o->chardevs, mons->pdata[i],
+                                            &control, errp);
+        if (!spec) {
+            return false;
+        }
+        g_strv_builder_add(control ? qmp : monitor, spec);
     }
     o->qmp = g_strv_builder_end(qmp);
     o->monitor = g_strv_builder_end(monitor);
@@ -478,6 +802,13 @@ bool options_parse(MachineOptions *o, int argc, char **argv, GError **errp)
 
 void options_cleanup(MachineOptions *o)
 {
+    chardevs_cleanup(&o->chardevs);
+    if (o->secrets) {
+        g_ptr_array_unref(o->secrets);
+    }
+    g_free(o->serial_chardev);
+    g_free(o->serial_dev_id);
+    g_free(o->uuid);
     g_free(o->kernel);
     g_free(o->append);
     g_free(o->serial_path);

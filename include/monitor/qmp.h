@@ -139,6 +139,8 @@ typedef struct MonitorAddr {
     bool is_stdio;
     char *path;                 /* unix */
     char *host, *port;          /* tcp */
+    int fd;                     /* fd:N, an inherited listening socket
+                                 * (libvirt's -chardev socket,fd=N); else -1 */
 } MonitorAddr;
 
 bool monitor_addr_parse(const char *spec, MonitorAddr *a, GError **errp);

@@ -67,6 +67,11 @@ struct Machine {
     int throttle_pct;           /* atomic: share of time vCPUs sleep, 0..99 */
     guint throttle_src;         /* main thread: the 10 ms kicker */
 
+    /* Main thread: a guest's shutdown (@cause, QEMU's ShutdownCause)
+     * under -no-shutdown, which stops the guest instead of the process. */
+    void (*guest_shutdown)(void *opaque, const char *cause);
+    void *guest_shutdown_opaque;
+
     RunState state;             /* main thread only */
     /* Called in the main thread on every run-state change. */
     void (*state_changed)(void *opaque, RunState old, RunState now);

@@ -14,6 +14,7 @@
 
 #include <glib.h>
 
+#include "system/chardev.h"
 #include "system/ramblock.h"
 
 #define MAX_VCPUS 8
@@ -22,7 +23,14 @@ typedef enum SerialKind {
     SERIAL_STDIO,
     SERIAL_FILE,
     SERIAL_NONE,
+    SERIAL_CHARDEV,             /* -device isa-serial,chardev=ID */
 } SerialKind;
+
+/* -object secret: QEMU's secret object (libvirt's masterKey0). */
+typedef struct SecretOptions {
+    char *id;
+    GBytes *data;               /* decoded (format=base64) */
+} SecretOptions;
 
 typedef struct MachineOptions {
     uint64_t ram_size;          /* bytes; -m, default 128 MiB as QEMU */
@@ -36,11 +44,19 @@ typedef struct MachineOptions {
     char *append;               /* -append */
     SerialKind serial;          /* -serial */
     char *serial_path;          /* -serial file:PATH */
+    char *serial_chardev;       /* -device isa-serial,chardev=ID */
+    char *serial_dev_id;        /* -device isa-serial,id=ID: a peripheral */
+    Chardevs chardevs;          /* -chardev, -add-fd */
+    GPtrArray *secrets;         /* -object secret: SecretOptions */
+    char *uuid;                 /* -uuid */
+    bool no_shutdown;           /* -no-shutdown */
+    bool dump_guest_core;       /* -machine dump-guest-core= (default on) */
+    bool msg_timestamp;         /* -msg timestamp=on */
     bool debug_exit;            /* -device isa-debug-exit */
     uint16_t debug_exit_iobase, debug_exit_iosize;
     bool start_paused;          /* -S */
     bool no_reboot;             /* -no-reboot */
-    char *name;                 /* -name */
+    char *name;                 /* -name [guest=]NAME */
     char *pidfile;              /* -pidfile */
     GStrv qmp;                  /* -qmp, in order (may be NULL) */
     GStrv monitor;              /* -monitor, in order (may be NULL) */

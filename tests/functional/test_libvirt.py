@@ -10,9 +10,11 @@ directories, /etc/passwd and /etc/group are private bind mounts, so that
 the host's libvirt configuration and daemons are never touched (the
 recipe of libvirt-observed.md 4), is driven with virsh only.
 """
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -183,6 +185,127 @@ def probe_refusals(opts):
                         '-qmp', f'unix:{d}/q.sock,server=on,wait=off'],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 1 and 'stdio' in p.stderr, p.stderr
+
+
+def libvirt_command_line(d, mon_fd, serial_fd, mem_mib=256, extra=()):
+    """The command line libvirt 9.0 makes for domain_xml() (its JSON
+    -object and -device syntax, an inherited listening monitor socket,
+    the serial file an fd set's fd), libvirt-observed.md 6.2."""
+    key = os.path.join(d, 'master-key.aes')
+    with open(key, 'wb') as f:
+        f.write(os.urandom(32))
+    return [FERRY_ABS, '-name', 'guest=ferrytest,debug-threads=on', '-S',
+            '-object', json.dumps({'qom-type': 'secret', 'id': 'masterKey0',
+                                   'format': 'raw', 'file': key}),
+            '-machine', 'pc-i440fx-7.2,usb=off,dump-guest-core=off,'
+                        'memory-backend=pc.ram',
+            '-accel', 'kvm', '-cpu', 'host', '-m', str(mem_mib),
+            '-object', json.dumps({'qom-type': 'memory-backend-ram',
+                                   'id': 'pc.ram', 'size': mem_mib << 20}),
+            '-overcommit', 'mem-lock=off',
+            '-smp', '1,sockets=1,cores=1,threads=1',
+            '-uuid', '6c0a3b7e-2f41-4d7a-9b35-0d1e2f3a4b5c',
+            '-display', 'none', '-no-user-config', '-nodefaults',
+            '-chardev', f'socket,id=charmonitor,fd={mon_fd},server=on,wait=off',
+            '-mon', 'chardev=charmonitor,id=monitor,mode=control',
+            '-rtc', 'base=utc', '-no-shutdown', '-no-acpi', '-boot', 'strict=on',
+            '-kernel', GUEST_ABS, '-append', 'verify rounds=0',
+            '-add-fd', f'set=0,fd={serial_fd},opaque=serial0-source',
+            '-chardev', 'file,id=charserial0,path=/dev/fdset/0,append=on',
+            '-device', json.dumps({'driver': 'isa-serial',
+                                   'chardev': 'charserial0', 'id': 'serial0',
+                                   'index': 0}),
+            '-audiodev', json.dumps({'id': 'audio1', 'driver': 'none'}),
+            '-msg', 'timestamp=on'] + list(extra)
+
+
+def wait_file_line(path, needle, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path) as f:
+            text = f.read()
+        if needle in text:
+            return text
+        if 'FAIL' in text:
+            raise AssertionError(f'guest reported: {text[-300:]}')
+        time.sleep(0.1)
+    raise AssertionError(f'no {needle!r} in {path} within {timeout} s')
+
+
+def start_conversation(opts):
+    """libvirt's command line and start conversation (6.2, 7.2): the
+    monitor on a socket the caller listens on, the serial port on an fd
+    set's file (appended to), vCPU thread ids, the peripheral tree, no
+    block devices, and cont with RESUME; the guest runs."""
+    d = tmpdir()
+    ls = socket.socket(socket.AF_UNIX)
+    ls.bind(os.path.join(d, 'monitor.sock'))
+    ls.listen(1)
+    log = os.path.join(d, 'serial.log')
+    with open(log, 'w') as f:
+        f.write('before\n')
+    serial = os.open(log, os.O_WRONLY | os.O_APPEND)
+    p = subprocess.Popen(libvirt_command_line(d, ls.fileno(), serial),
+                         pass_fds=(ls.fileno(), serial), stderr=subprocess.PIPE,
+                         text=True, preexec_fn=_die_with_parent)
+    os.close(serial)
+    ls.close()
+    try:
+        q = QMP(os.path.join(d, 'monitor.sock'))
+        caps = ok(q.cmd('query-migrate-capabilities'))
+        assert {c['capability'] for c in caps} >= {'events', 'postcopy-ram'}
+        assert ok(q.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': 'events', 'state': True}]})) == {}
+        chardevs = {c['label']: c for c in ok(q.cmd('query-chardev'))}
+        assert chardevs['charserial0']['filename'] == 'file', chardevs
+        assert chardevs['charmonitor']['filename'] == \
+            f'unix:{d}/monitor.sock,server=on', chardevs
+        cpus = ok(q.cmd('query-cpus-fast'))
+        assert len(cpus) == 1 and cpus[0]['thread-id'] != p.pid, cpus
+        with open(f'/proc/{p.pid}/task/{cpus[0]["thread-id"]}/comm') as f:
+            assert f.read().strip() == 'CPU 0/KVM'
+        r = q.cmd('qom-list', {'path': cpus[0]['qom-path']})
+        assert r['error']['class'] == 'DeviceNotFound', r
+        assert ok(q.cmd('query-named-block-nodes', {'flat': True})) == []
+        periph = ok(q.cmd('qom-list', {'path': '/machine/peripheral'}))
+        assert {'name': 'serial0', 'type': 'child<isa-serial>'} in periph, periph
+        objs = {o['name'] for o in ok(q.cmd('qom-list', {'path': '/objects'}))}
+        assert {'pc.ram', 'masterKey0'} <= objs, objs
+        assert ok(q.cmd('query-block')) == []
+        assert ok(q.cmd('query-status'))['status'] == 'prelaunch'
+        assert ok(q.cmd('cont')) == {}
+        q.event('RESUME')
+        text = wait_file_line(log, 'verify: round=1 ')
+        assert text.startswith('before\n'), text[:100]     # append=on
+        q.cmd('quit')
+        assert p.wait(30) == 0, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def start_refusals(opts):
+    """A domain ferry cannot run fails to start, naming what it lacks."""
+    d = tmpdir()
+    base = [FERRY, '-nodefaults', '-kernel', GUEST_ABS]
+    for extra, words in (
+            (['-device', 'virtio-blk-pci,drive=d0'],
+             "'virtio-blk-pci' is not a valid device model name"),
+            (['-device', json.dumps({'driver': 'e1000', 'id': 'net0'})],
+             "'e1000' is not a valid device model name"),
+            (['-device', 'VGA'], "'VGA' is not a valid device model name"),
+            (['-drive', 'file=x.img'], '-drive: invalid option'),
+            (['-chardev', 'pty,id=c0'], "'pty' is not a valid char driver"),
+            (['-device', 'isa-serial,chardev=nope'], "chardev 'nope' not found"),
+            (['-mon', 'chardev=nope,mode=control'], 'chardev "nope" not found'),
+            (['-add-fd', 'set=0,fd=99'], 'fd is not valid'),
+            (['-overcommit', 'mem-lock=on'], "'mem-lock=on' is not supported"),
+            (['-object', f'secret,id=s0,file={d}/missing'], 'Unable to read'),
+            (['-uuid', 'not-a-uuid'], 'Fail to parse UUID')):
+        p = subprocess.run(base + extra, capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode == 1 and words in p.stderr, (extra, p.stderr)
 
 
 # ---- A real libvirtd -----------------------------------------------------
@@ -362,6 +485,8 @@ def libvirt_probe(opts):
 CASES = [
     ('/libvirt/probe-conversation', probe_conversation, None),
     ('/libvirt/probe-refusals', probe_refusals, None),
+    ('/libvirt/start-conversation', start_conversation, None),
+    ('/libvirt/start-refusals', start_refusals, None),
     ('/libvirt/probe', libvirt_probe, None),
 ]
 
