@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -68,6 +69,50 @@ static void daemonize_finish(int fd, bool ok)
     }
 }
 
+/*
+ * -msg timestamp=on: every line on stderr begins with the time, in UTC,
+ * as QEMU writes it ("2026-12-01T10:00:00.123456Z ferry: ...").  stderr
+ * becomes a stream whose writes add it at each line's start.
+ */
+static bool msg_line_start = true;
+
+static ssize_t msg_write(void *cookie, const char *buf, size_t n)
+{
+    (void)cookie;
+    for (size_t i = 0; i < n;) {
+        if (msg_line_start) {
+            g_autoptr(GDateTime) now = g_date_time_new_now_utc();
+            g_autofree char *ts = g_date_time_format(now, "%Y-%m-%dT%H:%M:%S");
+            char full[64];
+            int len = snprintf(full, sizeof(full), "%s.%06dZ ", ts,
+                               g_date_time_get_microsecond(now));
+            if (write(STDERR_FILENO, full, len) < 0) {
+                return -1;
+            }
+            msg_line_start = false;
+        }
+        const char *nl = memchr(buf + i, '\n', n - i);
+        size_t chunk = nl ? (size_t)(nl - (buf + i)) + 1 : n - i;
+        if (write(STDERR_FILENO, buf + i, chunk) < 0) {
+            return -1;
+        }
+        msg_line_start = nl != NULL;
+        i += chunk;
+    }
+    return n;
+}
+
+static void msg_timestamps_on(void)
+{
+    FILE *f = fopencookie(NULL, "w", (cookie_io_functions_t) {
+        .write = msg_write,
+    });
+    if (f) {
+        setvbuf(f, NULL, _IOLBF, 0);
+        stderr = f;
+    }
+}
+
 static void emit_event(void *opaque, const char *name, JsonObject *data)
 {
     monitors_emit(opaque, name, data);
@@ -114,6 +159,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "ferry: %s\n", err->message);
         options_cleanup(&opts);
         return 1;
+    }
+    if (opts.msg_timestamp) {
+        msg_timestamps_on();
     }
     if (opts.daemonize) {
         daemon_fd = daemonize_start();

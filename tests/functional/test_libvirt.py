@@ -12,6 +12,7 @@ recipe of libvirt-observed.md 4), is driven with virsh only.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -306,6 +307,12 @@ def start_refusals(opts):
         p = subprocess.run(base + extra, capture_output=True, text=True,
                            timeout=30)
         assert p.returncode == 1 and words in p.stderr, (extra, p.stderr)
+    # -msg timestamp=on: QEMU's time prefix on each message.
+    p = subprocess.run([FERRY, '-msg', 'timestamp=on', '-nodefaults',
+                        '-kernel', os.path.join(d, 'missing')],
+                       capture_output=True, text=True, timeout=30)
+    assert re.match(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z ferry: '
+                    r'could not load kernel', p.stderr), p.stderr
 
 
 # ---- A real libvirtd -----------------------------------------------------
