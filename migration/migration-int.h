@@ -27,6 +27,13 @@
 #define POSTCOPY_STALL_TIMEOUT_MS   4000
 
 /* migration_param_u64: integer parameter @name.  Any thread. */
+/*
+ * migration_set_rate: migration thread; from now the limit is parameter
+ * @param's ("max-bandwidth", "max-postcopy-bandwidth"), or none (NULL),
+ * and follows migrate-set-parameters.
+ */
+void migration_set_rate(MigrationState *s, const char *param);
+
 uint64_t migration_param_u64(MigrationState *s, const char *name);
 
 /* Milliseconds on g_get_monotonic_time()'s clock: MigrationState's times. */

@@ -177,6 +177,16 @@ static void finish_vm(void *opaque)
     machine_set_state(c->s->m, RUN_STATE_POSTMIGRATE);
 }
 
+void migration_set_rate(MigrationState *s, const char *param)
+{
+    g_mutex_lock(&s->lock);
+    s->src.rate_param = param;
+    __atomic_store_n(&s->src.rate_limit,
+                     param ? json_object_get_int_member(s->params, param) : 0,
+                     __ATOMIC_RELAXED);
+    g_mutex_unlock(&s->lock);
+}
+
 uint64_t migration_param_u64(MigrationState *s, const char *name)
 {
     g_mutex_lock(&s->lock);
@@ -293,6 +303,8 @@ static void migration_thread_body(MigrateArgs *a)
     bool return_path = migrate_cap(s, "return-path") || postcopy;
     int dirty_high = 0;
     ram_saver_init(&r, m->ram, &m->kvm, f, &s->stats, &s->src.cancel);
+    r.max_bandwidth = &s->src.rate_limit;
+    migration_set_rate(s, "max-bandwidth");
     r.stop_pass = postcopy ? &s->src.postcopy_start : NULL;
     stream_put_header(f, m->ram, s->src.channel_id);
     qemu_fflush(f);             /* the destination names the channel by it */
@@ -318,7 +330,6 @@ static void migration_thread_body(MigrateArgs *a)
             migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
         }
 
-        r.max_bandwidth = param_u64(s, "max-bandwidth");
         uint64_t bytes0 = s->stats.transferred;
         int64_t t0 = g_get_monotonic_time();
         if (!ram_save_pass(&r)) {
@@ -339,7 +350,6 @@ static void migration_thread_body(MigrateArgs *a)
             goto fail;
         }
         uint64_t dirty = ram_dirty_count(&r);
-        __atomic_fetch_add(&s->stats.dirty_sync_count, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&s->stats.remaining_pages, dirty, __ATOMIC_RELAXED);
         __atomic_store_n(&s->stats.dirty_pages_rate, (uint64_t)(dirty / secs),
                          __ATOMIC_RELAXED);
@@ -366,7 +376,7 @@ static void migration_thread_body(MigrateArgs *a)
         goto fail;
     }
     uint64_t before = s->stats.transferred;
-    r.max_bandwidth = 0;        /* the guest is stopped: no limit now */
+    migration_set_rate(s, NULL);    /* the guest is stopped: no limit now */
     if (!ram_sync_dirty(&r, &err)) {
         goto fail;
     }

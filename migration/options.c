@@ -264,6 +264,13 @@ static JsonNode *set_parameters(JsonObject *args, void *opaque, GError **errp)
             json_object_set_member(s->params, l->data, json_node_copy(v));
         }
     }
+    /* The running pass or push takes a new limit at once, as QEMU's
+     * (virsh migrate-setspeed [--postcopy] during the job). */
+    if (s->src.rate_param) {
+        __atomic_store_n(&s->src.rate_limit,
+                         json_object_get_int_member(s->params, s->src.rate_param),
+                         __ATOMIC_RELAXED);
+    }
     g_mutex_unlock(&s->lock);
     return ret_empty();
 }

@@ -166,7 +166,7 @@ bool postcopy_switch(MigrationState *s, RAMSaver *r, QEMUFile *f,
     if (!ram_sync_dirty(r, errp) || !open_preempt(s, uri, errp)) {
         return false;
     }
-    r->max_bandwidth = migration_param_u64(s, "max-postcopy-bandwidth");
+    migration_set_rate(s, "max-postcopy-bandwidth");
     ram_postcopy_discard(r);
     __atomic_store_n(&s->stats.remaining_pages, ram_dirty_count(r),
                      __ATOMIC_RELAXED);
@@ -325,7 +325,7 @@ static bool postcopy_resume(MigrationState *s, RAMSaver *r, QEMUFile *f,
     ram_postcopy_rebuild(r, in_place);
     bitmap_free(in_place);
     /* Set meanwhile, as libvirt does before a resume. */
-    r->max_bandwidth = migration_param_u64(s, "max-postcopy-bandwidth");
+    migration_set_rate(s, "max-postcopy-bandwidth");
     if (!open_preempt(s, uri, errp)) {
         return false;
     }

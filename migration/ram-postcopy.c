@@ -224,19 +224,20 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
             continue;
         }
         int64_t now = g_get_monotonic_time();
-        if (r->max_bandwidth && now < r->push_next_us) {
+        uint64_t limit = ram_rate_limit(r);
+        if (limit && now < r->push_next_us) {
             wait_request(r, r->push_next_us - now);
             continue;
         }
         p -= p % r->hpages;
         uint64_t bytes = serve(r, r->f, p, MAX(BG_RUN, r->hpages));
-        if (r->max_bandwidth) {
+        if (limit) {
             /*
              * Paced run by run, not in 100 ms bursts: a burst sits in the
              * stream ahead of the next requested page (tens of ms here).
              */
             r->push_next_us = MAX(now, r->push_next_us) +
-                              (int64_t)(bytes * G_USEC_PER_SEC / r->max_bandwidth);
+                              (int64_t)(bytes * G_USEC_PER_SEC / limit);
         }
         r->last = p + MAX(BG_RUN, r->hpages);
     }

@@ -55,6 +55,9 @@ bool ram_sync_dirty(RAMSaver *r, GError **errp)
     }
     bitmap_set(r->clear_pending, 0,
                ((r->npages + RAM_CLEAR_CHUNK_PAGES - 1) / RAM_CLEAR_CHUNK_PAGES));
+    /* QEMU's dirty-sync-count: every sync, the ones at a switch to
+     * postcopy and at the stop too (libvirt's "Iteration"). */
+    __atomic_fetch_add(&r->stats->dirty_sync_count, 1, __ATOMIC_RELAXED);
     return true;
 }
 
@@ -112,9 +115,16 @@ static bool page_is_zero(const uint8_t *p)
 }
 
 /* How long to wait before more fits in the 100 ms window (0: go on). */
+uint64_t ram_rate_limit(const RAMSaver *r)
+{
+    return r->max_bandwidth ? __atomic_load_n(r->max_bandwidth, __ATOMIC_RELAXED)
+                            : 0;
+}
+
 static int64_t rate_wait_us(RAMSaver *r)
 {
-    if (!r->max_bandwidth) {
+    uint64_t limit = ram_rate_limit(r);
+    if (!limit) {
         return 0;
     }
     int64_t now = g_get_monotonic_time();
@@ -124,7 +134,7 @@ static int64_t rate_wait_us(RAMSaver *r)
         r->window_bytes = 0;
         return 0;
     }
-    return r->window_bytes >= r->max_bandwidth / 10 ? left : 0;
+    return r->window_bytes >= limit / 10 ? left : 0;
 }
 
 /* Precopy: sleep out the rest of a 100 ms window once it has its share. */

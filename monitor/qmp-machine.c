@@ -201,10 +201,10 @@ static JsonNode *query_machines(JsonObject *args, void *opaque, GError **errp)
 static JsonNode *qom_list_types(JsonObject *args, void *opaque, GError **errp)
 {
     (void)opaque;
-    const char *implements =
-        json_object_get_string_member_with_default(args, "implements", NULL);
-    bool abstract = json_object_get_boolean_member_with_default(args, "abstract",
-                                                                false);
+    const char *implements = args ?
+        json_object_get_string_member_with_default(args, "implements", NULL) : NULL;
+    bool abstract = args &&
+        json_object_get_boolean_member_with_default(args, "abstract", false);
     if (implements && !qom_type(implements)) {
         /* QEMU's words for a class it does not have. */
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
@@ -286,8 +286,8 @@ static JsonNode *query_command_line_options(JsonObject *args, void *opaque,
                                             GError **errp)
 {
     (void)opaque;
-    const char *want = json_object_get_string_member_with_default(args, "option",
-                                                                  NULL);
+    const char *want = args ?
+        json_object_get_string_member_with_default(args, "option", NULL) : NULL;
     JsonArray *a = json_array_new();
     for (size_t i = 0; i < G_N_ELEMENTS(cmdline_options); i++) {
         if (want && strcmp(want, cmdline_options[i].option) != 0) {

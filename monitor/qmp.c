@@ -19,6 +19,7 @@
 #include <glib-unix.h>
 
 #include "monitor/json-stream.h"
+#include "qemu/main-loop.h"
 #include "qemu/sockets.h"
 
 /* The QEMU version whose QMP interface ferry follows (docs/qmp.md). */
@@ -256,6 +257,7 @@ static void session_text(void *opaque, const char *text, const char *error)
             d->request_fds = s->fds;
             resp = qmp_dispatch(d, json_parser_get_root(p), &s->st);
             d->request_fds = NULL;
+            main_loop_run_pending();    /* its events first */
             for (guint i = 0; i < s->fds->len; i++) {
                 close(g_array_index(s->fds, int, i));
             }

@@ -86,6 +86,13 @@ void main_loop_post(void (*fn)(void *opaque), void *opaque)
     g_main_context_wakeup(NULL);
 }
 
+void main_loop_run_pending(void)
+{
+    if (post_src) {
+        post_drain();
+    }
+}
+
 void main_loop_cleanup(void)
 {
     if (!post_src) {

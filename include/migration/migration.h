@@ -89,6 +89,12 @@ typedef struct MigrationSource {
     int resume_fd;              /* fd:'s connection, or -1: connect */
     char *resume_uri;           /* where it goes (and the preempt channel) */
     int cancel;                 /* atomic: any thread sets, the thread reads */
+    /* The bandwidth limit in force (RAMSaver.max_bandwidth points here):
+     * the value of rate_param, or 0 with none (the guest stopped).  The
+     * migration thread picks the parameter per phase, migrate-set-
+     * parameters updates the value; both under MigrationState.lock. */
+    uint64_t rate_limit;        /* atomic */
+    const char *rate_param;     /* under MigrationState.lock */
     int throttle_pct;           /* atomic: auto-converge's current throttle */
     int stream_fd;              /* under MigrationState.lock: shut down to
                                  * cancel, or -1 (migration_close_stream) */

@@ -37,7 +37,9 @@ typedef struct RAMSaver {
     uint64_t npages;
     QEMUFile *f;
     MigrationStats *stats;
-    uint64_t max_bandwidth;     /* bytes/s, 0: unlimited */
+    /* bytes/s, 0: unlimited (atomic: migrate-set-parameters changes it
+     * while a pass or the push runs, as in QEMU); NULL: no limit. */
+    const uint64_t *max_bandwidth;
     int64_t window_start_us;    /* rate limiting: 100 ms windows */
     uint64_t window_bytes;
     int *cancel;
@@ -81,6 +83,9 @@ bool ram_save_pass(RAMSaver *r);
 
 /* ram_sync_dirty: add the pages KVM logged since the last sync. */
 bool ram_sync_dirty(RAMSaver *r, GError **errp);
+
+/* ram_rate_limit: the bytes/s limit in force now (0: none); any thread. */
+uint64_t ram_rate_limit(const RAMSaver *r);
 
 /* ram_dirty_count: pages still dirty. */
 uint64_t ram_dirty_count(const RAMSaver *r);

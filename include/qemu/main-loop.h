@@ -25,6 +25,15 @@ void main_loop_init(void);
 void main_loop_post(void (*fn)(void *opaque), void *opaque);
 
 /*
+ * main_loop_run_pending: main thread; runs what is queued now, in order,
+ * as the context would next.  A QMP reply goes out after it, so that the
+ * events a command caused come before its reply (QEMU's order: libvirt
+ * takes a migrate whose MIGRATION "setup" comes after the reply as a
+ * job that never became active).
+ */
+void main_loop_run_pending(void);
+
+/*
  * main_loop_cleanup: main thread, when no thread can post any more;
  * runs what is still queued (nothing posted is dropped), then detaches.
  */

@@ -19,8 +19,8 @@ import socket
 import subprocess
 import time
 
-from ferrytest import (FERRY, GUEST, QMP, Skip, _die_with_parent,
-                       run_cases, tmpdir)
+from ferrytest import (FERRY, GUEST, QMP, Machine, MachineOptions, Skip,
+                       _die_with_parent, run_cases, tmpdir)
 
 FERRY_ABS = os.path.abspath(FERRY)
 GUEST_ABS = os.path.abspath(GUEST)
@@ -315,6 +315,47 @@ def start_refusals(opts):
                     r'could not load kernel', p.stderr), p.stderr
 
 
+def raw_lines(q, n):
+    """The next @n messages on @q's socket, events and replies in the
+    order they came."""
+    return [q._read() for _ in range(n)]
+
+
+def events_before_reply(opts):
+    """The MIGRATION event a migrate or migrate-incoming causes comes
+    before the command's reply, as QEMU sends them: libvirt 9.0 reads a
+    job whose "setup" came after the reply as not active, and cancelled
+    the migration (before, virsh migrate failed: "job 'migration out' is
+    not active")."""
+    d = tmpdir()
+    dst = Machine(MachineOptions(extra=['-incoming', 'defer', '-qmp',
+                                        f'unix:{d}/dst.sock,server=on,wait=off']))
+    src = Machine(MachineOptions(append='verify rounds=0', extra=[
+        '-qmp', f'unix:{d}/src.sock,server=on,wait=off']))
+    with dst, src:
+        qd, qs = QMP(f'{d}/dst.sock'), QMP(f'{d}/src.sock')
+        for q in (qd, qs):
+            ok(q.cmd('migrate-set-capabilities', {'capabilities': [
+                {'capability': 'events', 'state': True}]}))
+        port = free_port()
+        qd.send_raw(json.dumps({'execute': 'migrate-incoming', 'arguments': {
+            'uri': f'tcp:127.0.0.1:{port}'}}).encode() + b'\n')
+        first, second = raw_lines(qd, 2)
+        assert first.get('event') == 'MIGRATION' and \
+            first['data']['status'] == 'setup', first
+        assert second == {'return': {}}, second
+        qs.send_raw(json.dumps({'execute': 'migrate', 'arguments': {
+            'uri': f'tcp:127.0.0.1:{port}'}}).encode() + b'\n')
+        first, second = raw_lines(qs, 2)
+        assert first.get('event') == 'MIGRATION' and \
+            first['data']['status'] == 'setup', first
+        assert second == {'return': {}}, second
+        deadline = time.monotonic() + 60
+        while ok(qs.cmd('query-migrate'))['status'] != 'completed':
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
 # ---- A real libvirtd -----------------------------------------------------
 
 LIBVIRT_DIRS = {'etc': '/etc/libvirt', 'run': '/run/libvirt',
@@ -384,7 +425,7 @@ class Libvirtd:
             binds.append((os.path.join(self.dir, name), f'/etc/{name}'))
         script = 'set -e\n' + f'hostname {hostname}\n' + ''.join(
             f'mount --bind {src} {dst}\n' for src, dst in binds) + \
-            'exec libvirtd\n'
+            f'exec libvirtd --pid-file={self.dir}/libvirtd.pid\n'
         with open(os.path.join(self.dir, 'stderr'), 'w') as err:
             self.proc = subprocess.Popen(
                 ['unshare', '--uts', '--mount', '--propagation', 'private',
@@ -489,12 +530,179 @@ def libvirt_probe(opts):
         assert not probe_pids(), probe_pids()
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+class Guest:
+    """The verify guest's serial log, which both ends append to."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def rounds(self):
+        with open(self.path) as f:
+            text = f.read()
+        bad = [x for x in text.splitlines() if x.startswith('FAIL')]
+        assert not bad, bad[:3]
+        return len(re.findall(r'^verify: round=', text, re.M))
+
+    def runs_on(self, timeout=60.0, more=3):
+        """New rounds come: the guest runs (wherever it is)."""
+        n = self.rounds()
+        deadline = time.monotonic() + timeout
+        while self.rounds() < n + more:
+            if time.monotonic() > deadline:
+                raise AssertionError(f'the guest stopped at round {n}')
+            time.sleep(0.2)
+
+
+def domstate(d, name='ferrytest'):
+    p = subprocess.run(['virsh', '-c', d.uri, 'domstate', '--reason', name],
+                       capture_output=True, text=True, timeout=60)
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def jobinfo(d, *extra):
+    """virsh domjobinfo as a dict of its lines."""
+    out = d.virsh('domjobinfo', 'ferrytest', *extra)
+    return dict((k.strip(), v.strip()) for k, _, v in
+                (line.partition(':') for line in out.splitlines() if ':' in line))
+
+
+def wait_job(d, want, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = jobinfo(d)
+        if want(info):
+            return info
+        time.sleep(0.1)
+    raise AssertionError(f'job not as wanted within {timeout} s: {info}')
+
+
+def libvirt_migrate(opts):
+    """Two libvirt daemons as two hosts drive ferry: start, then every
+    migration libvirt offers for postcopy, both ways, the guest verified
+    after each: p2p converging in precopy; direct with virsh
+    migrate-postcopy and domjobinfo; p2p --postcopy-after-precopy;
+    domjobabort of a precopy (the source runs on); domjobabort
+    --postcopy (both sides paused), then --postcopy-resume; destroy."""
+    need_libvirt()
+    with Libvirtd('host1', '5a1c3d2e-7b4f-4a61-9c0d-1e2f3a4b5c61') as d1, \
+         Libvirtd('host2', '9e8d7c6b-5a49-4382-b716-0f1e2d3c4b5a') as d2:
+        assert d2.virsh('hostname').strip() == 'host2'
+        g = Guest(os.path.join(tmpdir(), 'serial.log'))
+        xml = os.path.join(d1.dir, 'ferrytest.xml')
+        with open(xml, 'w') as f:
+            f.write(domain_xml('ferrytest', g.path))
+        d1.virsh('define', xml)
+        d1.virsh('start', 'ferrytest')
+        g.runs_on()
+
+        def uri():
+            return f'tcp://127.0.0.1:{free_port()}'
+
+        # 1: p2p, postcopy enabled, converging in precopy.
+        # --persistent: each side keeps the definition, and with it the
+        # completed job's figures (domjobinfo --completed).
+        d1.virsh('migrate', '--live', '--p2p', '--postcopy', '--persistent',
+                 'ferrytest', d2.uri, '--migrateuri', uri())
+        assert domstate(d2).startswith('running'), domstate(d2)
+        assert not (domstate(d1) or '').startswith('running')
+        g.runs_on()
+
+        # 2: direct (virsh drives both), switched by virsh migrate-postcopy.
+        mig = subprocess.Popen(['virsh', '-c', d2.uri, 'migrate', '--live',
+                                '--postcopy', '--persistent', '--bandwidth',
+                                '20', 'ferrytest', d1.uri, '--migrateuri',
+                                uri()],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        info = wait_job(d2, lambda i: i.get('Job type') == 'Unbounded' and
+                        int(i.get('Data processed', '0 ').split()[0].split('.')[0]) > 0)
+        d2.virsh('migrate-postcopy', 'ferrytest')
+        out, err = mig.communicate(timeout=120)
+        assert mig.returncode == 0, err
+        done = jobinfo(d2, '--completed')
+        assert done.get('Job type') == 'Completed', done
+        assert int(done['Postcopy requests']) > 0, done
+        assert int(done['Iteration']) >= 1, done
+        assert int(done.get('Total downtime', '-1 ').split()[0]) >= 0, done
+        assert domstate(d1).startswith('running'), domstate(d1)
+        g.runs_on()
+
+        # 3: p2p, the switch after the first pass (libvirt's own).
+        d1.virsh('migrate', '--live', '--p2p', '--postcopy',
+                 '--postcopy-after-precopy', '--bandwidth', '50', 'ferrytest',
+                 d2.uri, '--migrateuri', uri())
+        assert domstate(d2).startswith('running'), domstate(d2)
+        g.runs_on()
+
+        # 4: domjobabort of a precopy: it fails, the source runs on.
+        mig = subprocess.Popen(['virsh', '-c', d2.uri, 'migrate', '--live',
+                                '--bandwidth', '1', 'ferrytest', d1.uri,
+                                '--migrateuri', uri()],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        wait_job(d2, lambda i: i.get('Job type') == 'Unbounded')
+        d2.virsh('domjobabort', 'ferrytest')
+        out, err = mig.communicate(timeout=120)
+        assert mig.returncode != 0 and 'cancel' in err.lower(), err
+        assert domstate(d2).startswith('running'), domstate(d2)
+        g.runs_on()
+
+        # 5: domjobabort --postcopy pauses both sides; --postcopy-resume
+        # recovers, and migrate-setspeed --postcopy lets it finish.
+        mig = subprocess.Popen(['virsh', '-c', d2.uri, 'migrate', '--live',
+                                '--postcopy', '--bandwidth', '20',
+                                '--postcopy-bandwidth', '1', 'ferrytest',
+                                d1.uri, '--migrateuri', uri()],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        wait_job(d2, lambda i: i.get('Job type') == 'Unbounded')
+        d2.virsh('migrate-postcopy', 'ferrytest')
+        # The pause once the destination's libvirt has finished taking
+        # the guest (cont): one earlier fails its incoming job, and it
+        # kills the destination, as it does QEMU.
+        deadline = time.monotonic() + 30
+        while domstate(d1) != 'running (post-copy)':
+            assert time.monotonic() < deadline, domstate(d1)
+            time.sleep(0.05)
+        while (d2.virsh('domjobabort', '--postcopy', 'ferrytest', check=False),
+               'post-copy failed' not in (domstate(d2) or ''))[1]:
+            assert time.monotonic() < deadline, domstate(d2)
+            time.sleep(0.1)
+        out, err = mig.communicate(timeout=120)
+        assert mig.returncode != 0, err
+        assert domstate(d2) == 'paused (post-copy failed)', domstate(d2)
+        assert domstate(d1) == 'running (post-copy failed)', domstate(d1)
+        mig = subprocess.Popen(['virsh', '-c', d2.uri, 'migrate', '--live',
+                                '--postcopy', '--postcopy-resume', 'ferrytest',
+                                d1.uri, '--migrateuri', uri()],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        time.sleep(1)
+        d2.virsh('migrate-setspeed', '--postcopy', 'ferrytest', '100000',
+                 check=False)
+        out, err = mig.communicate(timeout=120)
+        assert mig.returncode == 0, err
+        assert domstate(d1).startswith('running'), domstate(d1)
+        g.runs_on()
+
+        d1.virsh('destroy', 'ferrytest')
+        assert domstate(d1).startswith('shut off'), domstate(d1)
+
+
 CASES = [
     ('/libvirt/probe-conversation', probe_conversation, None),
     ('/libvirt/probe-refusals', probe_refusals, None),
     ('/libvirt/start-conversation', start_conversation, None),
     ('/libvirt/start-refusals', start_refusals, None),
+    ('/libvirt/events-before-reply', events_before_reply, None),
     ('/libvirt/probe', libvirt_probe, None),
+    ('/libvirt/migrate', libvirt_migrate, None),
 ]
 
 if __name__ == '__main__':

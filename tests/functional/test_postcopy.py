@@ -170,6 +170,53 @@ def push_limited(opts):
     verify_goes_on(src, dst)
 
 
+def speed_changes(opts):
+    """migrate-set-parameters takes effect on the pass or the push that
+    runs (virsh migrate-setspeed [--postcopy] during the job).  The
+    guest fills its 256 MiB, then writes 1 MiB/s: at 1 MB/s either
+    would take minutes; raised, it completes within seconds.  (Before,
+    the push read its limit when it began: libvirt's recovery test
+    waited out 150 s of a 1 MB/s push after migrate-setspeed.)"""
+    phase = opts.extra[0]
+    src, dst = pair('256M', 1, append='dirty rate=1 fill=1')
+    src.m.wait_line(r'^dirty: second=1 ', 60)
+    assert src.qmp.cmd('migrate-set-parameters', {
+        'max-bandwidth': 1 << 20, 'max-postcopy-bandwidth': 1 << 20}) == \
+        {'return': {}}
+    assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
+    time.sleep(1)
+    param = 'max-bandwidth'
+    if phase == 'push':
+        assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+        src.wait_status({'postcopy-active'}, 60)
+        time.sleep(1)
+        param = 'max-postcopy-bandwidth'
+    r = src.qmp.cmd('query-migrate')['return']
+    assert r['status'] == ('postcopy-active' if phase == 'push' else 'active'), r
+    assert r['ram']['transferred'] < 64 << 20, r      # still held back
+    assert src.qmp.cmd('migrate-set-parameters', {param: 0}) == {'return': {}}
+    t0, b0 = time.monotonic(), r['ram']['transferred']
+    while True:
+        r = src.qmp.cmd('query-migrate')['return']
+        if r['status'] != 'active' or r['ram']['transferred'] - b0 > 48 << 20:
+            break
+        # 48 MiB is 48 s at the old limit: the new one is in force.
+        assert time.monotonic() - t0 < 20, r
+        time.sleep(0.1)
+    info = src.wait_status({'completed', 'failed', 'postcopy-paused'}, 60)
+    assert info['status'] == 'completed', info
+    assert dst.wait_status({'completed', 'failed', 'postcopy-paused'}, 60)[
+        'status'] == 'completed'
+    n = sum(1 for x in list(dst.m.lines) if x.startswith('dirty: second='))
+    dst.m.wait_line(r'^dirty: second=', 30)
+    for _ in range(100):
+        if sum(1 for x in list(dst.m.lines) if x.startswith('dirty: second=')) > n:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f'the guest stopped on the destination: {dst.m.lines[-3:]}')
+
+
 def demand_only(opts):
     """HMP migrate -p -n: after the first pass, pages come only when the
     destination asks.  The guest rewrites all its memory every round, so
@@ -780,6 +827,8 @@ cases = [
     ('/postcopy/zero-pages', zero_pages, MachineOptions(extra=[False])),
     ('/postcopy/zero-pages-preempt', zero_pages, MachineOptions(extra=[True])),
     ('/postcopy/push-limited', push_limited, MachineOptions()),
+    ('/postcopy/speed-change/precopy', speed_changes, MachineOptions(extra=['pass'])),
+    ('/postcopy/speed-change/push', speed_changes, MachineOptions(extra=['push'])),
     # Every backend x {precopy, postcopy, preempt}: test_memory.py.
     ('/postcopy/backend/memfd-hugetlb-2M', backend,
      MachineOptions(extra=[MEMFD_HUGE, 512])),
