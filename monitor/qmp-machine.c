@@ -452,6 +452,37 @@ static JsonNode *query_block(JsonObject *args, void *opaque, GError **errp)
     return qmp_return_array(json_array_new());
 }
 
+/*
+ * qom-get: ferry keeps no QOM properties to read.  A vCPU's path is
+ * known, so its property is "not found" (GenericError, QEMU's words):
+ * libvirt's reconnect asks the CPU's "migratable" and takes that as
+ * "the attribute as the domain XML says".  Any other path does not
+ * exist (DeviceNotFound).
+ */
+static JsonNode *qom_get(JsonObject *args, void *opaque, GError **errp)
+{
+    Monitors *mon = opaque;
+    const char *path = json_object_get_string_member(args, "path");
+    const char *prop = json_object_get_string_member(args, "property");
+    for (int i = 0; i < mon->m->ncpus; i++) {
+        g_autofree char *cpu = g_strdup_printf("/machine/unattached/device[%d]", i);
+        if (!strcmp(path, cpu)) {
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "Property 'host-x86_64-cpu.%s' not found", prop);
+            return NULL;
+        }
+    }
+    g_set_error(errp, QMP_ERROR, QMP_ERROR_DEVICE_NOT_FOUND,
+                "Device '%s' not found", path);
+    return NULL;
+}
+
+/* No block jobs: ferry has no block layer (libvirt asks on reconnect). */
+static JsonNode *query_jobs(JsonObject *args, void *opaque, GError **errp)
+{
+    return query_block(args, opaque, errp);
+}
+
 void qmp_machine_register(Monitors *mon)
 {
     QmpDispatcher *d = &mon->qmp;
@@ -469,4 +500,6 @@ void qmp_machine_register(Monitors *mon)
     qmp_register(d, "query-chardev", query_chardev, mon);
     qmp_register(d, "query-block", query_block, mon);
     qmp_register(d, "query-named-block-nodes", query_block, mon);
+    qmp_register(d, "query-jobs", query_jobs, mon);
+    qmp_register(d, "qom-get", qom_get, mon);
 }

@@ -6,7 +6,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -36,7 +39,7 @@ static void test_sizes(void **state)
 /* Parse "ferry" followed by the NULL-terminated arguments in @ap. */
 static bool parse_va(MachineOptions *o, GError **err, va_list ap)
 {
-    char *argv[32] = { "ferry" };
+    char *argv[64] = { "ferry" };
     int argc = 1;
     for (char *a; (a = va_arg(ap, char *)); ) {
         argv[argc++] = a;
@@ -181,6 +184,116 @@ static void test_errors(void **state)
            "virt", NULL);
 }
 
+/* An error whose message holds @words, for the arguments after it. */
+static void expect_error(const char *words, ...)
+{
+    MachineOptions o;
+    g_autoptr(GError) err = NULL;
+    va_list ap;
+    va_start(ap, words);
+    bool ok = parse_va(&o, &err, ap);
+    va_end(ap);
+    if (ok || !strstr(err->message, words)) {
+        fail_msg("wanted an error with \"%s\", got %s", words,
+                 ok ? "success" : err->message);
+    }
+    options_cleanup(&o);
+}
+
+/*
+ * libvirt's command line (libvirt-observed.md 6.2): the monitor on an
+ * inherited listening socket, the serial port on an fd set's fd, JSON
+ * -object and -device, the master-key secret, and the options whose
+ * only values ferry takes.  -mon may name a chardev defined after it.
+ */
+static void test_libvirt(void **state)
+{
+    (void)state;
+    MachineOptions o;
+    g_autoptr(GError) err = NULL;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    char key[] = "/tmp/ferry-test-key-XXXXXX";
+    int kfd = mkstemp(key);
+    assert_true(kfd >= 0);
+    assert_int_equal(write(kfd, "k3y", 3), 3);
+    close(kfd);
+    g_autofree char *addfd = g_strdup_printf("set=3,fd=%d,opaque=serial0-source", p[1]);
+    g_autofree char *secret = g_strdup_printf(
+        "{\"qom-type\":\"secret\",\"id\":\"masterKey0\",\"format\":\"raw\","
+        "\"file\":\"%s\"}", key);
+    assert_true(parse(&o, &err, "-name", "guest=vm1,debug-threads=on", "-S",
+                      "-object", secret,
+                      "-machine", "pc-i440fx-7.2,usb=off,dump-guest-core=off,"
+                      "memory-backend=pc.ram",
+                      "-object", "{\"qom-type\":\"memory-backend-ram\","
+                      "\"id\":\"pc.ram\",\"size\":268435456}",
+                      "-overcommit", "mem-lock=off", "-smp", "1",
+                      "-uuid", "6C0A3B7E-2F41-4D7A-9B35-0D1E2F3A4B5C",
+                      "-mon", "chardev=charmonitor,id=monitor,mode=control",
+                      "-chardev", "socket,id=charmonitor,fd=28,server=on,wait=off",
+                      "-rtc", "base=utc", "-no-shutdown", "-no-acpi",
+                      "-boot", "strict=on", "-kernel", "k.elf",
+                      "-add-fd", addfd,
+                      "-chardev", "file,id=charserial0,path=/dev/fdset/3,append=on",
+                      "-device", "{\"driver\":\"isa-serial\","
+                      "\"chardev\":\"charserial0\",\"id\":\"serial0\",\"index\":0}",
+                      "-audiodev", "{\"id\":\"audio1\",\"driver\":\"none\"}",
+                      "-msg", "timestamp=on", "-nodefaults", NULL));
+    unlink(key);
+    assert_string_equal(o.name, "vm1");
+    assert_string_equal(o.uuid, "6c0a3b7e-2f41-4d7a-9b35-0d1e2f3a4b5c");
+    assert_false(o.dump_guest_core);
+    assert_true(o.no_shutdown && o.msg_timestamp && o.start_paused);
+    assert_int_equal(o.ram_size, 256 * MiB);
+    assert_string_equal(o.qmp[0], "fd:28,server=on,wait=off");
+    assert_null(o.qmp[1]);
+    assert_int_equal(o.serial, SERIAL_CHARDEV);
+    assert_string_equal(o.serial_dev_id, "serial0");
+    assert_int_equal(o.secrets->len, 1);
+    SecretOptions *x = o.secrets->pdata[0];
+    gsize n;
+    assert_string_equal(x->id, "masterKey0");
+    assert_memory_equal(g_bytes_get_data(x->data, &n), "k3y", 3);
+    assert_int_equal(n, 3);
+    /* The serial port writes to a duplicate of the set's fd. */
+    int fd;
+    ChardevOptions *c = chardev_find(&o.chardevs, o.serial_chardev);
+    assert_true(chardev_open_output(&o.chardevs, c, &fd, &err));
+    assert_int_not_equal(fd, p[1]);
+    assert_int_equal(write(fd, "x", 1), 1);
+    char got;
+    assert_int_equal(read(p[0], &got, 1), 1);
+    assert_int_equal(got, 'x');
+    close(fd);
+    options_cleanup(&o);        /* closes the set's fd */
+    assert_int_equal(fcntl(p[1], F_GETFD), -1);
+    close(p[0]);
+
+    expect_error("chardev \"nope\" not found", "-kernel", "k",
+                 "-mon", "chardev=nope,mode=control", NULL);
+    expect_error("duplicate chardev: c0", "-kernel", "k",
+                 "-chardev", "null,id=c0", "-chardev", "null,id=c0", NULL);
+    expect_error("is in use already", "-kernel", "k",
+                 "-chardev", "socket,id=c0,path=/tmp/x,server=on,wait=off",
+                 "-mon", "chardev=c0,mode=control",
+                 "-mon", "chardev=c0,mode=readline", NULL);
+    expect_error("with server=on,wait=off", "-kernel", "k",
+                 "-chardev", "socket,id=c0,path=/tmp/x", NULL);
+    expect_error("fd is not valid", "-kernel", "k", "-add-fd", "set=0,fd=999", NULL);
+    expect_error("ferry has one serial port", "-kernel", "k",
+                 "-chardev", "null,id=a", "-chardev", "null,id=b",
+                 "-device", "isa-serial,chardev=a",
+                 "-device", "isa-serial,chardev=b", NULL);
+    expect_error("'cpu-pm=on' is not supported", "-kernel", "k",
+                 "-overcommit", "cpu-pm=on", NULL);
+    expect_error("'driver=alsa' is not supported", "-kernel", "k",
+                 "-audiodev", "id=a,driver=alsa", NULL);
+    expect_error("not a JSON object", "-kernel", "k", "-device", "{nope", NULL);
+    expect_error("'virtio-net-pci' is not a valid device model name", "-kernel", "k",
+                 "-device", "{\"driver\":\"virtio-net-pci\"}", NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -189,6 +302,7 @@ int main(void)
         { "/system/options/defaults", test_defaults, NULL, NULL, NULL },
         { "/system/options/backends", test_backends, NULL, NULL, NULL },
         { "/system/options/errors", test_errors, NULL, NULL, NULL },
+        { "/system/options/libvirt", test_libvirt, NULL, NULL, NULL },
     };
     return cmocka_run_group_tests_name("options", tests, NULL, NULL);
 }
