@@ -66,8 +66,13 @@ def vm(qemu, mem, incoming, prealloc=None):
 def windows(m, since=0.0, until=float('inf')):
     """The guest's windows whose line came in (since, until]: a list of
     (count, max cycles, {bucket: n})."""
+    return timed_windows(zip(list(m.times), list(m.lines)), since, until)
+
+
+def timed_windows(lines, since=0.0, until=float('inf')):
+    """windows() of (time, line) pairs."""
     out, cur = [], None
-    for t, line in zip(list(m.times), list(m.lines)):
+    for t, line in lines:
         w = WIN_RX.match(line)
         if w:
             cur = None

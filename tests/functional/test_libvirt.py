@@ -435,7 +435,8 @@ class Libvirtd:
             self.proc = subprocess.Popen(
                 ['unshare', '--uts', '--mount', '--propagation', 'private',
                  'sh', '-c', self.script], stdin=subprocess.DEVNULL,
-                stdout=err, stderr=err, preexec_fn=_die_with_parent)
+                stdout=err, stderr=err, preexec_fn=_die_with_parent,
+                env={k: v for k, v in os.environ.items() if k != 'G_DEBUG'})
         deadline = time.monotonic() + 60
         while subprocess.run(['virsh', '-c', self.uri, 'uri'],
                              capture_output=True).returncode != 0:
@@ -482,7 +483,11 @@ class Libvirtd:
         self.close()
 
 
-def domain_xml(name, serial_log, mem_mib=256):
+def domain_xml(name, serial_log, mem_mib=256, emulator=None,
+               cmdline='verify rounds=0', cpu="<cpu mode='host-passthrough' "
+               "check='none'/>"):
+    """A domain ferry runs (docs/libvirt.md): the test guest by direct
+    kernel boot, its serial port on a file both ends append to."""
     return f'''<domain type='kvm'>
   <name>{name}</name>
   <memory unit='MiB'>{mem_mib}</memory>
@@ -490,15 +495,15 @@ def domain_xml(name, serial_log, mem_mib=256):
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{GUEST_ABS}</kernel>
-    <cmdline>verify rounds=0</cmdline>
+    <cmdline>{cmdline}</cmdline>
   </os>
-  <cpu mode='host-passthrough' check='none'/>
+  {cpu}
   <clock offset='utc'/>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
-    <emulator>{FERRY_ABS}</emulator>
+    <emulator>{emulator or FERRY_ABS}</emulator>
     <serial type='file'>
       <source path='{serial_log}' append='on'/>
       <target port='0'/>
@@ -574,12 +579,12 @@ def domstate(d, name='ferrytest'):
     return p.stdout.strip() if p.returncode == 0 else None
 
 
-def wait_state(d, want, timeout=30.0):
+def wait_state(d, want, timeout=30.0, name='ferrytest'):
     """domstate --reason until it starts with @want (libvirt finishes a
     job's last steps after virsh returns on the other side)."""
     deadline = time.monotonic() + timeout
-    while not (domstate(d) or '').startswith(want):
-        assert time.monotonic() < deadline, (want, domstate(d))
+    while not (domstate(d, name) or '').startswith(want):
+        assert time.monotonic() < deadline, (want, domstate(d, name))
         time.sleep(0.1)
 
 

@@ -132,6 +132,16 @@ def immediate(opts):
     verify_goes_on(src, dst)
 
 
+def dirty_goes_on(dst):
+    """The dirty guest reports another second on the destination."""
+    n = sum(1 for x in list(dst.m.lines) if x.startswith('dirty: second='))
+    for _ in range(100):
+        if sum(1 for x in list(dst.m.lines) if x.startswith('dirty: second=')) > n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f'the guest stopped on the destination: {dst.m.lines[-3:]}')
+
+
 def zero_pages(opts):
     """A guest that has written little of its RAM: precopy sends the rest
     as zero pages, which the destination leaves unmapped, and the source
@@ -146,13 +156,7 @@ def zero_pages(opts):
     assert hmp.run(f'migrate -d -p {dst.listen_uri()}') == ''
     info, d = finish(src, dst, timeout=60)
     assert 'postcopy-active' in statuses(src), info
-    n = sum(1 for x in list(dst.m.lines) if x.startswith('dirty: second='))
-    for _ in range(100):
-        if sum(1 for x in list(dst.m.lines) if x.startswith('dirty: second=')) > n:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f'the guest stopped on the destination: {dst.m.lines[-3:]}')
+    dirty_goes_on(dst)
 
 
 def push_limited(opts):
@@ -207,14 +211,7 @@ def speed_changes(opts):
     assert info['status'] == 'completed', info
     assert dst.wait_status({'completed', 'failed', 'postcopy-paused'}, 60)[
         'status'] == 'completed'
-    n = sum(1 for x in list(dst.m.lines) if x.startswith('dirty: second='))
-    dst.m.wait_line(r'^dirty: second=', 30)
-    for _ in range(100):
-        if sum(1 for x in list(dst.m.lines) if x.startswith('dirty: second=')) > n:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f'the guest stopped on the destination: {dst.m.lines[-3:]}')
+    dirty_goes_on(dst)
 
 
 def demand_only(opts):
