@@ -357,7 +357,7 @@ def bad_monitor_options(opts):
         (['-qmp', 'unix:/nonexistent-dir/x.sock,server=on,wait=off'],
          'Failed to bind socket to /nonexistent-dir/x.sock'),
         (['-qmp', 'unix:/tmp/x.sock'], 'give server=on,wait=off'),
-        (['-qmp', 'pty'], 'expected unix:PATH or tcp:HOST:PORT'),
+        (['-qmp', 'pty'], 'expected unix:PATH, tcp:HOST:PORT or fd:N'),
         (['-monitor', 'unix:/tmp/y.sock,server=on,wait=off,bogus=1'],
          "unknown option 'bogus=1'"),
         # The real cause, not 'Address already in use'.
