@@ -19,6 +19,8 @@ static void chardev_free(gpointer p)
     g_free(d);
 }
 
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(ChardevOptions, chardev_free)
+
 void chardevs_init(Chardevs *c)
 {
     c->devs = g_ptr_array_new_with_free_func(chardev_free);
@@ -80,7 +82,7 @@ bool chardev_parse(Chardevs *c, const char *arg, GError **errp)
 {
     g_auto(GStrv) items = g_strsplit(arg, ",", -1);
     const char *backend = items[0];
-    g_autofree ChardevOptions *d = g_new0(ChardevOptions, 1);
+    g_autoptr(ChardevOptions) d = g_new0(ChardevOptions, 1);
     bool server = false, nowait = false;
     d->fd = -1;
     if (!strcmp(backend, "socket")) {

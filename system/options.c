@@ -555,11 +555,11 @@ static bool opt_accepted(MachineOptions *o, const char *name, const char *arg,
     g_autofree char *kv = NULL;
     if (arg[0] == '{') {
         /* -audiodev {"id":"audio1","driver":"none"} */
-        kv = json_to_keyval(name, arg, "driver", errp);
-        if (!kv) {
+        g_autofree char *driver = json_to_keyval(name, arg, "driver", errp);
+        if (!driver) {
             return false;
         }
-        kv = g_strconcat("driver=", kv, NULL);
+        kv = g_strconcat("driver=", driver, NULL);
         arg = kv;
     }
     g_auto(GStrv) items = g_strsplit(arg, ",", -1);
