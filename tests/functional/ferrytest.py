@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import ctypes
 import dataclasses
+import errno
 import fcntl
 import os
 import re
@@ -275,9 +276,11 @@ def run_cases(cases):
 
 def tmpdir():
     """A private directory for sockets and files, removed when the
-    process exits (every run left one behind in /tmp before)."""
+    process exits (every run left one behind in /tmp before), unless
+    FERRY_KEEP_TMP is set: then it stays, for the logs in it."""
     d = tempfile.mkdtemp(prefix='ferry-test-')
-    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    if not os.environ.get('FERRY_KEEP_TMP'):
+        atexit.register(shutil.rmtree, d, ignore_errors=True)
     return d
 
 
@@ -348,21 +351,30 @@ class QMP:
                     raise
                 time.sleep(0.05)
         self.sock.settimeout(timeout)
-        self.f = self.sock.makefile('rwb')
+        # Our own buffer, not makefile(): a read that times out leaves
+        # a file object unusable ("cannot read from timed out object"),
+        # and event() may time out by design.
+        self.buf = b''
         self.events = []
         self.greeting = self._read()
         if negotiate:
             assert self.cmd('qmp_capabilities') == {'return': {}}
 
+    def read_line(self):
+        """The next line as it came, with its end."""
+        while b'\n' not in self.buf:
+            d = self.sock.recv(1 << 16)
+            if not d:
+                raise EOFError('QMP connection closed')
+            self.buf += d
+        line, _, self.buf = self.buf.partition(b'\n')
+        return line + b'\n'
+
     def _read(self):
-        line = self.f.readline()
-        if not line:
-            raise EOFError('QMP connection closed')
-        return self._json.loads(line)
+        return self._json.loads(self.read_line())
 
     def send_raw(self, data: bytes):
-        self.f.write(data)
-        self.f.flush()
+        self.sock.sendall(data)
 
     def reply(self):
         """The next reply; events that come first are kept in .events.
@@ -643,3 +655,75 @@ class StallRelay:
         for c in self.socks:
             with contextlib.suppress(OSError):
                 c.close()
+
+
+class HeldRelay(StallRelay):
+    """A relay that forwards the first @first bytes of the connecting
+    side (a channel header, say) and the rest only once release() is
+    called (the other way at once): a test can let a handshake go on
+    exactly when it has set the peer up."""
+
+    def __init__(self, dst_uri, first=0):
+        self.released = threading.Event()
+        self.first = first
+        super().__init__(dst_uri)
+
+    def _accept(self):
+        with contextlib.suppress(OSError):
+            while True:
+                a, _ = self.ls.accept()
+                b = socket.create_connection(self.dst)
+                self.socks += [a, b]
+                threading.Thread(target=self._held, args=(a, b),
+                                 daemon=True).start()
+                threading.Thread(target=self._pipe, args=(b, a),
+                                 daemon=True).start()
+
+    def _held(self, a, b):
+        with contextlib.suppress(OSError):
+            head = b''
+            while len(head) < self.first:
+                d = a.recv(self.first - len(head))
+                if not d:
+                    break
+                head += d
+            b.sendall(head)
+        self.released.wait()
+        self._pipe(a, b)
+
+    def release(self):
+        self.released.set()
+
+
+class ThreadHeld:
+    """One thread of another process stopped (ptrace's PTRACE_INTERRUPT
+    stops the thread it names, not its process) for the with block: a
+    test can hold a ferry's main thread while its other threads go on."""
+
+    PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT = 17, 0x4206, 0x4207
+    WALL = 0x40000000
+
+    def __init__(self, tid):
+        self.tid = tid
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long,
+                                     ctypes.c_void_p, ctypes.c_void_p]
+
+    def _ptrace(self, req):
+        if self.libc.ptrace(req, self.tid, None, None) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f'ptrace({req:#x}, {self.tid}): {os.strerror(e)}')
+
+    def __enter__(self):
+        try:
+            self._ptrace(self.PTRACE_SEIZE)
+        except OSError as e:
+            if e.errno in (errno.EPERM, errno.EACCES):
+                raise Skip(f'ptrace is not allowed here: {e}') from None
+            raise
+        self._ptrace(self.PTRACE_INTERRUPT)
+        os.waitpid(self.tid, self.WALL)     # it has stopped
+        return self
+
+    def __exit__(self, *exc):
+        self._ptrace(self.PTRACE_DETACH)

@@ -146,7 +146,7 @@ def bad_input(opts):
                     b'1.5e300', b'1e999', b'"caf\\u00e9"', b'{"a": [1, null]}',
                     b'[]', b'0.1000000000000000055511151231257827'):
             q.send_raw(b'{"execute": "query-status", "id": ' + raw + b'}\n')
-            line = q.f.readline()
+            line = q.read_line()
             assert line.rstrip().endswith(b'"id": ' + raw + b'}'), (raw, line)
             assert b'return' in line, line
         # A client that disconnects mid-message leaves the others alone.
