@@ -311,6 +311,10 @@ static bool pc_resume(void *opaque, GError **errp)
         return false;
     }
     arm_stall_watch(s);
+    /* postcopy-active is on the monitor before RESUME_ACK lets the
+     * source say so: libvirt then asks this side to finish the resume,
+     * and fails it if the last event here is still postcopy-paused. */
+    migration_flush_events(s);
     if (!postcopy_recover_resume(s->dst.pci)) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
                     "postcopy recovery: the return path broke at RESUME_ACK");

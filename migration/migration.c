@@ -100,6 +100,16 @@ static void emit(MigrationState *s, const char *name, JsonObject *data)
     main_loop_post(emit_in_main, e);
 }
 
+static void events_flushed(void *opaque)
+{
+    (void)opaque;       /* queued after them: the events before are out */
+}
+
+void migration_flush_events(MigrationState *s)
+{
+    migration_call_main(s, events_flushed, NULL);
+}
+
 bool migrate_set_state(MigrationState *s, MigrationStatus old,
                        MigrationStatus new)
 {

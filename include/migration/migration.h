@@ -224,4 +224,13 @@ void migration_options_register(MigrationState *s, QmpDispatcher *d);
 /* migration_call_main: run @fn(@opaque) in the main thread and wait. */
 void migration_call_main(MigrationState *s, void (*fn)(void *), void *opaque);
 
+/*
+ * migration_flush_events: wait until the main thread has written every
+ * event queued so far to the monitors.  A migration thread (never the
+ * main thread) calls it before it tells the peer of a state change whose
+ * event a manager waits for on this side: libvirt acts on the peer's
+ * news, then reads this side's last event, which must be the new one.
+ */
+void migration_flush_events(MigrationState *s);
+
 #endif

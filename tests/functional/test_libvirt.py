@@ -21,7 +21,7 @@ import subprocess
 import time
 
 from ferrytest import (FERRY, GUEST, QMP, Machine, MachineOptions, Skip,
-                       _die_with_parent, run_cases, tmpdir, todo)
+                       _die_with_parent, run_cases, tmpdir)
 
 FERRY_ABS = os.path.abspath(FERRY)
 GUEST_ABS = os.path.abspath(GUEST)
@@ -750,10 +750,7 @@ CASES = [
     ('/libvirt/start-refusals', start_refusals, None),
     ('/libvirt/events-before-reply', events_before_reply, None),
     ('/libvirt/probe', libvirt_probe, None),
-    ('/libvirt/migrate', todo("open bug: the --postcopy-resume step sometimes "
-                              "fails with job 'migration in' failed in "
-                              "post-copy phase (docs/libvirt.md)",
-                              libvirt_migrate), None),
+    ('/libvirt/migrate', libvirt_migrate, None),
 ]
 
 if __name__ == '__main__':

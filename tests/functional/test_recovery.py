@@ -11,8 +11,8 @@ import socket
 import threading
 import time
 
-from ferrytest import (HMP, QMP, HugePages, MachineOptions, Skip, StallRelay,
-                       run_cases, tmpdir)
+from ferrytest import (HMP, QMP, HeldRelay, HugePages, MachineOptions, Skip,
+                       StallRelay, ThreadHeld, run_cases, tmpdir)
 from test_migration import backend_args, send_fd, verify_goes_on
 from test_postcopy import (cut_tcp, finish, libvirt_start, libvirt_switch,
                           pair, refuses_cont)
@@ -408,6 +408,57 @@ def errors(opts):
     resume_to_end(src, dst, uri)
 
 
+def events_first(opts):
+    """After a resume the destination's postcopy-active is on its monitor
+    before the source can say postcopy-active.  libvirt's
+    --postcopy-resume calls the destination's Finish once the source is
+    active, and fails the job ("job 'migration in' failed in post-copy
+    phase") if the last event it has there is still postcopy-paused.  The
+    destination's main thread, which writes the events, is held (ptrace)
+    over the whole handshake: the source must not go on meanwhile
+    (before: RESUME_ACK went out with the event still queued)."""
+    src, dst = pair('1G', 2)
+    start_slow(src, dst)
+    pause(src)
+    paused(src, dst)
+    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+    events(src), events(dst)
+    # The channel header (docs/migration-stream.md) goes through: the
+    # destination reads it before it takes the connection.
+    relay = HeldRelay(recover_listen(dst), first=25)
+    try:
+        r = src.qmp.cmd('migrate', {'uri': relay.uri, 'resume': True})
+        assert r == {'return': {}}, r
+        # The connection is in and its load thread started: what is
+        # left is the handshake, with nothing from the source yet.
+        ev = dst.qmp.event('MIGRATION', 30)['data']['status']
+        assert ev == 'postcopy-recover', ev
+        with ThreadHeld(dst.m.proc.pid):
+            relay.release()
+            got, deadline = [], time.monotonic() + 3
+            with contextlib.suppress(TimeoutError, socket.timeout):
+                while 'postcopy-active' not in got:
+                    got.append(src.qmp.event(
+                        'MIGRATION', max(0.01, deadline - time.monotonic()))
+                        ['data']['status'])
+            if 'postcopy-active' in got:
+                d = None
+                with contextlib.suppress(TimeoutError, socket.timeout):
+                    d = dst.qmp.event('MIGRATION', 0.2)['data']['status']
+                assert d == 'postcopy-active', (
+                    f'the source said postcopy-active ({got}) before the '
+                    f'destination did ({d})')
+        ev = dst.qmp.event('MIGRATION', 30)['data']['status']
+        assert ev == 'postcopy-active', ev
+        while 'postcopy-active' not in got:
+            got.append(src.qmp.event('MIGRATION', 30)['data']['status'])
+        assert got == SRC_STATES, got
+        finish(src, dst, timeout=60)
+        verify_goes_on(src, dst)
+    finally:
+        relay.close()
+
+
 def libvirt_recovery(opts):
     """libvirt's conversation (../shared/reference/libvirt-observed.md,
     mig4 and mig5), word for word: virsh migrate --postcopy
@@ -476,6 +527,7 @@ CASES = [
     ('/postcopy/recovery/destination-killed', destination_killed, MachineOptions()),
     ('/postcopy/recovery/errors', errors, MachineOptions()),
     ('/postcopy/recovery/libvirt', libvirt_recovery, MachineOptions()),
+    ('/postcopy/recovery/events-first', events_first, MachineOptions()),
     ('/postcopy/recovery/silent-partition', silent_partition,
      MachineOptions(extra=[False])),
     ('/postcopy/preempt/recovery/silent-partition', silent_partition,
