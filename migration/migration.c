@@ -285,6 +285,24 @@ typedef struct MigrateArgs {
     char *uri;                  /* source: where the preempt channel goes */
 } MigrateArgs;
 
+/*
+ * Migration thread, after completed (or paused in postcopy): what the
+ * migration no longer needs.  Dirty logging off can take longer than
+ * libvirt's Finish on the destination; done before completed, it
+ * delayed the state and counted in the downtime, and libvirt read this
+ * side's statistics while still postcopy-active (its job lost the
+ * downtime).  Nothing here waits on the main thread: a migrate that
+ * comes at once joins this thread there.
+ */
+static void migration_source_cleanup(MigrationState *s, RAMSaver *r, QEMUFile *f)
+{
+    kvm_set_dirty_log(&s->m->kvm, s->m->ram, false, NULL);
+    if (f) {
+        migration_close_stream(s, &s->src.stream_fd, f);
+    }
+    ram_saver_cleanup(r);
+}
+
 static void migration_thread_body(MigrateArgs *a);
 
 static gpointer migration_thread(gpointer opaque)
@@ -416,11 +434,8 @@ static void migration_thread_body(MigrateArgs *a)
         while (read(qemu_file_fd(f), &c, 1) > 0) {
         }
     }
-    kvm_set_dirty_log(&m->kvm, m->ram, false, NULL);
     __atomic_store_n(&s->downtime_ms, migration_now_ms() - stop_at, __ATOMIC_SEQ_CST);
     __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
-    migration_close_stream(s, &s->src.stream_fd, f);
-    ram_saver_cleanup(&r);
     set_throttle(s, 0);
     migration_call_main(s, finish_vm, &stop);
     /* The destination runs the guest now: completed, even over a cancel
@@ -429,6 +444,7 @@ static void migration_thread_body(MigrateArgs *a)
         MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_DEVICE,
         MIGRATION_STATUS_CANCELLING, MIGRATION_STATUS__MAX },
         MIGRATION_STATUS_COMPLETED);
+    migration_source_cleanup(s, &r, f);
     return;
 
 postcopy: {
@@ -439,12 +455,7 @@ postcopy: {
     if (end == MIGRATION_STATUS_FAILED) {
         goto fail;              /* on the stream of the switch */
     }
-    kvm_set_dirty_log(&m->kvm, m->ram, false, NULL);
     __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
-    if (f) {
-        migration_close_stream(s, &s->src.stream_fd, f);
-    }
-    ram_saver_cleanup(&r);
     set_throttle(s, 0);
     if (end == MIGRATION_STATUS_COMPLETED) {
         migration_call_main(s, finish_vm, &stop);
@@ -453,6 +464,7 @@ postcopy: {
         /* The process ends, paused: postcopy-paused it stays. */
         migration_set_error(s, err->message);
     }
+    migration_source_cleanup(s, &r, f);
     return;
 }
 

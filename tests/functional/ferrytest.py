@@ -16,6 +16,7 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -727,3 +728,83 @@ class ThreadHeld:
 
     def __exit__(self, *exc):
         self._ptrace(self.PTRACE_DETACH)
+
+
+def thread_id(pid, name, timeout=30.0):
+    """The id of @pid's thread named @name (ferry names its threads)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for tid in os.listdir(f'/proc/{pid}/task'):
+            with contextlib.suppress(OSError):
+                with open(f'/proc/{pid}/task/{tid}/comm') as f:
+                    if f.read().strip() == name:
+                        return int(tid)
+        assert time.monotonic() < deadline, f'no thread {name} in {pid}'
+        time.sleep(0.05)
+
+
+class SyscallHeld:
+    """Thread @tid stopped at its next entry into system call @nr whose
+    second argument is @arg (ptrace's syscall stops), until release():
+    a test can hold one step of a ferry's thread and look at what the
+    others do meanwhile.  x86-64 only.  The tracer is a thread of its own,
+    since every ptrace request must come from the thread that attached."""
+
+    PTRACE_GETREGS, PTRACE_SYSCALL = 12, 24
+    O_TRACESYSGOOD, EVENT_STOP = 1, 128
+    ENOSYS_RET = (1 << 64) - errno.ENOSYS    # rax at a syscall's entry
+
+    def __init__(self, tid, nr, arg):
+        self.tid, self.nr, self.arg = tid, nr, arg
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long,
+                                     ctypes.c_void_p, ctypes.c_void_p]
+        self.held = threading.Event()
+        self._release = threading.Event()
+        self.error = None
+        self.thread = threading.Thread(target=self._trace, daemon=True)
+        self.thread.start()
+
+    def _ptrace(self, req, data=None):
+        if self.libc.ptrace(req, self.tid, None, data) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f'ptrace({req:#x}, {self.tid}): {os.strerror(e)}')
+
+    def _trace(self):
+        try:
+            self._ptrace(ThreadHeld.PTRACE_SEIZE, self.O_TRACESYSGOOD)
+            self._ptrace(ThreadHeld.PTRACE_INTERRUPT)
+            os.waitpid(self.tid, ThreadHeld.WALL)
+            regs = (ctypes.c_ulonglong * 27)()   # struct user_regs_struct
+            sig = 0
+            while True:
+                self._ptrace(self.PTRACE_SYSCALL, sig or None)
+                sig = 0
+                _, st = os.waitpid(self.tid, ThreadHeld.WALL)
+                if not os.WIFSTOPPED(st):
+                    return                          # it ended
+                if os.WSTOPSIG(st) == signal.SIGTRAP | 0x80:
+                    self._ptrace(self.PTRACE_GETREGS, ctypes.addressof(regs))
+                    # orig_rax, rax and rsi are words 15, 10 and 13.
+                    if (regs[10] == self.ENOSYS_RET and regs[15] == self.nr
+                            and regs[13] == self.arg):
+                        self.held.set()
+                        self._release.wait()
+                        self._ptrace(ThreadHeld.PTRACE_DETACH)
+                        return
+                elif st >> 16 != self.EVENT_STOP:
+                    sig = os.WSTOPSIG(st)           # a signal: deliver it
+        except OSError as e:
+            self.error = e
+            self.held.set()
+
+    def wait_held(self, timeout):
+        assert self.held.wait(timeout), 'the system call never came'
+        if self.error:
+            if self.error.errno in (errno.EPERM, errno.EACCES):
+                raise Skip(f'ptrace is not allowed here: {self.error}')
+            raise self.error
+
+    def release(self):
+        self._release.set()
+        self.thread.join(10)

@@ -11,8 +11,9 @@ import struct
 import threading
 import time
 
-from ferrytest import (HMP, HugePages, MachineOptions, Relay, Skip, read_exact,
-                       read_header, read_record, run_cases, tmpdir)
+from ferrytest import (HMP, HugePages, MachineOptions, Relay, Skip,
+                       SyscallHeld, read_exact, read_header, read_record,
+                       run_cases, thread_id, tmpdir)
 from test_migration import RAM_MEMBERS, Vm, backend_args, verify_goes_on
 
 
@@ -724,6 +725,52 @@ LIBVIRT_CAPS = {'xbzrle': False, 'auto-converge': False, 'rdma-pin-all': False,
                 'zero-copy-send': False}
 
 
+SYS_IOCTL = 16
+KVM_SET_USER_MEMORY_REGION = 0x4020ae46
+
+
+def completed_first(opts):
+    """The source says completed once the destination has everything,
+    and cleans up after, as QEMU does.  libvirt 9.0 confirms the
+    migration once the destination is done, reading the source's
+    statistics then: a source still postcopy-active has no downtime to
+    give, and the job had none (before: turning dirty logging off came
+    first, and took longer than libvirt's Finish with a 1 GiB guest).
+    The source's migration thread is held (ptrace) at the ioctl that
+    turns dirty logging off; completed must come meanwhile.  @extra:
+    'switched' (to postcopy) or 'converged' (postcopy on, the migration
+    ends in precopy, libvirt's plain --postcopy)."""
+    mode, = opts.extra
+    src, dst = pair('512M', 1)
+    src.m.wait_line(r'^verify: round=1 ', 120)
+    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 64 << 20,
+                                           'max-postcopy-bandwidth': 32 << 20})
+    assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
+    if mode == 'switched':
+        assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+        src.wait_status({'postcopy-active'}, 30)
+    else:
+        src.wait_status({'active'}, 30)
+    held = SyscallHeld(thread_id(src.m.proc.pid, 'live_migration'),
+                       SYS_IOCTL, KVM_SET_USER_MEMORY_REGION)
+    try:
+        src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0,
+                                               'max-postcopy-bandwidth': 0})
+        held.wait_held(120)
+        got = []
+        with contextlib.suppress(TimeoutError):
+            while got[-1:] != ['completed']:
+                got.append(src.qmp.event('MIGRATION', 10)['data']['status'])
+        assert got[-1:] == ['completed'], (
+            f'the source held at its cleanup said only {got}')
+        info = src.qmp.cmd('query-migrate')['return']
+        assert info['status'] == 'completed' and 'downtime' in info, info
+    finally:
+        held.release()
+    finish(src, dst)
+    verify_goes_on(src, dst)
+
+
 def libvirt_start(src, dst, params):
     """libvirt's conversation up to migrate (../shared/reference): the
     destination's capabilities and migrate-incoming, the source's
@@ -861,6 +908,10 @@ cases = [
     ('/postcopy/stress/failures-then-complete', failures_then_complete,
      MachineOptions()),
     ('/postcopy/libvirt', libvirt_postcopy, MachineOptions()),
+    ('/postcopy/completed-first/switched', completed_first,
+     MachineOptions(extra=['switched'])),
+    ('/postcopy/completed-first/converged', completed_first,
+     MachineOptions(extra=['converged'])),
 ]
 cases = [(n, guarded(f), o) for n, f, o in cases]
 
