@@ -560,6 +560,33 @@ def libvirt_probe(opts):
         d.virsh('undefine', 'ferrytest')
         # libvirt ended every probe it started.
         assert not probe_pids(), probe_pids()
+        # A domain ferry cannot run fails to start, naming what it lacks,
+        # and leaves nothing running.
+        img = os.path.join(d.dir, 'disk.img')
+        with open(img, 'wb') as f:
+            f.truncate(1 << 20)
+        for name, dev, words in (
+                ('withdisk', f"<disk type='file' device='disk'><driver "
+                 f"name='qemu' type='raw'/><source file='{img}'/><target "
+                 "dev='vda' bus='virtio'/></disk>", '-blockdev: invalid option'),
+                # What the probe does not advertise libvirt refuses itself.
+                ('withvga', "<video><model type='vga'/></video>",
+                 "does not support video model 'vga'")):
+            xml = os.path.join(d.dir, f'{name}.xml')
+            text = domain_xml(name, os.path.join(d.dir, f'{name}.log'))
+            with open(xml, 'w') as f:
+                f.write(text.replace('  </devices>', f'    {dev}\n  </devices>'))
+            p = subprocess.run(['virsh', '-c', d.uri, 'define', xml],
+                               capture_output=True, text=True, timeout=120)
+            if p.returncode == 0:
+                p = subprocess.run(['virsh', '-c', d.uri, 'start', name],
+                                   capture_output=True, text=True, timeout=120)
+                assert domstate(d, name).startswith('shut off'), domstate(d, name)
+                d.virsh('undefine', name)
+            assert p.returncode != 0 and words in p.stderr, p.stderr
+            left = subprocess.run(['pgrep', '-f', f'{FERRY_ABS} .*guest={name}'],
+                                  capture_output=True, text=True).stdout
+            assert not left, left
 
 
 def free_port():
