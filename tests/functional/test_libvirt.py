@@ -655,7 +655,7 @@ def libvirt_migrate(opts):
     migration libvirt offers for postcopy, both ways, the guest verified
     after each: p2p converging in precopy; direct with virsh
     migrate-postcopy and domjobinfo; p2p --postcopy-after-precopy;
-    domjobabort of a precopy (the source runs on); domjobabort
+    p2p back, and domjobabort of its precopy (the source runs on); domjobabort
     --postcopy (both sides paused), then --postcopy-resume; destroy."""
     need_libvirt()
     with Libvirtd('host1', '5a1c3d2e-7b4f-4a61-9c0d-1e2f3a4b5c61') as d1, \
@@ -714,9 +714,10 @@ def libvirt_migrate(opts):
         assert int(done.get('Total downtime', '-1 ').split()[0]) >= 0, done
         g.runs_on()
 
-        # 4: domjobabort of a precopy: it fails, the source runs on.
+        # 4: p2p back, and domjobabort of its precopy: it fails, the
+        # source runs on.
         mig = subprocess.Popen(['virsh', '-c', d2.uri, 'migrate', '--live',
-                                '--bandwidth', '1', 'ferrytest', d1.uri,
+                                '--p2p', '--bandwidth', '1', 'ferrytest', d1.uri,
                                 '--migrateuri', uri()],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
