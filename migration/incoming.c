@@ -8,6 +8,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -163,8 +165,18 @@ static bool pc_listen(void *opaque, GError **errp)
     if (migrate_cap(s, "postcopy-preempt")) {
         setpriority(PRIO_PROCESS, gettid(), migration_push_nice());
     }
+    /*
+     * What may queue here unread: a requested page waits behind it.
+     * Bounded by TCP's window, never by shrinking the buffer: the source
+     * was let send into the window the big buffer advertised, and a
+     * buffer shrunk under that makes the kernel prune the queue and drop
+     * segments, one of which then waits TCP's 200 ms retransmission
+     * timeout (a guest stalled that long).  It stays a few segments
+     * wide: below one (loopback's are 64 KiB) the window never reopened
+     * and the push stopped.  Not TCP: nothing to bound.
+     */
     int sz = 2 * PUSH_BACKLOG;
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    setsockopt(c->fd, IPPROTO_TCP, TCP_WINDOW_CLAMP, &sz, sizeof(sz));
     migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_POSTCOPY_ACTIVE);
     return true;
 }
