@@ -634,9 +634,14 @@ class StallRelay:
                 a, _ = self.ls.accept()
                 b = socket.create_connection(self.dst)
                 self.socks += [a, b]
-                for x, y in ((a, b), (b, a)):
-                    threading.Thread(target=self._pipe, args=(x, y),
-                                     daemon=True).start()
+                threading.Thread(target=self._forward, args=(a, b),
+                                 daemon=True).start()
+                threading.Thread(target=self._pipe, args=(b, a),
+                                 daemon=True).start()
+
+    def _forward(self, a, b):
+        """The connecting side's bytes, @a to @b."""
+        self._pipe(a, b)
 
     def _pipe(self, a, b):
         with contextlib.suppress(OSError):
@@ -669,18 +674,7 @@ class HeldRelay(StallRelay):
         self.first = first
         super().__init__(dst_uri)
 
-    def _accept(self):
-        with contextlib.suppress(OSError):
-            while True:
-                a, _ = self.ls.accept()
-                b = socket.create_connection(self.dst)
-                self.socks += [a, b]
-                threading.Thread(target=self._held, args=(a, b),
-                                 daemon=True).start()
-                threading.Thread(target=self._pipe, args=(b, a),
-                                 daemon=True).start()
-
-    def _held(self, a, b):
+    def _forward(self, a, b):
         with contextlib.suppress(OSError):
             head = b''
             while len(head) < self.first:
