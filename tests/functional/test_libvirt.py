@@ -339,18 +339,13 @@ def events_before_reply(opts):
             ok(q.cmd('migrate-set-capabilities', {'capabilities': [
                 {'capability': 'events', 'state': True}]}))
         port = free_port()
-        qd.send_raw(json.dumps({'execute': 'migrate-incoming', 'arguments': {
-            'uri': f'tcp:127.0.0.1:{port}'}}).encode() + b'\n')
-        first, second = raw_lines(qd, 2)
-        assert first.get('event') == 'MIGRATION' and \
-            first['data']['status'] == 'setup', first
-        assert second == {'return': {}}, second
-        qs.send_raw(json.dumps({'execute': 'migrate', 'arguments': {
-            'uri': f'tcp:127.0.0.1:{port}'}}).encode() + b'\n')
-        first, second = raw_lines(qs, 2)
-        assert first.get('event') == 'MIGRATION' and \
-            first['data']['status'] == 'setup', first
-        assert second == {'return': {}}, second
+        for q, cmd in ((qd, 'migrate-incoming'), (qs, 'migrate')):
+            q.send_raw(json.dumps({'execute': cmd, 'arguments': {
+                'uri': f'tcp:127.0.0.1:{port}'}}).encode() + b'\n')
+            first, second = raw_lines(q, 2)
+            assert first.get('event') == 'MIGRATION' and \
+                first['data']['status'] == 'setup', (cmd, first)
+            assert second == {'return': {}}, (cmd, second)
         deadline = time.monotonic() + 60
         while ok(qs.cmd('query-migrate'))['status'] != 'completed':
             assert time.monotonic() < deadline
