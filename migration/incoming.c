@@ -172,8 +172,8 @@ static bool pc_listen(void *opaque, GError **errp)
      * buffer shrunk under that makes the kernel prune the queue and drop
      * segments, one of which then waits TCP's 200 ms retransmission
      * timeout (a guest stalled that long).  It stays a few segments
-     * wide: below one (loopback's are 64 KiB) the window never reopened
-     * and the push stopped.  Not TCP: nothing to bound.
+     * wide: clamped to 32 KiB, under one of loopback's 64 KiB segments,
+     * the push all but stopped.  Not TCP: nothing to bound.
      */
     int sz = 2 * PUSH_BACKLOG;
     setsockopt(c->fd, IPPROTO_TCP, TCP_WINDOW_CLAMP, &sz, sizeof(sz));

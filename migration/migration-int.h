@@ -26,7 +26,6 @@
  * with the heartbeat every 250 ms, a silent peer is noticed within 5 s. */
 #define POSTCOPY_STALL_TIMEOUT_MS   4000
 
-/* migration_param_u64: integer parameter @name.  Any thread. */
 /*
  * migration_set_rate: migration thread; from now the limit is parameter
  * @param's ("max-bandwidth", "max-postcopy-bandwidth"), or none (NULL),
@@ -34,6 +33,11 @@
  */
 void migration_set_rate(MigrationState *s, const char *param);
 
+/* migration_rate_update_locked: the limit in force from the parameters,
+ * after migrate-set-parameters; under MigrationState.lock. */
+void migration_rate_update_locked(MigrationState *s);
+
+/* migration_param_u64: integer parameter @name.  Any thread. */
 uint64_t migration_param_u64(MigrationState *s, const char *name);
 
 /* Milliseconds on g_get_monotonic_time()'s clock: MigrationState's times. */

@@ -187,13 +187,19 @@ static void finish_vm(void *opaque)
     machine_set_state(c->s->m, RUN_STATE_POSTMIGRATE);
 }
 
+void migration_rate_update_locked(MigrationState *s)
+{
+    const char *param = s->src.rate_param;
+    __atomic_store_n(&s->src.rate_limit,
+                     param ? json_object_get_int_member(s->params, param) : 0,
+                     __ATOMIC_RELAXED);
+}
+
 void migration_set_rate(MigrationState *s, const char *param)
 {
     g_mutex_lock(&s->lock);
     s->src.rate_param = param;
-    __atomic_store_n(&s->src.rate_limit,
-                     param ? json_object_get_int_member(s->params, param) : 0,
-                     __ATOMIC_RELAXED);
+    migration_rate_update_locked(s);
     g_mutex_unlock(&s->lock);
 }
 

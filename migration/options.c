@@ -266,11 +266,7 @@ static JsonNode *set_parameters(JsonObject *args, void *opaque, GError **errp)
     }
     /* The running pass or push takes a new limit at once, as QEMU's
      * (virsh migrate-setspeed [--postcopy] during the job). */
-    if (s->src.rate_param) {
-        __atomic_store_n(&s->src.rate_limit,
-                         json_object_get_int_member(s->params, s->src.rate_param),
-                         __ATOMIC_RELAXED);
-    }
+    migration_rate_update_locked(s);
     g_mutex_unlock(&s->lock);
     return ret_empty();
 }

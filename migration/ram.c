@@ -114,13 +114,13 @@ static bool page_is_zero(const uint8_t *p)
     return true;
 }
 
-/* How long to wait before more fits in the 100 ms window (0: go on). */
 uint64_t ram_rate_limit(const RAMSaver *r)
 {
     return r->max_bandwidth ? __atomic_load_n(r->max_bandwidth, __ATOMIC_RELAXED)
                             : 0;
 }
 
+/* How long to wait before more fits in the 100 ms window (0: go on). */
 static int64_t rate_wait_us(RAMSaver *r)
 {
     uint64_t limit = ram_rate_limit(r);
