@@ -717,6 +717,9 @@ def libvirt_migrate(opts):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
         wait_job(d2, lambda i: i.get('Job type') == 'Unbounded')
+        # migrate-setspeed during the precopy: max-bandwidth, taken at once.
+        d2.virsh('migrate-setspeed', 'ferrytest', '2')
+        assert d2.virsh('migrate-getspeed', 'ferrytest').strip() == '2'
         d2.virsh('domjobabort', 'ferrytest')
         out, err = mig.communicate(timeout=120)
         assert mig.returncode != 0 and 'cancel' in err.lower(), err
