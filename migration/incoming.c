@@ -49,7 +49,8 @@ typedef struct LoadDone {
     RunState source_state;
 } LoadDone;
 
-/* Main thread: the stream is in; run the guest if the source was running. */
+/* Main thread: the stream is in; run the guest if the source was running,
+ * then say completed. */
 static void incoming_done(void *opaque)
 {
     LoadDone *d = opaque;
@@ -71,6 +72,9 @@ static void incoming_done(void *opaque)
     } else {
         machine_set_state(m, RUN_STATE_PAUSED);
     }
+    /* Completed once the run state is final, as in QEMU: libvirt reads
+     * query-status on this event, to cont a paused guest. */
+    migrate_set_state(d->s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_COMPLETED);
 }
 
 /* ---- Postcopy on the destination ---------------------------------------------- */
@@ -547,16 +551,14 @@ static void load_thread_body(LoadArgs *a)
     }
     migration_close_stream(s, &s->dst.incoming_fd, f);
     __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
-    if (done.ok) {
-        migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_COMPLETED);
-    } else {
+    if (!done.ok) {
         /* In precopy, or in postcopy before the guest ran here (the
          * error is set above, for RP_REASON). */
         migrate_set_state_from(s, (const MigrationStatus[]) {
             MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_POSTCOPY_ACTIVE,
             MIGRATION_STATUS__MAX }, MIGRATION_STATUS_FAILED);
     }
-    migration_call_main(s, incoming_done, &done);
+    migration_call_main(s, incoming_done, &done);   /* completed, if ok */
     return;
 }
 

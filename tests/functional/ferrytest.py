@@ -739,17 +739,19 @@ def thread_id(pid, name, timeout=30.0):
 
 class SyscallHeld:
     """Thread @tid stopped at its next entry into system call @nr whose
-    second argument is @arg (ptrace's syscall stops), until release():
-    a test can hold one step of a ferry's thread and look at what the
-    others do meanwhile.  x86-64 only.  The tracer is a thread of its own,
-    since every ptrace request must come from the thread that attached."""
+    second argument is @arg, or whose arguments @where(rdi, rsi, rdx)
+    accepts (ptrace's syscall stops), until release(): a test can hold one
+    step of a ferry's thread and look at what the others do meanwhile.
+    x86-64 only.  The tracer is a thread of its own, since every ptrace
+    request must come from the thread that attached."""
 
     PTRACE_GETREGS, PTRACE_SYSCALL = 12, 24
     O_TRACESYSGOOD, EVENT_STOP = 1, 128
     ENOSYS_RET = (1 << 64) - errno.ENOSYS    # rax at a syscall's entry
 
-    def __init__(self, tid, nr, arg):
-        self.tid, self.nr, self.arg = tid, nr, arg
+    def __init__(self, tid, nr, arg=None, where=None):
+        self.tid, self.nr = tid, nr
+        self.where = where or (lambda rdi, rsi, rdx: rsi == arg)
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long,
                                      ctypes.c_void_p, ctypes.c_void_p]
@@ -779,9 +781,9 @@ class SyscallHeld:
                     return                          # it ended
                 if os.WSTOPSIG(st) == signal.SIGTRAP | 0x80:
                     self._ptrace(self.PTRACE_GETREGS, ctypes.addressof(regs))
-                    # orig_rax, rax and rsi are words 15, 10 and 13.
+                    # orig_rax, rax, rdi, rsi, rdx: words 15, 10, 14, 13, 12.
                     if (regs[10] == self.ENOSYS_RET and regs[15] == self.nr
-                            and regs[13] == self.arg):
+                            and self.where(regs[14], regs[13], regs[12])):
                         self.held.set()
                         self._release.wait()
                         self._ptrace(ThreadHeld.PTRACE_DETACH)

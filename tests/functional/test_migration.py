@@ -13,7 +13,7 @@ import struct
 import time
 
 from ferrytest import (HMP, HugePages, Machine, MachineOptions, QMP, Relay,
-                       Skip, run_cases, tmpdir)
+                       Skip, SyscallHeld, run_cases, thread_id, tmpdir)
 
 RAM_MEMBERS = {'transferred', 'remaining', 'total', 'duplicate', 'normal',
                'normal-bytes', 'dirty-pages-rate', 'mbps', 'dirty-sync-count',
@@ -562,6 +562,73 @@ def libvirt_caps(on):
                              for c in LIBVIRT_CAPS]}
 
 
+SYS_WRITE = 1
+
+
+def eventfds(pid):
+    """@pid's eventfds (glib's wakeup of the main loop is one)."""
+    fds = set()
+    for fd in os.listdir(f'/proc/{pid}/fdinfo'):
+        with contextlib.suppress(OSError):
+            with open(f'/proc/{pid}/fdinfo/{fd}') as f:
+                if 'eventfd-count:' in f.read():
+                    fds.add(int(fd))
+    return fds
+
+
+def completed_last(opts):
+    """The destination says completed once its run state is final, as
+    QEMU does: libvirt, on the completed event, asks query-status and
+    expects paused (-S, or a paused source) to cont, or running.  Before,
+    the load thread set completed and only then asked the main thread to
+    set the run state, and a query between the two said inmigrate (a CI
+    failure of /migration/libvirt/precopy).  The destination's load
+    thread is held (ptrace) at its first post to the main loop after the
+    device state; query-status is asked until completed comes, then once
+    more.  @extra: 'running' or 'paused' (-S)."""
+    mode, = opts.extra
+    src = Vm('256M', 1)
+    dst = Vm('256M', 1, incoming='tcp:127.0.0.1:0',
+             extra=['-S'] if mode == 'paused' else [])
+    held = None
+    try:
+        s, d = src.qmp, dst.qmp
+        s.cmd('migrate-set-capabilities', {'capabilities': [
+            {'capability': 'pause-before-switchover', 'state': True}]})
+        s.cmd('migrate-set-parameters', {'max-bandwidth': 0})
+        src.m.wait_line(r'^verify: round=1 ', 120)
+        assert s.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
+        src.wait_status({'pre-switchover'}, 120)
+        d.cmd('query-status')
+        d.events.clear()
+        efds = eventfds(dst.m.proc.pid)
+        held = SyscallHeld(thread_id(dst.m.proc.pid, 'mig/dst/load'),
+                           SYS_WRITE,
+                           where=lambda fd, buf, n: fd in efds and n == 8)
+        assert s.cmd('migrate-continue', {'state': 'pre-switchover'}) == \
+            {'return': {}}
+        held.wait_held(60)
+        deadline = time.monotonic() + 30
+        while not any(e['event'] == 'MIGRATION' and
+                      e['data']['status'] == 'completed' for e in d.events):
+            d.cmd('query-status')
+            assert time.monotonic() < deadline, d.events
+            time.sleep(0.02)
+        st = d.cmd('query-status')['return']['status']
+        assert st == mode, f'the destination said completed while {st}'
+        held.release()
+        held = None
+        assert src.wait_status({'completed', 'failed'})['status'] == 'completed'
+        if mode == 'paused':
+            assert d.cmd('cont') == {'return': {}}
+        verify_goes_on(src, dst)
+    finally:
+        if held:
+            held.release()
+        src.close()
+        dst.close()
+
+
 def libvirt_precopy(opts):
     """The QMP conversation libvirt has for a precopy migration
     (../shared/reference/libvirt-postcopy-conversation.md without its
@@ -804,6 +871,10 @@ cases = [
     ('/migration/precopy/pause-before-switchover', pause_before_switchover,
      MachineOptions()),
     ('/migration/libvirt/precopy', libvirt_precopy, MachineOptions()),
+    ('/migration/precopy/completed-last/running', completed_last,
+     MachineOptions(extra=('running',))),
+    ('/migration/precopy/completed-last/paused', completed_last,
+     MachineOptions(extra=('paused',))),
     ('/migration/save-restore/file-exec', save_restore, MachineOptions()),
     ('/migration/precopy/auto-converge', auto_converge, MachineOptions()),
 ]
