@@ -5,6 +5,7 @@
  * postcopy-ram.c).  Thread rules are in include/migration/migration.h.
  */
 #include "migration-int.h"
+#include "migration/mapped-ram.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -493,9 +494,13 @@ static void load_thread_body(LoadArgs *a)
     __atomic_store_n(&s->dst.ram_loader, rl, __ATOMIC_RELEASE);
     StreamLoad l = { .m = s->m, .stats = &s->stats, .ram = s->dst.ram_loader,
                      .postcopy = &postcopy_ops, .pong = load_pong,
-                     .opaque = &ctx };
+                     .opaque = &ctx, .mapped_ram = migrate_cap(s, "mapped-ram") };
     migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
     done.ok = stream_load(f, &l, &err);
+    if (l.mapped) {
+        mapped_ram_cleanup(l.mapped);
+        g_clear_pointer(&l.mapped, g_free);
+    }
     done.source_state = l.source_state;
     __atomic_store_n(&s->stats.transferred, qemu_file_transferred(f),
                      __ATOMIC_RELAXED);

@@ -37,8 +37,10 @@ void migration_set_rate(MigrationState *s, const char *param);
  * after migrate-set-parameters; under MigrationState.lock. */
 void migration_rate_update_locked(MigrationState *s);
 
-/* migration_param_u64: integer parameter @name.  Any thread. */
+/* migration_param_u64: integer parameter @name; migration_param_bool: a
+ * boolean one (false if unset).  Any thread. */
 uint64_t migration_param_u64(MigrationState *s, const char *name);
+bool migration_param_bool(MigrationState *s, const char *name);
 
 /* Milliseconds on g_get_monotonic_time()'s clock: MigrationState's times. */
 static inline int64_t migration_now_ms(void)
@@ -101,8 +103,14 @@ typedef struct StopCall {
 } StopCall;
 
 /* migration_stop_vm: main thread (migration_call_main): stop the vCPUs,
- * into @opaque's target state. */
+ * into @opaque's target state.  migration_restart_vm: run them again if
+ * they ran before, when the state is still that target. */
 void migration_stop_vm(void *opaque);
+void migration_restart_vm(void *opaque);
+
+/* migration_emit: queue QMP event @name (takes @data) for the main
+ * thread, after every event queued before.  Any thread. */
+void migration_emit(MigrationState *s, const char *name, JsonObject *data);
 
 /*
  * migration_pause_before_switchover: with pause-before-switchover, wait

@@ -3,6 +3,8 @@
  * Live migration: state machine, source thread, destination thread.
  * The contract and the thread rules are in include/migration/migration.h.
  */
+#include "migration/mapped-ram.h"
+#include "migration/snapshot.h"
 #include "migration/migration.h"
 #include "migration-int.h"
 
@@ -91,6 +93,13 @@ static void emit_in_main(void *opaque)
 }
 
 /* Queue an event for the main thread; events keep their order. */
+static void emit(MigrationState *s, const char *name, JsonObject *data);
+
+void migration_emit(MigrationState *s, const char *name, JsonObject *data)
+{
+    emit(s, name, data);
+}
+
 static void emit(MigrationState *s, const char *name, JsonObject *data)
 {
     PendingEvent *e = g_new0(PendingEvent, 1);
@@ -167,11 +176,11 @@ void migration_stop_vm(void *opaque)
 }
 
 /* Main thread: after a failed or cancelled migration, run again if we stopped it. */
-static void restart_vm(void *opaque)
+void migration_restart_vm(void *opaque)
 {
     StopCall *c = opaque;
     Machine *m = c->s->m;
-    if (m->state == RUN_STATE_FINISH_MIGRATE) {
+    if (m->state == c->target) {
         if (c->before == RUN_STATE_RUNNING) {
             machine_set_state(m, RUN_STATE_RUNNING);
             machine_resume(m);
@@ -207,6 +216,15 @@ uint64_t migration_param_u64(MigrationState *s, const char *name)
 {
     g_mutex_lock(&s->lock);
     uint64_t v = json_object_get_int_member(s->params, name);
+    g_mutex_unlock(&s->lock);
+    return v;
+}
+
+bool migration_param_bool(MigrationState *s, const char *name)
+{
+    g_mutex_lock(&s->lock);
+    bool v = json_object_has_member(s->params, name) &&
+             json_object_get_boolean_member(s->params, name);
     g_mutex_unlock(&s->lock);
     return v;
 }
@@ -303,6 +321,9 @@ typedef struct MigrateArgs {
 static void migration_source_cleanup(MigrationState *s, RAMSaver *r, QEMUFile *f)
 {
     kvm_set_dirty_log(&s->m->kvm, s->m->ram, false, NULL);
+    if (r->mapped) {
+        mapped_ram_cleanup(r->mapped);
+    }
     if (f) {
         migration_close_stream(s, &s->src.stream_fd, f);
     }
@@ -327,11 +348,16 @@ static void migration_thread_body(MigrateArgs *a)
     QEMUFile *f = qemu_file_new(a->fd, true, true);
     g_autoptr(GError) err = NULL;
     RAMSaver r;
+    MappedRam mapped = { .fd = -1, .fd_pages = -1 };
     StopCall stop = { s, RUN_STATE_RUNNING, RUN_STATE_FINISH_MIGRATE };
     bool stopped = false;
     g_autofree char *uri = a->uri;
     g_free(a);
 
+    if (migrate_cap(s, "background-snapshot")) {
+        snapshot_run(s, f, uri);
+        return;
+    }
     bool postcopy = migrate_cap(s, "postcopy-ram");
     /* postcopy-ram brings the return path with it. */
     bool return_path = migrate_cap(s, "return-path") || postcopy;
@@ -349,6 +375,14 @@ static void migration_thread_body(MigrateArgs *a)
     if (postcopy) {
         qemu_put_byte(f, REC_POSTCOPY_ADVISE);
         qemu_put_u64(f, m->ram->page_size);
+    }
+    if (migrate_cap(s, "mapped-ram")) {
+        if (!mapped_ram_writer_start(&mapped, f, r.npages,
+                                     migration_param_bool(s, "direct-io"),
+                                     &err)) {
+            goto fail;
+        }
+        r.mapped = &mapped;
     }
     if (!kvm_set_dirty_log(&m->kvm, m->ram, true, &err)) {
         goto fail;
@@ -369,9 +403,11 @@ static void migration_thread_body(MigrateArgs *a)
         if (!ram_save_pass(&r)) {
             goto fail;
         }
-        qemu_put_byte(f, REC_PASS_END);
-        qemu_put_u32(f, pass);
-        qemu_fflush(f);
+        if (!r.mapped) {        /* mapped-ram: nothing between its records */
+            qemu_put_byte(f, REC_PASS_END);
+            qemu_put_u32(f, pass);
+            qemu_fflush(f);
+        }
         if (postcopy && (__atomic_load_n(&s->src.postcopy_start, __ATOMIC_SEQ_CST) ||
                          s->src.postcopy_after_pass1)) {
             goto postcopy;
@@ -415,6 +451,9 @@ static void migration_thread_body(MigrateArgs *a)
         goto fail;
     }
     if (!ram_save_pass(&r)) {
+        goto fail;
+    }
+    if (r.mapped && !mapped_ram_writer_finish(r.mapped, f, &err)) {
         goto fail;
     }
     uint64_t dev0 = qemu_file_transferred(f);
@@ -495,10 +534,11 @@ fail:
     }
     migration_close_stream(s, &s->src.stream_fd, f);
     kvm_set_dirty_log(&m->kvm, m->ram, false, NULL);
+    mapped_ram_cleanup(&mapped);
     ram_saver_cleanup(&r);
     set_throttle(s, 0);
     if (stopped) {
-        migration_call_main(s, restart_vm, &stop);
+        migration_call_main(s, migration_restart_vm, &stop);
     }
     __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
     if (cancelled(s)) {
@@ -567,6 +607,25 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "Migration is not possible in run state %s",
                     runstate_name(s->m->state));
+        return NULL;
+    }
+    if (migrate_cap(s, "background-snapshot") &&
+        !g_str_has_prefix(uri, "file:") && !g_str_has_prefix(uri, "exec:")) {
+        /* Its guest would run on there from the snapshot's moment while
+         * this one runs on: the same guest in two places. */
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Background-snapshot saves to file: or exec:, not to a "
+                    "running destination");
+        return NULL;
+    }
+    if (!g_str_has_prefix(uri, "file:") && migrate_cap(s, "mapped-ram")) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Migration requires seekable transport (e.g. file)");
+        return NULL;
+    }
+    if (migration_param_bool(s, "direct-io") && !migrate_cap(s, "mapped-ram")) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "direct-io needs the mapped-ram capability");
         return NULL;
     }
     if ((g_str_has_prefix(uri, "file:") || g_str_has_prefix(uri, "exec:")) &&
@@ -654,7 +713,9 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
     a->fd = fd;
     a->uri = g_strdup(uri);
     __atomic_fetch_add(&s->threads_live, 1, __ATOMIC_SEQ_CST);
-    s->src.thread = g_thread_new("live_migration", migration_thread, a);
+    s->src.thread = g_thread_new(migrate_cap(s, "background-snapshot")
+                                 ? "bg_snapshot" : "live_migration",
+                                 migration_thread, a);
     return ret_empty();
 }
 

@@ -8,6 +8,7 @@
 
 #include "migration/migration.h"
 #include "migration-int.h"
+#include "migration/snapshot.h"
 
 /* In the order of MigrationCapability in qapi/migration.json. */
 static const struct {
@@ -20,9 +21,9 @@ static const struct {
     { "release-ram", false }, { "block", false }, { "return-path", true },
     { "pause-before-switchover", true }, { "multifd", false }, { "dirty-bitmaps", false },
     { "postcopy-blocktime", true }, { "late-block-activate", true },
-    { "x-ignore-shared", false }, { "validate-uuid", false }, { "background-snapshot", false },
+    { "x-ignore-shared", false }, { "validate-uuid", false }, { "background-snapshot", true },
     { "zero-copy-send", false }, { "postcopy-preempt", true }, { "switchover-ack", false },
-    { "dirty-limit", false }, { "mapped-ram", false },
+    { "dirty-limit", false }, { "mapped-ram", true },
 };
 
 static int cap_index(const char *name)
@@ -105,6 +106,7 @@ static JsonObject *default_params(void)
                                POSTCOPY_STALL_TIMEOUT_MS);
     json_object_set_string_member(p, "mode", "normal");
     json_object_set_string_member(p, "zero-page-detection", "multifd");
+    json_object_set_boolean_member(p, "direct-io", false);
     return p;
 }
 
@@ -135,6 +137,39 @@ static bool busy(MigrationState *s, GError **errp)
     return false;
 }
 
+/* QEMU's check_caps_background_snapshot, in its order. */
+static const char *const snapshot_conflicts[] = {
+    "postcopy-ram", "dirty-bitmaps", "postcopy-blocktime",
+    "late-block-activate", "return-path", "multifd",
+    "pause-before-switchover", "auto-converge", "release-ram",
+    "rdma-pin-all", "compress", "xbzrle", "x-colo", "validate-uuid",
+    "zero-copy-send", NULL
+};
+
+/* background-snapshot in @next: what the kernel, the memory and the other
+ * capabilities allow, with QEMU's errors. */
+static bool snapshot_caps_ok(MigrationState *s, const bool *next, GError **errp)
+{
+    if (s->dst.incoming) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Background-snapshot is not compatible with an incoming "
+                    "migration");
+        return false;
+    }
+    if (s->m->ram && !snapshot_supported(s->m->ram, errp)) {
+        return false;
+    }
+    for (size_t i = 0; snapshot_conflicts[i]; i++) {
+        if (next[cap_index(snapshot_conflicts[i])]) {
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "Background-snapshot is not compatible with %s",
+                        snapshot_conflicts[i]);
+            return false;
+        }
+    }
+    return true;
+}
+
 static JsonNode *set_capabilities(JsonObject *args, void *opaque, GError **errp)
 {
     MigrationState *s = opaque;
@@ -163,6 +198,19 @@ static JsonNode *set_capabilities(JsonObject *args, void *opaque, GError **errp)
     if (next[cap_index("postcopy-preempt")] && !next[cap_index("postcopy-ram")]) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "Postcopy preempt requires postcopy-ram");
+        return NULL;
+    }
+    /* ferry's restore on demand: a destination loading a mapped-ram file
+     * with postcopy-ram (docs/snapshot.md); a source refuses the pair,
+     * as QEMU does anywhere. */
+    if (next[cap_index("mapped-ram")] && next[cap_index("postcopy-ram")] &&
+        !s->dst.incoming) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Mapped-ram migration is incompatible with postcopy");
+        return NULL;
+    }
+    if (next[cap_index("background-snapshot")] &&
+        !snapshot_caps_ok(s, next, errp)) {
         return NULL;
     }
     g_mutex_lock(&s->lock);

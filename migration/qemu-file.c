@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <sys/types.h>
 
 #define IO_BUF_SIZE (256 * 1024)
 /*
@@ -261,6 +262,31 @@ uint64_t qemu_get_u64(QEMUFile *f)
     uint64_t v;
     qemu_get_buffer(f, &v, 8);
     return GUINT64_FROM_LE(v);
+}
+
+int64_t qemu_file_offset(QEMUFile *f)
+{
+    off_t cur = lseek(f->fd, 0, SEEK_CUR);
+    if (cur < 0) {
+        return -errno;
+    }
+    return f->writable ? cur + (int64_t)f->len : cur - (int64_t)(f->len - f->pos);
+}
+
+int qemu_file_seek(QEMUFile *f, int64_t off)
+{
+    qemu_fflush(f);
+    if (f->error) {
+        return f->error;
+    }
+    if (lseek(f->fd, off, SEEK_SET) < 0) {
+        qemu_file_set_error(f, -errno);
+        return f->error;
+    }
+    if (!f->writable) {
+        f->pos = f->len = 0;
+    }
+    return 0;
 }
 
 int qemu_file_close(QEMUFile *f)

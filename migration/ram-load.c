@@ -524,6 +524,12 @@ bool ram_load_pages(RAMLoader *l, RAMLoadBuf *b, QEMUFile *f, uint64_t off,
     return place(l, b, first, count, b->data, errp);
 }
 
+bool ram_load_buffer(RAMLoader *l, RAMLoadBuf *b, uint64_t off, uint32_t count,
+                     const uint8_t *data, GError **errp)
+{
+    return place(l, b, off / TARGET_PAGE_SIZE, count, data, errp);
+}
+
 bool ram_load_zero(RAMLoader *l, RAMLoadBuf *b, uint64_t off, uint32_t count,
                    GError **errp)
 {

@@ -2,6 +2,7 @@
 /* The source's RAM saver; the contract is in include/migration/ram.h. */
 #include "migration/ram.h"
 
+#include "migration/mapped-ram.h"
 #include "migration/migration.h"
 #include "migration/qemu-file.h"
 #include "migration/stream.h"
@@ -148,6 +149,11 @@ static void rate_limit(RAMSaver *r, uint64_t bytes)
     }
 }
 
+void ram_rate_wait(RAMSaver *r, uint64_t bytes)
+{
+    rate_limit(r, bytes);
+}
+
 static void add(uint64_t *stat, uint64_t n)
 {
     __atomic_fetch_add(stat, n, __ATOMIC_RELAXED);
@@ -192,6 +198,29 @@ uint64_t ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
             uint64_t j = i + 1;
             while (j < batch_end && zero_page(r, pm, pm_first, j) == zero) {
                 j++;
+            }
+            if (r->mapped) {
+                uint64_t sent = 0;
+                if (zero) {
+                    mapped_ram_mark_zero(r->mapped, i, j - i);
+                    add(&r->stats->zero_pages, j - i);
+                } else {
+                    int ret = mapped_ram_write_pages(r->mapped, i, j - i,
+                                                     base + i * TARGET_PAGE_SIZE);
+                    if (ret < 0) {
+                        qemu_file_set_error(f, ret);
+                        return total;
+                    }
+                    sent = (j - i) * TARGET_PAGE_SIZE;
+                    add(&r->stats->normal_pages, j - i);
+                }
+                add(&r->stats->transferred, sent);
+                total += sent;
+                if (limit) {
+                    rate_limit(r, sent);
+                }
+                i = j;
+                continue;
             }
             uint64_t before = qemu_file_transferred(f);
             qemu_put_byte(f, zero ? REC_RAM_ZERO : REC_RAM_PAGES);

@@ -2,10 +2,12 @@
 /* The migration stream's format; the contract is in include/migration/stream.h. */
 #include "migration/stream.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "migration/mapped-ram.h"
 #include "migration/migration.h"
 #include "migration/qemu-file.h"
 #include "migration/ram-load.h"
@@ -407,6 +409,66 @@ static bool load_ping(QEMUFile *f, StreamLoad *l, GError **errp)
     return l->pong(l->opaque, id, errp);
 }
 
+/*
+ * A MAPPED_RAM record (its type read): take the file's layout, and
+ * unless restore is on demand place every page now, in batches of runs
+ * with data (read from their slots) and runs of zero pages.
+ */
+static bool load_mapped_ram(QEMUFile *f, StreamLoad *l, RAMLoadBuf *buf,
+                            bool pages_seen, GError **errp)
+{
+    RAMBlock *rb = l->m->ram;
+    if (!l->mapped_ram) {
+        return load_fail(f, errp, "the migration file was saved with "
+                         "mapped-ram: set the mapped-ram capability before "
+                         "migrate-incoming");
+    }
+    if (l->mapped || pages_seen) {
+        return load_fail(f, errp, "MAPPED_RAM (record 0x08) after RAM in "
+                         "the migration stream");
+    }
+    uint64_t npages = rb->size / TARGET_PAGE_SIZE;
+    l->mapped = g_new0(MappedRam, 1);
+    if (!mapped_ram_reader_open(l->mapped, f, npages, errp)) {
+        return false;
+    }
+    if (l->mapped_lazy) {
+        return true;
+    }
+    uint64_t batch = MIN(STREAM_MAX_RUN, buf->size / TARGET_PAGE_SIZE);
+    for (uint64_t p = 0; p < npages;) {
+        bool data = mapped_ram_has_data(l->mapped, p);
+        uint64_t n = 1;
+        while (p + n < npages && n < batch &&
+               mapped_ram_has_data(l->mapped, p + n) == data) {
+            n++;
+        }
+        if (data) {
+            int ret = mapped_ram_read_pages(l->mapped, p, n, buf->data);
+            if (ret < 0) {
+                return load_fail(f, errp, "mapped-ram: reading pages at "
+                                 "0x%" PRIx64 ": %s", p * TARGET_PAGE_SIZE,
+                                 ret == -EIO ? "the file ends before them"
+                                             : g_strerror(-ret));
+            }
+            if (!ram_load_buffer(l->ram, buf, p * TARGET_PAGE_SIZE, n,
+                                 buf->data, errp)) {
+                return false;
+            }
+            __atomic_fetch_add(&l->stats->normal_pages, n, __ATOMIC_RELAXED);
+            __atomic_fetch_add(&l->stats->transferred, n * TARGET_PAGE_SIZE,
+                               __ATOMIC_RELAXED);
+        } else {
+            if (!ram_load_zero(l->ram, buf, p * TARGET_PAGE_SIZE, n, errp)) {
+                return false;
+            }
+            __atomic_fetch_add(&l->stats->zero_pages, n, __ATOMIC_RELAXED);
+        }
+        p += n;
+    }
+    return true;
+}
+
 bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
 {
     Machine *m = l->m;
@@ -457,6 +519,7 @@ bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
     l->postcopy_running = l->resume;
     l->postcopy_state = l->resume ? STREAM_POSTCOPY_RECOVER : STREAM_POSTCOPY_NONE;
     ram_load_buf_init(&buf, l->ram);
+    bool pages_seen = false;
     for (;;) {
         uint8_t type = qemu_get_byte(f);
         if (qemu_file_error(f)) {
@@ -469,6 +532,12 @@ bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
             if (!check_range(f, rb, off, count, errp)) {
                 break;
             }
+            if (l->mapped) {
+                load_fail(f, errp, "RAM records in a mapped-ram migration "
+                          "file");
+                break;
+            }
+            pages_seen = true;
             if (l->postcopy_state == STREAM_POSTCOPY_RECOVER) {
                 load_fail(f, errp, "RAM before POSTCOPY_RESUME on a resumed "
                           "stream");
@@ -493,6 +562,12 @@ bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)
         }
         if (type == REC_OPEN_RETURN_PATH) {
             l->return_path = true;
+            continue;
+        }
+        if (type == REC_MAPPED_RAM) {
+            if (!load_mapped_ram(f, l, &buf, pages_seen, errp)) {
+                break;
+            }
             continue;
         }
         if (type == REC_PING) {

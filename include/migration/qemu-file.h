@@ -46,6 +46,16 @@ QEMUFile *qemu_file_new_mem(const void *data, size_t len);
 QEMUFile *qemu_file_new_mem_writer(void);
 GBytes *qemu_file_mem_finish(QEMUFile *f);
 
+/*
+ * qemu_file_offset: where the next byte read or written lies in the
+ * file under @f (a regular file: mapped-ram); -errno if it cannot seek.
+ * qemu_file_seek: go on at byte @off of that file (a writer flushes
+ * first, a reader drops what it read ahead); 0 or -errno, which is also
+ * @f's error.
+ */
+int64_t qemu_file_offset(QEMUFile *f);
+int qemu_file_seek(QEMUFile *f, int64_t off);
+
 /* qemu_file_close: flush (writers), free; the first error, or 0. */
 int qemu_file_close(QEMUFile *f);
 

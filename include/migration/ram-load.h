@@ -167,6 +167,11 @@ void ram_load_buf_cleanup(RAMLoadBuf *b);
 bool ram_load_pages(RAMLoader *l, RAMLoadBuf *b, QEMUFile *f, uint64_t off,
                     uint32_t count, GError **errp);
 
+/* ram_load_buffer: as ram_load_pages, the pages' data at @data (a
+ * mapped-ram file's slots, read by the caller). */
+bool ram_load_buffer(RAMLoader *l, RAMLoadBuf *b, uint64_t off, uint32_t count,
+                     const uint8_t *data, GError **errp);
+
 /* ram_load_zero: pages [off, off + count * 4 KiB) are zero. */
 bool ram_load_zero(RAMLoader *l, RAMLoadBuf *b, uint64_t off, uint32_t count,
                    GError **errp);

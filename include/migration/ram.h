@@ -20,6 +20,7 @@
 
 typedef struct QEMUFile QEMUFile;
 typedef struct MigrationStats MigrationStats;
+typedef struct MappedRam MappedRam;
 
 /* Pages per chunk of KVM's dirty log cleared at once (64 MiB). */
 #define RAM_CLEAR_CHUNK_PAGES   16384
@@ -50,6 +51,9 @@ typedef struct RAMSaver {
     uint64_t hpages;            /* 4 KiB pages per host page */
     /* /proc/self/pagemap for private anonymous RAM, else -1 (any thread). */
     int pagemap_fd;
+    /* mapped-ram: pages go to their slots in this file, not as records
+     * on the stream (NULL: records). */
+    MappedRam *mapped;
 
     /*
      * Postcopy.  From the switchover the dirty bitmap is shared with
@@ -87,12 +91,18 @@ bool ram_sync_dirty(RAMSaver *r, GError **errp);
 /* ram_rate_limit: the bytes/s limit in force now (0: none); any thread. */
 uint64_t ram_rate_limit(const RAMSaver *r);
 
+/* ram_rate_wait: @bytes more were sent: sleep as max_bandwidth says
+ * (what ram_send_pages does with @limit).  The thread that owns the
+ * window (one only). */
+void ram_rate_wait(RAMSaver *r, uint64_t bytes);
+
 /* ram_dirty_count: pages still dirty. */
 uint64_t ram_dirty_count(const RAMSaver *r);
 
 /*
  * ram_send_pages: send pages [first, first + n) on @f as they are now
- * (zero runs as flags), and account for them; returns the bytes written.
+ * (zero runs as flags), or with mapped-ram into their slots (zero runs
+ * as clear bits), and account for them; returns the bytes written.
  * With @limit (precopy passes) the calling thread sleeps to stay within
  * max_bandwidth.  Any thread that cleared the pages' dirty bits.
  */

@@ -57,6 +57,8 @@ enum {
     REC_DEVICE      = 0x05,     /* u8 len, name, u32 len, state */
     REC_OPEN_RETURN_PATH = 0x06,    /* the destination answers on this fd */
     REC_PING        = 0x07,     /* u32 id: answer RP_PONG once loaded */
+    REC_MAPPED_RAM  = 0x08,     /* u64 bitmap, u64 pages, u64 end offsets:
+                                 * RAM is in the file's slots (mapped-ram) */
     /* Postcopy (docs/migration-stream.md): */
     REC_POSTCOPY_ADVISE = 0x10,     /* u64 host page size: get ready */
     REC_POSTCOPY_DISCARD = 0x11,    /* u64 offset, u64 count: drop pages */
@@ -103,6 +105,7 @@ static inline bool stream_run_fits(const RAMBlock *rb, uint64_t off,
 typedef struct QEMUFile QEMUFile;
 typedef struct MigrationStats MigrationStats;
 typedef struct RAMLoader RAMLoader;
+typedef struct MappedRam MappedRam;
 
 /*
  * What a destination does at the postcopy records; all run in the load
@@ -155,6 +158,13 @@ typedef struct StreamLoad {
      */
     bool resume;
     uint8_t resume_id[STREAM_ID_LEN];
+    /* The mapped-ram capability is on here: a MAPPED_RAM record is taken
+     * (else refused); with @mapped_lazy its pages are left in the file
+     * for restore on demand, else placed at once. */
+    bool mapped_ram;
+    bool mapped_lazy;
+    MappedRam *mapped;          /* out: the file's layout, if it had one
+                                 * (mapped_ram_cleanup, g_free) */
     RunState source_state;      /* out: the source's run state */
     StreamChannel channel;      /* out: the main channel's header */
     bool return_path;           /* out: the source asked for one */
