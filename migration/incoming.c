@@ -6,6 +6,7 @@
  */
 #include "migration-int.h"
 #include "migration/mapped-ram.h"
+#include "migration/restore.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -76,6 +77,21 @@ static void incoming_done(void *opaque)
     /* Completed once the run state is final, as in QEMU: libvirt reads
      * query-status on this event, to cont a paused guest. */
     migrate_set_state(d->s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_COMPLETED);
+}
+
+/* Main thread: a restore on demand is over (restore_run set failed, or
+ * left postcopy-active for this to complete). */
+static void restore_done(void *opaque)
+{
+    LoadDone *d = opaque;
+    if (!d->ok) {
+        incoming_done(d);       /* -incoming's exit-on-error */
+        return;
+    }
+    d->s->dst.incoming = false;
+    d->s->dst.incoming_defer = false;
+    migrate_set_state(d->s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
+                      MIGRATION_STATUS_COMPLETED);
 }
 
 /* ---- Postcopy on the destination ---------------------------------------------- */
@@ -495,8 +511,15 @@ static void load_thread_body(LoadArgs *a)
     StreamLoad l = { .m = s->m, .stats = &s->stats, .ram = s->dst.ram_loader,
                      .postcopy = &postcopy_ops, .pong = load_pong,
                      .opaque = &ctx, .mapped_ram = migrate_cap(s, "mapped-ram") };
+    l.mapped_lazy = l.mapped_ram && migrate_cap(s, "postcopy-ram");
     migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
     done.ok = stream_load(f, &l, &err);
+    if (done.ok && l.mapped && l.mapped_lazy) {
+        /* Restore on demand: the guest runs before its pages are read. */
+        done.ok = restore_run(s, f, l.mapped, l.source_state);
+        migration_call_main(s, restore_done, &done);
+        return;
+    }
     if (l.mapped) {
         mapped_ram_cleanup(l.mapped);
         g_clear_pointer(&l.mapped, g_free);
@@ -890,6 +913,7 @@ JsonNode *qmp_migrate_recover(JsonObject *args, void *opaque, GError **errp)
 void migration_incoming_pause(MigrationState *s)
 {
     migration_set_error(s, "postcopy: paused by migrate-pause");
+    __atomic_store_n(&s->dst.stopping, 1, __ATOMIC_SEQ_CST);
     migration_shutdown_stream(s, &s->dst.incoming_fd);
     PostcopyIncoming *pci = __atomic_load_n(&s->dst.pci, __ATOMIC_ACQUIRE);
     if (pci) {
@@ -905,6 +929,7 @@ void migration_incoming_stop(MigrationState *s)
         pending_drop(p, NULL);
         close(fd);
     }
+    __atomic_store_n(&s->dst.stopping, 1, __ATOMIC_SEQ_CST);
     migration_shutdown_stream(s, &s->dst.incoming_fd);
     PostcopyIncoming *pci = __atomic_load_n(&s->dst.pci, __ATOMIC_ACQUIRE);
     if (pci) {

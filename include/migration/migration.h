@@ -150,6 +150,8 @@ typedef struct MigrationIncoming {
     QEMUFile *paused_stream;    /* load thread, then main at cleanup: the
                                  * stream, kept open while postcopy is paused */
     RAMLoader *ram_loader;      /* load thread; kept while postcopy-paused */
+    int stopping;               /* atomic: set by migration_incoming_stop
+                                 * (restore on demand reads no further) */
     PostcopyIncoming *pci;      /* atomic pointer, set whole by the load
                                  * thread at advise: fault thread and stats */
     int preempt_fd;             /* atomic: the preempt channel accepted by
