@@ -296,6 +296,9 @@ int qemu_file_close(QEMUFile *f)
     if (f->own) {
         close(f->fd);
     }
+    if (f->out) {
+        g_byte_array_unref(f->out);     /* a memory writer not finished */
+    }
     g_free(f->buf);
     g_free(f);
     return err;
