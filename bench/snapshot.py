@@ -106,7 +106,7 @@ def restore(qemu, mapped, lazy, mem, path):
 
 
 def fmt(v, f):
-    return benchlib.cell(v, f) if v else 'n/a'
+    return benchlib.cell(v, f.format) if v else 'n/a'
 
 
 def report(res, sizes, runs, args):
