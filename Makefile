@@ -78,6 +78,9 @@ bench: build
 	FERRY=$(BUILD)/system/ferry GUEST=$(BUILD)/tests/guest/guest.elf \
 	    python3 bench/postcopy.py --runs 5 --doc docs/benchmarks.md \
 	    --plot docs/postcopy-stalls.png
+	FERRY=$(BUILD)/system/ferry GUEST=$(BUILD)/tests/guest/guest.elf \
+	    python3 bench/snapshot.py --runs 3 --doc docs/benchmarks.md \
+	    --plot docs/snapshot-stalls.png
 
 # libFuzzer on the migration stream loader (clang), from the seed corpus.
 FUZZ_BUILD ?= build-fuzz
