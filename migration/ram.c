@@ -104,6 +104,13 @@ uint64_t ram_dirty_count(const RAMSaver *r)
     return bitmap_count_one(r->dirty, r->npages);
 }
 
+static bool page_is_zero(const uint8_t *p);
+
+bool ram_page_is_zero(const uint8_t *p)
+{
+    return page_is_zero(p);
+}
+
 static bool page_is_zero(const uint8_t *p)
 {
     const uint64_t *w = (const uint64_t *)p;

@@ -18,10 +18,21 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define SCAN_RUN_BYTES  (1 << 20)   /* the scan claims and writes this much */
 #define WP_EVENTS       16
+#define ASIDE_MAX       (64 << 20)  /* bytes of copies waiting to be written */
+#define UNREGISTER_STEP (64 << 20)  /* RAM unregistered at once at the end */
+#define SCAN_NICE       10          /* the scan yields to the vCPUs */
+
+/* A written host page's copy, taken by the fault thread while the page
+ * was still protected (so the snapshot's page), written by the scan. */
+typedef struct Aside {
+    uint64_t hp;
+    uint8_t data[];
+} Aside;
 
 typedef struct Snapshot {
     MigrationState *s;
@@ -46,6 +57,12 @@ typedef struct Snapshot {
     bool started;
     QEMUFile *wp_err;           /* mapped mode: the fault thread's errors */
     int error;                  /* atomic: the fault thread's -errno */
+    /* Copies of written pages (Aside), pushed by the fault thread and
+     * written by the scan: a vCPU waits for a memcpy, not for the file,
+     * whose writes the kernel holds back once much of the page cache is
+     * dirty. */
+    GAsyncQueue *aside;
+    uint64_t aside_bytes;       /* atomic: bytes queued there */
 } Snapshot;
 
 /* ---- Support --------------------------------------------------------------------- */
@@ -150,6 +167,70 @@ static bool save_and_release(Snapshot *sn, QEMUFile *f, uint64_t hp, uint64_t n,
     return ok;
 }
 
+/*
+ * Write host page @a->hp from its copy: data pages to their slots or as
+ * RAM_PAGES records, zero pages as clear bits or RAM_ZERO records.  The
+ * scan's thread.
+ */
+static bool write_aside(Snapshot *sn, const Aside *a)
+{
+    uint64_t first = a->hp * sn->hpages;
+    MigrationStats *st = &sn->s->stats;
+    QEMUFile *f = sn->f;
+    for (uint64_t i = 0; i < sn->hpages;) {
+        const uint8_t *p = a->data + i * TARGET_PAGE_SIZE;
+        bool zero = ram_page_is_zero(p);
+        uint64_t j = i + 1;
+        while (j < sn->hpages &&
+               ram_page_is_zero(a->data + j * TARGET_PAGE_SIZE) == zero) {
+            j++;
+        }
+        uint64_t n = j - i, bytes = zero ? 0 : n * TARGET_PAGE_SIZE;
+        if (sn->mapped) {
+            if (zero) {
+                mapped_ram_mark_zero(sn->r.mapped, first + i, n);
+            } else {
+                int ret = mapped_ram_write_pages(sn->r.mapped, first + i, n, p);
+                if (ret < 0) {
+                    qemu_file_set_error(f, ret);
+                    return false;
+                }
+            }
+        } else {
+            g_mutex_lock(&sn->lock);
+            uint64_t before = qemu_file_transferred(f);
+            qemu_put_byte(f, zero ? REC_RAM_ZERO : REC_RAM_PAGES);
+            qemu_put_u64(f, (first + i) * TARGET_PAGE_SIZE);
+            qemu_put_u32(f, n);
+            if (!zero) {
+                qemu_put_buffer(f, p, bytes);
+            }
+            bytes = qemu_file_transferred(f) - before;
+            g_mutex_unlock(&sn->lock);
+        }
+        __atomic_fetch_add(zero ? &st->zero_pages : &st->normal_pages, n,
+                           __ATOMIC_RELAXED);
+        __atomic_fetch_add(&st->transferred, bytes, __ATOMIC_RELAXED);
+        i = j;
+    }
+    uint64_t done = __atomic_add_fetch(&sn->saved_hp, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&st->remaining_pages, (sn->nhp - done) * sn->hpages,
+                     __ATOMIC_RELAXED);
+    return !qemu_file_error(f);
+}
+
+/* The scan's thread: write every copy queued now; false on an error. */
+static bool drain_aside(Snapshot *sn)
+{
+    bool ok = true;
+    for (Aside *a; (a = g_async_queue_try_pop(sn->aside)); g_free(a)) {
+        __atomic_sub_fetch(&sn->aside_bytes, sn->rb->page_size,
+                           __ATOMIC_RELAXED);
+        ok = ok && write_aside(sn, a);
+    }
+    return ok;
+}
+
 /* ---- The write-fault thread ("mig/snap/wp") ----------------------------------------- */
 
 static void wp_fault(Snapshot *sn, uint64_t addr)
@@ -163,6 +244,21 @@ static void wp_fault(Snapshot *sn, uint64_t addr)
     if (test_and_set_bit_atomic(hp, sn->claimed)) {
         return;
     }
+    size_t len = sn->rb->page_size;
+    uint8_t *at = host + hp * len;
+    if (__atomic_add_fetch(&sn->aside_bytes, len, __ATOMIC_RELAXED) <= ASIDE_MAX) {
+        Aside *a = g_malloc(sizeof(*a) + len);
+        a->hp = hp;
+        memcpy(a->data, at, len);
+        int ret = uffd_writeprotect(sn->uffd, at, len, 0);
+        if (ret < 0) {
+            __atomic_store_n(&sn->error, ret, __ATOMIC_SEQ_CST);
+        }
+        g_async_queue_push(sn->aside, a);
+        return;
+    }
+    /* Too many copies waiting: write this page from here. */
+    __atomic_sub_fetch(&sn->aside_bytes, len, __ATOMIC_RELAXED);
     QEMUFile *f = sn->mapped ? sn->wp_err : sn->f;
     if (!save_and_release(sn, f, hp, 1, NULL) &&
         !__atomic_load_n(&sn->error, __ATOMIC_SEQ_CST)) {
@@ -254,6 +350,9 @@ static bool scan(Snapshot *sn)
             __atomic_load_n(&sn->error, __ATOMIC_SEQ_CST)) {
             return false;
         }
+        if (!drain_aside(sn)) {
+            return false;
+        }
         uint64_t n = 0;
         while (hp + n < sn->nhp && n < max_run &&
                !test_and_set_bit_atomic(hp + n, sn->claimed)) {
@@ -315,6 +414,7 @@ void snapshot_run(MigrationState *s, QEMUFile *f, const char *uri)
     sn.hpages = sn.rb->page_size / TARGET_PAGE_SIZE;
     sn.nhp = sn.rb->size / sn.rb->page_size;
     sn.claimed = bitmap_new(sn.nhp);
+    sn.aside = g_async_queue_new_full(g_free);
     ram_saver_init(&sn.r, sn.rb, &m->kvm, f, &s->stats, &s->src.cancel);
     sn.r.max_bandwidth = &s->src.rate_limit;
     migration_set_rate(s, "max-bandwidth");
@@ -381,10 +481,15 @@ void snapshot_run(MigrationState *s, QEMUFile *f, const char *uri)
     __atomic_store_n(&s->downtime_ms, migration_now_ms() - stop_at,
                      __ATOMIC_SEQ_CST);
 
+    /* The vCPUs first: the scan takes what CPU they leave. */
+    setpriority(PRIO_PROCESS, gettid(), SCAN_NICE);
     if (!scan(&sn)) {
         goto out;
     }
     wp_thread_stop(&sn);
+    if (!drain_aside(&sn)) {    /* the copies of the last faults */
+        goto out;
+    }
     if (sn.mapped && !mapped_ram_writer_finish(&mapped, f, &err)) {
         goto out;
     }
@@ -403,11 +508,21 @@ out:
         error = qemu_file_error(f);
     }
     if (sn.uffd >= 0) {
-        /* Closing the userfaultfd leaves the PTEs' protection bits: clear
+        /*
+         * Closing the userfaultfd leaves the PTEs' protection bits: clear
          * every one, on every way out, before the guest may run without
-         * a reader of its faults. */
-        uffd_writeprotect(sn.uffd, sn.rb->host, sn.rb->size, 0);
-        uffd_unregister(sn.uffd, sn.rb->host, sn.rb->size);
+         * a reader of its faults (after a whole scan none is left).  In
+         * steps: each is a walk of the page tables that stalls a vCPU
+         * touching that range, for as long as the walk takes.
+         */
+        bool all_saved = __atomic_load_n(&sn.saved_hp, __ATOMIC_SEQ_CST) == sn.nhp;
+        for (uint64_t off = 0; off < sn.rb->size; off += UNREGISTER_STEP) {
+            uint64_t len = MIN(UNREGISTER_STEP, sn.rb->size - off);
+            if (!all_saved) {
+                uffd_writeprotect(sn.uffd, sn.rb->host + off, len, 0);
+            }
+            uffd_unregister(sn.uffd, sn.rb->host + off, len);
+        }
         uffd_close(sn.uffd);
     }
     if (stopped && !resumed) {
@@ -432,6 +547,7 @@ out:
     mapped_ram_cleanup(&mapped);
     ram_saver_cleanup(&sn.r);
     bitmap_free(sn.claimed);
+    g_async_queue_unref(sn.aside);      /* frees copies a failure left */
     g_cond_clear(&sn.start_cond);
     g_mutex_clear(&sn.start_lock);
     g_mutex_clear(&sn.lock);

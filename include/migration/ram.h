@@ -96,6 +96,9 @@ uint64_t ram_rate_limit(const RAMSaver *r);
  * window (one only). */
 void ram_rate_wait(RAMSaver *r, uint64_t bytes);
 
+/* ram_page_is_zero: whether the 4 KiB page at @p is all zero. */
+bool ram_page_is_zero(const uint8_t *p);
+
 /* ram_dirty_count: pages still dirty. */
 uint64_t ram_dirty_count(const RAMSaver *r);
 
