@@ -512,6 +512,7 @@ static void load_thread_body(LoadArgs *a)
                      .postcopy = &postcopy_ops, .pong = load_pong,
                      .opaque = &ctx, .mapped_ram = migrate_cap(s, "mapped-ram") };
     l.mapped_lazy = l.mapped_ram && migrate_cap(s, "postcopy-ram");
+    l.mapped_uring = migration_param_bool(s, "x-io-uring");
     migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
     done.ok = stream_load(f, &l, &err);
     if (done.ok && l.mapped && l.mapped_lazy) {

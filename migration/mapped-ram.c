@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <liburing.h>
 #include <inttypes.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -255,4 +256,129 @@ void mapped_ram_cleanup(MappedRam *m)
     }
     m->fd_pages = m->fd = -1;
     g_clear_pointer(&m->present, bitmap_free);
+}
+
+/* ---- io_uring ---------------------------------------------------------------------- */
+
+typedef struct RingOp {
+    bool write;
+    uint64_t first, n;
+    uint8_t *buf;
+    void *tag;
+} RingOp;
+
+struct MappedRamRing {
+    struct io_uring ring;
+    MappedRam *m;
+    unsigned depth, inflight;
+};
+
+MappedRamRing *mapped_ram_ring_new(MappedRam *m, unsigned depth, GError **errp)
+{
+    MappedRamRing *r = g_new0(MappedRamRing, 1);
+    int ret = io_uring_queue_init(depth, &r->ring, 0);
+    if (ret < 0) {
+        g_free(r);
+        io_error(errp, ret, "io_uring_queue_init");
+        return NULL;
+    }
+    r->m = m;
+    r->depth = depth;
+    return r;
+}
+
+void mapped_ram_ring_free(MappedRamRing *r)
+{
+    if (!r) {
+        return;
+    }
+    while (r->inflight) {
+        void *tag;
+        mapped_ram_ring_wait(r, &tag);
+    }
+    io_uring_queue_exit(&r->ring);
+    g_free(r);
+}
+
+bool mapped_ram_ring_full(const MappedRamRing *r)
+{
+    return r->inflight >= r->depth;
+}
+
+unsigned mapped_ram_ring_inflight(const MappedRamRing *r)
+{
+    return r->inflight;
+}
+
+static int ring_queue(MappedRamRing *r, bool write, uint64_t first, uint64_t n,
+                      void *buf, void *tag)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    if (!sqe) {
+        return -EBUSY;
+    }
+    RingOp *op = g_new(RingOp, 1);
+    *op = (RingOp) { write, first, n, buf, tag };
+    int64_t off = r->m->base + r->m->pages_off + first * TARGET_PAGE_SIZE;
+    if (write) {
+        io_uring_prep_write(sqe, r->m->fd_pages, buf, n * TARGET_PAGE_SIZE, off);
+    } else {
+        io_uring_prep_read(sqe, r->m->fd_pages, buf, n * TARGET_PAGE_SIZE, off);
+    }
+    io_uring_sqe_set_data(sqe, op);
+    int ret = io_uring_submit(&r->ring);
+    if (ret < 0) {
+        g_free(op);
+        return ret;
+    }
+    r->inflight++;
+    return 0;
+}
+
+int mapped_ram_ring_read(MappedRamRing *r, uint64_t first, uint64_t n,
+                         void *buf, void *tag)
+{
+    return ring_queue(r, false, first, n, buf, tag);
+}
+
+int mapped_ram_ring_write(MappedRamRing *r, uint64_t first, uint64_t n,
+                          const void *buf, void *tag)
+{
+    return ring_queue(r, true, first, n, (void *)buf, tag);
+}
+
+int mapped_ram_ring_wait(MappedRamRing *r, void **tag)
+{
+    if (!r->inflight) {
+        return -EAGAIN;
+    }
+    struct io_uring_cqe *cqe;
+    int ret;
+    do {
+        ret = io_uring_wait_cqe(&r->ring, &cqe);
+    } while (ret == -EINTR);
+    if (ret < 0) {
+        return ret;
+    }
+    RingOp *op = io_uring_cqe_get_data(cqe);
+    int res = cqe->res;
+    io_uring_cqe_seen(&r->ring, cqe);
+    r->inflight--;
+    *tag = op->tag;
+    size_t len = op->n * TARGET_PAGE_SIZE;
+    int64_t off = r->m->base + r->m->pages_off + op->first * TARGET_PAGE_SIZE;
+    if (res >= 0 && (size_t)res < len) {
+        /* Short: the rest the plain way (a read at the end: -EIO). */
+        res = op->write ? pwrite_all(r->m->fd_pages, op->buf + res, len - res,
+                                     off + res)
+                        : pread_all(r->m->fd_pages, op->buf + res, len - res,
+                                    off + res);
+    } else if (res > 0) {
+        res = 0;
+    }
+    if (res == 0 && op->write) {
+        bitmap_set_atomic(r->m->present, op->first, op->n);
+    }
+    g_free(op);
+    return res;
 }

@@ -107,6 +107,8 @@ static JsonObject *default_params(void)
     json_object_set_string_member(p, "mode", "normal");
     json_object_set_string_member(p, "zero-page-detection", "multifd");
     json_object_set_boolean_member(p, "direct-io", false);
+    /* ferry's: mapped-ram's page I/O through io_uring (docs/snapshot.md). */
+    json_object_set_boolean_member(p, "x-io-uring", false);
     return p;
 }
 

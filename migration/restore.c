@@ -195,6 +195,110 @@ static void stop_guest(void *opaque)
     machine_set_state(c->m, RUN_STATE_IO_ERROR);
 }
 
+#define RING_DEPTH  4
+
+typedef struct RingRun {
+    uint64_t first, n;          /* 4 KiB pages, all with data */
+    uint8_t *data;
+} RingRun;
+
+static bool place_read(Restore *r, RAMLoadBuf *b, const RingRun *run, int ret)
+{
+    g_autoptr(GError) err = NULL;
+    if (ret < 0) {
+        restore_fail(r, "restore on demand: reading pages at 0x%" PRIx64
+                     " from the file: %s", run->first * TARGET_PAGE_SIZE,
+                     ret == -EIO ? "the file ends before them" : g_strerror(-ret));
+        return false;
+    }
+    if (!ram_load_buffer(r->l, b, run->first * TARGET_PAGE_SIZE, run->n,
+                         run->data, &err)) {
+        restore_fail(r, "restore on demand: %s", err->message);
+        return false;
+    }
+    __atomic_fetch_add(&r->s->stats.normal_pages, run->n, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&r->s->stats.transferred, run->n * TARGET_PAGE_SIZE,
+                       __ATOMIC_RELAXED);
+    return true;
+}
+
+/*
+ * background_load through io_uring (x-io-uring, 4 KiB pages): claimed
+ * runs' data read with up to RING_DEPTH reads in flight, each placed as
+ * it comes; zero runs placed at once.
+ */
+static void background_load_ring(Restore *r, RAMLoadBuf *b, MappedRamRing *ring)
+{
+    uint64_t batch = b->size / TARGET_PAGE_SIZE;
+    RingRun runs[RING_DEPTH];
+    GQueue free_runs = G_QUEUE_INIT;
+    for (int i = 0; i < RING_DEPTH; i++) {
+        runs[i].data = g_malloc(b->size);
+        g_queue_push_tail(&free_runs, &runs[i]);
+    }
+    uint64_t pos = 0, seen_hint = 0;
+    bool ok = true;
+    while (ok && !__atomic_load_n(&r->s->dst.stopping, __ATOMIC_SEQ_CST)) {
+        if (mapped_ram_ring_full(ring)) {
+            void *tag;
+            int ret = mapped_ram_ring_wait(ring, &tag);
+            ok = place_read(r, b, tag, ret);
+            g_queue_push_tail(&free_runs, tag);
+            continue;
+        }
+        uint64_t hint = __atomic_load_n(&r->hint, __ATOMIC_RELAXED);
+        if (hint != seen_hint) {
+            seen_hint = hint;
+            pos = hint - 1;
+        }
+        uint64_t p = find_next_zero_bit(r->claimed, r->nhp, pos);
+        if (p >= r->nhp) {
+            p = find_next_zero_bit(r->claimed, r->nhp, 0);
+            if (p >= r->nhp) {
+                break;
+            }
+        }
+        /* A run of pages alike (data or zero), claimed one by one. */
+        bool data = mapped_ram_has_data(r->mapped, p);
+        uint64_t n = 0;
+        while (p + n < r->nhp && n < batch &&
+               mapped_ram_has_data(r->mapped, p + n) == data &&
+               !test_and_set_bit_atomic(p + n, r->claimed)) {
+            n++;
+        }
+        pos = p + MAX(n, 1);
+        if (!n) {
+            continue;
+        }
+        if (!data) {
+            g_autoptr(GError) err = NULL;
+            if (!ram_load_zero(r->l, b, p * TARGET_PAGE_SIZE, n, &err)) {
+                restore_fail(r, "restore on demand: %s", err->message);
+                ok = false;
+            }
+            __atomic_fetch_add(&r->s->stats.zero_pages, n, __ATOMIC_RELAXED);
+            continue;
+        }
+        RingRun *run = g_queue_pop_head(&free_runs);
+        run->first = p;
+        run->n = n;
+        int ret = mapped_ram_ring_read(ring, p, n, run->data, run);
+        if (ret < 0) {
+            ok = place_read(r, b, run, ret);
+            g_queue_push_tail(&free_runs, run);
+        }
+    }
+    while (mapped_ram_ring_inflight(ring)) {
+        void *tag;
+        int ret = mapped_ram_ring_wait(ring, &tag);
+        ok = ok && place_read(r, b, tag, ret);
+    }
+    g_queue_clear(&free_runs);
+    for (int i = 0; i < RING_DEPTH; i++) {
+        g_free(runs[i].data);
+    }
+}
+
 /* Every host page, nearest after the last fault first, in runs of up to
  * a buffer's worth. */
 static void background_load(Restore *r, RAMLoadBuf *b)
@@ -272,7 +376,18 @@ bool restore_run(MigrationState *s, QEMUFile *f, MappedRam *mapped,
     }
     migration_call_main(s, run_guest, &run);
     ran = true;
-    background_load(&r, &b);
+    MappedRamRing *ring = NULL;
+    if (r.hpages == 1 && migration_param_bool(s, "x-io-uring")) {
+        ring = mapped_ram_ring_new(mapped, RING_DEPTH, &err);
+        if (!ring) {
+            restore_fail(&r, "restore on demand: %s", err->message);
+            goto out;
+        }
+        background_load_ring(&r, &b, ring);
+        mapped_ram_ring_free(ring);
+    } else {
+        background_load(&r, &b);
+    }
 
 out:
     if (r.thread) {

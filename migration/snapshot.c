@@ -18,14 +18,12 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #define SCAN_RUN_BYTES  (1 << 20)   /* the scan claims and writes this much */
 #define WP_EVENTS       16
 #define ASIDE_MAX       (64 << 20)  /* bytes of copies waiting to be written */
-#define UNREGISTER_STEP (64 << 20)  /* RAM unregistered at once at the end */
-#define SCAN_NICE       10          /* the scan yields to the vCPUs */
+#define UNREGISTER_STEP (8 << 20)   /* RAM unregistered at once at the end */
 
 /* A written host page's copy, taken by the fault thread while the page
  * was still protected (so the snapshot's page), written by the scan. */
@@ -373,6 +371,121 @@ static bool scan(Snapshot *sn)
     return !__atomic_load_n(&sn->error, __ATOMIC_SEQ_CST);
 }
 
+#define RING_DEPTH  8
+
+/* A run the ring scan claimed: unprotected once its writes are done. */
+typedef struct ScanRun {
+    uint64_t hp, n;
+    unsigned pending;           /* its writes in flight */
+} ScanRun;
+
+static void ring_run_done(Snapshot *sn, ScanRun *run)
+{
+    uint64_t len = run->n * sn->rb->page_size;
+    int ret = uffd_writeprotect(sn->uffd, sn->rb->host + run->hp * sn->rb->page_size,
+                                len, 0);
+    if (ret < 0) {
+        __atomic_store_n(&sn->error, ret, __ATOMIC_SEQ_CST);
+    }
+    uint64_t done = __atomic_add_fetch(&sn->saved_hp, run->n, __ATOMIC_RELAXED);
+    __atomic_store_n(&sn->s->stats.remaining_pages,
+                     (sn->nhp - done) * sn->hpages, __ATOMIC_RELAXED);
+    g_free(run);
+}
+
+/* Wait for one write; its run is done with its last. */
+static bool ring_reap(Snapshot *sn, MappedRamRing *ring)
+{
+    void *tag;
+    int ret = mapped_ram_ring_wait(ring, &tag);
+    if (ret == -EAGAIN) {
+        return true;
+    }
+    ScanRun *run = tag;
+    if (ret < 0) {
+        qemu_file_set_error(sn->f, ret);
+    }
+    if (--run->pending == 0) {
+        ring_run_done(sn, run);     /* released even after an error */
+    }
+    return ret == 0;
+}
+
+/*
+ * The scan through io_uring (mapped-ram, x-io-uring, 4 KiB pages): a
+ * claimed run's data pages are written straight from guest memory, up to
+ * RING_DEPTH writes in flight; the run is unprotected when its last
+ * write is done (until then the pages in memory are the snapshot's).
+ */
+static bool scan_ring(Snapshot *sn, MappedRamRing *ring)
+{
+    MigrationState *s = sn->s;
+    MigrationStats *st = &s->stats;
+    uint64_t max_run = SCAN_RUN_BYTES / TARGET_PAGE_SIZE;
+    bool ok = true;
+    for (uint64_t hp = find_next_zero_bit(sn->claimed, sn->nhp, 0);
+         ok && hp < sn->nhp;
+         hp = find_next_zero_bit(sn->claimed, sn->nhp, hp)) {
+        if (migration_cancelled(s) || qemu_file_error(sn->f) ||
+            __atomic_load_n(&sn->error, __ATOMIC_SEQ_CST) || !drain_aside(sn)) {
+            ok = false;
+            break;
+        }
+        uint64_t n = 0;
+        while (hp + n < sn->nhp && n < max_run &&
+               !test_and_set_bit_atomic(hp + n, sn->claimed)) {
+            n++;
+        }
+        if (n == 0) {
+            hp++;
+            continue;
+        }
+        ScanRun *run = g_new0(ScanRun, 1);
+        run->hp = hp;
+        run->n = n;
+        run->pending = 1;           /* this loop's own, dropped below */
+        uint64_t bytes = 0;
+        for (uint64_t i = 0; i < n;) {
+            const uint8_t *p = sn->rb->host + (hp + i) * TARGET_PAGE_SIZE;
+            bool zero = ram_page_is_zero(p);
+            uint64_t j = i + 1;
+            while (j < n && ram_page_is_zero(sn->rb->host + (hp + j) *
+                                             TARGET_PAGE_SIZE) == zero) {
+                j++;
+            }
+            if (zero) {
+                mapped_ram_mark_zero(sn->r.mapped, hp + i, j - i);
+                __atomic_fetch_add(&st->zero_pages, j - i, __ATOMIC_RELAXED);
+            } else {
+                while (ok && mapped_ram_ring_full(ring)) {
+                    ok = ring_reap(sn, ring);
+                }
+                int ret = ok ? mapped_ram_ring_write(ring, hp + i, j - i, p, run)
+                             : -EIO;
+                if (ret < 0) {
+                    qemu_file_set_error(sn->f, ret);
+                    ok = false;
+                    break;
+                }
+                run->pending++;
+                bytes += (j - i) * TARGET_PAGE_SIZE;
+                __atomic_fetch_add(&st->normal_pages, j - i, __ATOMIC_RELAXED);
+            }
+            i = j;
+        }
+        __atomic_fetch_add(&st->transferred, bytes, __ATOMIC_RELAXED);
+        if (--run->pending == 0) {
+            ring_run_done(sn, run);
+        }
+        ram_rate_wait(&sn->r, bytes);
+        hp += n;
+    }
+    while (mapped_ram_ring_inflight(ring)) {
+        ok = ring_reap(sn, ring) && ok;
+    }
+    return ok && !__atomic_load_n(&sn->error, __ATOMIC_SEQ_CST);
+}
+
 static void snapshot_fail(MigrationState *s, GError *err, int error,
                           const char *uri)
 {
@@ -481,9 +594,14 @@ void snapshot_run(MigrationState *s, QEMUFile *f, const char *uri)
     __atomic_store_n(&s->downtime_ms, migration_now_ms() - stop_at,
                      __ATOMIC_SEQ_CST);
 
-    /* The vCPUs first: the scan takes what CPU they leave. */
-    setpriority(PRIO_PROCESS, gettid(), SCAN_NICE);
-    if (!scan(&sn)) {
+    if (sn.mapped && sn.hpages == 1 && migration_param_bool(s, "x-io-uring")) {
+        MappedRamRing *ring = mapped_ram_ring_new(&mapped, RING_DEPTH, &err);
+        bool ok = ring && scan_ring(&sn, ring);
+        mapped_ram_ring_free(ring);
+        if (!ok) {
+            goto out;
+        }
+    } else if (!scan(&sn)) {
         goto out;
     }
     wp_thread_stop(&sn);

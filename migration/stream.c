@@ -409,6 +409,94 @@ static bool load_ping(QEMUFile *f, StreamLoad *l, GError **errp)
     return l->pong(l->opaque, id, errp);
 }
 
+#define RING_DEPTH  4
+
+typedef struct RingRun {
+    uint64_t first, n;
+    uint8_t *data;
+} RingRun;
+
+/* Place a run read into @r->data. */
+static bool place_read(QEMUFile *f, StreamLoad *l, RAMLoadBuf *buf,
+                       const RingRun *r, int ret, GError **errp)
+{
+    if (ret < 0) {
+        return load_fail(f, errp, "mapped-ram: reading pages at 0x%" PRIx64
+                         ": %s", r->first * TARGET_PAGE_SIZE, ret == -EIO
+                         ? "the file ends before them" : g_strerror(-ret));
+    }
+    if (!ram_load_buffer(l->ram, buf, r->first * TARGET_PAGE_SIZE, r->n,
+                         r->data, errp)) {
+        return false;
+    }
+    __atomic_fetch_add(&l->stats->normal_pages, r->n, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&l->stats->transferred, r->n * TARGET_PAGE_SIZE,
+                       __ATOMIC_RELAXED);
+    return true;
+}
+
+/* The eager load through io_uring (x-io-uring, 4 KiB pages): up to
+ * RING_DEPTH runs read ahead while the last one read is placed. */
+static bool load_mapped_ring(QEMUFile *f, StreamLoad *l, RAMLoadBuf *buf,
+                             GError **errp)
+{
+    MappedRam *m = l->mapped;
+    MappedRamRing *ring = mapped_ram_ring_new(m, RING_DEPTH, errp);
+    if (!ring) {
+        return false;
+    }
+    uint64_t batch = MIN(STREAM_MAX_RUN, buf->size / TARGET_PAGE_SIZE);
+    RingRun runs[RING_DEPTH];
+    GQueue free_runs = G_QUEUE_INIT;
+    for (int i = 0; i < RING_DEPTH; i++) {
+        runs[i].data = g_malloc(batch * TARGET_PAGE_SIZE);
+        g_queue_push_tail(&free_runs, &runs[i]);
+    }
+    bool ok = true;
+    for (uint64_t p = 0; ok && p < m->npages;) {
+        bool data = mapped_ram_has_data(m, p);
+        uint64_t n = 1;
+        while (p + n < m->npages && n < batch &&
+               mapped_ram_has_data(m, p + n) == data) {
+            n++;
+        }
+        if (!data) {
+            ok = ram_load_zero(l->ram, buf, p * TARGET_PAGE_SIZE, n, errp);
+            __atomic_fetch_add(&l->stats->zero_pages, n, __ATOMIC_RELAXED);
+            p += n;
+            continue;
+        }
+        if (mapped_ram_ring_full(ring)) {
+            void *tag;
+            int ret = mapped_ram_ring_wait(ring, &tag);
+            ok = place_read(f, l, buf, tag, ret, errp);
+            g_queue_push_tail(&free_runs, tag);
+            continue;
+        }
+        RingRun *r = g_queue_pop_head(&free_runs);
+        r->first = p;
+        r->n = n;
+        int ret = mapped_ram_ring_read(ring, p, n, r->data, r);
+        if (ret < 0) {
+            ok = place_read(f, l, buf, r, ret, errp);
+            g_queue_push_tail(&free_runs, r);
+            break;
+        }
+        p += n;
+    }
+    while (mapped_ram_ring_inflight(ring)) {
+        void *tag;
+        int ret = mapped_ram_ring_wait(ring, &tag);
+        ok = ok && place_read(f, l, buf, tag, ret, errp);
+    }
+    mapped_ram_ring_free(ring);
+    g_queue_clear(&free_runs);
+    for (int i = 0; i < RING_DEPTH; i++) {
+        g_free(runs[i].data);
+    }
+    return ok;
+}
+
 /*
  * A MAPPED_RAM record (its type read): take the file's layout, and
  * unless restore is on demand place every page now, in batches of runs
@@ -434,6 +522,9 @@ static bool load_mapped_ram(QEMUFile *f, StreamLoad *l, RAMLoadBuf *buf,
     }
     if (l->mapped_lazy) {
         return true;
+    }
+    if (l->mapped_uring && l->ram->hpages == 1) {
+        return load_mapped_ring(f, l, buf, errp);
     }
     uint64_t batch = MIN(STREAM_MAX_RUN, buf->size / TARGET_PAGE_SIZE);
     for (uint64_t p = 0; p < npages;) {

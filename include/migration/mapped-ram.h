@@ -107,4 +107,27 @@ static inline bool mapped_ram_has_data(const MappedRam *m, uint64_t page)
 
 void mapped_ram_cleanup(MappedRam *m);
 
+/*
+ * An io_uring over a mapped-ram file's slots (x-io-uring): reads or
+ * writes of runs of pages, up to @depth in flight, each with the
+ * caller's @tag, completed in any order.  One thread uses a ring.
+ * A write's pages get their bits once it completes.  A short transfer is
+ * finished with plain pread/pwrite; a read past the file's end is -EIO.
+ */
+typedef struct MappedRamRing MappedRamRing;
+
+/* mapped_ram_ring_new: NULL, saying why, if io_uring is not there. */
+MappedRamRing *mapped_ram_ring_new(MappedRam *m, unsigned depth, GError **errp);
+void mapped_ram_ring_free(MappedRamRing *r);
+/* mapped_ram_ring_full: @depth transfers in flight: wait for one first. */
+bool mapped_ram_ring_full(const MappedRamRing *r);
+unsigned mapped_ram_ring_inflight(const MappedRamRing *r);
+int mapped_ram_ring_read(MappedRamRing *r, uint64_t first, uint64_t n,
+                         void *buf, void *tag);
+int mapped_ram_ring_write(MappedRamRing *r, uint64_t first, uint64_t n,
+                          const void *buf, void *tag);
+/* mapped_ram_ring_wait: one transfer's end: its tag in *@tag; 0 or
+ * -errno (of that transfer; -EAGAIN: none in flight). */
+int mapped_ram_ring_wait(MappedRamRing *r, void **tag);
+
 #endif

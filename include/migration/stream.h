@@ -163,6 +163,7 @@ typedef struct StreamLoad {
      * for restore on demand, else placed at once. */
     bool mapped_ram;
     bool mapped_lazy;
+    bool mapped_uring;          /* read the slots through io_uring */
     MappedRam *mapped;          /* out: the file's layout, if it had one
                                  * (mapped_ram_cleanup, g_free) */
     RunState source_state;      /* out: the source's run state */

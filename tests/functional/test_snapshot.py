@@ -25,10 +25,13 @@ def caps(q, **on):
     return r
 
 
-def take(src, path, mapped, bandwidth=0):
+def take(src, path, mapped, bandwidth=0, uring=False):
     """A background snapshot of running @src into @path; returns the
-    source's last verify round before it began and its info at the end."""
+    source's last verify round before it began and its info at the end.
+    @uring: written through io_uring (x-io-uring)."""
     q = src.qmp
+    assert q.cmd('migrate-set-parameters', {'x-io-uring': uring}) == \
+        {'return': {}}
     assert caps(q, background_snapshot=True, mapped_ram=mapped) == \
         {'return': {}}
     q.cmd('migrate-set-parameters', {'max-bandwidth': bandwidth})
@@ -50,9 +53,14 @@ def take(src, path, mapped, bandwidth=0):
     return before, info
 
 
-def restore(mem, extra, path, mapped, lazy, exit_on_error=True, smp=1):
-    """A new process loading @path, as libvirt would (-incoming defer)."""
+def restore(mem, extra, path, mapped, lazy, exit_on_error=True, smp=1,
+            uring=False):
+    """A new process loading @path, as libvirt would (-incoming defer);
+    @uring: its file I/O through io_uring (x-io-uring)."""
     dst = Vm(mem, smp, incoming='defer', extra=extra)
+    if uring:
+        assert dst.qmp.cmd('migrate-set-parameters', {'x-io-uring': True}) == \
+            {'return': {}}
     c = {'mapped_ram': mapped}
     if lazy:
         c['postcopy_ram'] = True
@@ -65,10 +73,12 @@ def restore(mem, extra, path, mapped, lazy, exit_on_error=True, smp=1):
 def snapshot_restore(opts):
     """@extra: backend ('anon', 'memfd', 'hugetlb'), then 'stream' (records
     in address and fault order), 'eager' or 'lazy' (mapped-ram, loaded at
-    once or on demand).  The snapshot is slowed to 128 MiB/s so that the
+    once or on demand; '-uring': written and read through io_uring).  The snapshot is slowed to 128 MiB/s so that the
     source's guest writes every page meanwhile: the restored guest must
     start from the round in progress at the snapshot, not a later one."""
     backend, mode = opts.extra
+    uring = mode.endswith('-uring')
+    mode = mode.removesuffix('-uring')
     mapped = mode != 'stream'
     obj = {'anon': None, 'memfd': MEMFD, 'hugetlb': MEMFD_HUGE}[backend]
     extra = backend_args(obj) if obj else []
@@ -78,7 +88,7 @@ def snapshot_restore(opts):
         src = Vm(mem, 1, extra=extra)
         try:
             src.m.wait_line(r'^verify: round=1 ', 120)
-            before, info = take(src, path, mapped, 128 << 20)
+            before, info = take(src, path, mapped, 128 << 20, uring)
             # The source went on meanwhile, and goes on, intact.
             src.m.wait_line(rf'^verify: round={before + 3} ', 120)
             assert not [x for x in src.m.lines if 'FAIL' in x]
@@ -88,7 +98,7 @@ def snapshot_restore(opts):
         if mapped:
             # One slot per page (the guest wrote every page) and a header.
             assert 512 << 20 <= size <= (512 << 20) + (2 << 20), size
-        dst = restore(mem, extra, path, mapped, mode == 'lazy')
+        dst = restore(mem, extra, path, mapped, mode == 'lazy', uring=uring)
         try:
             if mode == 'lazy':
                 dst.wait_status({'postcopy-active', 'completed'}, 60)
@@ -326,6 +336,10 @@ CASES = [
     ('/snapshot/anon/stream', snapshot_restore, MachineOptions(extra=('anon', 'stream'))),
     ('/snapshot/anon/eager', snapshot_restore, MachineOptions(extra=('anon', 'eager'))),
     ('/snapshot/anon/lazy', snapshot_restore, MachineOptions(extra=('anon', 'lazy'))),
+    ('/snapshot/anon/eager-uring', snapshot_restore,
+     MachineOptions(extra=('anon', 'eager-uring'))),
+    ('/snapshot/anon/lazy-uring', snapshot_restore,
+     MachineOptions(extra=('anon', 'lazy-uring'))),
     ('/snapshot/memfd/stream', snapshot_restore, MachineOptions(extra=('memfd', 'stream'))),
     ('/snapshot/memfd/lazy', snapshot_restore, MachineOptions(extra=('memfd', 'lazy'))),
     ('/snapshot/hugetlb-2M/eager', snapshot_restore,
