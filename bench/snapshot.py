@@ -10,7 +10,9 @@ The `latency` guest (every page filled first) writes one word of a random
 page at a time and times each write.  Each variant takes a background
 snapshot of it while it runs (max-bandwidth unlimited): ferry with
 mapped-ram to file:, ferry's plain stream to file:, QEMU 7.2 to
-`exec:cat > FILE` (7.2 has no file: URI).  Measured: the snapshot's
+`exec:cat > FILE` (7.2 has no file: URI), each starting with no dirty
+page cache (sync first; the snapshot is done once its file is written
+to the page cache, for both).  Measured: the snapshot's
 time (migrate to completed, polled every 10 ms), the guest's write stalls during it (p99, max), the file's
 size against RAM.  Then each file is restored: eagerly (ferry mapped-ram,
 QEMU), and on demand (ferry, postcopy-ram): from the process's start to
@@ -32,9 +34,19 @@ import postcopy as pc  # noqa: E402
 from ferrytest import tmpdir  # noqa: E402
 
 UNLIMITED = pc.UNLIMITED
-# (name, QEMU?, mapped-ram?)
-SNAPS = [('ferry, mapped-ram', False, True), ('ferry, stream', False, False),
-         ('QEMU 7.2', True, False)]
+# (name, QEMU?, mapped-ram?, io_uring?)
+SNAPS = [('ferry, mapped-ram', False, True, False),
+         ('ferry, mapped-ram, io_uring', False, True, True),
+         ('ferry, stream', False, False, False),
+         ('QEMU 7.2', True, False, False)]
+# (name, QEMU?, mapped-ram?, on demand?, io_uring?, the snapshot it reads)
+RESTORES = [('ferry, on demand', False, True, True, False, 'ferry, mapped-ram'),
+            ('ferry, on demand, io_uring', False, True, True, True,
+             'ferry, mapped-ram, io_uring'),
+            ('ferry, eager', False, True, False, False, 'ferry, mapped-ram'),
+            ('ferry, eager, io_uring', False, True, False, True,
+             'ferry, mapped-ram, io_uring'),
+            ('QEMU 7.2, eager', True, False, False, False, 'QEMU 7.2')]
 
 
 def ms(cycles):
@@ -46,16 +58,23 @@ def caps(q, **on):
         {'capability': k.replace('_', '-'), 'state': v} for k, v in on.items()]})
 
 
-def snapshot(qemu, mapped, mem, path):
+def snapshot(qemu, mapped, uring, mem, path):
     m, q = pc.vm(qemu, mem, False)
     try:
         m.wait_line(r'^latency: window=', 600)
         time.sleep(1.0)
+        # The last variant's file out of the page cache's dirty pages: the
+        # kernel throttles writers once many are dirty, which would slow
+        # whichever variant came after a big one.
+        os.sync()
         c = {'background_snapshot': True}
         if not qemu:
             c['mapped_ram'] = mapped
         caps(q, **c)
-        q.cmd('migrate-set-parameters', {'max-bandwidth': UNLIMITED})
+        p = {'max-bandwidth': UNLIMITED}
+        if not qemu:
+            p['x-io-uring'] = uring
+        q.cmd('migrate-set-parameters', p)
         uri = f'exec:cat > {path}' if qemu else f'file:{path}'
         t0 = time.time()
         assert q.cmd('migrate', {'uri': uri}) == {'return': {}}
@@ -78,12 +97,13 @@ def snapshot(qemu, mapped, mem, path):
         m.kill()
 
 
-def restore(qemu, mapped, lazy, mem, path):
+def restore(qemu, mapped, lazy, uring, mem, path):
     t0 = time.time()
     m, q = pc.vm(qemu, mem, True)
     try:
         if not qemu:
             caps(q, mapped_ram=mapped, postcopy_ram=lazy)
+            q.cmd('migrate-set-parameters', {'x-io-uring': uring})
         uri = f'exec:cat {path}' if qemu else f'file:{path}'
         assert q.cmd('migrate-incoming', {'uri': uri}) == {'return': {}}
         ev = q.event('RESUME', 300)
@@ -121,7 +141,7 @@ def report(res, sizes, runs, args):
                   '| snapshot | time | stall p99 | max stall | file / RAM |',
                   '| --- | --- | --- | --- | --- |']
         ram = int(size[:-1]) << 30
-        for name, _, _ in SNAPS:
+        for name, *_ in SNAPS:
             r = res[(size, name)]
             lines.append(f'| {name} | {fmt([x["time"] for x in r], "{:.2f} s")} '
                          f'| {fmt([x["p99"] for x in r], "{:.3f} ms")} '
@@ -129,8 +149,7 @@ def report(res, sizes, runs, args):
                          f'| {fmt([x["size"] / ram for x in r], "{:.3f}")} |')
         lines += ['', '| restore | guest running after | all in after | '
                   'normal speed after running |', '| --- | --- | --- | --- |']
-        for name in ('ferry, on demand', 'ferry, eager (mapped-ram)',
-                     'QEMU 7.2, eager'):
+        for name, *_ in RESTORES:
             r = res[(size, name)]
             lines.append(f'| {name} | {fmt([x["start"] * 1000 for x in r], "{:.0f} ms")} '
                          f'| {fmt([x["done"] for x in r], "{:.2f} s")} '
@@ -144,7 +163,7 @@ def plot(res, sizes, path):
     data = os.path.join(tmpdir(), 'stalls.dat')
     with open(data, 'w') as f:
         for size in sizes:
-            for name, _, _ in SNAPS:
+            for name, *_ in SNAPS:
                 hist, fast = {}, 0
                 for r in res[(size, name)]:
                     fast += r['fast']
@@ -160,7 +179,7 @@ def plot(res, sizes, path):
     curves = []
     i = 0
     for size in sizes:
-        for name, _, _ in SNAPS:
+        for name, *_ in SNAPS:
             curves.append(f"'{data}' index {i} with steps title '{size} {name}'")
             i += 1
     script = (f"set terminal pngcairo size 900,500\nset output '{path}'\n"
@@ -184,23 +203,20 @@ def main():
         for size in sizes:
             d = tmpdir()
             files = {}
-            for name, qemu, mapped in SNAPS:
+            for name, qemu, mapped, uring in SNAPS:
                 path = os.path.join(d, name.replace(' ', '_').replace(',', ''))
-                r = snapshot(qemu, mapped, size, path)
+                r = snapshot(qemu, mapped, uring, size, path)
                 files[name] = path
                 res.setdefault((size, name), []).append(r)
                 print(run, size, name, {k: v for k, v in r.items()
                                         if k not in ('hist',)}, flush=True)
-            for name, qemu, mapped, lazy, src in [
-                    ('ferry, on demand', False, True, True, 'ferry, mapped-ram'),
-                    ('ferry, eager (mapped-ram)', False, True, False,
-                     'ferry, mapped-ram'),
-                    ('QEMU 7.2, eager', True, False, False, 'QEMU 7.2')]:
-                r = restore(qemu, mapped, lazy, size, files[src])
+            for name, qemu, mapped, lazy, uring, src in RESTORES:
+                r = restore(qemu, mapped, lazy, uring, size, files[src])
                 res.setdefault((size, name), []).append(r)
                 print(run, size, name, r, flush=True)
             for p in files.values():
                 os.unlink(p)
+            os.rmdir(d)
     body = report(res, sizes, args.runs, args)
     print(body)
     if args.doc:

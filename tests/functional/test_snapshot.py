@@ -198,6 +198,32 @@ def big(opts):
         dst.close()
 
 
+def read_error(opts):
+    """A page that cannot be read once the guest runs (the file cut under
+    a restore on demand) is never placed as zeros: the guest stops in
+    io-error and the migration fails saying why."""
+    path = os.path.join(tmpdir(), 'snap')
+    src = Vm('2G', 1)
+    try:
+        src.m.wait_line(r'^verify: round=1 ', 300)
+        take(src, path, True)
+    finally:
+        src.close()
+    size = os.stat(path).st_size
+    dst = restore('2G', [], path, True, True, exit_on_error=False)
+    try:
+        dst.qmp.event('RESUME', 60)
+        os.truncate(path, size // 2)
+        info = dst.wait_status({'failed', 'completed'}, 120)
+        assert info['status'] == 'failed', info
+        assert 'the file ends before them' in info['error-desc'], info
+        dst.qmp.event('STOP', 30)
+        assert dst.qmp.cmd('query-status')['return']['status'] == 'io-error'
+        assert not [x for x in dst.m.lines if 'FAIL' in x], dst.m.lines
+    finally:
+        dst.close()
+
+
 def bad_files(opts):
     """Files that are not whole, or not mapped-ram, or not ferry's, are
     refused with what is wrong before any guest runs."""
@@ -349,6 +375,7 @@ CASES = [
     ('/snapshot/cancel', cancel, MachineOptions()),
     ('/snapshot/4G-lazy', big, MachineOptions()),
     ('/snapshot/bad-files', bad_files, MachineOptions()),
+    ('/snapshot/read-error', read_error, MachineOptions()),
     ('/snapshot/qemu-file', qemu_file, MachineOptions()),
     ('/snapshot/rules', rules, MachineOptions()),
 ]

@@ -774,6 +774,31 @@ static void case_events(Fixture *f)
     assert_int_equal(ev[0].range.end, (uintptr_t)(a + 3 * pg));
 }
 
+/*
+ * A hole write-protected (the background snapshot's use): with
+ * UFFD_FEATURE_WP_UNPOPULATED on anonymous memory, and always on shmem
+ * and hugetlb (pte markers), a write into a page never touched faults
+ * with the WP flag instead of filling it; cleared, the write lands on a
+ * page that reads zero elsewhere.
+ */
+static void case_wp_hole(Fixture *f)
+{
+    size_t pg = f->mem.page;
+    Toucher wr;
+    char *p = page_at(f, 3);
+
+    assert_int_equal(uffd_writeprotect(f->uffd, p, pg,
+                                       UFFDIO_WRITEPROTECT_MODE_WP), 0);
+    touch_start(&wr, p, true, 0x5a);
+    expect_fault(f, p, UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP, &wr);
+    sleep_ms(20);
+    assert_false(touch_done(&wr));
+    assert_int_equal(uffd_writeprotect(f->uffd, p, pg, 0), 0);
+    touch_join(&wr);
+    assert_int_equal(p[0], 0x5a);
+    assert_int_equal(p[1], 0);
+}
+
 #define MISSING     UFFDIO_REGISTER_MODE_MISSING
 
 static const Case cases[] = {
@@ -782,6 +807,10 @@ static const Case cases[] = {
     { "wake", MEM_ALL, 0, MISSING, case_wake },
     { "eexist", MEM_ALL, 0, MISSING, case_eexist },
     { "wp", MEM_ALL, 0, MISSING | UFFDIO_REGISTER_MODE_WP, case_wp },
+    { "wp-hole", M(MEM_ANON), UFFD_FEATURE_WP_UNPOPULATED,
+      UFFDIO_REGISTER_MODE_WP, case_wp_hole },
+    { "wp-hole-shared", M(MEM_SHMEM) | M(MEM_HUGETLB), 0,
+      UFFDIO_REGISTER_MODE_WP, case_wp_hole },
     { "minor", M(MEM_SHMEM) | M(MEM_HUGETLB), 0, UFFDIO_REGISTER_MODE_MINOR,
       case_minor },
     { "move", MEM_PRIVATE, UFFD_FEATURE_MOVE, MISSING, case_move },
