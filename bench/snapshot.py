@@ -18,7 +18,8 @@ size against RAM.  Then each file is restored: eagerly (ferry mapped-ram,
 QEMU), and on demand (ferry, postcopy-ram): from the process's start to
 the guest running (its RESUME event), and until the guest is at normal
 speed again (the end of its last window with a stall above 1 ms).
-Variants run interleaved.
+Variants run interleaved, each snapshot's restores right after it, in
+an order that turns from run to run.
 """
 import argparse
 import os
@@ -182,7 +183,7 @@ def plot(res, sizes, path):
         for name, *_ in SNAPS:
             curves.append(f"'{data}' index {i} with steps title '{size} {name}'")
             i += 1
-    script = (f"set terminal pngcairo size 900,500\nset output '{path}'\n"
+    script = (f"set terminal pngcairo size 900,500 noenhanced\nset output '{path}'\n"
               "set logscale xy\nset xlabel 'write stall (ms)'\n"
               "set ylabel 'fraction of writes stalled longer'\n"
               "set title 'Guest write stalls during a background snapshot'\n"
@@ -202,20 +203,23 @@ def main():
     for run in range(args.runs):
         for size in sizes:
             d = tmpdir()
-            files = {}
-            for name, qemu, mapped, uring in SNAPS:
-                path = os.path.join(d, name.replace(' ', '_').replace(',', ''))
+            # Each snapshot's file is restored and deleted before the next
+            # variant, so that none runs with more page cache taken than
+            # another; the order turns from run to run.
+            order = SNAPS[run % len(SNAPS):] + SNAPS[:run % len(SNAPS)]
+            for name, qemu, mapped, uring in order:
+                path = os.path.join(d, 'snap')
                 r = snapshot(qemu, mapped, uring, size, path)
-                files[name] = path
                 res.setdefault((size, name), []).append(r)
                 print(run, size, name, {k: v for k, v in r.items()
                                         if k not in ('hist',)}, flush=True)
-            for name, qemu, mapped, lazy, uring, src in RESTORES:
-                r = restore(qemu, mapped, lazy, uring, size, files[src])
-                res.setdefault((size, name), []).append(r)
-                print(run, size, name, r, flush=True)
-            for p in files.values():
-                os.unlink(p)
+                for rname, rqemu, rmapped, lazy, ruring, src in RESTORES:
+                    if src != name:
+                        continue
+                    r = restore(rqemu, rmapped, lazy, ruring, size, path)
+                    res.setdefault((size, rname), []).append(r)
+                    print(run, size, rname, r, flush=True)
+                os.unlink(path)
             os.rmdir(d)
     body = report(res, sizes, args.runs, args)
     print(body)

@@ -198,19 +198,58 @@ def big(opts):
         dst.close()
 
 
+def precopy_mapped(opts):
+    """A precopy `migrate file:` of a running guest with mapped-ram: the
+    passes rewrite each page's slot, so the file stays RAM-sized however
+    many passes there are (the stream format grows with every resend);
+    with direct-io too; then an eager restore goes on from the save."""
+    from test_migration import verify_goes_on
+    d = tmpdir()
+    for direct in (False, True):
+        path = os.path.join(d, f'vm-{direct}')
+        src = Vm('512M', 1)
+        dst = None
+        try:
+            q = src.qmp
+            src.m.wait_line(r'^verify: round=1 ', 120)
+            assert caps(q, mapped_ram=True) == {'return': {}}
+            # Slow enough that the guest rewrites its memory during the
+            # first pass, which then goes again with the guest stopped
+            # (the downtime allowed is long: the verify guest rewrites
+            # everything faster than that).
+            q.cmd('migrate-set-parameters', {'max-bandwidth': 256 << 20,
+                                             'downtime-limit': 5000,
+                                             'direct-io': direct})
+            assert q.cmd('migrate', {'uri': f'file:{path}'}) == {'return': {}}
+            info = src.wait_status({'completed', 'failed'}, 120)
+            assert info['status'] == 'completed', info
+            assert info['ram']['dirty-sync-count'] >= 2, info
+            assert info['ram']['normal-bytes'] > 512 << 20, info  # resent
+            size = os.stat(path).st_size
+            assert 512 << 20 <= size <= (512 << 20) + (2 << 20), size
+            dst = restore('512M', [], path, True, False)
+            assert dst.wait_status({'completed', 'failed'})['status'] == \
+                'completed'
+            verify_goes_on(src, dst)
+        finally:
+            src.close()
+            if dst:
+                dst.close()
+
+
 def read_error(opts):
     """A page that cannot be read once the guest runs (the file cut under
     a restore on demand) is never placed as zeros: the guest stops in
     io-error and the migration fails saying why."""
     path = os.path.join(tmpdir(), 'snap')
-    src = Vm('2G', 1)
+    src = Vm('1G', 1)
     try:
         src.m.wait_line(r'^verify: round=1 ', 300)
         take(src, path, True)
     finally:
         src.close()
     size = os.stat(path).st_size
-    dst = restore('2G', [], path, True, True, exit_on_error=False)
+    dst = restore('1G', [], path, True, True, exit_on_error=False)
     try:
         dst.qmp.event('RESUME', 60)
         os.truncate(path, size // 2)
@@ -376,6 +415,7 @@ CASES = [
     ('/snapshot/4G-lazy', big, MachineOptions()),
     ('/snapshot/bad-files', bad_files, MachineOptions()),
     ('/snapshot/read-error', read_error, MachineOptions()),
+    ('/snapshot/precopy-mapped-ram', precopy_mapped, MachineOptions()),
     ('/snapshot/qemu-file', qemu_file, MachineOptions()),
     ('/snapshot/rules', rules, MachineOptions()),
 ]
