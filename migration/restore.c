@@ -75,12 +75,8 @@ static bool place_range(Restore *r, RAMLoadBuf *b, uint64_t hp, uint64_t n)
     uint64_t max = b->size / TARGET_PAGE_SIZE;
     g_autoptr(GError) err = NULL;
     for (uint64_t p = first; p < end;) {
-        bool data = mapped_ram_has_data(r->mapped, p);
-        uint64_t k = 1;
-        while (p + k < end && k < max &&
-               mapped_ram_has_data(r->mapped, p + k) == data) {
-            k++;
-        }
+        bool data;
+        uint64_t k = mapped_ram_run(r->mapped, p, end, max, &data);
         if (data) {
             int ret = mapped_ram_read_pages(r->mapped, p, k, b->data);
             if (ret < 0) {

@@ -59,7 +59,10 @@ typedef struct Snapshot {
      * written by the scan: a vCPU waits for a memcpy, not for the file,
      * whose writes the kernel holds back once much of the page cache is
      * dirty. */
-    GAsyncQueue *aside;
+    GQueue aside;               /* under aside_lock (a GMutex of ours:
+                                 * GAsyncQueue's own lock is one that
+                                 * ThreadSanitizer cannot see) */
+    GMutex aside_lock;
     uint64_t aside_bytes;       /* atomic: bytes queued there */
 } Snapshot;
 
@@ -165,6 +168,19 @@ static bool save_and_release(Snapshot *sn, QEMUFile *f, uint64_t hp, uint64_t n,
     return ok;
 }
 
+/* The stream's error; in stream mode the fault thread may write the
+ * stream too, under the lock. */
+static int stream_error(Snapshot *sn)
+{
+    if (sn->mapped) {
+        return qemu_file_error(sn->f);
+    }
+    g_mutex_lock(&sn->lock);
+    int e = qemu_file_error(sn->f);
+    g_mutex_unlock(&sn->lock);
+    return e;
+}
+
 /*
  * Write host page @a->hp from its copy: data pages to their slots or as
  * RAM_PAGES records, zero pages as clear bits or RAM_ZERO records.  The
@@ -214,14 +230,20 @@ static bool write_aside(Snapshot *sn, const Aside *a)
     uint64_t done = __atomic_add_fetch(&sn->saved_hp, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&st->remaining_pages, (sn->nhp - done) * sn->hpages,
                      __ATOMIC_RELAXED);
-    return !qemu_file_error(f);
+    return !stream_error(sn);
 }
 
 /* The scan's thread: write every copy queued now; false on an error. */
 static bool drain_aside(Snapshot *sn)
 {
     bool ok = true;
-    for (Aside *a; (a = g_async_queue_try_pop(sn->aside)); g_free(a)) {
+    for (;;) {
+        g_mutex_lock(&sn->aside_lock);
+        g_autofree Aside *a = g_queue_pop_head(&sn->aside);
+        g_mutex_unlock(&sn->aside_lock);
+        if (!a) {
+            break;
+        }
         __atomic_sub_fetch(&sn->aside_bytes, sn->rb->page_size,
                            __ATOMIC_RELAXED);
         ok = ok && write_aside(sn, a);
@@ -252,17 +274,18 @@ static void wp_fault(Snapshot *sn, uint64_t addr)
         if (ret < 0) {
             __atomic_store_n(&sn->error, ret, __ATOMIC_SEQ_CST);
         }
-        g_async_queue_push(sn->aside, a);
+        g_mutex_lock(&sn->aside_lock);
+        g_queue_push_tail(&sn->aside, a);
+        g_mutex_unlock(&sn->aside_lock);
         return;
     }
     /* Too many copies waiting: write this page from here. */
     __atomic_sub_fetch(&sn->aside_bytes, len, __ATOMIC_RELAXED);
     QEMUFile *f = sn->mapped ? sn->wp_err : sn->f;
-    if (!save_and_release(sn, f, hp, 1, NULL) &&
-        !__atomic_load_n(&sn->error, __ATOMIC_SEQ_CST)) {
-        __atomic_store_n(&sn->error, qemu_file_error(f) ? qemu_file_error(f)
-                                                         : -EIO,
-                         __ATOMIC_SEQ_CST);
+    if (!save_and_release(sn, f, hp, 1, NULL) && sn->mapped &&
+        qemu_file_error(f)) {
+        /* In stream mode the error stays on the stream (stream_error). */
+        __atomic_store_n(&sn->error, qemu_file_error(f), __ATOMIC_SEQ_CST);
     }
 }
 
@@ -344,7 +367,7 @@ static bool scan(Snapshot *sn)
     for (uint64_t hp = find_next_zero_bit(sn->claimed, sn->nhp, 0);
          hp < sn->nhp;
          hp = find_next_zero_bit(sn->claimed, sn->nhp, hp)) {
-        if (migration_cancelled(s) || qemu_file_error(sn->f) ||
+        if (migration_cancelled(s) || stream_error(sn) ||
             __atomic_load_n(&sn->error, __ATOMIC_SEQ_CST)) {
             return false;
         }
@@ -426,7 +449,7 @@ static bool scan_ring(Snapshot *sn, MappedRamRing *ring)
     for (uint64_t hp = find_next_zero_bit(sn->claimed, sn->nhp, 0);
          ok && hp < sn->nhp;
          hp = find_next_zero_bit(sn->claimed, sn->nhp, hp)) {
-        if (migration_cancelled(s) || qemu_file_error(sn->f) ||
+        if (migration_cancelled(s) || stream_error(sn) ||
             __atomic_load_n(&sn->error, __ATOMIC_SEQ_CST) || !drain_aside(sn)) {
             ok = false;
             break;
@@ -527,7 +550,8 @@ void snapshot_run(MigrationState *s, QEMUFile *f, const char *uri)
     sn.hpages = sn.rb->page_size / TARGET_PAGE_SIZE;
     sn.nhp = sn.rb->size / sn.rb->page_size;
     sn.claimed = bitmap_new(sn.nhp);
-    sn.aside = g_async_queue_new_full(g_free);
+    g_queue_init(&sn.aside);
+    g_mutex_init(&sn.aside_lock);
     ram_saver_init(&sn.r, sn.rb, &m->kvm, f, &s->stats, &s->src.cancel);
     sn.r.max_bandwidth = &s->src.rate_limit;
     migration_set_rate(s, "max-bandwidth");
@@ -665,7 +689,8 @@ out:
     mapped_ram_cleanup(&mapped);
     ram_saver_cleanup(&sn.r);
     bitmap_free(sn.claimed);
-    g_async_queue_unref(sn.aside);      /* frees copies a failure left */
+    g_queue_clear_full(&sn.aside, g_free);     /* copies a failure left */
+    g_mutex_clear(&sn.aside_lock);
     g_cond_clear(&sn.start_cond);
     g_mutex_clear(&sn.start_lock);
     g_mutex_clear(&sn.lock);

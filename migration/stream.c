@@ -454,12 +454,8 @@ static bool load_mapped_ring(QEMUFile *f, StreamLoad *l, RAMLoadBuf *buf,
     }
     bool ok = true;
     for (uint64_t p = 0; ok && p < m->npages;) {
-        bool data = mapped_ram_has_data(m, p);
-        uint64_t n = 1;
-        while (p + n < m->npages && n < batch &&
-               mapped_ram_has_data(m, p + n) == data) {
-            n++;
-        }
+        bool data;
+        uint64_t n = mapped_ram_run(m, p, m->npages, batch, &data);
         if (!data) {
             ok = ram_load_zero(l->ram, buf, p * TARGET_PAGE_SIZE, n, errp);
             __atomic_fetch_add(&l->stats->zero_pages, n, __ATOMIC_RELAXED);
@@ -528,12 +524,8 @@ static bool load_mapped_ram(QEMUFile *f, StreamLoad *l, RAMLoadBuf *buf,
     }
     uint64_t batch = MIN(STREAM_MAX_RUN, buf->size / TARGET_PAGE_SIZE);
     for (uint64_t p = 0; p < npages;) {
-        bool data = mapped_ram_has_data(l->mapped, p);
-        uint64_t n = 1;
-        while (p + n < npages && n < batch &&
-               mapped_ram_has_data(l->mapped, p + n) == data) {
-            n++;
-        }
+        bool data;
+        uint64_t n = mapped_ram_run(l->mapped, p, npages, batch, &data);
         if (data) {
             int ret = mapped_ram_read_pages(l->mapped, p, n, buf->data);
             if (ret < 0) {

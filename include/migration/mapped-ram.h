@@ -105,6 +105,21 @@ static inline bool mapped_ram_has_data(const MappedRam *m, uint64_t page)
     return test_bit(page, m->present);
 }
 
+/*
+ * mapped_ram_run: how many pages from @p (before @end, at most @max) are
+ * alike: all with data or all zero; *@data says which.  At least 1.
+ */
+static inline uint64_t mapped_ram_run(const MappedRam *m, uint64_t p,
+                                      uint64_t end, uint64_t max, bool *data)
+{
+    *data = mapped_ram_has_data(m, p);
+    uint64_t n = 1;
+    while (p + n < end && n < max && mapped_ram_has_data(m, p + n) == *data) {
+        n++;
+    }
+    return n;
+}
+
 void mapped_ram_cleanup(MappedRam *m);
 
 /*
