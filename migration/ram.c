@@ -181,6 +181,41 @@ static bool zero_page(const RAMSaver *r, const uint64_t *pm,
     return page_is_zero(r->rb->host + i * TARGET_PAGE_SIZE);
 }
 
+/*
+ * Pages [first, first + n), all zero (@data NULL) or with their data at
+ * @data: into their slots (mapped-ram) or as one record, and counted;
+ * the bytes written, or 0 with @f's error set.
+ */
+static uint64_t send_run(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
+                         const uint8_t *data)
+{
+    add(data ? &r->stats->normal_pages : &r->stats->zero_pages, n);
+    uint64_t sent;
+    if (r->mapped) {
+        if (!data) {
+            mapped_ram_mark_zero(r->mapped, first, n);
+            return 0;
+        }
+        int ret = mapped_ram_write_pages(r->mapped, first, n, data);
+        if (ret < 0) {
+            qemu_file_set_error(f, ret);
+            return 0;
+        }
+        sent = n * TARGET_PAGE_SIZE;
+    } else {
+        uint64_t before = qemu_file_transferred(f);
+        qemu_put_byte(f, data ? REC_RAM_PAGES : REC_RAM_ZERO);
+        qemu_put_u64(f, first * TARGET_PAGE_SIZE);
+        qemu_put_u32(f, n);
+        if (data) {
+            qemu_put_buffer(f, data, n * TARGET_PAGE_SIZE);
+        }
+        sent = qemu_file_transferred(f) - before;
+    }
+    add(&r->stats->transferred, sent);
+    return sent;
+}
+
 uint64_t ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
                         bool limit)
 {
@@ -189,7 +224,7 @@ uint64_t ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
     uint64_t i = first, end = first + n;
     uint64_t pm_buf[PM_BATCH];
 
-    while (i < end) {
+    while (i < end && !qemu_file_error(f)) {
         /* Runs end at a batch's end, where the pagemap entries do. */
         uint64_t batch_end = MIN(end, i + PM_BATCH);
         const uint64_t *pm = NULL;
@@ -206,47 +241,33 @@ uint64_t ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
             while (j < batch_end && zero_page(r, pm, pm_first, j) == zero) {
                 j++;
             }
-            if (r->mapped) {
-                uint64_t sent = 0;
-                if (zero) {
-                    mapped_ram_mark_zero(r->mapped, i, j - i);
-                    add(&r->stats->zero_pages, j - i);
-                } else {
-                    int ret = mapped_ram_write_pages(r->mapped, i, j - i,
-                                                     base + i * TARGET_PAGE_SIZE);
-                    if (ret < 0) {
-                        qemu_file_set_error(f, ret);
-                        return total;
-                    }
-                    sent = (j - i) * TARGET_PAGE_SIZE;
-                    add(&r->stats->normal_pages, j - i);
-                }
-                add(&r->stats->transferred, sent);
-                total += sent;
-                if (limit) {
-                    rate_limit(r, sent);
-                }
-                i = j;
-                continue;
-            }
-            uint64_t before = qemu_file_transferred(f);
-            qemu_put_byte(f, zero ? REC_RAM_ZERO : REC_RAM_PAGES);
-            qemu_put_u64(f, i * TARGET_PAGE_SIZE);
-            qemu_put_u32(f, j - i);
-            if (zero) {
-                add(&r->stats->zero_pages, j - i);
-            } else {
-                qemu_put_buffer(f, base + i * TARGET_PAGE_SIZE, (j - i) * TARGET_PAGE_SIZE);
-                add(&r->stats->normal_pages, j - i);
-            }
-            uint64_t sent = qemu_file_transferred(f) - before;
-            add(&r->stats->transferred, sent);
+            uint64_t sent = send_run(r, f, i, j - i,
+                                     zero ? NULL : base + i * TARGET_PAGE_SIZE);
             total += sent;
             if (limit) {
                 rate_limit(r, sent);
             }
             i = j;
         }
+    }
+    bitmap_set_atomic(r->sent, first, n);
+    return total;
+}
+
+uint64_t ram_send_copy(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
+                       const uint8_t *data)
+{
+    uint64_t total = 0;
+    for (uint64_t i = 0; i < n && !qemu_file_error(f);) {
+        bool zero = page_is_zero(data + i * TARGET_PAGE_SIZE);
+        uint64_t j = i + 1;
+        while (j < n && j - i < STREAM_MAX_RUN &&
+               page_is_zero(data + j * TARGET_PAGE_SIZE) == zero) {
+            j++;
+        }
+        total += send_run(r, f, first + i, j - i,
+                          zero ? NULL : data + i * TARGET_PAGE_SIZE);
+        i = j;
     }
     bitmap_set_atomic(r->sent, first, n);
     return total;

@@ -26,11 +26,19 @@
 #define UNREGISTER_STEP (8 << 20)   /* RAM unregistered at once at the end */
 
 /* A written host page's copy, taken by the fault thread while the page
- * was still protected (so the snapshot's page), written by the scan. */
+ * was still protected (so the snapshot's page), written by the scan.
+ * Page-aligned: direct-io writes it with O_DIRECT. */
 typedef struct Aside {
     uint64_t hp;
-    uint8_t data[];
+    uint8_t *data;
 } Aside;
+
+static void aside_free(gpointer p)
+{
+    Aside *a = p;
+    g_aligned_free(a->data);
+    g_free(a);
+}
 
 typedef struct Snapshot {
     MigrationState *s;
@@ -181,56 +189,21 @@ static int stream_error(Snapshot *sn)
     return e;
 }
 
-/*
- * Write host page @a->hp from its copy: data pages to their slots or as
- * RAM_PAGES records, zero pages as clear bits or RAM_ZERO records.  The
- * scan's thread.
- */
+/* Write host page @a->hp from its copy (the scan's thread). */
 static bool write_aside(Snapshot *sn, const Aside *a)
 {
-    uint64_t first = a->hp * sn->hpages;
-    MigrationStats *st = &sn->s->stats;
-    QEMUFile *f = sn->f;
-    for (uint64_t i = 0; i < sn->hpages;) {
-        const uint8_t *p = a->data + i * TARGET_PAGE_SIZE;
-        bool zero = ram_page_is_zero(p);
-        uint64_t j = i + 1;
-        while (j < sn->hpages &&
-               ram_page_is_zero(a->data + j * TARGET_PAGE_SIZE) == zero) {
-            j++;
-        }
-        uint64_t n = j - i, bytes = zero ? 0 : n * TARGET_PAGE_SIZE;
-        if (sn->mapped) {
-            if (zero) {
-                mapped_ram_mark_zero(sn->r.mapped, first + i, n);
-            } else {
-                int ret = mapped_ram_write_pages(sn->r.mapped, first + i, n, p);
-                if (ret < 0) {
-                    qemu_file_set_error(f, ret);
-                    return false;
-                }
-            }
-        } else {
-            g_mutex_lock(&sn->lock);
-            uint64_t before = qemu_file_transferred(f);
-            qemu_put_byte(f, zero ? REC_RAM_ZERO : REC_RAM_PAGES);
-            qemu_put_u64(f, (first + i) * TARGET_PAGE_SIZE);
-            qemu_put_u32(f, n);
-            if (!zero) {
-                qemu_put_buffer(f, p, bytes);
-            }
-            bytes = qemu_file_transferred(f) - before;
-            g_mutex_unlock(&sn->lock);
-        }
-        __atomic_fetch_add(zero ? &st->zero_pages : &st->normal_pages, n,
-                           __ATOMIC_RELAXED);
-        __atomic_fetch_add(&st->transferred, bytes, __ATOMIC_RELAXED);
-        i = j;
+    if (!sn->mapped) {
+        g_mutex_lock(&sn->lock);
+    }
+    ram_send_copy(&sn->r, sn->f, a->hp * sn->hpages, sn->hpages, a->data);
+    bool ok = !qemu_file_error(sn->f);
+    if (!sn->mapped) {
+        g_mutex_unlock(&sn->lock);
     }
     uint64_t done = __atomic_add_fetch(&sn->saved_hp, 1, __ATOMIC_RELAXED);
-    __atomic_store_n(&st->remaining_pages, (sn->nhp - done) * sn->hpages,
-                     __ATOMIC_RELAXED);
-    return !stream_error(sn);
+    __atomic_store_n(&sn->s->stats.remaining_pages,
+                     (sn->nhp - done) * sn->hpages, __ATOMIC_RELAXED);
+    return ok;
 }
 
 /* The scan's thread: write every copy queued now; false on an error. */
@@ -239,7 +212,7 @@ static bool drain_aside(Snapshot *sn)
     bool ok = true;
     for (;;) {
         g_mutex_lock(&sn->aside_lock);
-        g_autofree Aside *a = g_queue_pop_head(&sn->aside);
+        Aside *a = g_queue_pop_head(&sn->aside);
         g_mutex_unlock(&sn->aside_lock);
         if (!a) {
             break;
@@ -247,6 +220,7 @@ static bool drain_aside(Snapshot *sn)
         __atomic_sub_fetch(&sn->aside_bytes, sn->rb->page_size,
                            __ATOMIC_RELAXED);
         ok = ok && write_aside(sn, a);
+        aside_free(a);
     }
     return ok;
 }
@@ -267,8 +241,9 @@ static void wp_fault(Snapshot *sn, uint64_t addr)
     size_t len = sn->rb->page_size;
     uint8_t *at = host + hp * len;
     if (__atomic_add_fetch(&sn->aside_bytes, len, __ATOMIC_RELAXED) <= ASIDE_MAX) {
-        Aside *a = g_malloc(sizeof(*a) + len);
+        Aside *a = g_new(Aside, 1);
         a->hp = hp;
+        a->data = g_aligned_alloc(1, len, TARGET_PAGE_SIZE);
         memcpy(a->data, at, len);
         int ret = uffd_writeprotect(sn->uffd, at, len, 0);
         if (ret < 0) {
@@ -689,7 +664,7 @@ out:
     mapped_ram_cleanup(&mapped);
     ram_saver_cleanup(&sn.r);
     bitmap_free(sn.claimed);
-    g_queue_clear_full(&sn.aside, g_free);     /* copies a failure left */
+    g_queue_clear_full(&sn.aside, aside_free);     /* copies a failure left */
     g_mutex_clear(&sn.aside_lock);
     g_cond_clear(&sn.start_cond);
     g_mutex_clear(&sn.start_lock);

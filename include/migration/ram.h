@@ -112,6 +112,11 @@ uint64_t ram_dirty_count(const RAMSaver *r);
 uint64_t ram_send_pages(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
                         bool limit);
 
+/* ram_send_copy: as ram_send_pages, from a copy of the pages at @data
+ * (taken when they were as they must be saved), without a rate limit. */
+uint64_t ram_send_copy(RAMSaver *r, QEMUFile *f, uint64_t first, uint64_t n,
+                       const uint8_t *data);
+
 /* ---- Postcopy on the source (migration/ram-postcopy.c) ----------------- */
 
 /*

@@ -25,12 +25,13 @@ def caps(q, **on):
     return r
 
 
-def take(src, path, mapped, bandwidth=0, uring=False):
+def take(src, path, mapped, bandwidth=0, uring=False, direct=False):
     """A background snapshot of running @src into @path; returns the
     source's last verify round before it began and its info at the end.
-    @uring: written through io_uring (x-io-uring)."""
+    @uring: written through io_uring (x-io-uring); @direct: direct-io."""
     q = src.qmp
-    assert q.cmd('migrate-set-parameters', {'x-io-uring': uring}) == \
+    assert q.cmd('migrate-set-parameters', {'x-io-uring': uring,
+                                            'direct-io': direct}) == \
         {'return': {}}
     assert caps(q, background_snapshot=True, mapped_ram=mapped) == \
         {'return': {}}
@@ -73,12 +74,14 @@ def restore(mem, extra, path, mapped, lazy, exit_on_error=True, smp=1,
 def snapshot_restore(opts):
     """@extra: backend ('anon', 'memfd', 'hugetlb'), then 'stream' (records
     in address and fault order), 'eager' or 'lazy' (mapped-ram, loaded at
-    once or on demand; '-uring': written and read through io_uring).  The snapshot is slowed to 128 MiB/s so that the
+    once or on demand; '-uring': written and read through io_uring;
+    '-direct': written with direct-io).  The snapshot is slowed to 128 MiB/s so that the
     source's guest writes every page meanwhile: the restored guest must
     start from the round in progress at the snapshot, not a later one."""
     backend, mode = opts.extra
     uring = mode.endswith('-uring')
-    mode = mode.removesuffix('-uring')
+    direct = mode.endswith('-direct')
+    mode = mode.removesuffix('-uring').removesuffix('-direct')
     mapped = mode != 'stream'
     obj = {'anon': None, 'memfd': MEMFD, 'hugetlb': MEMFD_HUGE}[backend]
     extra = backend_args(obj) if obj else []
@@ -88,7 +91,7 @@ def snapshot_restore(opts):
         src = Vm(mem, 1, extra=extra)
         try:
             src.m.wait_line(r'^verify: round=1 ', 120)
-            before, info = take(src, path, mapped, 128 << 20, uring)
+            before, info = take(src, path, mapped, 128 << 20, uring, direct)
             # The source went on meanwhile, and goes on, intact.
             src.m.wait_line(rf'^verify: round={before + 3} ', 120)
             assert not [x for x in src.m.lines if 'FAIL' in x]
@@ -405,6 +408,8 @@ CASES = [
      MachineOptions(extra=('anon', 'eager-uring'))),
     ('/snapshot/anon/lazy-uring', snapshot_restore,
      MachineOptions(extra=('anon', 'lazy-uring'))),
+    ('/snapshot/anon/eager-direct', snapshot_restore,
+     MachineOptions(extra=('anon', 'eager-direct'))),
     ('/snapshot/memfd/stream', snapshot_restore, MachineOptions(extra=('memfd', 'stream'))),
     ('/snapshot/memfd/lazy', snapshot_restore, MachineOptions(extra=('memfd', 'lazy'))),
     ('/snapshot/hugetlb-2M/eager', snapshot_restore,
