@@ -51,6 +51,16 @@ typedef struct LoadDone {
     RunState source_state;
 } LoadDone;
 
+void migration_incoming_run_guest(Machine *m, RunState source_state)
+{
+    if (source_state == RUN_STATE_RUNNING && !m->opts->start_paused) {
+        machine_set_state(m, RUN_STATE_RUNNING);
+        machine_resume(m);
+    } else {
+        machine_set_state(m, RUN_STATE_PAUSED);
+    }
+}
+
 /* Main thread: the stream is in; run the guest if the source was running,
  * then say completed. */
 static void incoming_done(void *opaque)
@@ -68,12 +78,7 @@ static void incoming_done(void *opaque)
         }
         return;
     }
-    if (d->source_state == RUN_STATE_RUNNING && !m->opts->start_paused) {
-        machine_set_state(m, RUN_STATE_RUNNING);
-        machine_resume(m);
-    } else {
-        machine_set_state(m, RUN_STATE_PAUSED);
-    }
+    migration_incoming_run_guest(m, d->source_state);
     /* Completed once the run state is final, as in QEMU: libvirt reads
      * query-status on this event, to cont a paused guest. */
     migrate_set_state(d->s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_COMPLETED);
@@ -259,12 +264,7 @@ static void postcopy_run_main(void *opaque)
         shutdown(fd, SHUT_RD);
         return;
     }
-    if (src == RUN_STATE_RUNNING && !m->opts->start_paused) {
-        machine_set_state(m, RUN_STATE_RUNNING);
-        machine_resume(m);
-    } else {
-        machine_set_state(m, RUN_STATE_PAUSED);
-    }
+    migration_incoming_run_guest(m, src);
     run_done(s, 1);
     postcopy_rp_send(s->dst.pci, &(RPMessage) { .type = RP_RUNNING });
 }

@@ -204,6 +204,10 @@ void source_rp_error(MigrationState *s, GError **errp);
 JsonNode *qmp_migrate_recover(JsonObject *args, void *opaque, GError **errp);
 void migration_incoming_pause(MigrationState *s);
 
+/* migration_incoming_run_guest: the device state is in: run the guest
+ * if the source ran it (and -S was not given), else paused.  Main thread. */
+void migration_incoming_run_guest(Machine *m, RunState source_state);
+
 /*
  * migration_incoming_start: wait for a migration on @uri (tcp:, unix:,
  * fd:, file:, exec:) and load it in the "mig/dst/load" thread.  Main

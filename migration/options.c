@@ -148,9 +148,14 @@ static const char *const snapshot_conflicts[] = {
     "zero-copy-send", NULL
 };
 
-/* background-snapshot in @next: what the kernel, the memory and the other
- * capabilities allow, with QEMU's errors. */
-static bool snapshot_caps_ok(MigrationState *s, const bool *next, GError **errp)
+/*
+ * background-snapshot in @next: what the kernel, the memory and the other
+ * capabilities allow, with QEMU's errors.  The kernel and the memory are
+ * probed only when it turns on (@probe): the probe registers all of RAM
+ * and unregisters it, a page-table walk that stalls the guest.
+ */
+static bool snapshot_caps_ok(MigrationState *s, const bool *next, bool probe,
+                             GError **errp)
 {
     if (s->dst.incoming) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
@@ -158,7 +163,7 @@ static bool snapshot_caps_ok(MigrationState *s, const bool *next, GError **errp)
                     "migration");
         return false;
     }
-    if (s->m->ram && !snapshot_supported(s->m->ram, errp)) {
+    if (probe && s->m->ram && !snapshot_supported(s->m->ram, errp)) {
         return false;
     }
     for (size_t i = 0; snapshot_conflicts[i]; i++) {
@@ -211,8 +216,8 @@ static JsonNode *set_capabilities(JsonObject *args, void *opaque, GError **errp)
                     "Mapped-ram migration is incompatible with postcopy");
         return NULL;
     }
-    if (next[cap_index("background-snapshot")] &&
-        !snapshot_caps_ok(s, next, errp)) {
+    int bg = cap_index("background-snapshot");
+    if (next[bg] && !snapshot_caps_ok(s, next, !s->caps[bg], errp)) {
         return NULL;
     }
     g_mutex_lock(&s->lock);

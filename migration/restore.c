@@ -64,45 +64,16 @@ static bool failed(Restore *r)
     return f;
 }
 
-/*
- * Place host pages [hp, hp + n), claimed by the caller: runs with data
- * read from their slots, runs of zero pages placed as such.  @b: the
- * caller's buffer (a whole huge page, or STREAM_MAX_RUN pages).
- */
+/* Place host pages [hp, hp + n), claimed by the caller, from the file;
+ * @b: the calling thread's buffer. */
 static bool place_range(Restore *r, RAMLoadBuf *b, uint64_t hp, uint64_t n)
 {
-    uint64_t first = hp * r->hpages, end = (hp + n) * r->hpages;
-    uint64_t max = b->size / TARGET_PAGE_SIZE;
     g_autoptr(GError) err = NULL;
-    for (uint64_t p = first; p < end;) {
-        bool data;
-        uint64_t k = mapped_ram_run(r->mapped, p, end, max, &data);
-        if (data) {
-            int ret = mapped_ram_read_pages(r->mapped, p, k, b->data);
-            if (ret < 0) {
-                /* Never zeros in its place: the guest would read them. */
-                restore_fail(r, "restore on demand: reading pages at "
-                             "0x%" PRIx64 " from the file: %s",
-                             p * TARGET_PAGE_SIZE, ret == -EIO
-                             ? "the file ends before them" : g_strerror(-ret));
-                return false;
-            }
-            if (!ram_load_buffer(r->l, b, p * TARGET_PAGE_SIZE, k, b->data,
-                                 &err)) {
-                restore_fail(r, "restore on demand: %s", err->message);
-                return false;
-            }
-            __atomic_fetch_add(&r->s->stats.normal_pages, k, __ATOMIC_RELAXED);
-            __atomic_fetch_add(&r->s->stats.transferred, k * TARGET_PAGE_SIZE,
-                               __ATOMIC_RELAXED);
-        } else {
-            if (!ram_load_zero(r->l, b, p * TARGET_PAGE_SIZE, k, &err)) {
-                restore_fail(r, "restore on demand: %s", err->message);
-                return false;
-            }
-            __atomic_fetch_add(&r->s->stats.zero_pages, k, __ATOMIC_RELAXED);
-        }
-        p += k;
+    /* A read error never places zeros: the guest would read them. */
+    if (!stream_place_mapped(r->l, b, r->mapped, &r->s->stats, hp * r->hpages,
+                             n * r->hpages, &err)) {
+        restore_fail(r, "restore on demand: %s", err->message);
+        return false;
     }
     return true;
 }
@@ -172,12 +143,7 @@ typedef struct RunCall {
 static void run_guest(void *opaque)
 {
     RunCall *c = opaque;
-    if (c->source_state == RUN_STATE_RUNNING && !c->m->opts->start_paused) {
-        machine_set_state(c->m, RUN_STATE_RUNNING);
-        machine_resume(c->m);
-    } else {
-        machine_set_state(c->m, RUN_STATE_PAUSED);
-    }
+    migration_incoming_run_guest(c->m, c->source_state);
 }
 
 /* Main thread: a page cannot be read: the guest stops (it would wait on
@@ -201,20 +167,11 @@ typedef struct RingRun {
 static bool place_read(Restore *r, RAMLoadBuf *b, const RingRun *run, int ret)
 {
     g_autoptr(GError) err = NULL;
-    if (ret < 0) {
-        restore_fail(r, "restore on demand: reading pages at 0x%" PRIx64
-                     " from the file: %s", run->first * TARGET_PAGE_SIZE,
-                     ret == -EIO ? "the file ends before them" : g_strerror(-ret));
-        return false;
-    }
-    if (!ram_load_buffer(r->l, b, run->first * TARGET_PAGE_SIZE, run->n,
-                         run->data, &err)) {
+    if (!stream_place_read(r->l, b, &r->s->stats, run->first, run->n,
+                           run->data, ret, &err)) {
         restore_fail(r, "restore on demand: %s", err->message);
         return false;
     }
-    __atomic_fetch_add(&r->s->stats.normal_pages, run->n, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&r->s->stats.transferred, run->n * TARGET_PAGE_SIZE,
-                       __ATOMIC_RELAXED);
     return true;
 }
 

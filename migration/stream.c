@@ -409,6 +409,55 @@ static bool load_ping(QEMUFile *f, StreamLoad *l, GError **errp)
     return l->pong(l->opaque, id, errp);
 }
 
+static bool read_error(GError **errp, uint64_t first, int ret)
+{
+    g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                "mapped-ram: reading pages at 0x%" PRIx64 ": %s",
+                first * TARGET_PAGE_SIZE, ret == -EIO
+                ? "the file ends before them" : g_strerror(-ret));
+    return false;
+}
+
+bool stream_place_read(RAMLoader *l, RAMLoadBuf *b, MigrationStats *stats,
+                       uint64_t first, uint64_t n, const uint8_t *data,
+                       int ret, GError **errp)
+{
+    if (ret < 0) {
+        return read_error(errp, first, ret);
+    }
+    if (!ram_load_buffer(l, b, first * TARGET_PAGE_SIZE, n, data, errp)) {
+        return false;
+    }
+    __atomic_fetch_add(&stats->normal_pages, n, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&stats->transferred, n * TARGET_PAGE_SIZE,
+                       __ATOMIC_RELAXED);
+    return true;
+}
+
+bool stream_place_mapped(RAMLoader *l, RAMLoadBuf *b, const MappedRam *m,
+                         MigrationStats *stats, uint64_t first, uint64_t n,
+                         GError **errp)
+{
+    uint64_t end = first + n, max = MIN(STREAM_MAX_RUN, b->size / TARGET_PAGE_SIZE);
+    for (uint64_t p = first; p < end;) {
+        bool data;
+        uint64_t k = mapped_ram_run(m, p, end, max, &data);
+        if (data) {
+            int ret = mapped_ram_read_pages(m, p, k, b->data);
+            if (!stream_place_read(l, b, stats, p, k, b->data, ret, errp)) {
+                return false;
+            }
+        } else {
+            if (!ram_load_zero(l, b, p * TARGET_PAGE_SIZE, k, errp)) {
+                return false;
+            }
+            __atomic_fetch_add(&stats->zero_pages, k, __ATOMIC_RELAXED);
+        }
+        p += k;
+    }
+    return true;
+}
+
 #define RING_DEPTH  4
 
 typedef struct RingRun {
@@ -416,29 +465,9 @@ typedef struct RingRun {
     uint8_t *data;
 } RingRun;
 
-/* Place a run read into @r->data. */
-static bool place_read(QEMUFile *f, StreamLoad *l, RAMLoadBuf *buf,
-                       const RingRun *r, int ret, GError **errp)
-{
-    if (ret < 0) {
-        return load_fail(f, errp, "mapped-ram: reading pages at 0x%" PRIx64
-                         ": %s", r->first * TARGET_PAGE_SIZE, ret == -EIO
-                         ? "the file ends before them" : g_strerror(-ret));
-    }
-    if (!ram_load_buffer(l->ram, buf, r->first * TARGET_PAGE_SIZE, r->n,
-                         r->data, errp)) {
-        return false;
-    }
-    __atomic_fetch_add(&l->stats->normal_pages, r->n, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&l->stats->transferred, r->n * TARGET_PAGE_SIZE,
-                       __ATOMIC_RELAXED);
-    return true;
-}
-
 /* The eager load through io_uring (x-io-uring, 4 KiB pages): up to
  * RING_DEPTH runs read ahead while the last one read is placed. */
-static bool load_mapped_ring(QEMUFile *f, StreamLoad *l, RAMLoadBuf *buf,
-                             GError **errp)
+static bool load_mapped_ring(StreamLoad *l, RAMLoadBuf *buf, GError **errp)
 {
     MappedRam *m = l->mapped;
     MappedRamRing *ring = mapped_ram_ring_new(m, RING_DEPTH, errp);
@@ -465,8 +494,10 @@ static bool load_mapped_ring(QEMUFile *f, StreamLoad *l, RAMLoadBuf *buf,
         if (mapped_ram_ring_full(ring)) {
             void *tag;
             int ret = mapped_ram_ring_wait(ring, &tag);
-            ok = place_read(f, l, buf, tag, ret, errp);
-            g_queue_push_tail(&free_runs, tag);
+            RingRun *r = tag;
+            ok = stream_place_read(l->ram, buf, l->stats, r->first, r->n,
+                                   r->data, ret, errp);
+            g_queue_push_tail(&free_runs, r);
             continue;
         }
         RingRun *r = g_queue_pop_head(&free_runs);
@@ -474,7 +505,7 @@ static bool load_mapped_ring(QEMUFile *f, StreamLoad *l, RAMLoadBuf *buf,
         r->n = n;
         int ret = mapped_ram_ring_read(ring, p, n, r->data, r);
         if (ret < 0) {
-            ok = place_read(f, l, buf, r, ret, errp);
+            ok = read_error(errp, p, ret);
             g_queue_push_tail(&free_runs, r);
             break;
         }
@@ -483,7 +514,9 @@ static bool load_mapped_ring(QEMUFile *f, StreamLoad *l, RAMLoadBuf *buf,
     while (mapped_ram_ring_inflight(ring)) {
         void *tag;
         int ret = mapped_ram_ring_wait(ring, &tag);
-        ok = ok && place_read(f, l, buf, tag, ret, errp);
+        RingRun *r = tag;
+        ok = ok && stream_place_read(l->ram, buf, l->stats, r->first, r->n,
+                                     r->data, ret, errp);
     }
     mapped_ram_ring_free(ring);
     g_queue_clear(&free_runs);
@@ -520,36 +553,10 @@ static bool load_mapped_ram(QEMUFile *f, StreamLoad *l, RAMLoadBuf *buf,
         return true;
     }
     if (l->mapped_uring && l->ram->hpages == 1) {
-        return load_mapped_ring(f, l, buf, errp);
+        return load_mapped_ring(l, buf, errp);
     }
-    uint64_t batch = MIN(STREAM_MAX_RUN, buf->size / TARGET_PAGE_SIZE);
-    for (uint64_t p = 0; p < npages;) {
-        bool data;
-        uint64_t n = mapped_ram_run(l->mapped, p, npages, batch, &data);
-        if (data) {
-            int ret = mapped_ram_read_pages(l->mapped, p, n, buf->data);
-            if (ret < 0) {
-                return load_fail(f, errp, "mapped-ram: reading pages at "
-                                 "0x%" PRIx64 ": %s", p * TARGET_PAGE_SIZE,
-                                 ret == -EIO ? "the file ends before them"
-                                             : g_strerror(-ret));
-            }
-            if (!ram_load_buffer(l->ram, buf, p * TARGET_PAGE_SIZE, n,
-                                 buf->data, errp)) {
-                return false;
-            }
-            __atomic_fetch_add(&l->stats->normal_pages, n, __ATOMIC_RELAXED);
-            __atomic_fetch_add(&l->stats->transferred, n * TARGET_PAGE_SIZE,
-                               __ATOMIC_RELAXED);
-        } else {
-            if (!ram_load_zero(l->ram, buf, p * TARGET_PAGE_SIZE, n, errp)) {
-                return false;
-            }
-            __atomic_fetch_add(&l->stats->zero_pages, n, __ATOMIC_RELAXED);
-        }
-        p += n;
-    }
-    return true;
+    return stream_place_mapped(l->ram, buf, l->mapped, l->stats, 0, npages,
+                               errp);
 }
 
 bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp)

@@ -106,6 +106,7 @@ typedef struct QEMUFile QEMUFile;
 typedef struct MigrationStats MigrationStats;
 typedef struct RAMLoader RAMLoader;
 typedef struct MappedRam MappedRam;
+typedef struct RAMLoadBuf RAMLoadBuf;
 
 /*
  * What a destination does at the postcopy records; all run in the load
@@ -198,6 +199,21 @@ bool stream_put_devices(QEMUFile *f, Machine *m, RunState state,
  * (then it waits for RP_SHUT).
  */
 bool stream_load(QEMUFile *f, StreamLoad *l, GError **errp);
+
+/*
+ * stream_place_mapped: place pages [first, first + n) of the mapped-ram
+ * file @m: runs with data read from their slots into @b and placed, zero
+ * runs placed as zero pages; counted in @stats.  A read past the file's
+ * end says "the file ends before them".  stream_place_read: the same for
+ * a run of data pages read into @data elsewhere (an io_uring read that
+ * ended with @ret).  Any thread that claimed the pages, with its own @b.
+ */
+bool stream_place_mapped(RAMLoader *l, RAMLoadBuf *b, const MappedRam *m,
+                         MigrationStats *stats, uint64_t first, uint64_t n,
+                         GError **errp);
+bool stream_place_read(RAMLoader *l, RAMLoadBuf *b, MigrationStats *stats,
+                       uint64_t first, uint64_t n, const uint8_t *data,
+                       int ret, GError **errp);
 
 /*
  * stream_load_devices: device records up to the end marker, from @f (a
