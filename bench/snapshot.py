@@ -122,8 +122,9 @@ def restore(qemu, mapped, lazy, uring, mem, path):
             w = pc.WIN_RX.match(line)
             if w and ms(int(w.group(3))) > 1.0:
                 slow_end = max(slow_end, t)
+        hist, fast, mx = pc.merge(pc.windows(m, run_at, done + pc.WINDOW_MS / 1000))
         return {'start': run_at - t0, 'done': done - t0,
-                'normal': slow_end - run_at}
+                'normal': slow_end - run_at, 'hist': hist, 'fast': fast}
     finally:
         m.kill()
 
@@ -159,34 +160,39 @@ def report(res, sizes, runs, args):
     return '\n'.join(lines)
 
 
+PLOTTED_RESTORES = ['ferry, on demand']
+
+
 def plot(res, sizes, path):
-    """Stall distributions during the snapshot, one curve per variant."""
+    """Stall distributions during the snapshot, one curve per variant, and
+    while a restore brings the pages in (from the guest running to every
+    page in: on demand; an eager restore's guest runs once all are in)."""
     data = os.path.join(tmpdir(), 'stalls.dat')
+    curves = []
     with open(data, 'w') as f:
         for size in sizes:
-            for name, *_ in SNAPS:
+            for name in [n for n, *_ in SNAPS] + PLOTTED_RESTORES:
                 hist, fast = {}, 0
                 for r in res[(size, name)]:
                     fast += r['fast']
                     for b, n in r['hist'].items():
                         hist[b] = hist.get(b, 0) + n
                 total = fast + sum(hist.values())
+                if not total:
+                    continue
+                what = 'restore' if name in PLOTTED_RESTORES else 'snapshot'
+                curves.append(f"'{data}' index {len(curves)} with steps "
+                              f"title '{size} {what}: {name}'")
                 f.write(f'# {size} {name}\n')
                 seen = fast
                 for b in sorted(hist):
                     seen += hist[b]
                     f.write(f'{ms(pc.bucket_top(b)):.6f} {1 - seen / total:.9g}\n')
                 f.write('\n\n')
-    curves = []
-    i = 0
-    for size in sizes:
-        for name, *_ in SNAPS:
-            curves.append(f"'{data}' index {i} with steps title '{size} {name}'")
-            i += 1
-    script = (f"set terminal pngcairo size 900,500 noenhanced\nset output '{path}'\n"
+    script = (f"set terminal pngcairo size 1000,600 noenhanced\nset output '{path}'\n"
               "set logscale xy\nset xlabel 'write stall (ms)'\n"
               "set ylabel 'fraction of writes stalled longer'\n"
-              "set title 'Guest write stalls during a background snapshot'\n"
+              "set title 'Guest write stalls during a background snapshot and a restore'\n"
               "plot " + ', '.join(curves) + '\n')
     subprocess.run(['gnuplot'], input=script, text=True, check=True)
 
@@ -218,7 +224,8 @@ def main():
                         continue
                     r = restore(rqemu, rmapped, lazy, ruring, size, path)
                     res.setdefault((size, rname), []).append(r)
-                    print(run, size, rname, r, flush=True)
+                    print(run, size, rname, {k: v for k, v in r.items()
+                                             if k != 'hist'}, flush=True)
                 os.unlink(path)
             os.rmdir(d)
     body = report(res, sizes, args.runs, args)
