@@ -2,6 +2,7 @@
 /* Migration transports; the contract is in include/migration/channel.h. */
 #include "migration/channel.h"
 #include "qemu/sockets.h"
+#include "crypto/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -342,4 +343,12 @@ int channel_listen(const char *uri, JsonArray **addr, GError **errp)
     }
     uri_clear(&u);
     return fd;
+}
+
+void channel_close(int fd)
+{
+    if (fd >= 0) {
+        tls_session_detach(fd);
+        close(fd);
+    }
 }

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -20,6 +21,7 @@
 
 #include <glib-unix.h>
 
+#include "crypto/tls.h"
 #include "migration/channel.h"
 #include "migration/postcopy-ram.h"
 #include "migration/qemu-file.h"
@@ -569,9 +571,7 @@ static void load_thread_body(LoadArgs *a)
     ram_loader_cleanup(s->dst.ram_loader);
     g_clear_pointer(&s->dst.ram_loader, g_free);
     int pfd = __atomic_exchange_n(&s->dst.preempt_fd, -1, __ATOMIC_SEQ_CST);
-    if (pfd >= 0) {
-        close(pfd);             /* a preempt channel, and no postcopy */
-    }
+    channel_close(pfd);         /* a preempt channel, and no postcopy */
     if (l.return_path && !rp_taken) {
         if (!done.ok) {
             rp_send_alone(qemu_file_fd(f), &why);
@@ -608,6 +608,8 @@ typedef struct PendingChannel {
     MigrationState *s;
     int fd;
     guint watch, timer;
+    TlsSession *tls;            /* with tls-creds: handshake first */
+    bool tls_done;
     uint8_t head[STREAM_CHANNEL_HEADER_LEN];
     size_t have;
 } PendingChannel;
@@ -625,8 +627,9 @@ static void pending_drop(PendingChannel *p, const char *why)
     if (why) {
         fprintf(stderr, "ferry: migration: refused a connection to the "
                 "incoming port: %s\n", why);
-        close(p->fd);
+        channel_close(p->fd);
     }
+    tls_session_unref(p->tls);  /* attached: the socket's now */
     g_free(p);
 }
 
@@ -717,36 +720,104 @@ static void pending_identified(PendingChannel *p, const StreamChannel *c)
     close_listener(s);
 }
 
+static gboolean pending_readable(gint fd, GIOCondition cond, gpointer opaque);
+
+/* Watch @p's socket for @cond, in place of the watch there is. */
+static void pending_watch(PendingChannel *p, GIOCondition cond)
+{
+    if (p->watch) {
+        g_source_remove(p->watch);
+    }
+    p->watch = g_unix_fd_add(p->fd, cond, pending_readable, p);
+}
+
+/*
+ * With TLS: one step of the server's handshake.  1: done (the session
+ * now the socket's); 0: it goes on, watched for what it waits on; -1:
+ * it failed, @p dropped.
+ */
+static int pending_handshake(PendingChannel *p, GIOCondition cond)
+{
+    g_autoptr(GError) err = NULL;
+    short events = 0;
+    int r = tls_session_handshake_step(p->tls, &events, &err);
+    if (r < 0) {
+        pending_drop(p, err->message);
+        return -1;
+    }
+    GIOCondition want = r > 0 || (events & POLLIN) ? G_IO_IN : G_IO_OUT;
+    if (!(cond & want)) {
+        pending_watch(p, want);
+    }
+    if (r > 0) {
+        p->tls_done = true;
+        tls_session_attach(p->tls);
+    }
+    return r;
+}
+
+/* What came after the handshake: bytes, 0 at the end, -1 with errno. */
+static ssize_t pending_recv(PendingChannel *p)
+{
+    void *at = p->head + p->have;
+    size_t len = sizeof(p->head) - p->have;
+    if (!p->tls) {
+        return recv(p->fd, at, len, MSG_DONTWAIT);
+    }
+    ssize_t n = tls_session_read(p->tls, at, len, true);
+    errno = n < 0 ? (int)-n : 0;
+    return n < 0 ? -1 : n;
+}
+
 static gboolean pending_readable(gint fd, GIOCondition cond, gpointer opaque)
 {
     PendingChannel *p = opaque;
-    (void)cond;
-    ssize_t n = recv(fd, p->head + p->have, sizeof(p->head) - p->have,
-                     MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+    (void)fd;
+    /* Every way out below that ends the watch has removed it already
+     * (pending_drop, pending_watch), so G_SOURCE_CONTINUE is safe. */
+    if (p->tls && !p->tls_done && pending_handshake(p, cond) <= 0) {
         return G_SOURCE_CONTINUE;
     }
     const char *why = NULL;
     g_autoptr(GError) err = NULL;
     StreamChannel c;
-    if (n <= 0) {
-        why = n == 0 ? "it closed before its channel header" : g_strerror(errno);
-    } else {
+    for (;;) {
+        ssize_t n = pending_recv(p);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            return G_SOURCE_CONTINUE;
+        }
+        if (n <= 0) {
+            why = n == 0 ? "it closed before its channel header"
+                         : p->tls ? "a TLS error before its channel header"
+                                  : g_strerror(errno);
+            break;
+        }
         /* Refused as soon as what came cannot be a header (an HTTP probe). */
         p->have += n;
         int got = stream_parse_channel(p->head, p->have, &c, &err);
-        if (got == 0) {
-            return G_SOURCE_CONTINUE;
+        if (got < 0 && !p->tls && p->head[0] == 0x16 && p->have >= 2 &&
+            p->head[1] == 0x03) {
+            why = "a TLS handshake came: the source has tls-creds set, and "
+                  "this destination has none";
+            break;
         }
-        why = got < 0 ? err->message : NULL;
+        if (got < 0) {
+            why = err->message;
+            break;
+        }
+        if (got > 0) {
+            break;
+        }
+        if (!p->tls) {
+            return G_SOURCE_CONTINUE;   /* a TLS record may hold more */
+        }
     }
-    p->watch = 0;
     if (why) {
         pending_drop(p, why);
     } else {
         pending_identified(p, &c);
     }
-    return G_SOURCE_REMOVE;
+    return G_SOURCE_CONTINUE;       /* removed by pending_drop */
 }
 
 static gboolean pending_timeout(gpointer opaque)
@@ -756,6 +827,26 @@ static gboolean pending_timeout(gpointer opaque)
     pending_drop(p, "no channel header within " G_STRINGIFY(PENDING_TIMEOUT_S)
                  " s");
     return G_SOURCE_REMOVE;
+}
+
+/* A connection to sort by its channel header (after a TLS handshake). */
+static void pending_add(MigrationState *s, int c)
+{
+    g_autoptr(GError) err = NULL;
+    TlsSession *tls = migration_tls_accept(s, c, &err);
+    if (err) {
+        fprintf(stderr, "ferry: migration: refused a connection to the "
+                "incoming port: %s\n", err->message);
+        close(c);
+        return;
+    }
+    PendingChannel *p = g_new0(PendingChannel, 1);
+    p->s = s;
+    p->fd = c;
+    p->tls = tls;
+    p->watch = g_unix_fd_add(c, G_IO_IN, pending_readable, p);
+    p->timer = g_timeout_add_seconds(PENDING_TIMEOUT_S, pending_timeout, p);
+    s->dst.pending = g_list_prepend(s->dst.pending, p);
 }
 
 static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
@@ -775,12 +866,7 @@ static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
         return G_SOURCE_CONTINUE;
     }
     channel_tune(c);
-    PendingChannel *p = g_new0(PendingChannel, 1);
-    p->s = s;
-    p->fd = c;
-    p->watch = g_unix_fd_add(c, G_IO_IN, pending_readable, p);
-    p->timer = g_timeout_add_seconds(PENDING_TIMEOUT_S, pending_timeout, p);
-    s->dst.pending = g_list_prepend(s->dst.pending, p);
+    pending_add(s, c);
     return G_SOURCE_CONTINUE;
 }
 
@@ -789,6 +875,12 @@ static void incoming_from_fd(MigrationState *s, int fd)
 {
     s->start_ms = migration_now_ms();
     migrate_set_state(s, MIGRATION_STATUS_NONE, MIGRATION_STATUS_SETUP);
+    if (migration_tls_enabled(s)) {
+        /* A socket: its handshake and header in the main loop, as an
+         * accepted connection's. */
+        pending_add(s, fd);
+        return;
+    }
     LoadArgs *a = g_new0(LoadArgs, 1);
     a->s = s;
     a->fd = fd;
@@ -801,6 +893,9 @@ bool migration_incoming_start(MigrationState *s, const char *uri, GError **errp)
     if (!s->m->ram) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "The 'none' machine has no guest to migrate into");
+        return false;
+    }
+    if (!migration_tls_uri_ok(s, uri, errp)) {
         return false;
     }
     if (g_str_has_prefix(uri, "fd:")) {
@@ -892,6 +987,11 @@ JsonNode *qmp_migrate_recover(JsonObject *args, void *opaque, GError **errp)
         }
         channel_tune(fd);
         channel_keepalive_default(fd);
+        if (migration_tls_enabled(s)) {
+            s->dst.recovering = true;
+            pending_add(s, fd);
+            return qmp_return_empty();
+        }
         LoadArgs *a = g_new0(LoadArgs, 1);
         a->s = s;
         a->fd = fd;
@@ -928,7 +1028,7 @@ void migration_incoming_stop(MigrationState *s)
         PendingChannel *p = s->dst.pending->data;
         int fd = p->fd;
         pending_drop(p, NULL);
-        close(fd);
+        channel_close(fd);
     }
     __atomic_store_n(&s->dst.stopping, 1, __ATOMIC_SEQ_CST);
     migration_shutdown_stream(s, &s->dst.incoming_fd);
@@ -958,8 +1058,5 @@ void migration_incoming_cleanup(MigrationState *s)
         ram_loader_cleanup(s->dst.ram_loader);      /* kept while paused */
         g_clear_pointer(&s->dst.ram_loader, g_free);
     }
-    int pfd = __atomic_exchange_n(&s->dst.preempt_fd, -1, __ATOMIC_SEQ_CST);
-    if (pfd >= 0) {
-        close(pfd);
-    }
+    channel_close(__atomic_exchange_n(&s->dst.preempt_fd, -1, __ATOMIC_SEQ_CST));
 }

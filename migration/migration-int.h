@@ -42,6 +42,27 @@ void migration_rate_update_locked(MigrationState *s);
 uint64_t migration_param_u64(MigrationState *s, const char *name);
 bool migration_param_bool(MigrationState *s, const char *name);
 
+/* migration_param_str: string parameter @name, a copy ("" if unset). */
+char *migration_param_str(MigrationState *s, const char *name);
+
+/*
+ * TLS (migration/tls.c, docs/tls.md).  migration_tls_enabled: tls-creds
+ * is set.  migration_tls_connect: the source's side of a connection
+ * @fd to @uri, on the thread that will use it: with tls-creds set, the
+ * handshake and the checks, at most CHANNEL_CONNECT_TIMEOUT_S, and the
+ * session attached to @fd; true at once without.  @what names the
+ * channel in the error ("preempt channel"; NULL for the main one).  migration_tls_accept: the
+ * destination's server session for accepted @fd (not yet handshaken),
+ * NULL without TLS, or NULL with @errp.
+ */
+bool migration_tls_enabled(MigrationState *s);
+bool migration_tls_connect(MigrationState *s, int fd, const char *uri,
+                           const char *what, GError **errp);
+struct TlsSession *migration_tls_accept(MigrationState *s, int fd, GError **errp);
+/* migration_tls_uri_ok: refuses file: and exec: while tls-creds is set
+ * (TLS is for sockets; never a silent plaintext copy). */
+bool migration_tls_uri_ok(MigrationState *s, const char *uri, GError **errp);
+
 /* Milliseconds on g_get_monotonic_time()'s clock: MigrationState's times. */
 static inline int64_t migration_now_ms(void)
 {

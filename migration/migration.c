@@ -345,8 +345,11 @@ static void migration_thread_body(MigrateArgs *a)
 {
     MigrationState *s = a->s;
     Machine *m = s->m;
-    QEMUFile *f = qemu_file_new(a->fd, true, true);
     g_autoptr(GError) err = NULL;
+    /* Before any migration byte, and before the QEMUFile that is to
+     * write through the session. */
+    bool tls_ok = migration_tls_connect(s, a->fd, a->uri, NULL, &err);
+    QEMUFile *f = qemu_file_new(a->fd, true, true);
     RAMSaver r;
     MappedRam mapped = { .fd = -1, .fd_pages = -1 };
     StopCall stop = { s, RUN_STATE_RUNNING, RUN_STATE_FINISH_MIGRATE };
@@ -366,6 +369,9 @@ static void migration_thread_body(MigrateArgs *a)
     r.max_bandwidth = &s->src.rate_limit;
     migration_set_rate(s, "max-bandwidth");
     r.stop_pass = postcopy ? &s->src.postcopy_start : NULL;
+    if (!tls_ok) {
+        goto fail;
+    }
     stream_put_header(f, m->ram, s->src.channel_id);
     qemu_fflush(f);             /* the destination names the channel by it */
     if (return_path) {
@@ -626,6 +632,9 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
     if (migration_param_bool(s, "direct-io") && !migrate_cap(s, "mapped-ram")) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "direct-io needs the mapped-ram capability");
+        return NULL;
+    }
+    if (!migration_tls_uri_ok(s, uri, errp)) {
         return NULL;
     }
     if ((g_str_has_prefix(uri, "file:") || g_str_has_prefix(uri, "exec:")) &&

@@ -8,6 +8,7 @@
 
 #include "migration/migration.h"
 #include "migration-int.h"
+#include "crypto/tls.h"
 #include "migration/snapshot.h"
 
 /* In the order of MigrationCapability in qapi/migration.json. */
@@ -271,7 +272,7 @@ static bool check_param(const char *name, JsonNode *v, GError **errp)
             return false;
         }
         if (!strcmp(name, "tls-creds") && !JSON_NODE_HOLDS_NULL(v) &&
-            *json_node_get_string(v)) {
+            *json_node_get_string(v) && !tls_object_exists(json_node_get_string(v))) {
             g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                         "No TLS credentials with id '%s'",
                         json_node_get_string(v));

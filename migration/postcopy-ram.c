@@ -12,6 +12,7 @@
 
 #include <gio/gio.h>
 
+#include "migration/channel.h"
 #include "migration/qemu-file.h"
 #include "migration/stream.h"
 #include "qemu/bitmap.h"
@@ -338,8 +339,7 @@ static bool preempt_record(PostcopyIncoming *pc, QEMUFile *f, RAMLoadBuf *buf)
 static bool preempt_read(PostcopyIncoming *pc, QEMUFile *f, RAMLoadBuf *buf,
                          bool *busy)
 {
-    struct pollfd p = { .fd = qemu_file_fd(f), .events = POLLIN };
-    while (qemu_file_pending(f) || poll(&p, 1, 0) > 0) {
+    while (qemu_file_ready(f)) {
         if (!preempt_record(pc, f, buf)) {
             return false;
         }
@@ -658,9 +658,7 @@ void postcopy_stop_faults(PostcopyIncoming *pc)
     int fds[2] = { __atomic_exchange_n(&pc->preempt_fd, -1, __ATOMIC_ACQ_REL),
                    __atomic_exchange_n(&pc->preempt_new, -1, __ATOMIC_ACQ_REL) };
     for (int i = 0; i < 2; i++) {
-        if (fds[i] >= 0) {
-            close(fds[i]);
-        }
+        channel_close(fds[i]);
     }
 }
 

@@ -38,6 +38,10 @@ static bool open_preempt(MigrationState *s, const char *uri, GError **errp)
     if (fd < 0) {
         return false;
     }
+    if (!migration_tls_connect(s, fd, uri, "preempt channel", errp)) {
+        close(fd);
+        return false;
+    }
     g_mutex_lock(&s->lock);
     s->src.preempt_fd = fd;
     g_mutex_unlock(&s->lock);
@@ -65,9 +69,7 @@ static void close_preempt(MigrationState *s, RAMSaver *r)
     int fd = s->src.preempt_fd;
     s->src.preempt_fd = -1;
     g_mutex_unlock(&s->lock);
-    if (fd >= 0) {
-        close(fd);
-    }
+    channel_close(fd);
 }
 
 /*
@@ -374,6 +376,13 @@ MigrationStatus postcopy_run(MigrationState *s, RAMSaver *r, QEMUFile **fp,
             g_mutex_lock(&s->lock);
             s->src.stream_fd = fd;          /* migrate-pause shuts it down */
             g_mutex_unlock(&s->lock);
+            if (!migration_tls_connect(s, fd, *uri, NULL, errp)) {
+                g_mutex_lock(&s->lock);
+                s->src.stream_fd = -1;
+                g_mutex_unlock(&s->lock);
+                close(fd);
+                continue;
+            }
             *fp = r->f = qemu_file_new(fd, true, true);
             if (postcopy_resume(s, r, *fp, *uri, errp)) {
                 break;

@@ -3,10 +3,13 @@
 #include "migration/qemu-file.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <sys/types.h>
+
+#include "crypto/tls.h"
 
 #define IO_BUF_SIZE (256 * 1024)
 /*
@@ -26,7 +29,29 @@ struct QEMUFile {
     uint64_t transferred;
     int error;
     GByteArray *out;            /* a memory writer's contents */
+    TlsSession *tls;            /* the socket's TLS session, or NULL */
 };
+
+/* One read or write of the fd, through its TLS session if it has one. */
+static ssize_t fd_read(QEMUFile *f, void *p, size_t len)
+{
+    if (f->tls) {
+        ssize_t n = tls_session_read(f->tls, p, len, false);
+        errno = n < 0 ? (int)-n : 0;
+        return n < 0 ? -1 : n;
+    }
+    return read(f->fd, p, len);
+}
+
+static ssize_t fd_write(QEMUFile *f, const void *p, size_t len)
+{
+    if (f->tls) {
+        ssize_t n = tls_session_write(f->tls, p, len);
+        errno = n < 0 ? (int)-n : 0;
+        return n < 0 ? -1 : n;
+    }
+    return write(f->fd, p, len);
+}
 
 QEMUFile *qemu_file_new(int fd, bool writable, bool own)
 {
@@ -35,6 +60,7 @@ QEMUFile *qemu_file_new(int fd, bool writable, bool own)
     f->writable = writable;
     f->own = own;
     f->buf = g_malloc(IO_BUF_SIZE);
+    f->tls = tls_session_lookup(fd);
     return f;
 }
 
@@ -108,7 +134,7 @@ static void write_all(QEMUFile *f, const uint8_t *p, size_t len)
         return;
     }
     while (len && !f->error) {
-        ssize_t n = write(f->fd, p, len);
+        ssize_t n = fd_write(f, p, len);
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -181,7 +207,7 @@ static bool fill(QEMUFile *f)
         return false;
     }
     for (;;) {
-        ssize_t n = read(f->fd, f->buf, FILL_SIZE);
+        ssize_t n = fd_read(f, f->buf, FILL_SIZE);
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -196,7 +222,37 @@ static bool fill(QEMUFile *f)
 
 size_t qemu_file_pending(const QEMUFile *f)
 {
-    return f->writable ? 0 : f->len - f->pos;
+    if (f->writable) {
+        return 0;
+    }
+    return f->len - f->pos + (f->tls ? tls_session_pending(f->tls) : 0);
+}
+
+bool qemu_file_ready(QEMUFile *f)
+{
+    if (f->len - f->pos || f->error) {
+        return true;
+    }
+    struct pollfd p = { .fd = f->fd, .events = POLLIN };
+    if (f->fd < 0 || ((!f->tls || !tls_session_pending(f->tls)) &&
+                      poll(&p, 1, 0) <= 0)) {
+        return false;
+    }
+    if (!f->tls) {
+        return true;
+    }
+    /* What came may be a partial record, or one that is not data (a key
+     * update): only plaintext counts. */
+    ssize_t n = tls_session_read(f->tls, f->buf, FILL_SIZE, true);
+    if (n == -EAGAIN) {
+        return false;
+    }
+    f->pos = 0;
+    f->len = n > 0 ? n : 0;
+    if (n <= 0) {
+        qemu_file_set_error(f, n < 0 ? (int)n : -EIO);
+    }
+    return true;
 }
 
 void qemu_get_buffer(QEMUFile *f, void *buf, size_t len)
@@ -210,7 +266,7 @@ void qemu_get_buffer(QEMUFile *f, void *buf, size_t len)
         if (f->pos == f->len) {
             /* Large reads go straight into the caller's memory. */
             if (len >= FILL_SIZE && f->fd >= 0) {
-                ssize_t n = read(f->fd, p, len);
+                ssize_t n = fd_read(f, p, len);
                 if (n < 0 && errno == EINTR) {
                     continue;
                 }
@@ -293,7 +349,9 @@ int qemu_file_close(QEMUFile *f)
 {
     qemu_fflush(f);
     int err = f->error;
+    tls_session_unref(f->tls);
     if (f->own) {
+        tls_session_detach(f->fd);
         close(f->fd);
     }
     if (f->out) {

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "crypto/tls.h"
 #include "monitor/monitor.h"
 
 static JsonNode *empty_return(void)
@@ -158,6 +159,46 @@ static JsonNode *qmp_closefd(JsonObject *args, void *opaque, GError **errp)
     return empty_return();
 }
 
+/* object-add: the TLS objects (crypto/tls.h); the rest only by -object. */
+static JsonNode *qmp_object_add(JsonObject *args, void *opaque, GError **errp)
+{
+    (void)opaque;
+    const char *type = json_object_get_string_member(args, "qom-type");
+    const char *id = json_object_get_string_member(args, "id");
+    if (!tls_object_type_known(type)) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    g_str_has_prefix(type, "memory-backend") || !strcmp(type, "secret")
+                    ? "Parameter 'qom-type': ferry makes '%s' objects only with -object"
+                    : "Parameter 'qom-type' does not accept value '%s'", type);
+        return NULL;
+    }
+    g_autoptr(JsonObject) props = json_object_new();
+    g_autoptr(GList) names = json_object_get_members(args);
+    for (GList *l = names; l; l = l->next) {
+        if (strcmp(l->data, "qom-type") != 0 && strcmp(l->data, "id") != 0) {
+            json_object_set_member(props, l->data,
+                                   json_node_copy(json_object_get_member(args, l->data)));
+        }
+    }
+    g_autoptr(GError) err = NULL;
+    if (!tls_object_add(type, id, props, &err)) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "%s", err->message);
+        return NULL;
+    }
+    return empty_return();
+}
+
+static JsonNode *qmp_object_del(JsonObject *args, void *opaque, GError **errp)
+{
+    (void)opaque;
+    g_autoptr(GError) err = NULL;
+    if (!tls_object_del(json_object_get_string_member(args, "id"), &err)) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "%s", err->message);
+        return NULL;
+    }
+    return empty_return();
+}
+
 void qmp_cmds_register(Monitors *mon)
 {
     QmpDispatcher *d = &mon->qmp;
@@ -170,4 +211,6 @@ void qmp_cmds_register(Monitors *mon)
     qmp_register(d, "quit", qmp_quit, mon);
     qmp_register(d, "getfd", qmp_getfd, mon);
     qmp_register(d, "closefd", qmp_closefd, mon);
+    qmp_register(d, "object-add", qmp_object_add, mon);
+    qmp_register(d, "object-del", qmp_object_del, mon);
 }

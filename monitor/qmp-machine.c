@@ -82,6 +82,37 @@ static const QomProp secret_props[] = {
     { NULL },
 };
 
+static const QomProp tls_creds_props[] = {
+    { "dir", "string", NULL },
+    { "endpoint", "QCryptoTLSCredsEndpoint", NULL },
+    { "verify-peer", "bool", NULL },
+    { "priority", "string", NULL },
+    { "loaded", "bool", NULL },
+    { NULL },
+};
+
+static const QomProp tls_psk_props[] = {
+    { "username", "string", NULL },
+    { NULL },
+};
+
+static const QomProp tls_x509_props[] = {
+    { "sanity-check", "bool", NULL },
+    { "passwordid", "string", NULL },
+    { NULL },
+};
+
+static const QomProp authz_simple_props[] = {
+    { "identity", "string", NULL },
+    { NULL },
+};
+
+static const QomProp authz_list_props[] = {
+    { "policy", "QAuthZListPolicy", NULL },
+    { "rules", "QAuthZListRule", NULL },
+    { NULL },
+};
+
 static const QomType qom_types[] = {
     { "object", NULL, true, false, object_props },
     { "machine", "object", true, false, machine_props },
@@ -97,6 +128,12 @@ static const QomType qom_types[] = {
     { "isa-debug-exit", "isa-device", false, true, debug_exit_props },
     { "isa-serial", "isa-device", false, true, isa_serial_props },
     { "secret", "object", false, false, secret_props },
+    { "tls-creds", "object", true, false, tls_creds_props },
+    { "tls-creds-psk", "tls-creds", false, false, tls_psk_props },
+    { "tls-creds-x509", "tls-creds", false, false, tls_x509_props },
+    { "authz", "object", true, false, NULL },
+    { "authz-simple", "authz", false, false, authz_simple_props },
+    { "authz-list", "authz", false, false, authz_list_props },
     { "cpu", "device", true, false, NULL },
     { "x86_64-cpu", "cpu", true, false, NULL },
     { "host-x86_64-cpu", "x86_64-cpu", false, false, NULL },

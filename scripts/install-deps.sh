@@ -16,7 +16,8 @@
 set -eu
 
 pkgs="gcc make meson ninja-build pkg-config binutils libglib2.0-dev \
-libjson-glib-dev liburing-dev libnuma-dev libcmocka-dev python3 qemu-system-x86"
+libjson-glib-dev liburing-dev libnuma-dev libcmocka-dev libgnutls28-dev gnutls-bin \
+python3 qemu-system-x86"
 if [ "${1:-}" = "--bench" ]; then
     pkgs="$pkgs gnuplot-nox"
 fi

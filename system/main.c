@@ -13,6 +13,7 @@
 #include <glib.h>
 #include <glib-unix.h>
 
+#include "crypto/tls.h"
 #include "migration/migration.h"
 #include "qemu/main-loop.h"
 #include "monitor/monitor.h"
@@ -218,5 +219,6 @@ out_opts:
         unlink(opts.pidfile);
     }
     options_cleanup(&opts);
+    tls_objects_cleanup();
     return status;
 }

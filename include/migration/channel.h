@@ -51,6 +51,12 @@ void channel_tune(int fd);
  * with fd: (anything else is left alone). */
 void channel_keepalive_default(int fd);
 
+/*
+ * channel_close: close a migration socket, and drop its TLS session
+ * (crypto/tls.h) first; every stream fd is closed through here.
+ */
+void channel_close(int fd);
+
 /* channel_open_file / channel_exec: file: and exec: for either side. */
 int channel_open_file(const char *uri, bool writing, GError **errp);
 int channel_exec(const char *uri, bool writing, GError **errp);

@@ -4,7 +4,8 @@
  * descriptor, with a sticky error state.  Every transport (tcp, unix,
  * fd, exec, file) ends in a QEMUFile; the return path is the same
  * connection read in the other direction, through a second QEMUFile on
- * the same fd.
+ * the same fd.  A socket with a TLS session (crypto/tls.h) is read and
+ * written through it by every QEMUFile over it.
  *
  * A QEMUFile is used by one thread at a time.  After the first error
  * every call does nothing and reads give zeros; callers check
@@ -79,6 +80,14 @@ uint64_t qemu_get_u64(QEMUFile *f);
  * reader polling the fd looks here first.
  */
 size_t qemu_file_pending(const QEMUFile *f);
+
+/*
+ * qemu_file_ready: a read would find data now (or @f's error) without
+ * waiting: what is pending, or the fd readable; over TLS, readable
+ * counts only once a whole record of data has come (a key update alone
+ * is not data).  For a thread that polls and must not block.
+ */
+bool qemu_file_ready(QEMUFile *f);
 
 /* qemu_file_error: 0 or -errno of the first failure. */
 int qemu_file_error(const QEMUFile *f);
