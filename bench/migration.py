@@ -102,12 +102,16 @@ def vm(qemu, mem, append, ready, incoming=None, prealloc=None):
     return m, q
 
 
-def one_migration(qemu, mem, append, ready, prealloc):
+def one_migration(qemu, mem, append, ready, prealloc, setup=None):
+    """One precopy; @setup(qemu, sq, dq), if given, runs on both QMP
+    sockets before the migration (bench/tls.py: the credentials)."""
     src, sq = vm(qemu, mem, append, ready, prealloc=False if prealloc else None)
     port = benchlib.free_port()
     dst, dq = vm(qemu, mem, append, ready, incoming=f'tcp:127.0.0.1:{port}',
                  prealloc=True if prealloc else None)
     try:
+        if setup:
+            setup(qemu, sq, dq)
         time.sleep(0.5)         # the dirtying guest settles into its rate
         sq.cmd('migrate-set-parameters', {'max-bandwidth': UNLIMITED,
                                           'downtime-limit': 300})

@@ -141,7 +141,9 @@ def ts(ev):
     return ev['timestamp']['seconds'] + ev['timestamp']['microseconds'] / 1e6
 
 
-def one_postcopy(qemu, preempt, prealloc, mem):
+def one_postcopy(qemu, preempt, prealloc, mem, setup=None):
+    """One postcopy; @setup(qemu, sq, dq), if given, runs before the
+    destination listens (bench/tls.py: the credentials)."""
     src, sq = vm(qemu, mem, False, False if prealloc else None)
     dst, dq = vm(qemu, mem, True, True if prealloc else None)
     try:
@@ -155,6 +157,8 @@ def one_postcopy(qemu, preempt, prealloc, mem):
             r = dq.cmd('migrate-set-capabilities', {'capabilities': [
                 {'capability': 'postcopy-blocktime', 'state': True}]})
             assert r == {'return': {}}, r
+        if setup:
+            setup(qemu, sq, dq)
         port = benchlib.free_port()
         r = dq.cmd('migrate-incoming', {'uri': f'tcp:127.0.0.1:{port}'})
         assert r == {'return': {}}, r

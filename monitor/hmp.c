@@ -427,6 +427,45 @@ static void hmp_info_migrate_parameters(HmpConsole *c, char **argv)
     }
 }
 
+/* object_add TYPE,id=ID,key=value,...: QMP object-add (crypto/tls.h's
+ * types); on/off for the boolean properties. */
+static void hmp_object_add(HmpConsole *c, char **argv)
+{
+    if (!argv[1]) {
+        out(c, "Error: object_add: give TYPE,id=ID,...\n");
+        return;
+    }
+    g_autoptr(JsonObject) args = args_new();
+    g_auto(GStrv) items = g_strsplit(argv[1], ",", -1);
+    const char *type = items[0];
+    json_object_set_string_member(args, "qom-type",
+                                  g_str_has_prefix(type, "qom-type=") ? type + 9 : type);
+    for (char **it = items + 1; *it; it++) {
+        char *eq = strchr(*it, '=');
+        g_autofree char *k = g_strndup(*it, eq ? eq - *it : (long)strlen(*it));
+        const char *v = eq ? eq + 1 : "on";
+        bool on;
+        if ((!strcmp(k, "verify-peer") || !strcmp(k, "sanity-check") ||
+             !strcmp(k, "loaded")) && parse_onoff(v, &on)) {
+            json_object_set_boolean_member(args, k, on);
+        } else {
+            json_object_set_string_member(args, k, v);
+        }
+    }
+    g_autoptr(JsonNode) r = call(c, "object-add", args);
+}
+
+static void hmp_object_del(HmpConsole *c, char **argv)
+{
+    if (!argv[1]) {
+        out(c, "Error: object_del: give an id\n");
+        return;
+    }
+    g_autoptr(JsonObject) args = args_new();
+    json_object_set_string_member(args, "id", argv[1]);
+    g_autoptr(JsonNode) r = call(c, "object-del", args);
+}
+
 static void hmp_help(HmpConsole *c, char **argv);
 static void hmp_info(HmpConsole *c, char **argv);
 
@@ -454,6 +493,9 @@ static const HmpCommand commands[] = {
       hmp_migrate_set_capability },
     { "migrate_set_parameter", "parameter value",
       "set a parameter for migration", hmp_migrate_set_parameter },
+    { "object_add", "[qom-type=]type,id=str[,prop=value][,...]", "create QOM object",
+      hmp_object_add },
+    { "object_del", "id", "destroy QOM object", hmp_object_del },
     { "quit|q", "", "quit the emulator", hmp_quit },
     { "stop|s", "", "stop emulation", hmp_stop },
 };

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 
-from ferrytest import Skip, MachineOptions, run_cases, tmpdir
+from ferrytest import HMP, Skip, MachineOptions, run_cases, tmpdir
 from test_migration import Vm, migrate, verify_goes_on
 from test_postcopy import caps, finish, pair, switch_at_once
 
@@ -310,9 +310,17 @@ def objects_and_errors(opts):
     """object-add and object-del, QEMU's errors for bad objects and
     parameters; file: and exec: refused while tls-creds is set."""
     d = psk_dir()
-    vm = Vm('64M', 1)
+    hs = os.path.join(tmpdir(), 'hmp.sock')
+    vm = Vm('64M', 1, extra=['-monitor', f'unix:{hs},server=on,wait=off'])
     try:
         q = vm.qmp
+        # HMP: a thin layer over object-add and object-del.
+        h = HMP(hs)
+        assert h.run(f'object_add tls-creds-psk,id=h,dir={d},endpoint=server,'
+                     'verify-peer=off').strip() == ''
+        assert 'duplicate' in h.run(f'object_add tls-creds-psk,id=h,dir={d}')
+        assert h.run('object_del h').strip() == ''
+        assert "object 'h' not found" in h.run('object_del h')
 
         def err(cmd, args, words):
             r = q.cmd(cmd, args)
