@@ -134,6 +134,17 @@ def dst_said(dst, patterns):
         at = m.end()
 
 
+def psk_listen(src, dst, d):
+    """tls-creds-psk 'tls0' from @d on both sides, tls-creds set, and the
+    destination listening (it came up with -incoming defer)."""
+    obj(src, 'tls-creds-psk', 'tls0', dir=d, endpoint='client')
+    obj(dst, 'tls-creds-psk', 'tls0', dir=d, endpoint='server')
+    tls_params(src, 'tls0')
+    tls_params(dst, 'tls0')
+    assert dst.qmp.cmd('migrate-incoming', {'uri': 'tcp:127.0.0.1:0'}) == \
+        {'return': {}}
+
+
 def psk_precopy(opts):
     """Precopy over TLS-PSK, the credentials given both ways: -object on
     the destination, object-add on the source."""
@@ -250,17 +261,12 @@ def psk_postcopy(opts):
     env = {'FERRY_TLS_REKEY_BYTES': str(128 << 20)}
     os.environ.update(env)
     try:
-        src, dst = pair('512M', preempt=preempt, dst_incoming='defer')
+        src, dst = pair('384M', preempt=preempt, dst_incoming='defer')
     finally:
         for k in env:
             del os.environ[k]
     try:
-        obj(src, 'tls-creds-psk', 'tls0', dir=d, endpoint='client')
-        obj(dst, 'tls-creds-psk', 'tls0', dir=d, endpoint='server')
-        tls_params(src, 'tls0')
-        tls_params(dst, 'tls0')
-        assert dst.qmp.cmd('migrate-incoming', {'uri': 'tcp:127.0.0.1:0'}) == \
-            {'return': {}}
+        psk_listen(src, dst, d)
         switch_at_once(src, dst, max_bandwidth=96 << 20,
                        max_postcopy_bandwidth=96 << 20)
         finish(src, dst)
@@ -285,12 +291,7 @@ def psk_recovery(opts):
     d = psk_dir()
     src, dst = pair('512M', preempt=preempt, dst_incoming='defer')
     try:
-        obj(src, 'tls-creds-psk', 'tls0', dir=d, endpoint='client')
-        obj(dst, 'tls-creds-psk', 'tls0', dir=d, endpoint='server')
-        tls_params(src, 'tls0')
-        tls_params(dst, 'tls0')
-        assert dst.qmp.cmd('migrate-incoming', {'uri': 'tcp:127.0.0.1:0'}) == \
-            {'return': {}}
+        psk_listen(src, dst, d)
         start_slow(src, dst)
         cut_tcp(src, 2 if preempt else 1)
         paused(src, dst)
