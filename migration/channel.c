@@ -352,3 +352,10 @@ void channel_close(int fd)
         close(fd);
     }
 }
+
+bool channel_peer_sent_tls(int fd)
+{
+    uint8_t b[3];
+    return recv(fd, b, sizeof(b), MSG_PEEK | MSG_DONTWAIT) == sizeof(b) &&
+           (b[0] == 0x15 || b[0] == 0x16) && b[1] == 0x03 && b[2] <= 0x04;
+}

@@ -529,6 +529,12 @@ fail:
         g_clear_error(&err);
         source_rp_error(s, &err);   /* the destination said why */
     }
+    if (!err && qemu_file_error(f) && !cancelled(s) && !migration_tls_enabled(s) &&
+        channel_peer_sent_tls(qemu_file_fd(f))) {
+        g_set_error(&err, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "the destination answered with a TLS alert: it expects "
+                    "TLS (set tls-creds on this side too)");
+    }
     if (!err && qemu_file_error(f) && !cancelled(s)) {
         /* Name what could not be written: a file, a command, a socket. */
         g_autofree char *what = g_str_has_prefix(uri, "file:")

@@ -57,6 +57,13 @@ void channel_keepalive_default(int fd);
  */
 void channel_close(int fd);
 
+/*
+ * channel_peer_sent_tls: what @fd has to read begins as a TLS record (an
+ * alert or a handshake): for a source without tls-creds that failed, to
+ * say that its destination expects TLS.
+ */
+bool channel_peer_sent_tls(int fd);
+
 /* channel_open_file / channel_exec: file: and exec: for either side. */
 int channel_open_file(const char *uri, bool writing, GError **errp);
 int channel_exec(const char *uri, bool writing, GError **errp);
