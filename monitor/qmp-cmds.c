@@ -173,11 +173,22 @@ static JsonNode *qmp_object_add(JsonObject *args, void *opaque, GError **errp)
         return NULL;
     }
     g_autoptr(JsonObject) props = json_object_new();
-    g_autoptr(GList) names = json_object_get_members(args);
-    for (GList *l = names; l; l = l->next) {
-        if (strcmp(l->data, "qom-type") != 0 && strcmp(l->data, "id") != 0) {
-            json_object_set_member(props, l->data,
-                                   json_node_copy(json_object_get_member(args, l->data)));
+    JsonNode *legacy = json_object_get_member(args, "props");
+    if (legacy && !JSON_NODE_HOLDS_OBJECT(legacy)) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Invalid parameter type for 'props', expected: object");
+        return NULL;
+    }
+    /* The members, and libvirt's older form: the same in "props". */
+    JsonObject *from[2] = { args, legacy ? json_node_get_object(legacy) : NULL };
+    for (int i = 0; i < 2 && from[i]; i++) {
+        g_autoptr(GList) names = json_object_get_members(from[i]);
+        for (GList *l = names; l; l = l->next) {
+            if (strcmp(l->data, "qom-type") != 0 && strcmp(l->data, "id") != 0 &&
+                strcmp(l->data, "props") != 0) {
+                json_object_set_member(props, l->data, json_node_copy(
+                    json_object_get_member(from[i], l->data)));
+            }
         }
     }
     g_autoptr(GError) err = NULL;

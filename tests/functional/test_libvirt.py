@@ -369,6 +369,20 @@ stdio_handler = "file"
 '''
 
 
+def tls_cert_dir():
+    """One directory of x509 credentials for both daemons, as libvirt
+    wants them (ca-cert.pem, server-*.pem, client-*.pem; the server's
+    for 127.0.0.1, where --migrateuri points)."""
+    from test_tls import x509_dirs
+    dirs = x509_dirs()
+    d = tmpdir()
+    for side in ('server', 'client'):
+        for f in os.listdir(dirs[side]):
+            if f.endswith('.pem'):
+                shutil.copy(os.path.join(dirs[side], f), d)
+    return d
+
+
 def need_libvirt():
     """Install libvirt's daemon, QEMU driver and virsh, or skip."""
     if not shutil.which('unshare'):
@@ -392,7 +406,7 @@ class Libvirtd:
     /etc/passwd and /etc/group (the driver resolves it before it reads
     qemu.conf)."""
 
-    def __init__(self, hostname, host_uuid):
+    def __init__(self, hostname, host_uuid, tls_dir=None):
         self.dir = tmpdir()
         for sub, target in LIBVIRT_DIRS.items():
             os.makedirs(os.path.join(self.dir, sub))
@@ -408,6 +422,11 @@ class Libvirtd:
                     f'log_outputs = "1:file:{self.log}"\n')
         with open(os.path.join(self.dir, 'etc', 'qemu.conf'), 'w') as f:
             f.write(QEMU_CONF)
+            if tls_dir:
+                # virsh migrate --tls: libvirt's object-add of
+                # tls-creds-x509 from here, verify-peer on.
+                f.write(f'migrate_tls_x509_cert_dir = "{tls_dir}"\n'
+                        'migrate_tls_x509_verify = 1\n')
         binds = [(os.path.join(self.dir, k), v) for k, v in LIBVIRT_DIRS.items()]
         for name, line in (('passwd', 'libvirt-qemu:x:64055:64055::'
                             '/var/lib/libvirt:/usr/sbin/nologin'),
@@ -653,8 +672,9 @@ def libvirt_migrate(opts):
     p2p back, and domjobabort of its precopy (the source runs on); domjobabort
     --postcopy (both sides paused), then --postcopy-resume; destroy."""
     need_libvirt()
-    with Libvirtd('host1', '5a1c3d2e-7b4f-4a61-9c0d-1e2f3a4b5c61') as d1, \
-         Libvirtd('host2', '9e8d7c6b-5a49-4382-b716-0f1e2d3c4b5a') as d2:
+    tls = tls_cert_dir()
+    with Libvirtd('host1', '5a1c3d2e-7b4f-4a61-9c0d-1e2f3a4b5c61', tls) as d1, \
+         Libvirtd('host2', '9e8d7c6b-5a49-4382-b716-0f1e2d3c4b5a', tls) as d2:
         assert d2.virsh('hostname').strip() == 'host2'
         g = Guest(os.path.join(tmpdir(), 'serial.log'))
         xml = os.path.join(d1.dir, 'ferrytest.xml')
@@ -759,6 +779,24 @@ def libvirt_migrate(opts):
         time.sleep(1)
         d2.virsh('migrate-setspeed', '--postcopy', 'ferrytest', '100000',
                  check=False)
+        out, err = mig.communicate(timeout=120)
+        assert mig.returncode == 0, err
+        wait_state(d1, 'running')
+        g.runs_on()
+
+        # 6: --tls (x509, verify-peer on both sides, the hostname the
+        # migrate URI's), p2p there and direct postcopy back.
+        d1.virsh('migrate', '--live', '--p2p', '--tls', '--persistent',
+                 'ferrytest', d2.uri, '--migrateuri', uri())
+        wait_state(d2, 'running')
+        g.runs_on()
+        mig = subprocess.Popen(['virsh', '-c', d2.uri, 'migrate', '--live',
+                                '--tls', '--postcopy', '--bandwidth', '20',
+                                'ferrytest', d1.uri, '--migrateuri', uri()],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        wait_job(d2, lambda i: i.get('Job type') == 'Unbounded')
+        d2.virsh('migrate-postcopy', 'ferrytest')
         out, err = mig.communicate(timeout=120)
         assert mig.returncode == 0, err
         wait_state(d1, 'running')

@@ -360,8 +360,20 @@ def objects_and_errors(opts):
                                  lsock.getsockname()[1]}) == {'return': {}}
         info = vm.wait_status({'failed'}, 30)
         assert "No TLS credentials with id 'c'" in info['error-desc'], info
-        lsock.close()
+        lsock.accept()[0].close()
         assert q.cmd('query-status')['return']['status'] == 'running'
+        # A peer that accepts and never answers the handshake: cancel ends
+        # the wait at once, and the guest runs on.
+        obj(vm, 'tls-creds-psk', 'c', dir=d)
+        assert q.cmd('migrate', {'uri': 'tcp:127.0.0.1:%d' %
+                                 lsock.getsockname()[1]}) == {'return': {}}
+        silent, _ = lsock.accept()
+        assert q.cmd('query-migrate')['return']['status'] == 'setup'
+        assert q.cmd('migrate_cancel') == {'return': {}}
+        assert vm.wait_status({'cancelled', 'failed'}, 5)['status'] == 'cancelled'
+        assert q.cmd('query-status')['return']['status'] == 'running'
+        silent.close()
+        lsock.close()
         tls_params(vm, '')
         assert q.cmd('query-migrate-parameters')['return']['tls-creds'] == ''
         # qom-list-types names the types (libvirt's probe looks).
