@@ -342,6 +342,11 @@ def objects_and_errors(opts):
             "The 'identity' property must be set")
         err('object-add', {'qom-type': 'authz-list', 'id': 'x',
                            'rules': [{'policy': 'allow'}]}, "'rules[0].match'")
+        # libvirt 9.0's older form: the properties in "props".
+        assert q.cmd('object-add', {'qom-type': 'tls-creds-psk', 'id': 'p',
+                                    'props': {'dir': d, 'endpoint': 'server'}}) == \
+            {'return': {}}
+        assert q.cmd('object-del', {'id': 'p'}) == {'return': {}}
         obj(vm, 'tls-creds-psk', 'c', dir=d)
         err('object-add', {'qom-type': 'tls-creds-psk', 'id': 'c', 'dir': d},
             "duplicate property 'c'")
