@@ -249,7 +249,7 @@ def x509(opts):
 
 def psk_postcopy(opts):
     """Postcopy (and with preempt, its second channel) over TLS-PSK, with
-    TLS 1.3 key updates every 128 MiB written and every 128 MiB read on
+    TLS 1.3 key updates every 64 MiB written and every 64 MiB read on
     each side, each asking the peer for one: the peer's reader answers by
     sending while its writer writes (the destination's load thread and
     fault thread, the source's return-path thread and migration thread:
@@ -257,17 +257,17 @@ def psk_postcopy(opts):
     bandwidth."""
     preempt = opts.extra[0]
     d = psk_dir()
-    env = {'FERRY_TLS_REKEY_BYTES': str(128 << 20)}
+    env = {'FERRY_TLS_REKEY_BYTES': str(64 << 20)}
     os.environ.update(env)
     try:
-        src, dst = pair('384M', preempt=preempt, dst_incoming='defer')
+        src, dst = pair('256M', preempt=preempt, dst_incoming='defer')
     finally:
         for k in env:
             del os.environ[k]
     try:
         psk_listen(src, dst, d)
-        switch_at_once(src, dst, max_bandwidth=96 << 20,
-                       max_postcopy_bandwidth=96 << 20)
+        switch_at_once(src, dst, max_bandwidth=64 << 20,
+                       max_postcopy_bandwidth=64 << 20)
         finish(src, dst)
         verify_goes_on(src, dst)
         for v in (src, dst):
