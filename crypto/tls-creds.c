@@ -171,6 +171,17 @@ static char *cred_path(const char *dir, const char *file, bool required,
     return NULL;
 }
 
+/* The credentials' directory, which both kinds must have. */
+static const char *prop_dir(JsonObject *p, const TlsObject *o, GError **errp)
+{
+    const char *dir = prop_str(p, "dir");
+    if (!dir) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Parameter '%s.dir' is missing", kind_names[o->kind]);
+    }
+    return dir;
+}
+
 /* ---- tls-creds-psk -------------------------------------------------------------- */
 
 /* The key of @user in keys.psk (hex), for a client. */
@@ -197,10 +208,8 @@ static char *psk_find_key(const char *path, const char *user, GError **errp)
 
 static bool psk_load(TlsObject *o, JsonObject *p, GError **errp)
 {
-    const char *dir = prop_str(p, "dir");
+    const char *dir = prop_dir(p, o, errp);
     if (!dir) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                    "Parameter 'tls-creds-psk.dir' is missing");
         return false;
     }
     g_autofree char *path = cred_path(dir, "keys.psk", true, errp);
@@ -251,10 +260,8 @@ static bool psk_load(TlsObject *o, JsonObject *p, GError **errp)
 
 static bool x509_load(TlsObject *o, JsonObject *p, GError **errp)
 {
-    const char *dir = prop_str(p, "dir");
+    const char *dir = prop_dir(p, o, errp);
     if (!dir) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                    "Parameter 'tls-creds-x509.dir' is missing");
         return false;
     }
     if (prop_str(p, "passwordid")) {

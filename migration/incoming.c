@@ -610,6 +610,7 @@ typedef struct PendingChannel {
     guint watch, timer;
     TlsSession *tls;            /* with tls-creds: handshake first */
     bool tls_done;
+    bool sole;                  /* an fd: channel: no other will come */
     uint8_t head[STREAM_CHANNEL_HEADER_LEN];
     size_t have;
 } PendingChannel;
@@ -628,6 +629,16 @@ static void pending_drop(PendingChannel *p, const char *why)
         fprintf(stderr, "ferry: migration: refused a connection to the "
                 "incoming port: %s\n", why);
         channel_close(p->fd);
+    }
+    if (why && p->sole) {
+        /* Nothing else can come: say so, and leave a state to act on
+         * (failed, or a recovery that migrate-recover can try again). */
+        migration_set_error(s, why);
+        if (s->dst.recovering) {
+            s->dst.recovering = false;
+        } else {
+            migrate_set_state(s, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_FAILED);
+        }
     }
     tls_session_unref(p->tls);  /* attached: the socket's now */
     g_free(p);
@@ -809,8 +820,9 @@ static gboolean pending_readable(gint fd, GIOCondition cond, gpointer opaque)
             break;
         }
         if (!p->tls) {
-            return G_SOURCE_CONTINUE;   /* a TLS record may hold more */
+            return G_SOURCE_CONTINUE;
         }
+        /* Over TLS the rest may be decrypted already: read on. */
     }
     if (why) {
         pending_drop(p, why);
@@ -829,24 +841,25 @@ static gboolean pending_timeout(gpointer opaque)
     return G_SOURCE_REMOVE;
 }
 
-/* A connection to sort by its channel header (after a TLS handshake). */
-static void pending_add(MigrationState *s, int c)
+/*
+ * A connection to sort by its channel header (after a TLS handshake);
+ * @sole: fd:'s, the only one that will come.
+ */
+static void pending_add(MigrationState *s, int c, bool sole)
 {
     g_autoptr(GError) err = NULL;
-    TlsSession *tls = migration_tls_accept(s, c, &err);
-    if (err) {
-        fprintf(stderr, "ferry: migration: refused a connection to the "
-                "incoming port: %s\n", err->message);
-        close(c);
-        return;
-    }
     PendingChannel *p = g_new0(PendingChannel, 1);
     p->s = s;
     p->fd = c;
-    p->tls = tls;
+    p->sole = sole;
+    p->tls = migration_tls_accept(s, c, &err);
+    if (err) {
+        pending_drop(p, err->message);
+        return;
+    }
+    s->dst.pending = g_list_prepend(s->dst.pending, p);
     p->watch = g_unix_fd_add(c, G_IO_IN, pending_readable, p);
     p->timer = g_timeout_add_seconds(PENDING_TIMEOUT_S, pending_timeout, p);
-    s->dst.pending = g_list_prepend(s->dst.pending, p);
 }
 
 static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
@@ -866,7 +879,7 @@ static gboolean incoming_accept(gint fd, GIOCondition cond, gpointer opaque)
         return G_SOURCE_CONTINUE;
     }
     channel_tune(c);
-    pending_add(s, c);
+    pending_add(s, c, false);
     return G_SOURCE_CONTINUE;
 }
 
@@ -878,7 +891,7 @@ static void incoming_from_fd(MigrationState *s, int fd)
     if (migration_tls_enabled(s)) {
         /* A socket: its handshake and header in the main loop, as an
          * accepted connection's. */
-        pending_add(s, fd);
+        pending_add(s, fd, true);
         return;
     }
     LoadArgs *a = g_new0(LoadArgs, 1);
@@ -989,7 +1002,7 @@ JsonNode *qmp_migrate_recover(JsonObject *args, void *opaque, GError **errp)
         channel_keepalive_default(fd);
         if (migration_tls_enabled(s)) {
             s->dst.recovering = true;
-            pending_add(s, fd);
+            pending_add(s, fd, true);
             return qmp_return_empty();
         }
         LoadArgs *a = g_new0(LoadArgs, 1);

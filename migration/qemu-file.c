@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "crypto/tls.h"
+#include "migration/channel.h"
 
 #define IO_BUF_SIZE (256 * 1024)
 /*
@@ -351,8 +352,7 @@ int qemu_file_close(QEMUFile *f)
     int err = f->error;
     tls_session_unref(f->tls);
     if (f->own) {
-        tls_session_detach(f->fd);
-        close(f->fd);
+        channel_close(f->fd);
     }
     if (f->out) {
         g_byte_array_unref(f->out);     /* a memory writer not finished */

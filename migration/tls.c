@@ -78,10 +78,8 @@ bool migration_tls_connect(MigrationState *s, int fd, const char *uri,
         return false;
     }
     tls_session_attach(t);
-    if (g_getenv("FERRY_TRACE")) {
-        g_autofree char *d = tls_session_describe(t);
-        fprintf(stderr, "ferry: trace: tls %s: %s\n", what ? what : "main channel", d);
-    }
+    g_autofree char *d = tls_session_describe(t);
+    g_debug("tls %s: %s", what ? what : "main channel", d);
     tls_session_unref(t);
     return true;
 }

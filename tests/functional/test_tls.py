@@ -207,6 +207,28 @@ def psk_refusals(opts):
         dst.close()
 
 
+def fd_refused(opts):
+    """fd: is the only channel that will come: when its handshake fails
+    the incoming migration fails (with why), it does not wait in setup
+    for ever."""
+    from test_migration import send_fd
+    d = psk_dir()
+    dst = Vm('64M', 1, incoming='defer')
+    try:
+        obj(dst, 'tls-creds-psk', 'srv', dir=d, endpoint='server')
+        tls_params(dst, 'srv')
+        a, b = socket.socketpair()
+        assert send_fd(dst.qmp, 'mig', b.fileno()) == {'return': {}}
+        b.close()
+        assert dst.qmp.cmd('migrate-incoming', {'uri': 'fd:mig'}) == {'return': {}}
+        a.sendall(b'FRRY' + bytes(60))          # a plaintext source
+        info = dst.wait_status({'failed', 'completed'}, 20)
+        assert info['status'] == 'failed' and 'plaintext' in info['error-desc'], info
+        a.close()
+    finally:
+        dst.close()
+
+
 def x509(opts):
     """x509 with verify-peer on both sides and tls-authz on the
     destination: a client certificate of another CA, a client that does
@@ -393,6 +415,7 @@ cases = [
     ('/precopy/tls/psk', psk_precopy, MachineOptions()),
     ('/precopy/tls/psk/refusals', psk_refusals, MachineOptions()),
     ('/precopy/tls/x509', x509, MachineOptions()),
+    ('/precopy/tls/fd-refused', fd_refused, MachineOptions()),
     ('/postcopy/tls/psk', psk_postcopy, MachineOptions(extra=(False,))),
     ('/postcopy/preempt/tls/psk', psk_postcopy, MachineOptions(extra=(True,))),
     ('/postcopy/recovery/tls/psk', psk_recovery, MachineOptions(extra=(False,))),
