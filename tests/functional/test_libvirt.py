@@ -664,6 +664,12 @@ def wait_job(d, want, timeout=60.0):
     raise AssertionError(f'job not as wanted within {timeout} s: {info}')
 
 
+def sending(info):
+    """A migration job past its start: data has been sent."""
+    return (info.get('Job type') == 'Unbounded' and
+            float(info.get('Data processed', '0 ').split()[0]) > 0)
+
+
 def libvirt_migrate(opts):
     """Two libvirt daemons as two hosts drive ferry: start, then every
     migration libvirt offers for postcopy, both ways, the guest verified
@@ -703,8 +709,7 @@ def libvirt_migrate(opts):
                                 uri()],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-        info = wait_job(d2, lambda i: i.get('Job type') == 'Unbounded' and
-                        int(i.get('Data processed', '0 ').split()[0].split('.')[0]) > 0)
+        wait_job(d2, sending)
         d2.virsh('migrate-postcopy', 'ferrytest')
         out, err = mig.communicate(timeout=120)
         assert mig.returncode == 0, err
@@ -736,10 +741,17 @@ def libvirt_migrate(opts):
                                 '--migrateuri', uri()],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-        wait_job(d2, lambda i: i.get('Job type') == 'Unbounded')
-        # migrate-setspeed during the precopy: max-bandwidth, taken at once.
+        # Once data flows: the job is Unbounded from its Begin phase, and
+        # libvirt applies --bandwidth only later, when it starts the
+        # migration, over any migrate-setspeed given before that.
+        wait_job(d2, sending)
+        # migrate-setspeed during the precopy: max-bandwidth, taken at once
+        # by ferry (getspeed alone reads libvirt's own copy).
         d2.virsh('migrate-setspeed', 'ferrytest', '2')
         assert d2.virsh('migrate-getspeed', 'ferrytest').strip() == '2'
+        params = json.loads(d2.virsh('qemu-monitor-command', 'ferrytest',
+                                     '{"execute":"query-migrate-parameters"}'))
+        assert params['return']['max-bandwidth'] == 2 << 20, params
         d2.virsh('domjobabort', 'ferrytest')
         out, err = mig.communicate(timeout=120)
         assert mig.returncode != 0 and 'cancel' in err.lower(), err
