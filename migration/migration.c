@@ -22,6 +22,7 @@
 #include "migration/qemu-file.h"
 #include "migration/ram.h"
 #include "migration/return-path.h"
+#include "migration/postcopy-auto.h"
 #include "migration/postcopy-ram.h"
 #include "migration/stream.h"
 #include "qemu/bitmap.h"
@@ -277,6 +278,24 @@ static void auto_converge(MigrationState *s, uint64_t dirty_bytes,
     set_throttle(s, MIN(pct, (int)param_u64(s, "max-cpu-throttle")));
 }
 
+/*
+ * x-postcopy-auto's verdict on @pass, for query-migrate and the trace.
+ * Migration thread.  Takes @reason.
+ */
+static void auto_record(MigrationState *s, uint64_t pass, PostcopyAutoVerdict v,
+                        char *reason)
+{
+    g_debug("x-postcopy-auto: pass %" G_GUINT64_FORMAT ": %s: %s", pass,
+            postcopy_auto_verdict_name(v), reason);
+    g_mutex_lock(&s->lock);
+    s->src.autosw.verdict = postcopy_auto_verdict_name(v);
+    g_free(s->src.autosw.reason);
+    s->src.autosw.reason = reason;
+    s->src.autosw.pass = pass;
+    s->src.autosw.time_ms = migration_now_ms() - s->start_ms;
+    g_mutex_unlock(&s->lock);
+}
+
 static bool cancelled(MigrationState *s)
 {
     return migration_cancelled(s);
@@ -362,6 +381,8 @@ static void migration_thread_body(MigrateArgs *a)
         return;
     }
     bool postcopy = migrate_cap(s, "postcopy-ram");
+    bool autosw = postcopy && migrate_cap(s, "x-postcopy-auto");
+    int64_t first_pass_ms = 0;
     /* postcopy-ram brings the return path with it. */
     bool return_path = migrate_cap(s, "return-path") || postcopy;
     int dirty_high = 0;
@@ -406,6 +427,13 @@ static void migration_thread_body(MigrateArgs *a)
 
         uint64_t bytes0 = s->stats.transferred;
         int64_t t0 = g_get_monotonic_time();
+        if (autosw) {
+            /* The budget ends a pass too, so a long one cannot overrun it
+             * (the default's is known once the first pass has ended). */
+            int64_t budget = postcopy_auto_budget_ms(
+                migration_param_u64(s, "x-postcopy-auto-budget"), first_pass_ms);
+            r.deadline_us = budget ? (s->start_ms + budget) * 1000 : 0;
+        }
         if (!ram_save_pass(&r)) {
             goto fail;
         }
@@ -416,6 +444,19 @@ static void migration_thread_body(MigrateArgs *a)
         }
         if (postcopy && (__atomic_load_n(&s->src.postcopy_start, __ATOMIC_SEQ_CST) ||
                          s->src.postcopy_after_pass1)) {
+            if (autosw) {
+                auto_record(s, pass, POSTCOPY_AUTO_SWITCH, g_strdup(
+                    s->src.postcopy_after_pass1
+                        ? "migrate -p: after the first pass"
+                        : "migrate-start-postcopy"));
+            }
+            goto postcopy;
+        }
+        if (r.deadline_hit) {
+            auto_record(s, pass, POSTCOPY_AUTO_SWITCH, g_strdup_printf(
+                "the precopy budget of %" G_GINT64_FORMAT " ms is spent "
+                "(pass %" G_GUINT64_FORMAT " cut short)",
+                r.deadline_us / 1000 - s->start_ms, pass));
             goto postcopy;
         }
         double secs = MAX(1e-6, (g_get_monotonic_time() - t0) / 1e6);
@@ -435,7 +476,29 @@ static void migration_thread_body(MigrateArgs *a)
         /* Converged: what is left goes within the downtime limit. */
         int64_t expected = dirty * TARGET_PAGE_SIZE * 1000 / bw;
         __atomic_store_n(&s->expected_downtime_ms, expected, __ATOMIC_SEQ_CST);
-        if (expected <= (int64_t)param_u64(s, "downtime-limit")) {
+        if (autosw) {
+            int64_t pass_ms = (g_get_monotonic_time() - t0) / 1000;
+            if (pass == 1) {
+                first_pass_ms = MAX(1, pass_ms);
+            }
+            PostcopyAutoPass p = {
+                .pass = pass, .sent_bytes = bytes, .pass_ms = pass_ms,
+                .dirty_bytes = dirty * TARGET_PAGE_SIZE,
+                .elapsed_ms = migration_now_ms() - s->start_ms,
+                .budget_ms = postcopy_auto_budget_ms(
+                    migration_param_u64(s, "x-postcopy-auto-budget"), first_pass_ms),
+                .downtime_limit_ms = param_u64(s, "downtime-limit"),
+            };
+            char *why = NULL;
+            PostcopyAutoVerdict v = postcopy_auto_decide(&p, &why);
+            auto_record(s, pass, v, why);
+            if (v == POSTCOPY_AUTO_CONVERGED) {
+                break;
+            }
+            if (v == POSTCOPY_AUTO_SWITCH) {
+                goto postcopy;
+            }
+        } else if (expected <= (int64_t)param_u64(s, "downtime-limit")) {
             break;
         }
         auto_converge(s, dirty * TARGET_PAGE_SIZE, bytes, &dirty_high);
@@ -690,6 +753,10 @@ static JsonNode *qmp_migrate(JsonObject *args, void *opaque, GError **errp)
     g_mutex_unlock(&s->lock);
     memset(&s->stats, 0, sizeof(s->stats));
     s->setup_ms = s->end_ms = s->downtime_ms = s->expected_downtime_ms = 0;
+    g_mutex_lock(&s->lock);
+    g_clear_pointer(&s->src.autosw.reason, g_free);
+    s->src.autosw.verdict = NULL;
+    g_mutex_unlock(&s->lock);
     __atomic_store_n(&s->src.postcopy_start, 0, __ATOMIC_SEQ_CST);
     s->src.postcopy_after_pass1 = after_pass1;
     s->src.postcopy_no_push = no_push;
@@ -957,6 +1024,14 @@ static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp
         }
     }
     g_mutex_lock(&s->lock);
+    if (s->src.autosw.verdict && !s->dst.incoming) {
+        JsonObject *a = json_object_new();
+        json_object_set_string_member(a, "verdict", s->src.autosw.verdict);
+        json_object_set_string_member(a, "reason", s->src.autosw.reason);
+        json_object_set_int_member(a, "pass", s->src.autosw.pass);
+        json_object_set_int_member(a, "time", s->src.autosw.time_ms);
+        json_object_set_object_member(r, "x-postcopy-auto", a);
+    }
     if (s->error) {
         json_object_set_string_member(r, "error-desc", s->error);
     }
@@ -1044,6 +1119,7 @@ void migration_cleanup(MigrationState *s)
     }
     g_free(s->error);
     g_free(s->src.rp_reason);
+    g_free(s->src.autosw.reason);
     bitmap_free(s->src.rp_bitmap);
     if (s->src.resume_fd >= 0) {
         close(s->src.resume_fd);        /* posted as the process ended */

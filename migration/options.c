@@ -25,6 +25,8 @@ static const struct {
     { "x-ignore-shared", false }, { "validate-uuid", false }, { "background-snapshot", true },
     { "zero-copy-send", false }, { "postcopy-preempt", true }, { "switchover-ack", false },
     { "dirty-limit", false }, { "mapped-ram", true },
+    /* ferry's (docs/postcopy.md, "Switching on its own"). */
+    { "x-postcopy-auto", true },
 };
 
 static int cap_index(const char *name)
@@ -73,6 +75,8 @@ static const struct {
     { "vcpu-dirty-limit", 1, INT64_MAX, NULL },
     /* ferry's: 0 turns the check off (docs/postcopy.md). */
     { "x-postcopy-stall-timeout", 0, 3600000, "milliseconds" },
+    /* 0: POSTCOPY_AUTO_BUDGET_PASSES times the first pass. */
+    { "x-postcopy-auto-budget", 0, 86400000, "milliseconds" },
 };
 
 static JsonObject *default_params(void)
@@ -105,6 +109,7 @@ static JsonObject *default_params(void)
     json_object_set_int_member(p, "vcpu-dirty-limit", 1);
     json_object_set_int_member(p, "x-postcopy-stall-timeout",
                                POSTCOPY_STALL_TIMEOUT_MS);
+    json_object_set_int_member(p, "x-postcopy-auto-budget", 0);
     json_object_set_string_member(p, "mode", "normal");
     json_object_set_string_member(p, "zero-page-detection", "multifd");
     json_object_set_boolean_member(p, "direct-io", false);
@@ -206,6 +211,11 @@ static JsonNode *set_capabilities(JsonObject *args, void *opaque, GError **errp)
     if (next[cap_index("postcopy-preempt")] && !next[cap_index("postcopy-ram")]) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "Postcopy preempt requires postcopy-ram");
+        return NULL;
+    }
+    if (next[cap_index("x-postcopy-auto")] && !next[cap_index("postcopy-ram")]) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Postcopy auto requires postcopy-ram");
         return NULL;
     }
     /* ferry's restore on demand: a destination loading a mapped-ram file

@@ -295,6 +295,11 @@ bool ram_save_pass(RAMSaver *r)
             page >= open_end) {
             break;
         }
+        if (r->deadline_us && page >= open_end &&
+            g_get_monotonic_time() >= r->deadline_us) {
+            r->deadline_hit = true;
+            break;
+        }
         if (!clear_chunk(r, page)) {
             return false;
         }

@@ -373,6 +373,15 @@ static void hmp_info_migrate(HmpConsole *c, char **argv)
                 json_object_get_int_member(pct, "p999"));
         }
     }
+    if (json_object_has_member(o, "x-postcopy-auto")) {
+        JsonObject *a = json_object_get_object_member(o, "x-postcopy-auto");
+        out(c, "postcopy auto: %s after pass %" G_GINT64_FORMAT " at %"
+            G_GINT64_FORMAT " ms: %s\n",
+            json_object_get_string_member(a, "verdict"),
+            json_object_get_int_member(a, "pass"),
+            json_object_get_int_member(a, "time"),
+            json_object_get_string_member(a, "reason"));
+    }
     if (json_object_has_member(o, "error-desc")) {
         out(c, "Error: %s\n", json_object_get_string_member(o, "error-desc"));
     }

@@ -103,6 +103,15 @@ typedef struct MigrationSource {
     bool postcopy_after_pass1;  /* main thread, before the thread: migrate -p */
     bool postcopy_no_push;      /* main thread, before the thread: -n */
     int64_t stop_ms;            /* atomic: when the source stopped the VM */
+    /* x-postcopy-auto's latest verdict, for query-migrate: written by
+     * the migration thread after each pass, under MigrationState.lock
+     * (verdict NULL: none yet). */
+    struct {
+        const char *verdict;    /* postcopy_auto_verdict_name() */
+        char *reason;
+        uint64_t pass;
+        int64_t time_ms;        /* since the migration began */
+    } autosw;
     int preempt_fd;             /* migration thread: the preempt channel, -1 */
     uint8_t channel_id[16];     /* main thread, before the thread: names this
                                  * migration's channels (STREAM_ID_LEN) */

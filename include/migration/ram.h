@@ -47,6 +47,10 @@ typedef struct RAMSaver {
     /* Set (atomic) to end a precopy pass early, at a host page's end:
      * postcopy starts. */
     int *stop_pass;
+    /* x-postcopy-auto: the pass also ends at this g_get_monotonic_time()
+     * (0: never), at a host page's end, and says so in deadline_hit. */
+    int64_t deadline_us;
+    bool deadline_hit;
     unsigned long *sent;        /* pages sent at least once */
     uint64_t hpages;            /* 4 KiB pages per host page */
     /* /proc/self/pagemap for private anonymous RAM, else -1 (any thread). */

@@ -771,6 +771,80 @@ def completed_first(opts):
     verify_goes_on(src, dst)
 
 
+def auto_pair(mem, append, **params):
+    """x-postcopy-auto on a pair whose guest is past round 0 (memory
+    filled), migrating with @params (QMP names with _ for -)."""
+    src, dst = pair(mem, 1, append=append)
+    caps(src, x_postcopy_auto=True)
+    src.m.wait_line(r'^verify: round=0 ', 120)
+    if params:
+        assert src.qmp.cmd('migrate-set-parameters', {
+            k.replace('_', '-'): v for k, v in params.items()}) == {'return': {}}
+    assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
+    return src, dst
+
+
+def auto_converges(opts):
+    """A guest dirtying far slower than the link (4 MiB/s against 128):
+    precopy converges, and x-postcopy-auto never switches."""
+    src, dst = auto_pair('256M', 'verify rate=4 phase=5 rate2=0')
+    info = src.wait_status({'completed', 'failed', 'postcopy-active'}, 120)
+    assert info['status'] == 'completed', info
+    assert info['ram']['postcopy-bytes'] == 0, info
+    a = info['x-postcopy-auto']
+    assert a['verdict'] == 'converged' and 'within downtime-limit' in a['reason'], a
+    assert 'postcopy-active' not in [e['data']['status'] for e in
+                                     src.qmp.events if e['event'] == 'MIGRATION']
+    d = dst.wait_status({'completed', 'failed'}, 60)
+    assert d['status'] == 'completed', d
+    verify_goes_on(src, dst)
+
+
+def auto_switches(opts):
+    """The verify guest rewrites its memory faster than 128 MiB/s sends
+    it: after the first pass the source switches on its own, says why
+    in query-migrate, and the guest goes on intact."""
+    src, dst = auto_pair('256M', 'verify')
+    src.wait_status({'postcopy-active'}, 60)
+    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+    info, d = finish(src, dst)
+    a = info['x-postcopy-auto']
+    assert a['verdict'] == 'switch' and a['pass'] == 1, a
+    assert 'does not converge' in a['reason'], a
+    assert info['ram']['postcopy-bytes'] > 0, info
+    out = HMP(src.hmp_sock).run('info migrate')
+    assert 'postcopy auto: switch after pass 1 at ' in out, out
+    verify_goes_on(src, dst)
+
+
+def auto_budget(opts):
+    """A budget shorter than the first pass (32 MiB/s for 256 MiB) ends
+    that pass early: postcopy takes over when it is spent."""
+    src, dst = auto_pair('256M', 'verify', max_bandwidth=32 << 20,
+                         x_postcopy_auto_budget=1500)
+    info = src.wait_status({'postcopy-active'}, 30)
+    assert info['total-time'] < 8000, info
+    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+    info, d = finish(src, dst)
+    a = info['x-postcopy-auto']
+    assert a['verdict'] == 'switch' and a['pass'] == 1, a
+    assert 'budget of 1500 ms is spent (pass 1 cut short)' in a['reason'], a
+    assert 1400 <= a['time'] < 8000, a
+    verify_goes_on(src, dst)
+
+
+def auto_refused(opts):
+    """x-postcopy-auto needs postcopy-ram; its budget has a range."""
+    vm = Vm('64M', 1, append='idle')
+    r = vm.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+        {'capability': 'x-postcopy-auto', 'state': True}]})
+    assert r['error']['desc'] == 'Postcopy auto requires postcopy-ram', r
+    r = vm.qmp.cmd('migrate-set-parameters', {'x-postcopy-auto-budget': -1})
+    assert 'x-postcopy-auto-budget' in r['error']['desc'], r
+    p = vm.qmp.cmd('query-migrate-parameters')['return']
+    assert p['x-postcopy-auto-budget'] == 0, p
+
+
 def tcp_drops():
     """The host's TcpExt counters of segments a receiver threw away
     (/proc/net/netstat): a socket whose queue outgrew its buffer."""
@@ -942,6 +1016,10 @@ cases = [
      MachineOptions()),
     ('/postcopy/libvirt', libvirt_postcopy, MachineOptions()),
     ('/postcopy/no-drops', no_drops, MachineOptions()),
+    ('/postcopy/auto/converges', auto_converges, MachineOptions()),
+    ('/postcopy/auto/switches', auto_switches, MachineOptions()),
+    ('/postcopy/auto/budget', auto_budget, MachineOptions()),
+    ('/postcopy/auto/refused', auto_refused, MachineOptions()),
     ('/postcopy/completed-first/switched', completed_first,
      MachineOptions(extra=['switched'])),
     ('/postcopy/completed-first/converged', completed_first,

@@ -364,20 +364,63 @@ static void check_image_zeroed(uint64_t round)
  * CPU count is its own.  Round r checks generation r - 1 in every page
  * it owns and writes generation r; round 0 only writes.
  */
+/* rate=M over all CPUs: TSC cycles between two pages of one CPU (0: none). */
+static uint64_t verify_pace(uint64_t rate)
+{
+    return rate ? tsc_khz * 1000 * ncpus / (rate * 256) : 0;
+}
+
+/*
+ * rate=M: from round 1, at most M MiB/s over all CPUs (a ceiling, as in
+ * dirty); round 0 fills memory as fast as it can.  phase=S rate2=M2:
+ * from S seconds after round 1 began, M2 (0: as fast as it can), a
+ * guest whose load changes during a migration.
+ */
+typedef struct Pace {
+    uint64_t cycles, next, phase_at, rate2;
+} Pace;
+
+static void pace(Pace *p)
+{
+    if (p->phase_at && rdtsc() >= p->phase_at) {
+        p->cycles = verify_pace(p->rate2);
+        p->phase_at = 0;
+    }
+    if (!p->cycles) {
+        return;
+    }
+    p->next += p->cycles;
+    uint64_t now = rdtsc();
+    if (now > p->next + 10 * tsc_khz) {
+        p->next = now;          /* time not given (throttled) is not made up */
+    }
+    while (rdtsc() < p->next) {
+        cpu_relax();
+    }
+}
+
 static void __attribute__((noreturn)) run_verify(int cpu)
 {
     uint64_t rounds = param_u64("rounds", 0);
     uint64_t corrupt = param_u64("corrupt", 0);     /* 1 + the round */
     uint64_t chunk = 512;
+    uint64_t phase = param_u64("phase", 0);
+    Pace pc = { 0 };
 
     for (uint64_t r = 0; rounds == 0 || r < rounds; r++) {
         uint64_t t0 = rdtsc();
+        if (r == 1) {
+            pc = (Pace) { verify_pace(param_u64("rate", 0)), t0,
+                          phase ? t0 + phase * 1000 * tsc_khz : 0,
+                          param_u64("rate2", 0) };
+        }
         if (cpu == 0) {
             check_image_zeroed(r);
         }
         for (uint64_t c = cpu * chunk; c < pages.count; c += ncpus * chunk) {
             uint64_t end = c + chunk < pages.count ? c + chunk : pages.count;
             for (uint64_t i = c; i < end; i++) {
+                pace(&pc);
                 uint64_t *p = page_addr(i);
                 uint64_t pfn = (uintptr_t)p / PAGE_SIZE;
                 for (uint64_t w = 0; w < PAGE_SIZE / 8; w++) {
