@@ -81,6 +81,8 @@ bench: build
 	FERRY=$(BUILD)/system/ferry GUEST=$(BUILD)/tests/guest/guest.elf \
 	    python3 bench/snapshot.py --runs 3 --doc docs/benchmarks.md \
 	    --plot docs/snapshot-stalls.png
+	FERRY=$(BUILD)/system/ferry GUEST=$(BUILD)/tests/guest/guest.elf \
+	    python3 bench/autoswitch.py --runs 3 --doc docs/benchmarks.md
 
 # libFuzzer on the migration stream loader (clang), from the seed corpus.
 FUZZ_BUILD ?= build-fuzz
