@@ -178,6 +178,24 @@ uint64_t ram_postcopy_rebuild(RAMSaver *r, const unsigned long *in_place)
 }
 
 /*
+ * How far behind its schedule the push may be and still make the time
+ * up, sending back to back.  Without it, every wake-up that came late
+ * (a niced thread on busy CPUs) was time lost for good, and the push
+ * fell well short of max-postcopy-bandwidth (docs/benchmarks.md,
+ * "Switching to postcopy on its own").  Making up is bounded by this
+ * long's worth, and the socket's backlog bound (PUSH_BACKLOG) still
+ * keeps it from queueing ahead of requested pages.
+ */
+#define PUSH_CATCHUP_US     20000
+
+int64_t ram_push_pace(int64_t now_us, int64_t next_us, uint64_t bytes,
+                      uint64_t limit)
+{
+    return MAX(now_us - PUSH_CATCHUP_US, next_us) +
+           (int64_t)(bytes * G_USEC_PER_SEC / limit);
+}
+
+/*
  * Sleep until a request comes or @us pass (at most 100 ms, to look at
  * cancel): demand only, or the push has used its bandwidth share.
  */
@@ -236,8 +254,7 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
              * Paced run by run, not in 100 ms bursts: a burst sits in the
              * stream ahead of the next requested page (tens of ms here).
              */
-            r->push_next_us = MAX(now, r->push_next_us) +
-                              (int64_t)(bytes * G_USEC_PER_SEC / limit);
+            r->push_next_us = ram_push_pace(now, r->push_next_us, bytes, limit);
         }
         r->last = p + MAX(BG_RUN, r->hpages);
     }

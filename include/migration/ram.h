@@ -95,6 +95,14 @@ bool ram_sync_dirty(RAMSaver *r, GError **errp);
 /* ram_rate_limit: the bytes/s limit in force now (0: none); any thread. */
 uint64_t ram_rate_limit(const RAMSaver *r);
 
+/*
+ * ram_push_pace: the postcopy push sent @bytes at @now_us (its next run
+ * was allowed from @next_us): when the next may go, for @limit bytes/s.
+ * Pure; the migration thread's push (ram_postcopy_send) paces by it.
+ */
+int64_t ram_push_pace(int64_t now_us, int64_t next_us, uint64_t bytes,
+                      uint64_t limit);
+
 /* ram_rate_wait: @bytes more were sent: sleep as max_bandwidth says
  * (what ram_send_pages does with @limit).  The thread that owns the
  * window (one only). */
