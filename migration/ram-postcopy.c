@@ -117,6 +117,7 @@ bool ram_postcopy_request(RAMSaver *r, uint64_t first, uint64_t n)
         qemu_fflush(r->preempt);
         bool ok = !qemu_file_error(r->preempt);
         g_mutex_unlock(&r->preempt_lock);
+        __atomic_store_n(&r->seek, first + n + 1, __ATOMIC_RELAXED);
         return ok;
     }
     PageRequest *q = g_new(PageRequest, 1);
@@ -172,6 +173,7 @@ uint64_t ram_postcopy_rebuild(RAMSaver *r, const unsigned long *in_place)
     }
     __atomic_store_n(&r->rp_ended, 0, __ATOMIC_RELEASE);
     r->last = 0;
+    __atomic_store_n(&r->seek, 0, __ATOMIC_RELAXED);
     uint64_t left = bitmap_count_one(r->dirty, r->npages);
     __atomic_store_n(&r->stats->remaining_pages, left, __ATOMIC_RELAXED);
     return left;
@@ -228,6 +230,10 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
         }
         if (served) {
             qemu_fflush(r->f);
+        }
+        uint64_t seek = __atomic_exchange_n(&r->seek, 0, __ATOMIC_RELAXED);
+        if (seek) {
+            r->last = seek - 1;     /* locality, as above */
         }
         uint64_t p = find_next_bit(r->dirty, r->npages,
                                    r->last < r->npages ? r->last : 0);

@@ -69,6 +69,10 @@ typedef struct RAMSaver {
     GCond req_cond;          /* a request queued, or time to give up */
     GQueue requests;              /* under req_lock: PageRequest */
     uint64_t last;              /* migration thread: scan position */
+    /* Atomic: with preempt, the end of the last request the return-path
+     * thread served, plus one (0: none since): the push goes on from
+     * there, as from a request it served itself. */
+    uint64_t seek;
     int64_t push_next_us;       /* migration thread: next push run allowed */
     /* postcopy-preempt's channel, or NULL: written by the return-path
      * thread (requests) and, once, by the migration thread (its end),
