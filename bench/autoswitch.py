@@ -163,8 +163,9 @@ def main():
             '| switched after pass | total / best fixed |',
             '|---|---|---:|---:|---:|---:|---:|']
     for g, _ in GUESTS:
+        # A policy that did not always finish is no one's best.
         fixed = [med([x['total'] for x in res[(g, p)]]) for p, q, how in POLICIES
-                 if not q and how != 'auto' and res[(g, p)]]
+                 if not q and how != 'auto' and res[(g, p)] and not gave_up[(g, p)]]
         best = min(fixed) if fixed else float('nan')
         for p, qemu, how in POLICIES:
             xs = res[(g, p)]
@@ -175,7 +176,11 @@ def main():
                 continue
             col = lambda k, f: benchlib.cell([x[k] for x in xs], f)   # noqa: E731
             sw = sorted({x['switched'] for x in xs})
-            rows.append(f'| {g} | {p} | {col("total", f2)} | {col("downtime", f0)} '
+            total = col('total', f2)
+            if gave_up[(g, p)]:
+                total += (f'; {gave_up[(g, p)]} of {args.runs} did not converge '
+                          f'in {PRECOPY_GIVE_UP_S} s')
+            rows.append(f'| {g} | {p} | {total} | {col("downtime", f0)} '
                         f'| {col("blocktime", f0)} '
                         f'| {", ".join(str(s) if s else "none" for s in sw)} '
                         f'| {med([x["total"] for x in xs]) / best:.2f} |')
