@@ -35,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'functional'))
 import benchlib  # noqa: E402
-from ferrytest import QEMU, QMP, Machine, MachineOptions, tmpdir  # noqa: E402
+from ferrytest import QEMU  # noqa: E402
 
 MEM = '512M'
 BANDWIDTH = 200 << 20
@@ -53,17 +53,7 @@ if QEMU:
 
 
 def vm(qemu, append, incoming):
-    sock = os.path.join(tmpdir(), 'qmp.sock')
-    extra = ['-qmp', f'unix:{sock},server=on,wait=off']
-    if incoming:
-        extra += ['-incoming', 'defer']
-    m = Machine(MachineOptions(mem=MEM, smp=1, extra=extra, qemu=qemu,
-                               append=f'{append} cpus=1'))
-    deadline = time.monotonic() + 30
-    while not os.path.exists(sock):
-        assert time.monotonic() < deadline, m.stderr()
-        time.sleep(0.02)
-    return m, QMP(sock)
+    return benchlib.vm_with_qmp(qemu, MEM, f'{append} cpus=1', incoming)
 
 
 def one(qemu, append, how):

@@ -66,3 +66,21 @@ def ram_backend_args(mem, prealloc):
     return ['-object', f'memory-backend-ram,id=m,size={mem},'
             f'prealloc={"on" if prealloc else "off"}',
             '-machine', 'memory-backend=m']
+
+
+def vm_with_qmp(qemu, mem, append, incoming, extra=()):
+    """A ferry (or QEMU) machine with a QMP socket, listening with
+    -incoming defer if @incoming: (Machine, QMP).  The caller has put
+    tests/functional on sys.path."""
+    from ferrytest import QMP, Machine, MachineOptions, tmpdir
+    sock = os.path.join(tmpdir(), 'qmp.sock')
+    args = ['-qmp', f'unix:{sock},server=on,wait=off'] + list(extra)
+    if incoming:
+        args += ['-incoming', 'defer']
+    m = Machine(MachineOptions(mem=mem, smp=1, extra=args, qemu=qemu,
+                               append=append))
+    deadline = time.monotonic() + 30
+    while not os.path.exists(sock):
+        assert time.monotonic() < deadline, m.stderr()
+        time.sleep(0.02)
+    return m, QMP(sock)

@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'functional'))
 import benchlib  # noqa: E402
-from ferrytest import QEMU, QMP, Machine, MachineOptions, tmpdir  # noqa: E402
+from ferrytest import QEMU, tmpdir  # noqa: E402
 
 SIZES = ['1G', '4G']
 # (name, QEMU?, postcopy-preempt?, destination RAM preallocated?)
@@ -49,18 +49,8 @@ def vm(qemu, mem, incoming, prealloc=None):
     """A machine; @prealloc None: plain -m, else a memory-backend-ram
     with prealloc on or off (QEMU names the RAM block after the backend,
     so both sides of a migration need one)."""
-    sock = os.path.join(tmpdir(), 'qmp.sock')
-    extra = ['-qmp', f'unix:{sock},server=on,wait=off']
-    extra += benchlib.ram_backend_args(mem, prealloc)
-    if incoming:
-        extra += ['-incoming', 'defer']
-    m = Machine(MachineOptions(mem=mem, smp=1, extra=extra, qemu=qemu,
-                               append=f'latency window={WINDOW_MS} fill=1'))
-    deadline = time.monotonic() + 30
-    while not os.path.exists(sock):
-        assert time.monotonic() < deadline, m.stderr()
-        time.sleep(0.02)
-    return m, QMP(sock)
+    return benchlib.vm_with_qmp(qemu, mem, f'latency window={WINDOW_MS} fill=1',
+                                incoming, benchlib.ram_backend_args(mem, prealloc))
 
 
 def windows(m, since=0.0, until=float('inf')):

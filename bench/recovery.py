@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'functional'))
 import benchlib  # noqa: E402
-from ferrytest import QMP, Machine, MachineOptions, StallRelay, tmpdir  # noqa: E402
+from ferrytest import StallRelay  # noqa: E402
 from postcopy import HOST_TSC_KHZ  # noqa: E402
 
 VARIANTS = [('ferry', False), ('QEMU 7.2', True)]
@@ -42,17 +42,7 @@ WIN_RX = re.compile(r'^latency: window=(\d+) count=(\d+) .* max=(\d+)')
 
 
 def vm(qemu, mem, append, incoming):
-    sock = os.path.join(tmpdir(), 'qmp.sock')
-    extra = ['-qmp', f'unix:{sock},server=on,wait=off']
-    if incoming:
-        extra += ['-incoming', 'defer']
-    m = Machine(MachineOptions(mem=mem, smp=1, extra=extra, qemu=qemu,
-                               append=append))
-    deadline = time.monotonic() + 30
-    while not os.path.exists(sock):
-        assert time.monotonic() < deadline, m.stderr()
-        time.sleep(0.02)
-    q = QMP(sock)
+    m, q = benchlib.vm_with_qmp(qemu, mem, append, incoming)
     r = q.cmd('migrate-set-capabilities', {'capabilities': [
         {'capability': 'postcopy-ram', 'state': True},
         {'capability': 'events', 'state': True}]})
