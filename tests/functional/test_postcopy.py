@@ -613,9 +613,10 @@ def exit_during_postcopy(opts):
     # still running.  The count is the guest's, across the migration:
     # with 3 (a round of 256 MiB takes some 35 ms) the source's guest
     # could finish before the switch and end both processes (it did in
-    # CI); 100 leave the switch seconds.
-    src, dst = pair('256M', 1, preempt=True,
-                    append='verify rounds=100' if how == 'guest' else 'verify')
+    # CI); 200 of 128 MiB leave the switch seconds, and the destination's
+    # first round, all on demand, is half as long as 256 MiB's.
+    src, dst = pair('128M', 1, preempt=True,
+                    append='verify rounds=200' if how == 'guest' else 'verify')
     src.m.wait_line(r'^verify: round=1 ', 120)
     src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0,
                                            'max-postcopy-bandwidth': 8 << 20})
