@@ -665,7 +665,11 @@ def wait_job(d, want, timeout=60.0):
 
 
 def sending(info):
-    """A migration job past its start: data has been sent."""
+    """A migration job past its start: data has been sent.  libvirt's job
+    is Unbounded from its Begin phase, before it sends `migrate`; a
+    migrate-postcopy then reaches a ferry (or QEMU) whose last migration
+    ended, and is ignored as too late, as QEMU does, and a setspeed is
+    overwritten by --bandwidth."""
     return (info.get('Job type') == 'Unbounded' and
             float(info.get('Data processed', '0 ').split()[0]) > 0)
 
@@ -766,7 +770,7 @@ def libvirt_migrate(opts):
                                 d1.uri, '--migrateuri', uri()],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-        wait_job(d2, lambda i: i.get('Job type') == 'Unbounded')
+        wait_job(d2, sending)
         d2.virsh('migrate-postcopy', 'ferrytest')
         # The pause once the destination's libvirt has finished taking
         # the guest (cont): one earlier fails its incoming job, and it
@@ -807,7 +811,7 @@ def libvirt_migrate(opts):
                                 'ferrytest', d1.uri, '--migrateuri', uri()],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-        wait_job(d2, lambda i: i.get('Job type') == 'Unbounded')
+        wait_job(d2, sending)
         d2.virsh('migrate-postcopy', 'ferrytest')
         out, err = mig.communicate(timeout=120)
         assert mig.returncode == 0, err
