@@ -477,7 +477,7 @@ static void migration_thread_body(MigrateArgs *a)
         int64_t expected = dirty * TARGET_PAGE_SIZE * 1000 / bw;
         __atomic_store_n(&s->expected_downtime_ms, expected, __ATOMIC_SEQ_CST);
         if (autosw) {
-            int64_t pass_ms = (g_get_monotonic_time() - t0) / 1000;
+            int64_t pass_ms = secs * 1000;  /* the pass, not the sync after */
             if (pass == 1) {
                 first_pass_ms = MAX(1, pass_ms);
             }

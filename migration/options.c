@@ -25,7 +25,7 @@ static const struct {
     { "x-ignore-shared", false }, { "validate-uuid", false }, { "background-snapshot", true },
     { "zero-copy-send", false }, { "postcopy-preempt", true }, { "switchover-ack", false },
     { "dirty-limit", false }, { "mapped-ram", true },
-    /* ferry's (docs/postcopy.md, "Switching on its own"). */
+    /* ferry's (docs/postcopy-auto.md). */
     { "x-postcopy-auto", true },
 };
 

@@ -2,7 +2,7 @@
 /*
  * x-postcopy-auto: the source decides, after each precopy pass, whether
  * precopy goes on, ends (it converged), or hands over to postcopy
- * (docs/postcopy.md, "Switching on its own").
+ * (docs/postcopy-auto.md).
  *
  * Pure functions of what the migration thread measured: no state, no
  * locks, any thread.  Strings come back g_malloc'd.

@@ -674,6 +674,15 @@ def sending(info):
             float(info.get('Data processed', '0 ').split()[0]) > 0)
 
 
+def migrate_bg(src, dst, migrateuri, *flags):
+    """virsh migrate --live @flags of ferrytest from @src to @dst, in the
+    background: the Popen, to communicate() with."""
+    return subprocess.Popen(['virsh', '-c', src.uri, 'migrate', '--live', *flags,
+                             'ferrytest', dst.uri, '--migrateuri', migrateuri],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
 def libvirt_migrate(opts):
     """Two libvirt daemons as two hosts drive ferry: start, then every
     migration libvirt offers for postcopy, both ways, the guest verified
@@ -707,12 +716,8 @@ def libvirt_migrate(opts):
         g.runs_on()
 
         # 2: direct (virsh drives both), switched by virsh migrate-postcopy.
-        mig = subprocess.Popen(['virsh', '-c', d2.uri, 'migrate', '--live',
-                                '--postcopy', '--persistent', '--bandwidth',
-                                '20', 'ferrytest', d1.uri, '--migrateuri',
-                                uri()],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+        mig = migrate_bg(d2, d1, uri(), '--postcopy', '--persistent',
+                         '--bandwidth', '20')
         wait_job(d2, sending)
         d2.virsh('migrate-postcopy', 'ferrytest')
         out, err = mig.communicate(timeout=120)
@@ -740,11 +745,7 @@ def libvirt_migrate(opts):
 
         # 4: p2p back, and domjobabort of its precopy: it fails, the
         # source runs on.
-        mig = subprocess.Popen(['virsh', '-c', d2.uri, 'migrate', '--live',
-                                '--p2p', '--bandwidth', '1', 'ferrytest', d1.uri,
-                                '--migrateuri', uri()],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+        mig = migrate_bg(d2, d1, uri(), '--p2p', '--bandwidth', '1')
         # Once data flows: the job is Unbounded from its Begin phase, and
         # libvirt applies --bandwidth only later, when it starts the
         # migration, over any migrate-setspeed given before that.
@@ -764,12 +765,8 @@ def libvirt_migrate(opts):
 
         # 5: domjobabort --postcopy pauses both sides; --postcopy-resume
         # recovers, and migrate-setspeed --postcopy lets it finish.
-        mig = subprocess.Popen(['virsh', '-c', d2.uri, 'migrate', '--live',
-                                '--postcopy', '--bandwidth', '20',
-                                '--postcopy-bandwidth', '1', 'ferrytest',
-                                d1.uri, '--migrateuri', uri()],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+        mig = migrate_bg(d2, d1, uri(), '--postcopy', '--bandwidth', '20',
+                         '--postcopy-bandwidth', '1')
         wait_job(d2, sending)
         d2.virsh('migrate-postcopy', 'ferrytest')
         # The pause once the destination's libvirt has finished taking
@@ -787,11 +784,7 @@ def libvirt_migrate(opts):
         assert mig.returncode != 0, err
         wait_state(d2, 'paused (post-copy failed)')
         wait_state(d1, 'running (post-copy failed)')
-        mig = subprocess.Popen(['virsh', '-c', d2.uri, 'migrate', '--live',
-                                '--postcopy', '--postcopy-resume', 'ferrytest',
-                                d1.uri, '--migrateuri', uri()],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+        mig = migrate_bg(d2, d1, uri(), '--postcopy', '--postcopy-resume')
         time.sleep(1)
         d2.virsh('migrate-setspeed', '--postcopy', 'ferrytest', '100000',
                  check=False)
@@ -806,11 +799,7 @@ def libvirt_migrate(opts):
                  'ferrytest', d2.uri, '--migrateuri', uri())
         wait_state(d2, 'running')
         g.runs_on()
-        mig = subprocess.Popen(['virsh', '-c', d2.uri, 'migrate', '--live',
-                                '--tls', '--postcopy', '--bandwidth', '20',
-                                'ferrytest', d1.uri, '--migrateuri', uri()],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+        mig = migrate_bg(d2, d1, uri(), '--tls', '--postcopy', '--bandwidth', '20')
         wait_job(d2, sending)
         d2.virsh('migrate-postcopy', 'ferrytest')
         out, err = mig.communicate(timeout=120)

@@ -835,6 +835,29 @@ def auto_budget(opts):
     verify_goes_on(src, dst)
 
 
+def auto_user_switch(opts):
+    """Through HMP, as docs/postcopy-auto.md shows it: a budget that
+    would keep precopy for a minute, and the user's migrate_start_postcopy
+    wins over it, recorded as the reason."""
+    src, dst = pair('256M', 1)
+    hmp = HMP(src.hmp_sock)
+    assert hmp.run('migrate_set_capability x-postcopy-auto on') == ''
+    assert hmp.run('migrate_set_parameter x-postcopy-auto-budget 60000') == ''
+    assert hmp.run('migrate_set_parameter max-bandwidth 32M') == ''
+    src.m.wait_line(r'^verify: round=0 ', 120)
+    assert hmp.run(f'migrate -d {dst.listen_uri()}') == ''
+    assert hmp.run('migrate_start_postcopy') == ''
+    src.wait_status({'postcopy-active'}, 30)
+    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+    info, d = finish(src, dst)
+    a = info['x-postcopy-auto']
+    assert a == {**a, 'verdict': 'switch', 'reason': 'migrate-start-postcopy',
+                 'pass': 1}, a
+    out = hmp.run('info migrate')
+    assert 'postcopy auto: switch after pass 1 at ' in out, out
+    verify_goes_on(src, dst)
+
+
 def auto_refused(opts):
     """x-postcopy-auto needs postcopy-ram; its budget has a range."""
     vm = Vm('64M', 1, append='idle')
@@ -1021,6 +1044,7 @@ cases = [
     ('/postcopy/auto/converges', auto_converges, MachineOptions()),
     ('/postcopy/auto/switches', auto_switches, MachineOptions()),
     ('/postcopy/auto/budget', auto_budget, MachineOptions()),
+    ('/postcopy/auto/user-switch', auto_user_switch, MachineOptions()),
     ('/postcopy/auto/refused', auto_refused, MachineOptions()),
     ('/postcopy/completed-first/switched', completed_first,
      MachineOptions(extra=['switched'])),
