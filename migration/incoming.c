@@ -443,6 +443,20 @@ static void postcopy_load_end(MigrationState *s, QEMUFile *f, bool ok,
     migration_call_main(s, postcopy_incoming_done, s);
 }
 
+/*
+ * x-postcopy-fault-threads as the stream comes: ranges of RAM, each with
+ * its own userfaultfd and fault thread.  0: one per vCPU, at most one
+ * per host CPU (a fault thread per CPU that can run it).
+ */
+static int fault_threads(MigrationState *s)
+{
+    int n = (int)migration_param_u64(s, "x-postcopy-fault-threads");
+    if (n == 0) {
+        n = MIN(s->m->ncpus, (int)g_get_num_processors());
+    }
+    return n;
+}
+
 static void load_thread_body(LoadArgs *a);
 
 static gpointer load_thread(gpointer opaque)
@@ -508,7 +522,7 @@ static void load_thread_body(LoadArgs *a)
     g_free(a);
 
     RAMLoader *rl = g_new0(RAMLoader, 1);
-    ram_loader_init(rl, s->m->ram);
+    ram_loader_init_shards(rl, s->m->ram, fault_threads(s));
     __atomic_store_n(&s->dst.ram_loader, rl, __ATOMIC_RELEASE);
     StreamLoad l = { .m = s->m, .stats = &s->stats, .ram = s->dst.ram_loader,
                      .postcopy = &postcopy_ops, .pong = load_pong,

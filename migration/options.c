@@ -9,6 +9,7 @@
 #include "migration/migration.h"
 #include "migration-int.h"
 #include "crypto/tls.h"
+#include "migration/ram-load.h"
 #include "migration/snapshot.h"
 
 /* In the order of MigrationCapability in qapi/migration.json. */
@@ -77,6 +78,8 @@ static const struct {
     { "x-postcopy-stall-timeout", 0, 3600000, "milliseconds" },
     /* 0: POSTCOPY_AUTO_BUDGET_PASSES times the first pass. */
     { "x-postcopy-auto-budget", 0, 86400000, "milliseconds" },
+    /* The destination's: 0 picks from the vCPUs and host CPUs. */
+    { "x-postcopy-fault-threads", 0, RAM_MAX_SHARDS, NULL },
 };
 
 static JsonObject *default_params(void)
@@ -110,6 +113,7 @@ static JsonObject *default_params(void)
     json_object_set_int_member(p, "x-postcopy-stall-timeout",
                                POSTCOPY_STALL_TIMEOUT_MS);
     json_object_set_int_member(p, "x-postcopy-auto-budget", 0);
+    json_object_set_int_member(p, "x-postcopy-fault-threads", 1);
     json_object_set_string_member(p, "mode", "normal");
     json_object_set_string_member(p, "zero-page-detection", "multifd");
     json_object_set_boolean_member(p, "direct-io", false);

@@ -49,6 +49,8 @@ typedef struct FaultRec {
     int64_t t0;                         /* first fault on the page, ns */
     int64_t vcpu_t0[MAX_VCPUS];
     uint32_t vcpus;                     /* bit per vCPU waiting on it */
+    bool other;                         /* a thread not a vCPU waits too */
+    int64_t other_t0;
 } FaultRec;
 
 static int64_t now_ns(void)
@@ -68,10 +70,18 @@ void postcopy_incoming_init(PostcopyIncoming *pc, Machine *m, RAMLoader *ram)
     pc->spin_ns = g_get_num_processors() >= SPIN_MIN_CPUS ? SPIN_NS : 0;
     pc->preempt_spin_ns = g_get_num_processors() >= 2 ? PREEMPT_SPIN_NS : 0;
     g_mutex_init(&pc->rp_lock);
-    g_mutex_init(&pc->stats_lock);
+    g_mutex_init(&pc->drain_lock);
     g_cond_init(&pc->drained);
-    pc->faults = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
-                                       g_free);
+    pc->nshards = MAX(ram->nshards, 1);
+    for (int i = 0; i < pc->nshards; i++) {
+        PostcopyShard *sh = &pc->shard[i];
+        sh->pc = pc;
+        sh->index = i;
+        sh->wake_fd = -1;
+        g_mutex_init(&sh->lock);
+        sh->faults = g_hash_table_new_full(g_int64_hash, g_int64_equal,
+                                           g_free, g_free);
+    }
     ram->placed = postcopy_placed;
     ram->placed_opaque = pc;
 }
@@ -100,49 +110,73 @@ bool postcopy_rp_send(PostcopyIncoming *pc, const RPMessage *m)
 
 /*
  * A vCPU (or other thread) waits on @page: note when, for the statistics,
- * and mark it requested.  Under stats_lock, with the page seen missing
- * under the same lock (handle_fault): see postcopy_placed.
+ * and mark it requested.  Under its shard's lock, with the page seen
+ * missing under the same lock (handle_fault): see postcopy_placed.
  */
-static void note_fault(PostcopyIncoming *pc, uint64_t page, uint32_t tid)
+static void note_fault(PostcopyIncoming *pc, PostcopyShard *sh, uint64_t page,
+                       uint32_t tid)
 {
     int64_t now = now_ns();
     int v = postcopy_fault_vcpu(pc->m, tid);
-    FaultRec *r = g_hash_table_lookup(pc->faults, &page);
+    FaultRec *r = g_hash_table_lookup(sh->faults, &page);
     if (!r) {
-        if (pc->waiting == 0) {
+        if (__atomic_fetch_add(&pc->waiting, 1, __ATOMIC_RELAXED) == 0) {
             /* A wait begins: the stall check counts from here. */
             __atomic_store_n(&pc->progress_ns, now, __ATOMIC_RELAXED);
         }
         r = g_new0(FaultRec, 1);
         r->t0 = now;
-        g_hash_table_insert(pc->faults, g_memdup2(&page, sizeof(page)), r);
-        __atomic_store_n(&pc->waiting, pc->waiting + 1, __ATOMIC_RELAXED);
+        g_hash_table_insert(sh->faults, g_memdup2(&page, sizeof(page)), r);
     }
-    if (v >= 0 && !(r->vcpus & (1u << v))) {
+    if (v < 0) {
+        if (!r->other) {
+            r->other = true;
+            r->other_t0 = now;
+            sh->other_faults++;
+        }
+        return;
+    }
+    if (!(r->vcpus & (1u << v))) {
         r->vcpus |= 1u << v;
         r->vcpu_t0[v] = now;
-        pc->vcpu_faults[v]++;
-        if (++pc->blocked == pc->m->ncpus) {
-            pc->all_blocked_since = now;
+        sh->vcpu_faults[v]++;
+        if (__atomic_add_fetch(&pc->blocked, 1, __ATOMIC_SEQ_CST) ==
+            pc->m->ncpus) {
+            __atomic_store_n(&pc->all_blocked_since, now, __ATOMIC_SEQ_CST);
+        }
+    }
+}
+
+/* A vCPU stops waiting at @now: the end of an all-blocked span, maybe. */
+static void vcpu_unblocked(PostcopyIncoming *pc, int64_t now)
+{
+    if (__atomic_fetch_sub(&pc->blocked, 1, __ATOMIC_SEQ_CST) == pc->m->ncpus) {
+        /* Another shard's fault may have read its clock after this one's:
+         * a span is never negative. */
+        int64_t d = now - __atomic_load_n(&pc->all_blocked_since,
+                                          __ATOMIC_SEQ_CST);
+        if (d > 0) {
+            __atomic_fetch_add(&pc->blocktime_ns, d, __ATOMIC_RELAXED);
         }
     }
 }
 
 /*
  * The placing threads mark pages received (ram-load.c), then close
- * their fault records here, under stats_lock.  handle_fault looks at
- * received and records a fault under that lock too, so whichever takes
+ * their fault records here, under the page's shard's lock.  handle_fault
+ * looks at received and records a fault under that lock too, so whichever takes
  * it second sees the other's work: either the fault thread finds the
  * page in (and records nothing), or this finds the record (and closes
  * it).  Looking outside the lock, a placement in between the fault
  * thread's look and its record left the record for ever
  * (/migration/postcopy/fault-race).
  */
-void postcopy_placed(void *opaque, uint64_t first, uint64_t n)
+/* Close the records of pages [first, first + n), all in @sh. */
+static bool placed_in_shard(PostcopyIncoming *pc, PostcopyShard *sh,
+                            uint64_t first, uint64_t n)
 {
-    PostcopyIncoming *pc = opaque;
     bool closed = false;
-    g_mutex_lock(&pc->stats_lock);
+    g_mutex_lock(&sh->lock);
     /*
      * The clock is read under the lock, as note_fault reads it, so that
      * no record's t0 is later than now.  Read before the lock, a fault
@@ -156,37 +190,58 @@ void postcopy_placed(void *opaque, uint64_t first, uint64_t n)
         if (!test_bit(p, pc->requested)) {
             continue;
         }
-        FaultRec *r = g_hash_table_lookup(pc->faults, &p);
+        FaultRec *r = g_hash_table_lookup(sh->faults, &p);
         if (!r) {
             continue;
         }
         int64_t lat = now - r->t0;
-        pc->latency_sum_ns += lat;
-        hist_add(&pc->latency_hist, lat / 1000);   /* >= 0: now read last */
-        if (r->vcpus && pc->blocked == pc->m->ncpus) {
-            pc->blocktime_ns += now - pc->all_blocked_since;
+        sh->latency_sum_ns += lat;
+        hist_add(&sh->latency_hist, lat / 1000);   /* >= 0: now read last */
+        if (r->other) {
+            sh->other_latency_ns += now - r->other_t0;
         }
         for (int v = 0; v < MAX_VCPUS; v++) {
             if (r->vcpus & (1u << v)) {
-                pc->vcpu_blocktime_ns[v] += now - r->vcpu_t0[v];
-                pc->blocked--;
+                sh->vcpu_blocktime_ns[v] += now - r->vcpu_t0[v];
+                vcpu_unblocked(pc, now);
             }
         }
-        g_hash_table_remove(pc->faults, &p);
-        __atomic_store_n(&pc->waiting, pc->waiting - 1, __ATOMIC_RELAXED);
+        g_hash_table_remove(sh->faults, &p);
+        __atomic_fetch_sub(&pc->waiting, 1, __ATOMIC_RELAXED);
         closed = true;
     }
-    if (closed && pc->draining) {
-        g_cond_broadcast(&pc->drained);
+    g_mutex_unlock(&sh->lock);
+    return closed;
+}
+
+void postcopy_placed(void *opaque, uint64_t first, uint64_t n)
+{
+    PostcopyIncoming *pc = opaque;
+    const RAMLoader *l = pc->ram;
+    bool closed = false;
+    for (uint64_t p = first; p < first + n;) {
+        int i = pc->nshards > 1 ? ram_loader_shard(l, p) : 0;
+        uint64_t end = pc->nshards > 1
+                       ? MIN(first + n, (uint64_t)(i + 1) * l->shard_pages)
+                       : first + n;
+        closed |= placed_in_shard(pc, &pc->shard[i], p, end - p);
+        p = end;
     }
-    g_mutex_unlock(&pc->stats_lock);
+    if (closed && __atomic_load_n(&pc->draining, __ATOMIC_ACQUIRE)) {
+        g_mutex_lock(&pc->drain_lock);
+        g_cond_broadcast(&pc->drained);
+        g_mutex_unlock(&pc->drain_lock);
+    }
 }
 
 uint64_t postcopy_faults_waiting(PostcopyIncoming *pc)
 {
-    g_mutex_lock(&pc->stats_lock);
-    uint64_t n = g_hash_table_size(pc->faults);
-    g_mutex_unlock(&pc->stats_lock);
+    uint64_t n = 0;
+    for (int i = 0; i < pc->nshards; i++) {
+        g_mutex_lock(&pc->shard[i].lock);
+        n += g_hash_table_size(pc->shard[i].faults);
+        g_mutex_unlock(&pc->shard[i].lock);
+    }
     return n;
 }
 
@@ -209,7 +264,9 @@ static void fault_fail(PostcopyIncoming *pc, const char *fmt, ...)
     va_start(ap, fmt);
     g_autofree char *msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    __atomic_store_n(&pc->failed, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_exchange_n(&pc->failed, 1, __ATOMIC_SEQ_CST)) {
+        return;                 /* another fault thread said why first */
+    }
     if (pc->on_error) {
         pc->on_error(pc->on_error_opaque, msg);
     }
@@ -229,19 +286,22 @@ static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev,
     }
     uint64_t page = (addr - base) / TARGET_PAGE_SIZE;
     page -= page % l->hpages;
+    PostcopyShard *sh = &pc->shard[pc->nshards > 1 ? ram_loader_shard(l, page)
+                                                   : 0];
+    __atomic_fetch_add(&sh->faults_read, 1, __ATOMIC_RELAXED);
     /* The look at received and the record of the fault go under one
-     * lock (see postcopy_placed). */
-    g_mutex_lock(&pc->stats_lock);
+     * lock, the page's shard's (see postcopy_placed). */
+    g_mutex_lock(&sh->lock);
     if (ram_load_received(l, page)) {
-        g_mutex_unlock(&pc->stats_lock);
+        g_mutex_unlock(&sh->lock);
         /* Placed between the fault and now: the placement woke it, but
          * a wake is cheap and covers a fault that raced with it. */
-        uffd_wake(l->uffd, l->rb->host + page * TARGET_PAGE_SIZE,
+        uffd_wake(ram_loader_uffd(l, page), l->rb->host + page * TARGET_PAGE_SIZE,
                   l->hpages * TARGET_PAGE_SIZE);
         return true;
     }
     if (ram_load_zero_left(l, page)) {
-        g_mutex_unlock(&pc->stats_lock);
+        g_mutex_unlock(&sh->lock);
         /* Sent as zero in precopy and left unmapped: the source will not
          * send it again, and it needs nothing from there. */
         g_autoptr(GError) err = NULL;
@@ -252,9 +312,9 @@ static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev,
         }
         return true;
     }
-    note_fault(pc, page, ev->pagefault.tid);
+    note_fault(pc, sh, page, ev->pagefault.tid);
     bool asked = test_and_set_bit_atomic(page, pc->requested);
-    g_mutex_unlock(&pc->stats_lock);
+    g_mutex_unlock(&sh->lock);
     if (asked) {
         __atomic_fetch_add(&pc->dup_faults, 1, __ATOMIC_RELAXED);
         return true;            /* asked for already */
@@ -267,6 +327,7 @@ static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev,
     }
     g_mutex_unlock(&pc->rp_lock);
     __atomic_fetch_add(&pc->requests, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&sh->requests, 1, __ATOMIC_RELAXED);
     *sent = true;
     return true;
 }
@@ -351,10 +412,10 @@ static bool preempt_read(PostcopyIncoming *pc, QEMUFile *f, RAMLoadBuf *buf,
 /* The preempt channel ended: postcopy_drain() must not wait on it. */
 static void preempt_end(PostcopyIncoming *pc)
 {
-    g_mutex_lock(&pc->stats_lock);
+    g_mutex_lock(&pc->drain_lock);
     __atomic_store_n(&pc->preempt_done, 1, __ATOMIC_RELEASE);
     g_cond_broadcast(&pc->drained);
-    g_mutex_unlock(&pc->stats_lock);
+    g_mutex_unlock(&pc->drain_lock);
 }
 
 /*
@@ -447,6 +508,11 @@ static gpointer fault_thread(gpointer opaque)
                 preempt_until = now_ns() + pc->preempt_spin_ns;
             }
         }
+        /* Another shard's thread asked for a page that comes here. */
+        int64_t others = __atomic_load_n(&pc->preempt_until, __ATOMIC_RELAXED);
+        if (others > preempt_until) {
+            preempt_until = others;
+        }
         if (preempt && pfd[2].fd >= 0 &&
             !preempt_read(pc, preempt, &buf, &busy)) {
             pfd[2].fd = -1;     /* ended: the load thread sees the stream's */
@@ -488,13 +554,82 @@ static gpointer fault_thread(gpointer opaque)
     return NULL;
 }
 
+/*
+ * The fault thread of a further range of guest RAM: its faults to
+ * requests, nothing else (the first thread reads the preempt channel and
+ * keeps the heartbeat and the stall watch for all).
+ */
+static gpointer shard_thread(gpointer opaque)
+{
+    PostcopyShard *sh = opaque;
+    PostcopyIncoming *pc = sh->pc;
+    int uffd = pc->ram->uffds[sh->index];
+    UffdEvent ev[FAULT_BATCH];
+    thread_set_fifo(FAULT_PATH_RT_PRIO);
+    struct pollfd pfd[2] = {
+        { .fd = uffd, .events = POLLIN },
+        { .fd = sh->wake_fd, .events = POLLIN },
+    };
+    int64_t idle_until = 0;
+
+    while (!__atomic_load_n(&pc->quit, __ATOMIC_ACQUIRE)) {
+        bool sent;
+        int n = uffd_read_events(uffd, ev, FAULT_BATCH);
+        if (n < 0 && n != -EAGAIN && n != -EINTR) {
+            fault_fail(pc, "postcopy fault thread %d: reading userfaultfd: %s",
+                       sh->index, g_strerror(-n));
+            break;
+        }
+        int64_t now = now_ns();
+        if (n > 0) {
+            if (!handle_faults(pc, ev, n, &sent)) {
+                break;
+            }
+            if (sent && pc->preempt_expected) {
+                __atomic_store_n(&pc->preempt_until,
+                                 now_ns() + pc->preempt_spin_ns,
+                                 __ATOMIC_RELAXED);
+            }
+            idle_until = now + pc->spin_ns;
+            continue;
+        }
+        if (now < idle_until) {
+            continue;
+        }
+        if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+            fault_fail(pc, "postcopy fault thread %d: poll: %s", sh->index,
+                       g_strerror(errno));
+            break;
+        }
+        if (pfd[1].revents & POLLIN) {
+            uint64_t v;
+            if (read(sh->wake_fd, &v, sizeof(v)) < 0) {
+                /* EAGAIN: nothing to take; the quit flag is what counts. */
+            }
+        }
+    }
+    return NULL;
+}
+
 static void start_fault_thread(PostcopyIncoming *pc)
 {
     __atomic_store_n(&pc->progress_ns, now_ns(), __ATOMIC_RELAXED);
     __atomic_store_n(&pc->quit, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&pc->failed, 0, __ATOMIC_SEQ_CST);
     __atomic_store_n(&pc->preempt_done, 0, __ATOMIC_RELEASE);
-    pc->fault_thread = g_thread_new("mig/dst/fault", fault_thread, pc);
+    pc->shard[0].thread = g_thread_new("mig/dst/fault", fault_thread, pc);
+    for (int i = 1; i < pc->nshards; i++) {
+        PostcopyShard *sh = &pc->shard[i];
+        /* Its own: one eventfd read by several threads wakes only one. */
+        sh->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (sh->wake_fd < 0) {
+            fault_fail(pc, "postcopy fault thread %d: eventfd: %s", i,
+                       g_strerror(errno));
+            break;
+        }
+        g_autofree char *name = g_strdup_printf("mig/dst/fault%d", i);
+        sh->thread = g_thread_new(name, shard_thread, sh);
+    }
 }
 
 bool postcopy_listen(PostcopyIncoming *pc, int fd, bool preempt, GError **errp)
@@ -538,14 +673,19 @@ bool postcopy_recover_resume(PostcopyIncoming *pc)
     /* Pages that vCPUs wait on were asked for on the broken connection,
      * or not at all (faults while paused): all of them again.  A fault
      * recorded after this snapshot asks on the new connection itself. */
-    g_mutex_lock(&pc->stats_lock);
-    guint n = 0;
-    g_autofree gpointer *keys = g_hash_table_get_keys_as_array(pc->faults, &n);
-    g_autofree uint64_t *pages = g_new(uint64_t, n + 1);
-    for (guint i = 0; i < n; i++) {
-        pages[i] = *(uint64_t *)keys[i];
+    g_autoptr(GArray) all = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+    for (int s = 0; s < pc->nshards; s++) {
+        g_mutex_lock(&pc->shard[s].lock);
+        GHashTableIter it;
+        gpointer key;
+        g_hash_table_iter_init(&it, pc->shard[s].faults);
+        while (g_hash_table_iter_next(&it, &key, NULL)) {
+            g_array_append_val(all, *(uint64_t *)key);
+        }
+        g_mutex_unlock(&pc->shard[s].lock);
     }
-    g_mutex_unlock(&pc->stats_lock);
+    guint n = all->len;
+    const uint64_t *pages = (const uint64_t *)(void *)all->data;
     g_mutex_lock(&pc->rp_lock);
     for (guint i = 0; i < n && pc->rp; i++) {
         rp_put(pc->rp, &(RPMessage) { .type = RP_REQ_PAGES,
@@ -563,7 +703,7 @@ bool postcopy_recover_resume(PostcopyIncoming *pc)
 
 void postcopy_ensure_faults(PostcopyIncoming *pc)
 {
-    if (!pc->fault_thread) {
+    if (!pc->shard[0].thread) {
         start_fault_thread(pc);
     }
 }
@@ -613,8 +753,8 @@ void postcopy_shutdown(PostcopyIncoming *pc)
 bool postcopy_drain(PostcopyIncoming *pc, GError **errp)
 {
     bool ok = true;
-    g_mutex_lock(&pc->stats_lock);
-    pc->draining = true;
+    g_mutex_lock(&pc->drain_lock);
+    __atomic_store_n(&pc->draining, 1, __ATOMIC_SEQ_CST);
     /* Without preempt every page came on the main stream, now ended.
      * With it, the source ends the preempt channel after its last page
      * (ram_postcopy_end_preempt): a page missing then never comes. */
@@ -627,11 +767,11 @@ bool postcopy_drain(PostcopyIncoming *pc, GError **errp)
         /* Woken by a requested page placed or the channel's end; the
          * bound only covers a wake-up missed by a page placed before
          * draining was set. */
-        g_cond_wait_until(&pc->drained, &pc->stats_lock,
+        g_cond_wait_until(&pc->drained, &pc->drain_lock,
                           g_get_monotonic_time() + 10 * G_TIME_SPAN_MILLISECOND);
     }
-    pc->draining = false;
-    g_mutex_unlock(&pc->stats_lock);
+    __atomic_store_n(&pc->draining, 0, __ATOMIC_SEQ_CST);
+    g_mutex_unlock(&pc->drain_lock);
     if (!ok) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                     "postcopy: the migration ended with %" G_GUINT64_FORMAT
@@ -643,8 +783,23 @@ bool postcopy_drain(PostcopyIncoming *pc, GError **errp)
 
 void postcopy_stop_faults(PostcopyIncoming *pc)
 {
-    if (pc->fault_thread) {
-        __atomic_store_n(&pc->quit, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&pc->quit, 1, __ATOMIC_RELEASE);
+    for (int i = 1; i < pc->nshards; i++) {
+        PostcopyShard *sh = &pc->shard[i];
+        if (sh->thread) {
+            uint64_t one = 1;
+            if (write(sh->wake_fd, &one, sizeof(one)) < 0) {
+                /* It cannot overflow; the quit flag is what matters. */
+            }
+            g_thread_join(sh->thread);
+            sh->thread = NULL;
+        }
+        if (sh->wake_fd >= 0) {
+            close(sh->wake_fd);
+            sh->wake_fd = -1;
+        }
+    }
+    if (pc->shard[0].thread) {
         int fd = __atomic_load_n(&pc->preempt_fd, __ATOMIC_ACQUIRE);
         if (fd >= 0) {
             /* A read blocked inside a record returns (the fd stays open
@@ -652,8 +807,8 @@ void postcopy_stop_faults(PostcopyIncoming *pc)
             shutdown(fd, SHUT_RD);
         }
         wake(pc);
-        g_thread_join(pc->fault_thread);
-        pc->fault_thread = NULL;
+        g_thread_join(pc->shard[0].thread);
+        pc->shard[0].thread = NULL;
     }
     int fds[2] = { __atomic_exchange_n(&pc->preempt_fd, -1, __ATOMIC_ACQ_REL),
                    __atomic_exchange_n(&pc->preempt_new, -1, __ATOMIC_ACQ_REL) };
@@ -675,32 +830,86 @@ void postcopy_incoming_cleanup(PostcopyIncoming *pc)
         pc->ram->placed = NULL;
     }
     bitmap_free(pc->requested);
-    g_hash_table_destroy(pc->faults);
+    for (int i = 0; i < pc->nshards; i++) {
+        g_hash_table_destroy(pc->shard[i].faults);
+        g_mutex_clear(&pc->shard[i].lock);
+    }
     g_mutex_clear(&pc->rp_lock);
-    g_mutex_clear(&pc->stats_lock);
+    g_mutex_clear(&pc->drain_lock);
     g_cond_clear(&pc->drained);
     memset(pc, 0, sizeof(*pc));
     pc->wake_fd = pc->preempt_new = pc->preempt_fd = -1;
+}
+
+/* Every shard's statistics, summed; each shard's under its lock. */
+typedef struct FaultTotals {
+    Histogram hist;
+    int64_t latency_sum_ns;
+    int64_t vcpu_blocktime_ns[MAX_VCPUS];
+    uint64_t vcpu_faults[MAX_VCPUS];
+    uint64_t other_faults;
+    int64_t other_latency_ns;
+} FaultTotals;
+
+static void fault_totals(PostcopyIncoming *pc, FaultTotals *t, JsonArray *shards)
+{
+    memset(t, 0, sizeof(*t));
+    for (int i = 0; i < pc->nshards; i++) {
+        PostcopyShard *sh = &pc->shard[i];
+        g_mutex_lock(&sh->lock);
+        hist_merge(&t->hist, &sh->latency_hist);
+        t->latency_sum_ns += sh->latency_sum_ns;
+        for (int v = 0; v < MAX_VCPUS; v++) {
+            t->vcpu_blocktime_ns[v] += sh->vcpu_blocktime_ns[v];
+            t->vcpu_faults[v] += sh->vcpu_faults[v];
+        }
+        t->other_faults += sh->other_faults;
+        t->other_latency_ns += sh->other_latency_ns;
+        uint64_t served = sh->latency_hist.count;
+        int64_t mean = served ? sh->latency_sum_ns / (int64_t)served : 0;
+        uint64_t p99 = served ? (hist_percentile(&sh->latency_hist, 0.99) + 1) *
+                                1000 - 1 : 0;
+        g_mutex_unlock(&sh->lock);
+        JsonObject *o = json_object_new();
+        json_object_set_int_member(o, "faults",
+                                   __atomic_load_n(&sh->faults_read, __ATOMIC_RELAXED));
+        json_object_set_int_member(o, "requests",
+                                   __atomic_load_n(&sh->requests, __ATOMIC_RELAXED));
+        json_object_set_int_member(o, "served", served);
+        json_object_set_int_member(o, "latency", mean);
+        json_object_set_int_member(o, "p99", p99);
+        json_array_add_object_element(shards, o);
+    }
 }
 
 void postcopy_stats(PostcopyIncoming *pc, JsonObject *r)
 {
     int n = pc->m->ncpus;
     JsonArray *vb = json_array_new(), *vl = json_array_new(),
-              *dist = json_array_new();
-    g_mutex_lock(&pc->stats_lock);
-    json_object_set_int_member(r, "postcopy-blocktime", pc->blocktime_ns / 1000000);
+              *dist = json_array_new(), *shards = json_array_new();
+    g_autofree FaultTotals *t = g_new(FaultTotals, 1);
+    fault_totals(pc, t, shards);
+    json_object_set_int_member(r, "postcopy-blocktime",
+                               __atomic_load_n(&pc->blocktime_ns,
+                                               __ATOMIC_RELAXED) / 1000000);
     for (int v = 0; v < n; v++) {
-        json_array_add_int_element(vb, pc->vcpu_blocktime_ns[v] / 1000000);
-        json_array_add_int_element(vl, pc->vcpu_faults[v] ?
-                                   pc->vcpu_blocktime_ns[v] / (int64_t)pc->vcpu_faults[v]
+        json_array_add_int_element(vb, t->vcpu_blocktime_ns[v] / 1000000);
+        json_array_add_int_element(vl, t->vcpu_faults[v] ?
+                                   t->vcpu_blocktime_ns[v] / (int64_t)t->vcpu_faults[v]
                                    : 0);
     }
     json_object_set_array_member(r, "postcopy-vcpu-blocktime", vb);
-    const Histogram *h = &pc->latency_hist;
+    const Histogram *h = &t->hist;
     json_object_set_int_member(r, "postcopy-latency", h->count ?
-                               pc->latency_sum_ns / (int64_t)h->count : 0);
+                               t->latency_sum_ns / (int64_t)h->count : 0);
     json_object_set_array_member(r, "postcopy-vcpu-latency", vl);
+    /* QEMU 10.1's: the faults of threads that are not vCPUs (KVM's
+     * accesses from the main thread, device emulation). */
+    json_object_set_int_member(r, "postcopy-non-vcpu-latency", t->other_faults ?
+                               t->other_latency_ns / (int64_t)t->other_faults
+                               : 0);
+    /* ferry's: one entry per fault thread (x-postcopy-fault-threads). */
+    json_object_set_array_member(r, "x-postcopy-fault-shards", shards);
     /* QEMU's buckets, [0, 2), [2, 4), [4, 8) ... us, up to the last one
      * used (at least one): each ends at 2^k - 1 us, a bucket edge of h. */
     /* The last bucket ends at 2^64 - 1: whatever h holds, the loop ends
@@ -725,5 +934,4 @@ void postcopy_stats(PostcopyIncoming *pc, JsonObject *r)
                                    : 0);
     }
     json_object_set_object_member(r, "x-postcopy-latency-percentiles", p);
-    g_mutex_unlock(&pc->stats_lock);
 }

@@ -15,7 +15,94 @@
 #include "qemu/userfaultfd.h"
 
 
+uint64_t ram_shard_split(uint64_t npages, uint64_t hpages, int *n)
+{
+    uint64_t hosts = npages / hpages;
+    if (*n < 1) {
+        *n = 1;
+    }
+    if (hosts <= 1) {
+        *n = 1;             /* less than a host page: one range, all of it */
+        return MAX(npages, hpages);
+    }
+    if ((uint64_t)*n > hosts) {
+        *n = (int)hosts;
+    }
+    uint64_t per = (hosts + *n - 1) / *n * hpages;
+    /* Rounding up may leave the last ranges empty: 10 host pages in 4
+     * ranges are 3 + 3 + 3 + 1, in 6 they are 2 x 5, never 2 x 5 + 0. */
+    *n = (int)((npages + per - 1) / per);
+    return per;
+}
+
+/* Range @i's pages: [first, first + *n). */
+static uint64_t shard_range(const RAMLoader *l, int i, uint64_t *n)
+{
+    uint64_t first = (uint64_t)i * l->shard_pages;
+    *n = MIN(l->shard_pages, l->npages - first);
+    return first;
+}
+
+/* Open range @i's userfaultfd and register it; false with why_no_uffd. */
+static bool shard_register(RAMLoader *l, int i)
+{
+    RAMBlock *rb = l->rb;
+    uint64_t n, first = shard_range(l, i, &n);
+    uint8_t *start = rb->host + first * TARGET_PAGE_SIZE;
+    int fd = uffd_open(O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        l->why_no_uffd = g_strdup_printf("userfaultfd is not available: %s",
+                                         g_strerror(-fd));
+        return false;
+    }
+    int ret = uffd_api(fd, l->features, NULL, NULL);
+    if (ret < 0) {
+        l->why_no_uffd = g_strdup_printf("UFFDIO_API: %s", g_strerror(-ret));
+        uffd_close(fd);
+        return false;
+    }
+    uint64_t ioctls = 0;
+    ret = uffd_register(fd, start, n * TARGET_PAGE_SIZE,
+                        UFFDIO_REGISTER_MODE_MISSING, &ioctls);
+    if (ret < 0) {
+        l->why_no_uffd = g_strdup_printf("this RAM backend cannot be registered "
+                                         "with userfaultfd: %s", g_strerror(-ret));
+        uffd_close(fd);
+        return false;
+    }
+    uint64_t need = UFFD_IOCTL_BIT(_UFFDIO_COPY) | UFFD_IOCTL_BIT(_UFFDIO_WAKE);
+    if ((ioctls & need) != need) {
+        l->why_no_uffd = g_strdup("userfaultfd cannot place pages in this RAM "
+                                  "backend (no UFFDIO_COPY)");
+        uffd_unregister(fd, start, n * TARGET_PAGE_SIZE);
+        uffd_close(fd);
+        return false;
+    }
+    l->uffds[i] = fd;
+    return true;
+}
+
+/* Unregister and close ranges [0, @upto). */
+static void shards_close(RAMLoader *l, int upto)
+{
+    for (int i = 0; i < upto; i++) {
+        uint64_t n, first = shard_range(l, i, &n);
+        if (l->registered) {
+            uffd_unregister(l->uffds[i], l->rb->host + first * TARGET_PAGE_SIZE,
+                            n * TARGET_PAGE_SIZE);
+        }
+        uffd_close(l->uffds[i]);
+        l->uffds[i] = -1;
+    }
+    l->uffd = -1;
+}
+
 void ram_loader_init(RAMLoader *l, RAMBlock *rb)
+{
+    ram_loader_init_shards(l, rb, 1);
+}
+
+void ram_loader_init_shards(RAMLoader *l, RAMBlock *rb, int nshards)
 {
     memset(l, 0, sizeof(*l));
     l->rb = rb;
@@ -25,49 +112,36 @@ void ram_loader_init(RAMLoader *l, RAMBlock *rb)
     l->zero_left = bitmap_new(l->npages);
     l->in_place = rb->prealloc;
     g_mutex_init(&l->pool_lock);
-    l->uffd = uffd_open(O_CLOEXEC | O_NONBLOCK);
-    if (l->uffd < 0) {
-        l->why_no_uffd = g_strdup_printf("userfaultfd is not available: %s",
-                                         g_strerror(-l->uffd));
-        return;
+    l->nshards = MIN(MAX(nshards, 1), RAM_MAX_SHARDS);
+    l->shard_pages = ram_shard_split(l->npages, l->hpages, &l->nshards);
+    for (int i = 0; i < RAM_MAX_SHARDS; i++) {
+        l->uffds[i] = -1;
     }
-    /* THREAD_ID: which vCPU waits, for postcopy-vcpu-blocktime. */
+    l->uffd = -1;
+    /* THREAD_ID: which vCPU waits, for postcopy-vcpu-blocktime.
+     * MOVE: placing preallocated pages from the pool. */
     uint64_t avail = 0;
     uffd_query(&avail, NULL);
-    /* MOVE: placing preallocated pages from the pool. */
     l->features = avail & (UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_MOVE);
-    int ret = uffd_api(l->uffd, l->features, NULL, NULL);
-    if (ret < 0) {
-        l->why_no_uffd = g_strdup_printf("UFFDIO_API: %s", g_strerror(-ret));
-        goto fail;
+    for (int i = 0; i < l->nshards; i++) {
+        if (!shard_register(l, i)) {
+            shards_close(l, i);
+            l->registered = false;
+            return;
+        }
+        l->registered = true;   /* a later failure unregisters [0, i] */
     }
-    uint64_t ioctls = 0;
-    ret = uffd_register(l->uffd, rb->host, rb->size,
-                        UFFDIO_REGISTER_MODE_MISSING, &ioctls);
-    if (ret < 0) {
-        l->why_no_uffd = g_strdup_printf("this RAM backend cannot be registered "
-                                         "with userfaultfd: %s", g_strerror(-ret));
-        goto fail;
-    }
-    uint64_t need = UFFD_IOCTL_BIT(_UFFDIO_COPY) | UFFD_IOCTL_BIT(_UFFDIO_WAKE);
-    if ((ioctls & need) != need) {
-        l->why_no_uffd = g_strdup("userfaultfd cannot place pages in this RAM "
-                                  "backend (no UFFDIO_COPY)");
-        uffd_unregister(l->uffd, rb->host, rb->size);
-        goto fail;
-    }
-    l->registered = true;
-    return;
-
-fail:
-    uffd_close(l->uffd);
-    l->uffd = -1;
+    l->uffd = l->uffds[0];
 }
 
 void ram_loader_unregister(RAMLoader *l)
 {
     if (l->registered) {
-        uffd_unregister(l->uffd, l->rb->host, l->rb->size);
+        for (int i = 0; i < l->nshards; i++) {
+            uint64_t n, first = shard_range(l, i, &n);
+            uffd_unregister(l->uffds[i], l->rb->host + first * TARGET_PAGE_SIZE,
+                            n * TARGET_PAGE_SIZE);
+        }
         l->registered = false;
     }
     if (l->pool) {
@@ -80,8 +154,10 @@ void ram_loader_unregister(RAMLoader *l)
 void ram_loader_cleanup(RAMLoader *l)
 {
     ram_loader_unregister(l);
-    if (l->uffd >= 0) {
-        uffd_close(l->uffd);
+    for (int i = 0; i < l->nshards; i++) {
+        if (l->uffds[i] >= 0) {
+            uffd_close(l->uffds[i]);
+        }
     }
     if (l->pool) {
         munmap(l->pool, l->rb->size);
@@ -93,6 +169,9 @@ void ram_loader_cleanup(RAMLoader *l)
     g_free(l->why_no_uffd);
     memset(l, 0, sizeof(*l));
     l->uffd = -1;
+    for (int i = 0; i < RAM_MAX_SHARDS; i++) {
+        l->uffds[i] = -1;
+    }
 }
 
 bool ram_loader_can_postcopy(RAMLoader *l, GError **errp)
@@ -200,16 +279,23 @@ static bool fill(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
     bool leftover = false;
 
     while (done < len) {
+        /* Through the fd of the range holding this page, up to its end:
+         * only that fd's waiters are woken. */
+        uint64_t page = first + done / TARGET_PAGE_SIZE;
+        int shard = ram_loader_shard(l, page);
+        int fd = l->uffds[shard];
+        uint64_t step = MIN(len - done,
+                            ((uint64_t)(shard + 1) * l->shard_pages - page) *
+                            TARGET_PAGE_SIZE);
         ssize_t r;
         if (op == FILL_COPY) {
-            r = uffd_copy(l->uffd, dst + done, src + done, len - done, 0);
+            r = uffd_copy(fd, dst + done, src + done, step, 0);
         } else if (op == FILL_ZEROPAGE) {
-            r = uffd_zeropage(l->uffd, dst + done, len - done, 0);
+            r = uffd_zeropage(fd, dst + done, step, 0);
         } else {
-            r = uffd_move(l->uffd, dst + done, (uint8_t *)src + done,
-                          len - done, 0);
+            r = uffd_move(fd, dst + done, (uint8_t *)src + done, step, 0);
             if (r == -EBUSY) {
-                r = uffd_copy(l->uffd, dst + done, src + done, unit, 0);
+                r = uffd_copy(fd, dst + done, src + done, unit, 0);
                 leftover = true;
             }
         }
@@ -225,7 +311,7 @@ static bool fill(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
                               first * TARGET_PAGE_SIZE + done, r);
         }
         if (l->postcopy) {
-            uffd_wake(l->uffd, dst + done, unit);
+            uffd_wake(fd, dst + done, unit);
             return arrived_twice(l, first + done / TARGET_PAGE_SIZE,
                                  l->hpages, errp);
         }

@@ -106,24 +106,38 @@ static gpointer fault_thread(gpointer opaque)
     g_mutex_unlock(&r->start_lock);
 
     UffdEvent ev[FAULT_EVENTS];
-    struct pollfd pfd[2] = { { .fd = r->l->uffd, .events = POLLIN },
-                             { .fd = r->quit_fd, .events = POLLIN } };
+    /* Every range of RAM has its own userfaultfd (RAMLoader's shards);
+     * the quit eventfd is last. */
+    int nfd = r->l->nshards;
+    struct pollfd pfd[RAM_MAX_SHARDS + 1];
+    for (int i = 0; i < nfd; i++) {
+        pfd[i] = (struct pollfd) { .fd = r->l->uffds[i], .events = POLLIN };
+    }
+    pfd[nfd] = (struct pollfd) { .fd = r->quit_fd, .events = POLLIN };
     while (!__atomic_load_n(&r->quit, __ATOMIC_ACQUIRE)) {
-        int n = uffd_read_events(r->l->uffd, ev, FAULT_EVENTS);
-        if (n < 0 && n != -EAGAIN) {
-            restore_fail(r, "restore on demand: reading faults: %s",
-                         g_strerror(-n));
+        bool any = false, failed = false;
+        for (int s = 0; s < nfd && !failed; s++) {
+            int n = uffd_read_events(r->l->uffds[s], ev, FAULT_EVENTS);
+            if (n < 0 && n != -EAGAIN) {
+                restore_fail(r, "restore on demand: reading faults: %s",
+                             g_strerror(-n));
+                failed = true;
+                break;
+            }
+            for (int i = 0; i < n; i++) {
+                if (ev[i].event == UFFD_EVENT_PAGEFAULT) {
+                    on_fault(r, &b, ev[i].pagefault.address);
+                }
+            }
+            any |= n > 0;
+        }
+        if (failed) {
             break;
         }
-        for (int i = 0; i < n; i++) {
-            if (ev[i].event == UFFD_EVENT_PAGEFAULT) {
-                on_fault(r, &b, ev[i].pagefault.address);
-            }
-        }
-        if (n > 0) {
+        if (any) {
             continue;
         }
-        if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+        if (poll(pfd, nfd + 1, -1) < 0 && errno != EINTR) {
             restore_fail(r, "restore on demand: poll: %s", g_strerror(errno));
             break;
         }

@@ -69,3 +69,11 @@ uint64_t hist_percentile(const Histogram *h, double q)
     }
     return hist_upper(i);
 }
+
+void hist_merge(Histogram *dst, const Histogram *src)
+{
+    dst->count += src->count;
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        dst->n[i] += src->n[i];
+    }
+}

@@ -5,7 +5,7 @@
  * latency statistics.
  *
  * Threads:
- * - fault thread ("mig/dst/fault"): polls the userfaultfd, a wake
+ * - fault thread ("mig/dst/fault"): polls the (first) userfaultfd, a wake
  *   eventfd and, with postcopy-preempt, the preempt channel.  It reads
  *   faults in batches and sends a request for each page neither received
  *   nor requested yet; it reads the preempt channel's records (requested
@@ -14,12 +14,17 @@
  *   page is placed the moment it arrives, without a thread to wake.  It
  *   owns the preempt channel's QEMUFile and the requested bitmap's set
  *   operations.
+ * - with x-postcopy-fault-threads N > 1, N - 1 more ("mig/dst/fault/I"),
+ *   one per further range of guest RAM (RAMLoader's shards): each polls
+ *   its range's userfaultfd and its own eventfd and sends requests; the
+ *   first thread alone reads the preempt channel and keeps the
+ *   heartbeat and the stall watch.
  * - load thread: places the main stream's pages and calls
  *   postcopy_drain() at its end.
  * - Both call postcopy_placed() through the RAM loader's hook.
  * - any thread: postcopy_rp_send() (under rp_lock),
  *   postcopy_attach_preempt().
- * Statistics are under stats_lock.
+ * Fault records and statistics are under their shard's lock.
  */
 #ifndef MIGRATION_POSTCOPY_RAM_H
 #define MIGRATION_POSTCOPY_RAM_H
@@ -64,7 +69,38 @@
 typedef struct QEMUFile QEMUFile;
 
 
-typedef struct PostcopyIncoming {
+/*
+ * One range of guest RAM with its own userfaultfd (RAMLoader's shards)
+ * and its own fault thread: the faults waiting in it and their
+ * statistics, under its own lock, so that fault threads share no lock
+ * but the return path's, held for one write.  A page's shard is
+ * ram_loader_shard(); placement closes a fault's record under the lock
+ * of the page's shard.
+ */
+typedef struct PostcopyIncoming PostcopyIncoming;
+
+typedef struct PostcopyShard {
+    PostcopyIncoming *pc;
+    int index;
+    GThread *thread;            /* shard 0's is the main fault thread */
+    int wake_fd;                /* eventfd: stop (shard 0: pc->wake_fd) */
+    GMutex lock;
+    GHashTable *faults;         /* page -> FaultRec, pages being waited for */
+    int64_t latency_sum_ns;     /* under lock, as the rest */
+    Histogram latency_hist;     /* us, from a fault read to its page placed:
+                                 * QEMU's postcopy-latency-dist (power-of-two
+                                 * buckets, too coarse to tell 70 from 120
+                                 * us) is summed from it, and ferry's
+                                 * x-postcopy-latency-percentiles read */
+    int64_t vcpu_blocktime_ns[MAX_VCPUS];
+    uint64_t vcpu_faults[MAX_VCPUS];
+    uint64_t other_faults;      /* from threads that are not vCPUs */
+    int64_t other_latency_ns;
+    uint64_t requests;          /* atomic: requests sent from this shard */
+    uint64_t faults_read;       /* atomic: page faults read from its fd */
+} PostcopyShard;
+
+struct PostcopyIncoming {
     Machine *m;
     RAMLoader *ram;
     unsigned long *requested;   /* one bit per 4 KiB page, atomic */
@@ -72,10 +108,13 @@ typedef struct PostcopyIncoming {
     GMutex rp_lock;
     QEMUFile *rp;               /* under rp_lock; NULL: no return path yet */
 
-    GThread *fault_thread;
+    int nshards;                /* ram->nshards: one fault thread each */
+    PostcopyShard shard[RAM_MAX_SHARDS];
     int wake_fd;                /* eventfd: stop, or take the preempt channel */
-    int64_t spin_ns;            /* fault thread: busy look before poll() */
+    int64_t spin_ns;            /* fault threads: busy look before poll() */
     int64_t preempt_spin_ns;     /* and after a request, with preempt */
+    int64_t preempt_until;      /* atomic: a requested page may come on
+                                 * the preempt channel until then (ns) */
     int quit;                   /* atomic */
     bool preempt_expected;       /* postcopy-preempt: a channel will come */
     int preempt_new;             /* atomic: a channel handed over, or -1 */
@@ -83,11 +122,12 @@ typedef struct PostcopyIncoming {
                                  * reads (closed at stop), or -1 */
     int preempt_done;            /* atomic: it ended (EOF or error) */
     int shut;                   /* atomic: postcopy_shutdown() was called */
-    int failed;                 /* atomic: the fault thread could not go on */
+    int failed;                 /* atomic: a fault thread could not go on */
     /*
-     * Called by the fault thread, once, with why it cannot go on; it then
-     * shuts the connections down (postcopy_shutdown) and ends, so that
-     * the load thread and the source pause.  Set before postcopy_listen.
+     * Called by the first fault thread that cannot go on, once, with why;
+     * it then shuts the connections down (postcopy_shutdown) and ends, so
+     * that the load thread and the source pause.  Set before
+     * postcopy_listen.
      */
     void (*on_error)(void *opaque, const char *msg);
     void *on_error_opaque;
@@ -98,26 +138,19 @@ typedef struct PostcopyIncoming {
     uint64_t requests;          /* atomic: requests sent */
     uint64_t dup_faults;        /* atomic: faults on pages asked for already */
     uint64_t zero_faults;       /* atomic: faults on zero pages left */
+    int waiting;                /* atomic: pages being waited for, in all
+                                 * shards */
 
-    GMutex stats_lock;
-    GHashTable *faults;         /* page -> FaultRec, pages being waited for */
-    int waiting;                /* its size; written under stats_lock, read
-                                 * atomically by the fault thread */
-    bool draining;              /* postcopy_drain() waits on drained */
-    GCond drained;              /* a requested page placed, or the preempt
-                                 * channel ended */
+    /* Every vCPU waiting at once, over all shards: atomic. */
     int blocked;                /* vCPUs waiting on a page now */
     int64_t all_blocked_since;  /* ns, when every vCPU started waiting */
     int64_t blocktime_ns;       /* time every vCPU waited at once */
-    int64_t vcpu_blocktime_ns[MAX_VCPUS];
-    uint64_t vcpu_faults[MAX_VCPUS];
-    int64_t latency_sum_ns;
-    Histogram latency_hist;     /* us, from a fault read to its page placed:
-                                 * QEMU's postcopy-latency-dist (power-of-two
-                                 * buckets, too coarse to tell 70 from 120
-                                 * us) is summed from it, and ferry's
-                                 * x-postcopy-latency-percentiles read */
-} PostcopyIncoming;
+
+    GMutex drain_lock;
+    int draining;               /* atomic: postcopy_drain() waits on drained */
+    GCond drained;              /* a requested page placed, or the preempt
+                                 * channel ended (under drain_lock) */
+};
 
 /*
  * postcopy_incoming_init: ready for faults on @ram's userfaultfd, which

@@ -42,11 +42,26 @@
 
 typedef struct QEMUFile QEMUFile;
 
+/*
+ * Sharded fault handling (docs/postcopy.md, "Many vCPUs"): guest RAM in
+ * up to RAM_MAX_SHARDS contiguous ranges of shard_pages pages (whole
+ * host pages), each registered with its own userfaultfd, so that each
+ * range is its own VMA with its own fault queue, read by its own fault
+ * thread.  A page is placed and woken through its range's fd (the kernel
+ * wakes only the waiters of the fd that resolves a fault).
+ */
+#define RAM_MAX_SHARDS 16
+
 typedef struct RAMLoader {
     RAMBlock *rb;
     uint64_t npages;            /* 4 KiB pages */
     uint64_t hpages;            /* 4 KiB pages per host page: 1, or 512 */
-    int uffd;                   /* -1: no userfaultfd, plain copies */
+    int uffd;                   /* -1: no userfaultfd, plain copies; with
+                                 * shards, the first range's (uffds[0]) */
+    int nshards;                /* ranges, each with its own fd: >= 1 */
+    uint64_t shard_pages;       /* 4 KiB pages per range (the last may
+                                 * be shorter) */
+    int uffds[RAM_MAX_SHARDS];  /* range i's fd; uffds[0] == uffd */
     bool registered;            /* guest RAM is registered with uffd */
     /* Set once postcopy runs: zero pages must be placed, not skipped. */
     bool postcopy;
@@ -145,7 +160,36 @@ typedef struct RAMLoadBuf {
  * copies) and ram_loader_can_postcopy() says why postcopy cannot.
  */
 void ram_loader_init(RAMLoader *l, RAMBlock *rb);
+
+/*
+ * ram_loader_init_shards: the same with RAM in @nshards ranges, each
+ * with its own userfaultfd (1 to RAM_MAX_SHARDS; fewer where RAM has
+ * fewer host pages).  If a range cannot be registered, none is, and
+ * why_no_uffd says why.
+ */
+void ram_loader_init_shards(RAMLoader *l, RAMBlock *rb, int nshards);
 void ram_loader_cleanup(RAMLoader *l);
+
+/*
+ * ram_shard_split: the pages per range when @npages pages in host pages
+ * of @hpages are split into @n ranges: whole host pages, the last range
+ * taking what is left (it may be shorter, never empty).  *@n is lowered
+ * where there are fewer host pages than ranges, or where the rounding
+ * up leaves the last ranges nothing.
+ */
+uint64_t ram_shard_split(uint64_t npages, uint64_t hpages, int *n);
+
+/* ram_loader_shard: the range holding 4 KiB page @page. */
+static inline int ram_loader_shard(const RAMLoader *l, uint64_t page)
+{
+    return (int)(page / l->shard_pages);
+}
+
+/* ram_loader_uffd: the userfaultfd registered over page @page. */
+static inline int ram_loader_uffd(const RAMLoader *l, uint64_t page)
+{
+    return l->uffds[ram_loader_shard(l, page)];
+}
 
 /* ram_loader_can_postcopy: whether postcopy can run here; if not, why. */
 bool ram_loader_can_postcopy(RAMLoader *l, GError **errp);

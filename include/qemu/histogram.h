@@ -46,4 +46,7 @@ uint64_t hist_count_upto(const Histogram *h, uint64_t v);
  */
 uint64_t hist_percentile(const Histogram *h, double q);
 
+/* hist_merge: add every value counted in @src to @dst. */
+void hist_merge(Histogram *dst, const Histogram *src);
+
 #endif

@@ -17,7 +17,7 @@
 #include "system/chardev.h"
 #include "system/ramblock.h"
 
-#define MAX_VCPUS 8
+#define MAX_VCPUS 16
 
 typedef enum SerialKind {
     SERIAL_STDIO,

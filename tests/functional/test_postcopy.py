@@ -246,6 +246,47 @@ def backend(opts):
         verify_goes_on(src, dst)
 
 
+def fault_threads(opts):
+    """x-postcopy-fault-threads on the destination: guest RAM in ranges,
+    each with its own userfaultfd and fault thread.  Demand paging only
+    after the first pass (migrate -p -n), with each vCPU rewriting its
+    own contiguous part (verify split=1), so that every page it wrote
+    again meanwhile is a demand fault in its own range; the guest checks
+    every page after.
+    @threads 0 picks one per vCPU (at most the host's CPUs)."""
+    obj, hugepages, smp, threads = opts.extra
+    want = threads or min(smp, os.cpu_count())
+    with HugePages(hugepages) if hugepages else contextlib.nullcontext():
+        src, dst = pair(None if obj else '128M', smp,
+                        append=f'verify split=1 cpus={smp}',
+                        extra=backend_args(obj) if obj else ())
+        r = dst.qmp.cmd('migrate-set-parameters',
+                        {'x-postcopy-fault-threads': threads})
+        assert r == {'return': {}}, r
+        p = dst.qmp.cmd('query-migrate-parameters')['return']
+        assert p['x-postcopy-fault-threads'] == threads, p
+        src.m.wait_line(r'^verify: round=1 ', 120)
+        assert src.qmp.cmd('migrate-set-parameters',
+                           {'max-bandwidth': 0}) == {'return': {}}
+        # migrate -p -n: the switch after the first pass, which sent what
+        # the guest does not touch (the push would not come).
+        assert src.qmp.cmd('migrate', {'uri': dst.listen_uri(),
+                                       'x-postcopy-after-pass1': True,
+                                       'x-postcopy-no-push': True}) == {'return': {}}
+        info, d = finish(src, dst)
+        shards = d['x-postcopy-fault-shards']
+        assert len(shards) == want, (want, shards)
+        # Only demand faults after the switch: each vCPU faults in the
+        # ranges of its own part, which asked for their pages themselves
+        # and were answered.
+        asked = [sh for sh in shards if sh['requests'] and sh['served']]
+        assert len(asked) >= min(smp, want), shards
+        assert sum(sh['requests'] for sh in shards) == \
+            info['ram']['postcopy-requests'], (shards, info['ram'])
+        assert 'postcopy-non-vcpu-latency' in d, d
+        verify_goes_on(src, dst)
+
+
 def prealloc_dst(opts):
     """A destination with preallocated RAM keeps it: pages are read into
     the pool of preallocated pages and moved into place (UFFDIO_MOVE),
@@ -1010,6 +1051,26 @@ cases = [
      MachineOptions(extra=[MEMFD_HUGE, 512])),
     ('/postcopy/backend/memfd-hugetlb-2M-preempt', backend,
      MachineOptions(extra=[MEMFD_HUGE, 512, True])),
+    ('/postcopy/fault-threads/anon/smp1', fault_threads,
+     MachineOptions(extra=[None, 0, 1, 4])),
+    ('/postcopy/fault-threads/anon/smp2', fault_threads,
+     MachineOptions(extra=[None, 0, 2, 4])),
+    ('/postcopy/fault-threads/anon/smp4', fault_threads,
+     MachineOptions(extra=[None, 0, 4, 4])),
+    ('/postcopy/fault-threads/memfd/smp1', fault_threads,
+     MachineOptions(extra=['memory-backend-memfd,size=128M', 0, 1, 4])),
+    ('/postcopy/fault-threads/memfd/smp2', fault_threads,
+     MachineOptions(extra=['memory-backend-memfd,size=128M', 0, 2, 4])),
+    ('/postcopy/fault-threads/memfd/smp4', fault_threads,
+     MachineOptions(extra=['memory-backend-memfd,size=128M', 0, 4, 4])),
+    ('/postcopy/fault-threads/hugetlb-2M/smp1', fault_threads,
+     MachineOptions(extra=['memory-backend-memfd,size=128M,hugetlb=on,hugetlbsize=2M', 128, 1, 4])),
+    ('/postcopy/fault-threads/hugetlb-2M/smp2', fault_threads,
+     MachineOptions(extra=['memory-backend-memfd,size=128M,hugetlb=on,hugetlbsize=2M', 128, 2, 4])),
+    ('/postcopy/fault-threads/hugetlb-2M/smp4', fault_threads,
+     MachineOptions(extra=['memory-backend-memfd,size=128M,hugetlb=on,hugetlbsize=2M', 128, 4, 4])),
+    ('/postcopy/fault-threads/auto/smp2', fault_threads,
+     MachineOptions(extra=[None, 0, 2, 0])),
     ('/postcopy/backend/ram-prealloc', prealloc_dst, MachineOptions(extra=[False])),
     ('/postcopy/backend/ram-prealloc-preempt', prealloc_dst,
      MachineOptions(extra=[True])),

@@ -361,7 +361,7 @@ static void check_image_zeroed(uint64_t round)
 
 /*
  * Each CPU owns the 2 MiB chunks of usable pages whose index modulo the
- * CPU count is its own.  Round r checks generation r - 1 in every page
+ * CPU count is its own (split=1: one contiguous part each).  Round r checks generation r - 1 in every page
  * it owns and writes generation r; round 0 only writes.
  */
 /* rate=M over all CPUs: TSC cycles between two pages of one CPU (0: none). */
@@ -404,6 +404,12 @@ static void __attribute__((noreturn)) run_verify(int cpu)
     uint64_t rounds = param_u64("rounds", 0);
     uint64_t corrupt = param_u64("corrupt", 0);     /* 1 + the round */
     uint64_t chunk = 512;
+    if (param_u64("split", 0)) {
+        /* split=1: CPU c owns the c-th contiguous part, whole 2 MiB
+         * chunks (the kernel's demand_paging_test shape): each vCPU
+         * faults in its own range of guest RAM. */
+        chunk = ((pages.count + ncpus - 1) / ncpus + 511) / 512 * 512;
+    }
     uint64_t phase = param_u64("phase", 0);
     Pace pc = { 0 };
 

@@ -3,7 +3,7 @@
 #ifndef GUEST_LAYOUT_H
 #define GUEST_LAYOUT_H
 
-#define MAX_CPUS        8
+#define MAX_CPUS        16
 #define KSTACK_SHIFT    14              /* 16 KiB kernel stack per CPU */
 #define AP_TRAMPOLINE   0x8000          /* SIPI vector 0x08 */
 #define TSS_SEL(cpu)    (0x30 + 16 * (cpu))

@@ -162,7 +162,7 @@ static void test_errors(void **state)
     expect("-m: requires an argument", "-m", NULL);
     expect("-m 1X: invalid RAM size", "-m", "1X", "-kernel", "k", NULL);
     expect("-m 1k: invalid RAM size", "-m", "1k", "-kernel", "k", NULL);
-    expect("-smp 9: the number of CPUs must be 1 to 8", "-smp", "9", NULL);
+    expect("-smp 17: the number of CPUs must be 1 to 16", "-smp", "17", NULL);
     expect("-smp x: the number", "-smp", "x", NULL);
     expect("-serial pty: ", "-serial", "pty", NULL);
     expect("-display gtk: only 'none'", "-display", "gtk", NULL);

@@ -5,6 +5,7 @@
  * pages skipped in precopy and placed in postcopy, discards, and pages
  * already present (EEXIST).  Skips, saying why, without userfaultfd.
  */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -548,6 +549,116 @@ static void test_hook(void **state)
     assert_int_equal(n, 5);
 }
 
+/* Ranges of RAM for the fault threads: whole host pages, none empty. */
+static void test_shard_split(void **state)
+{
+    (void)state;
+    static const struct {
+        uint64_t npages, hpages;
+        int n, want_n;
+        uint64_t want_per;
+    } t[] = {
+        { 100, 1, 4, 4, 25 },
+        { 10, 1, 4, 4, 3 },         /* 3 + 3 + 3 + 1 */
+        { 10, 1, 6, 5, 2 },         /* 2 x 5: never an empty sixth */
+        { 8, 1, 0, 1, 8 },          /* 0 asks for one */
+        { 8, 1, 16, 8, 1 },         /* no more ranges than pages */
+        { 2048, 512, 3, 2, 1024 },  /* 4 huge pages: 2 + 2 */
+        { 1024, 512, 4, 2, 512 },
+        { 1, 512, 4, 1, 512 },      /* less than a huge page */
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(t); i++) {
+        int n = t[i].n;
+        uint64_t per = ram_shard_split(t[i].npages, t[i].hpages, &n);
+        if (n != t[i].want_n || per != t[i].want_per) {
+            print_message("# %" PRIu64 " pages of %" PRIu64 " in %d: %d x %"
+                          PRIu64 "\n", t[i].npages, t[i].hpages, t[i].n, n, per);
+        }
+        assert_int_equal(n, t[i].want_n);
+        assert_int_equal(per, t[i].want_per);
+        assert_int_equal(per % t[i].hpages, 0);
+        assert_true((uint64_t)(n - 1) * per < t[i].npages);
+        assert_true((uint64_t)n * per >= t[i].npages);
+    }
+}
+
+typedef struct Waiter {
+    volatile uint8_t *addr;
+    uint8_t seen;
+    int done;
+} Waiter;
+
+static gpointer wait_page(gpointer opaque)
+{
+    Waiter *w = opaque;
+    w->seen = *w->addr;
+    __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/*
+ * Each range of RAM has its own userfaultfd, and a page is placed
+ * through its range's: the kernel wakes only the waiters of the fd that
+ * resolves a fault, so a placement through another's left the vCPU
+ * asleep on a page that was in.  A thread waits on a page of each range
+ * (none reads the fds: only placement can wake it), and a run across a
+ * range's end is placed whole.
+ */
+static void test_shards(void **state)
+{
+    Fixture *f = g_new0(Fixture, 1);
+    *state = f;
+    f->rb = ram_block_new_anon("pc.ram", NPAGES * TARGET_PAGE_SIZE, NULL);
+    ram_loader_init_shards(&f->l, f->rb, 4);
+    ram_load_buf_init(&f->b, &f->l);
+    need_uffd(f);
+    assert_int_equal(f->l.nshards, 4);
+    assert_int_equal(f->l.shard_pages, NPAGES / 4);
+    assert_int_equal(f->l.uffd, f->l.uffds[0]);
+    for (int i = 0; i < 4; i++) {
+        assert_true(f->l.uffds[i] >= 0);
+        for (int j = 0; j < i; j++) {
+            assert_true(f->l.uffds[i] != f->l.uffds[j]);
+        }
+    }
+    assert_int_equal(ram_loader_shard(&f->l, 0), 0);
+    assert_int_equal(ram_loader_shard(&f->l, NPAGES / 4 - 1), 0);
+    assert_int_equal(ram_loader_shard(&f->l, NPAGES / 4), 1);
+    assert_int_equal(ram_loader_shard(&f->l, NPAGES - 1), 3);
+    assert_int_equal(ram_loader_uffd(&f->l, NPAGES / 2), f->l.uffds[2]);
+
+    Waiter w[4];
+    GThread *th[4];
+    for (int i = 0; i < 4; i++) {
+        uint64_t page = i * (NPAGES / 4) + 3;
+        w[i] = (Waiter) { f->rb->host + page * TARGET_PAGE_SIZE, 0, 0 };
+        th[i] = g_thread_new("waiter", wait_page, &w[i]);
+    }
+    g_usleep(20000);            /* each is asleep on its fault */
+    for (int i = 0; i < 4; i++) {
+        assert_false(__atomic_load_n(&w[i].done, __ATOMIC_ACQUIRE));
+        assert_true(load(f, i * (NPAGES / 4) + 3, 1, 0));
+    }
+    for (int i = 0; i < 4; i++) {
+        int64_t until = g_get_monotonic_time() + 5 * G_TIME_SPAN_SECOND;
+        while (!__atomic_load_n(&w[i].done, __ATOMIC_ACQUIRE) &&
+               g_get_monotonic_time() < until) {
+            g_usleep(1000);
+        }
+        if (!__atomic_load_n(&w[i].done, __ATOMIC_ACQUIRE)) {
+            print_message("# the waiter in range %d was never woken\n", i);
+        }
+        assert_true(__atomic_load_n(&w[i].done, __ATOMIC_ACQUIRE));
+        g_thread_join(th[i]);
+        assert_int_equal(w[i].seen, (uint8_t)(i * (NPAGES / 4) + 3));
+    }
+    /* A run across the end of range 1 into range 2. */
+    assert_true(load(f, NPAGES / 2 - 2, 4, 9));
+    for (uint64_t p = NPAGES / 2 - 2; p < NPAGES / 2 + 2; p++) {
+        check(f, p, (uint8_t)(p + 9));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -572,6 +683,8 @@ int main(void)
           NULL, NULL, NULL },
         { "/migration/ram-load/huge-1g-refused", test_huge_1g_refused, NULL, NULL,
           NULL },
+        { "/migration/ram-load/shard-split", test_shard_split, NULL, NULL, NULL },
+        { "/migration/ram-load/shards", test_shards, NULL, teardown, NULL },
     };
     return cmocka_run_group_tests_name("ram-load", tests, NULL, NULL);
 }

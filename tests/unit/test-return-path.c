@@ -386,6 +386,84 @@ static void test_dedup(void **state)
     faults_cleanup(&f, NULL);
 }
 
+/*
+ * x-postcopy-fault-threads: RAM in four ranges, each with its own
+ * userfaultfd and fault thread.  A thread waits on a page of each range:
+ * every fault is read (a single fault thread read the first range's fd
+ * only, and the other three waited for ever), each asks once, and each
+ * placement wakes its waiter.  The statistics count per range, and the
+ * waiters, not vCPUs here, in postcopy-non-vcpu-latency.
+ */
+static void test_shards(void **state)
+{
+    (void)state;
+    Faults f;
+    memset(&f, 0, sizeof(f));
+    f.rb = ram_block_new_anon("pc.ram", NPAGES * TARGET_PAGE_SIZE, NULL);
+    ram_loader_init_shards(&f.l, f.rb, 4);
+    if (!f.l.registered) {
+        print_message("# SKIP: %s\n", f.l.why_no_uffd);
+        ram_loader_cleanup(&f.l);
+        ram_block_free(f.rb);
+        skip();
+    }
+    ram_load_buf_init(&f.b, &f.l);
+    postcopy_incoming_init(&f.pc, &f.m, &f.l);
+    assert_int_equal(f.pc.nshards, 4);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f.sv), 0);
+    g_autoptr(GError) err = NULL;
+    assert_true(postcopy_listen(&f.pc, f.sv[0], false, &err));
+
+    Toucher t[4];
+    GThread *th[4];
+    for (int i = 0; i < 4; i++) {
+        t[i] = (Toucher) { .addr = f.rb->host +
+                                   (i * (NPAGES / 4) + 5) * TARGET_PAGE_SIZE };
+        th[i] = g_thread_new("touch", touch, &t[i]);
+    }
+    wait_for(&f.pc.requests, 4);
+    QEMUFile *src = qemu_file_new(f.sv[1], false, false);
+    uint64_t asked = 0;
+    for (int i = 0; i < 4; i++) {
+        RPMessage req;
+        assert_true(next_message(src, &req, &err));
+        assert_int_equal(req.type, RP_REQ_PAGES);
+        assert_int_equal(req.count, 1);
+        uint64_t page = req.off / TARGET_PAGE_SIZE;
+        assert_int_equal(page % (NPAGES / 4), 5);
+        asked |= 1ull << (page / (NPAGES / 4));
+    }
+    assert_int_equal(asked, 0xf);
+    for (int i = 0; i < 4; i++) {
+        place(&f.l, &f.b, i * (NPAGES / 4) + 5, (uint8_t)(0x40 + i));
+    }
+    for (int i = 0; i < 4; i++) {
+        g_thread_join(th[i]);
+        assert_int_equal(t[i].seen, 0x40 + i);
+    }
+    assert_int_equal(postcopy_faults_waiting(&f.pc), 0);
+
+    JsonObject *r = json_object_new();
+    postcopy_stats(&f.pc, r);
+    JsonArray *shards = json_object_get_array_member(r, "x-postcopy-fault-shards");
+    assert_int_equal(json_array_get_length(shards), 4);
+    for (int i = 0; i < 4; i++) {
+        JsonObject *o = json_array_get_object_element(shards, i);
+        assert_int_equal(json_object_get_int_member(o, "requests"), 1);
+        assert_int_equal(json_object_get_int_member(o, "served"), 1);
+        assert_true(json_object_get_int_member(o, "faults") >= 1);
+        assert_true(json_object_get_int_member(o, "latency") > 0);
+    }
+    assert_true(json_object_get_int_member(r, "postcopy-non-vcpu-latency") > 0);
+    json_object_unref(r);
+
+    qemu_file_close(src);
+    postcopy_incoming_cleanup(&f.pc);
+    close(f.sv[0]);
+    close(f.sv[1]);
+    loader_cleanup(f.rb, &f.l, &f.b);
+}
+
 /* Read and drop requests until the source's end closes. */
 static gpointer drop_requests(gpointer opaque)
 {
@@ -447,19 +525,19 @@ static void test_fault_race(void **state)
             g_thread_join(th[i]);
         }
         /* Every fault was read before its thread woke: none is pending. */
-        g_mutex_lock(&f.pc.stats_lock);
-        guint left = g_hash_table_size(f.pc.faults);
-        g_mutex_unlock(&f.pc.stats_lock);
+        g_mutex_lock(&f.pc.shard[0].lock);
+        guint left = g_hash_table_size(f.pc.shard[0].faults);
+        g_mutex_unlock(&f.pc.shard[0].lock);
         if (left) {
             print_message("# round %d: %u fault records left\n", round, left);
         }
         assert_int_equal(left, 0);
         /* Each latency recorded is a real one, not a placement's clock
          * read before the fault's (negative, so 2^64 - x us). */
-        g_mutex_lock(&f.pc.stats_lock);
-        uint64_t sane = hist_count_upto(&f.pc.latency_hist, 3600000000ull);
-        uint64_t all = f.pc.latency_hist.count;
-        g_mutex_unlock(&f.pc.stats_lock);
+        g_mutex_lock(&f.pc.shard[0].lock);
+        uint64_t sane = hist_count_upto(&f.pc.shard[0].latency_hist, 3600000000ull);
+        uint64_t all = f.pc.shard[0].latency_hist.count;
+        g_mutex_unlock(&f.pc.shard[0].lock);
         if (sane != all) {
             print_message("# round %d: %" PRIu64 " of %" PRIu64 " latencies "
                           "negative\n", round, all - sane, all);
@@ -495,8 +573,8 @@ static void test_stats_bounded(void **state)
         RAMLoader l = { .npages = 1 };
         PostcopyIncoming pc;
         postcopy_incoming_init(&pc, &m, &l);
-        hist_add(&pc.latency_hist, 3);
-        hist_add(&pc.latency_hist, UINT64_MAX - 4);
+        hist_add(&pc.shard[0].latency_hist, 3);
+        hist_add(&pc.shard[0].latency_hist, UINT64_MAX - 4);
         JsonObject *r = json_object_new();
         postcopy_stats(&pc, r);
         JsonArray *dist = json_object_get_array_member(r, "postcopy-latency-dist");
@@ -776,7 +854,7 @@ static void test_recover(void **state)
     int nv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, nv), 0);
     postcopy_recover_begin(&f.pc, nv[0]);
-    assert_null(f.pc.fault_thread);
+    assert_null(f.pc.shard[0].thread);
     g_autofree unsigned long *in = ram_load_in_place_bitmap(&f.l);
     for (uint64_t p = 0; p < NPAGES; p++) {
         assert_int_equal(test_bit(p, in), p == 7 || p == 11);
@@ -898,6 +976,7 @@ int main(void)
           NULL },
         { "/migration/postcopy/request-dedup", test_dedup, NULL, NULL, NULL },
         { "/migration/postcopy/fault-race", test_fault_race, NULL, NULL, NULL },
+        { "/migration/postcopy/fault-shards", test_shards, NULL, NULL, NULL },
         { "/migration/postcopy/stats-bounded", test_stats_bounded, NULL, NULL,
           NULL },
         { "/migration/postcopy/preempt-channel", test_preempt, NULL, NULL, NULL },

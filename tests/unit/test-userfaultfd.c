@@ -775,6 +775,31 @@ static void case_events(Fixture *f)
 }
 
 /*
+ * CONTINUE while the address space is changing: a MADV_DONTNEED waits
+ * until its REMOVE event is read, and until then every resolving ioctl
+ * answers EAGAIN (the caller retries, as ram-load.c's fill does).  Once
+ * the event is read and the madvise is done, the same CONTINUE maps the
+ * page-cache page.
+ */
+static void case_minor_eagain(Fixture *f)
+{
+    size_t pg = f->mem.page;
+    memcpy(f->mem.alias + pg, f->src, pg);
+    Trigger t = { .what = TRIG_REMOVE, .addr = page_at(f, 3), .len = pg };
+    assert_int_equal(pthread_create(&t.thread, NULL, trigger_fn, &t), 0);
+    struct pollfd pfd = { .fd = f->uffd, .events = POLLIN };
+    assert_int_equal(poll(&pfd, 1, 5000), 1);     /* the event is queued */
+    assert_int_equal(uffd_continue(f->uffd, page_at(f, 1), pg, 0), -EAGAIN);
+    UffdEvent ev;
+    wait_event(f->uffd, &ev);
+    assert_int_equal(ev.event, UFFD_EVENT_REMOVE);
+    assert_int_equal(pthread_join(t.thread, NULL), 0);
+    assert_int_equal(t.ret, 0);
+    assert_int_equal(uffd_continue(f->uffd, page_at(f, 1), pg, 0), pg);
+    assert_memory_equal(page_at(f, 1), f->src, pg);
+}
+
+/*
  * A hole write-protected (the background snapshot's use): with
  * UFFD_FEATURE_WP_UNPOPULATED on anonymous memory, and always on shmem
  * and hugetlb (pte markers), a write into a page never touched faults
@@ -813,6 +838,8 @@ static const Case cases[] = {
       UFFDIO_REGISTER_MODE_WP, case_wp_hole },
     { "minor", M(MEM_SHMEM) | M(MEM_HUGETLB), 0, UFFDIO_REGISTER_MODE_MINOR,
       case_minor },
+    { "minor-eagain", M(MEM_SHMEM), UFFD_FEATURE_EVENT_REMOVE,
+      UFFDIO_REGISTER_MODE_MINOR, case_minor_eagain },
     { "move", MEM_PRIVATE, UFFD_FEATURE_MOVE, MISSING, case_move },
     { "poison", MEM_ALL, UFFD_FEATURE_POISON, MISSING, case_poison },
     { "unregister-pending", MEM_ALL, 0, MISSING, case_unregister_pending },
