@@ -334,6 +334,13 @@ static bool pc_recv_bitmap(void *opaque, GError **errp)
     return ok;
 }
 
+/*
+ * How long RESUME_ACK waits for the monitors to read this side's events:
+ * a reading client takes them in microseconds to a few milliseconds on
+ * a busy host; one that does not read delays each resume by this much.
+ */
+#define RESUME_EVENTS_READ_MS   250
+
 /* Recovery: POSTCOPY_RESUME; postcopy-active again (QEMU's order). */
 static bool pc_resume(void *opaque, GError **errp)
 {
@@ -346,10 +353,11 @@ static bool pc_resume(void *opaque, GError **errp)
         return false;
     }
     arm_stall_watch(s);
-    /* postcopy-active is on the monitor before RESUME_ACK lets the
-     * source say so: libvirt then asks this side to finish the resume,
-     * and fails it if the last event here is still postcopy-paused. */
-    migration_flush_events(s);
+    /* postcopy-recover and postcopy-active are read by the monitors
+     * before RESUME_ACK lets the source say so: libvirt then asks this
+     * side to finish the resume, and fails it if the last event it has
+     * handled here is still postcopy-paused (migration_events_read). */
+    migration_events_read(s, RESUME_EVENTS_READ_MS);
     if (!postcopy_recover_resume(s->dst.pci)) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
                     "postcopy recovery: the return path broke at RESUME_ACK");

@@ -120,6 +120,31 @@ void migration_flush_events(MigrationState *s)
     migration_call_main(s, events_flushed, NULL);
 }
 
+typedef struct Unread {
+    MigrationState *s;
+    size_t n;
+} Unread;
+
+static void count_unread(void *opaque)
+{
+    Unread *u = opaque;
+    u->n = u->s->events_unread ? u->s->events_unread(u->s->emit_opaque) : 0;
+}
+
+void migration_events_read(MigrationState *s, int bound_ms)
+{
+    int64_t until = g_get_monotonic_time() + bound_ms * G_TIME_SPAN_MILLISECOND;
+    for (;;) {
+        /* Run after the events queued so far: they are written. */
+        Unread u = { s, 0 };
+        migration_call_main(s, count_unread, &u);
+        if (!u.n || g_get_monotonic_time() >= until) {
+            return;
+        }
+        g_usleep(500);
+    }
+}
+
 bool migrate_set_state(MigrationState *s, MigrationStatus old,
                        MigrationStatus new)
 {

@@ -80,3 +80,12 @@ void monitors_flush(Monitors *mon)
         qmp_server_flush(mon->qmp_servers->pdata[i]);
     }
 }
+
+size_t monitors_unread(Monitors *mon)
+{
+    size_t n = 0;
+    for (guint i = 0; i < mon->qmp_servers->len; i++) {
+        n += qmp_server_unread(mon->qmp_servers->pdata[i]);
+    }
+    return n;
+}

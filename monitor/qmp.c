@@ -10,6 +10,8 @@
 #include <limits.h>
 #include <netdb.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -436,4 +438,21 @@ void qmp_server_flush(QmpServer *srv)
             g_usleep(1000);
         }
     }
+}
+
+size_t qmp_server_unread(QmpServer *srv)
+{
+    size_t n = 0;
+    for (GList *l = srv ? srv->sessions : NULL; l; l = l->next) {
+        QmpSession *s = l->data;
+        if (s->st.negotiating) {
+            continue;           /* sent no event, and waits for none */
+        }
+        int q = 0;
+        n += s->out->len;
+        if (ioctl(s->fd, SIOCOUTQ, &q) == 0 && q > 0) {
+            n += (size_t)q;
+        }
+    }
+    return n;
 }

@@ -119,6 +119,11 @@ static void emit_event(void *opaque, const char *name, JsonObject *data)
     monitors_emit(opaque, name, data);
 }
 
+static size_t events_unread(void *opaque)
+{
+    return monitors_unread(opaque);
+}
+
 /* SIGTERM, SIGINT, SIGHUP: end as QEMU does (SHUTDOWN, host-signal). */
 static gboolean on_signal(gpointer opaque)
 {
@@ -173,6 +178,7 @@ int main(int argc, char **argv)
     }
     main_loop_init();
     mig.emit = emit_event;
+    mig.events_unread = events_unread;
     mig.emit_opaque = &mon;
     if (!machine_init(&m, &opts, &err) ||
         !monitors_init(&mon, &m, opts.qmp, opts.monitor, &err) ||

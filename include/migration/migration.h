@@ -181,6 +181,9 @@ typedef struct MigrationState {
     QmpDispatcher *qmp;         /* for fd: URIs (getfd's named fds) */
     /* Events go out through this, in the main thread. */
     void (*emit)(void *opaque, const char *name, JsonObject *data);
+    /* Main thread: bytes of events and replies the monitors have not
+     * read (migration_events_read); NULL: none to wait for. */
+    size_t (*events_unread)(void *opaque);
     void *emit_opaque;
 
     int status;                 /* MigrationStatus; migrate_set_state() only */
@@ -243,5 +246,16 @@ void migration_call_main(MigrationState *s, void (*fn)(void *), void *opaque);
  * news, then reads this side's last event, which must be the new one.
  */
 void migration_flush_events(MigrationState *s);
+
+/*
+ * migration_events_read: flush, then wait until every monitor has read
+ * what it was sent, for at most @bound_ms (a client that does not read
+ * costs that, never more).  libvirt 9.0 handles an event in the thread
+ * that reads it, and fails the destination's finish of a postcopy
+ * resume if it still has postcopy-paused there: the source, told the
+ * resume is done, makes libvirt ask for that finish at once, and on a
+ * busy host the event written a moment before was not yet read.
+ */
+void migration_events_read(MigrationState *s, int bound_ms);
 
 #endif

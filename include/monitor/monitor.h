@@ -35,6 +35,9 @@ void monitors_emit(Monitors *mon, const char *name, JsonObject *data);
 /* monitors_flush: send what is queued (before the process exits). */
 void monitors_flush(Monitors *mon);
 
+/* monitors_unread: what the QMP sessions have not read (qmp_server_unread). */
+size_t monitors_unread(Monitors *mon);
+
 /* The QMP command handlers (monitor/qmp-cmds.c). */
 void qmp_cmds_register(Monitors *mon);
 

@@ -133,6 +133,13 @@ void qmp_server_emit(QmpServer *s, const char *name, JsonObject *data);
 /* qmp_server_flush: write what is queued, blocking briefly (before exit). */
 void qmp_server_flush(QmpServer *s);
 
+/*
+ * qmp_server_unread: bytes of replies and events that the sessions in
+ * command mode have not read yet: queued here, or in the socket (a unix
+ * socket's unread data, a TCP socket's unacknowledged).  Main thread.
+ */
+size_t qmp_server_unread(QmpServer *s);
+
 /* Parsing of the chardev syntax, shared with HMP. */
 typedef struct MonitorAddr {
     bool is_unix;               /* else TCP */

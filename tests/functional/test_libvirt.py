@@ -716,8 +716,11 @@ def libvirt_migrate(opts):
         g.runs_on()
 
         # 2: direct (virsh drives both), switched by virsh migrate-postcopy.
+        # The push limited too: unlimited, it could send everything before
+        # a guest starved of CPU (the host busy with other tests) touched
+        # a missing page, and no request would come.
         mig = migrate_bg(d2, d1, uri(), '--postcopy', '--persistent',
-                         '--bandwidth', '20')
+                         '--bandwidth', '20', '--postcopy-bandwidth', '50')
         wait_job(d2, sending)
         d2.virsh('migrate-postcopy', 'ferrytest')
         out, err = mig.communicate(timeout=120)
