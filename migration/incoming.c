@@ -652,6 +652,14 @@ static void pending_drop(PendingChannel *p, const char *why)
                 "incoming port: %s\n", why);
         channel_close(p->fd);
     }
+    if (why && s->dst.recovering && !s->dst.pending) {
+        /* The connection that made this side postcopy-recover was not
+         * the paused migration's: paused again, saying why (the listener
+         * stays for its source, unless this was the only one). */
+        migration_set_error(s, why);
+        migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_RECOVER,
+                          MIGRATION_STATUS_POSTCOPY_PAUSED);
+    }
     if (why && p->sole) {
         /* Nothing else can come: say so, and leave a state to act on
          * (failed, or a recovery that migrate-recover can try again). */
@@ -870,6 +878,19 @@ static gboolean pending_timeout(gpointer opaque)
 static void pending_add(MigrationState *s, int c, bool sole)
 {
     g_autoptr(GError) err = NULL;
+    if (s->dst.recovering) {
+        /*
+         * A connection after migrate-recover: postcopy-recover now, as
+         * QEMU 7.2 on accept, before its TLS handshake and channel
+         * header.  libvirt's --postcopy-resume connects before it sends
+         * the source's migrate resume, returns from that at once, and
+         * finishes on this side, failing the job if the last event here
+         * is still postcopy-paused: waiting for the header (which the
+         * source writes only after its migrate) lost that race.
+         */
+        migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_PAUSED,
+                          MIGRATION_STATUS_POSTCOPY_RECOVER);
+    }
     PendingChannel *p = g_new0(PendingChannel, 1);
     p->s = s;
     p->fd = c;

@@ -78,7 +78,11 @@ def check_percentiles(d):
 def finish(src, dst, timeout=180):
     """Wait for both ends to complete; check the reply shapes."""
     info = src.wait_status({'completed', 'failed', 'postcopy-paused'}, timeout)
-    assert info['status'] == 'completed', info
+    if info['status'] != 'completed':
+        # Both sides' view, and the destination's last words, say why.
+        d = dst.qmp.cmd('query-migrate')['return']
+        raise AssertionError(f'source: {info}\ndestination: {d}\n'
+                             f'destination stderr: {dst.m.stderr()[-1500:]}')
     assert RAM_MEMBERS <= set(info['ram'])
     assert info['ram']['remaining'] == 0
     d = dst.wait_status({'completed', 'failed', 'postcopy-paused'}, timeout)

@@ -317,6 +317,60 @@ def fd_passed(opts):
     resume_to_end(src, dst, 'fd:migrate')
 
 
+def recover_on_connect(opts):
+    """libvirt 9.0's --postcopy-resume order: migrate-recover on the
+    destination's tcp port, then the source's libvirt connects to it and
+    only then passes the socket to the source (getfd, migrate resume
+    fd:), returns from that at once, and finishes the destination's job,
+    which fails if the destination still says postcopy-paused.  So the
+    destination is postcopy-recover on the connection, as QEMU 7.2 on
+    accept, before the source has written a byte: it waited for the
+    channel header, which the source writes after its migrate, and
+    /libvirt/migrate failed 5 times in 36 on a loaded host."""
+    src, dst = pair('1G', 1)
+    start_slow(src, dst)
+    pause(src)
+    paused(src, dst)
+    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+    events(src), events(dst)
+    host, port = recover_listen(dst)[len('tcp:'):].rsplit(':', 1)
+    conn = socket.create_connection((host, int(port)))
+    ev = dst.qmp.event('MIGRATION', 10)['data']['status']
+    assert ev == 'postcopy-recover', ev
+    assert events(src) == [], 'the source was told nothing yet'
+    assert send_fd(src.qmp, 'migrate', conn.fileno()) == {'return': {}}
+    conn.close()
+    resume_to_end(src, dst, 'fd:migrate')
+
+
+def stray_during_recovery(opts):
+    """A connection to the recovery's port that is not the paused
+    migration's (here: one that sends nothing in time, then one with a
+    wrong header) makes the destination postcopy-recover, then paused
+    again, saying why; the real source still recovers through the same
+    listener."""
+    src, dst = pair('1G', 1)
+    start_slow(src, dst)
+    pause(src)
+    paused(src, dst)
+    events(src), events(dst)
+    uri = recover_listen(dst)
+    host, port = uri[len('tcp:'):].rsplit(':', 1)
+    with socket.create_connection((host, int(port))) as c:
+        c.sendall(b'NOT A MIGRATION STREAM' * 4)
+        st = [dst.qmp.event('MIGRATION', 10)['data']['status'] for _ in range(2)]
+    assert st == ['postcopy-recover', 'postcopy-paused'], st
+    d = dst.qmp.cmd('query-migrate')['return']
+    assert d['status'] == 'postcopy-paused' and d.get('error-desc'), d
+    src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
+    r = src.qmp.cmd('migrate', {'uri': uri, 'resume': True})
+    assert r == {'return': {}}, r
+    src.wait_status({'postcopy-active', 'completed'}, 30)
+    dst.wait_status({'postcopy-active', 'completed'}, 30)
+    finish(src, dst, timeout=60)
+    verify_goes_on(src, dst)
+
+
 def demand_only(opts):
     """migrate -p -n: no push; broken while the guest asks for pages,
     every page after the break comes on demand through the resumed
@@ -559,6 +613,8 @@ CASES = [
     ('/postcopy/recovery/unix', unix_socket, MachineOptions(extra=[False])),
     ('/postcopy/preempt/recovery/unix', unix_socket, MachineOptions(extra=[True])),
     ('/postcopy/recovery/fd', fd_passed, MachineOptions()),
+    ('/postcopy/recovery/recover-on-connect', recover_on_connect, MachineOptions()),
+    ('/postcopy/recovery/stray-connection', stray_during_recovery, MachineOptions()),
     ('/postcopy/recovery/demand-only', demand_only, MachineOptions()),
     ('/postcopy/recovery/hugetlb-2M', hugepages, MachineOptions()),
     ('/postcopy/recovery/destination-killed', destination_killed, MachineOptions()),
