@@ -411,6 +411,8 @@ static void postcopy_pause_incoming(MigrationState *s, QEMUFile *f,
  * the stream ended, @ok or not: complete once every page is in, or
  * pause.  Never exit or free: the guest's memory is half here.
  */
+#define POSTCOPY_DONE_WAIT_MS   2000
+
 static void postcopy_load_end(MigrationState *s, QEMUFile *f, bool ok,
                               GError **errp)
 {
@@ -444,6 +446,17 @@ static void postcopy_load_end(MigrationState *s, QEMUFile *f, bool ok,
     ram_loader_cleanup(s->dst.ram_loader);
     g_clear_pointer(&s->dst.ram_loader, g_free);
     postcopy_rp_send(s->dst.pci, &(RPMessage) { .type = RP_SHUT, .status = 0 });
+    /*
+     * Completed here only once the source is (it closes the connection
+     * after): libvirt 9.0 finishes this side's job on its completed, then
+     * confirms on the source, where a query-migrate still saying
+     * postcopy-active loses the job's downtime (/libvirt/migrate failed
+     * so on a loaded host).  The guest runs here already, so the wait
+     * costs it nothing; bounded, for a source that hangs.
+     */
+    struct pollfd closed = { .fd = qemu_file_fd(f), .events = POLLIN };
+    while (poll(&closed, 1, POSTCOPY_DONE_WAIT_MS) < 0 && errno == EINTR) {
+    }
     migration_close_stream(s, &s->dst.incoming_fd, f);
     __atomic_store_n(&s->end_ms, migration_now_ms(), __ATOMIC_SEQ_CST);
     migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_ACTIVE,
@@ -888,8 +901,12 @@ static void pending_add(MigrationState *s, int c, bool sole)
          * is still postcopy-paused: waiting for the header (which the
          * source writes only after its migrate) lost that race.
          */
-        migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_PAUSED,
-                          MIGRATION_STATUS_POSTCOPY_RECOVER);
+        if (migrate_set_state(s, MIGRATION_STATUS_POSTCOPY_PAUSED,
+                              MIGRATION_STATUS_POSTCOPY_RECOVER)) {
+            g_mutex_lock(&s->lock);
+            g_clear_pointer(&s->error, g_free);  /* the pause's: a new one counts */
+            g_mutex_unlock(&s->lock);
+        }
     }
     PendingChannel *p = g_new0(PendingChannel, 1);
     p->s = s;
@@ -1070,6 +1087,17 @@ JsonNode *qmp_migrate_recover(JsonObject *args, void *opaque, GError **errp)
 void migration_incoming_pause(MigrationState *s)
 {
     migration_set_error(s, "postcopy: paused by migrate-pause");
+    if (s->dst.recovering) {
+        /* postcopy-recover on connections not yet sorted (pending_add):
+         * no load thread to stop.  They go, and so does the listener: a
+         * migrate-recover starts the recovery again. */
+        close_listener(s);
+        while (s->dst.pending) {
+            pending_drop(s->dst.pending->data, "paused by migrate-pause");
+        }
+        s->dst.recovering = false;
+        return;
+    }
     __atomic_store_n(&s->dst.stopping, 1, __ATOMIC_SEQ_CST);
     migration_shutdown_stream(s, &s->dst.incoming_fd);
     PostcopyIncoming *pci = __atomic_load_n(&s->dst.pci, __ATOMIC_ACQUIRE);

@@ -75,6 +75,15 @@ typedef struct RAMSaver RAMSaver;
 MigrationStatus migration_status(MigrationState *s);
 
 /*
+ * migration_wait_leave: wait until the status is none of @from (ended by
+ * MIGRATION_STATUS__MAX), at most @bound_ms; whether it left.  Any
+ * thread; in the main thread only with a short bound, since a thread
+ * changing the status may first wait on it (migration_call_main).
+ */
+bool migration_wait_leave(MigrationState *s, const MigrationStatus *from,
+                          int bound_ms);
+
+/*
  * migration_running: a migration is under way on this side, outgoing or
  * incoming, postcopy-paused included (QEMU's migration_is_running).
  */

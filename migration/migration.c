@@ -155,6 +155,9 @@ bool migrate_set_state(MigrationState *s, MigrationStatus old,
     }
     g_debug("migrate_set_state %s -> %s", migration_status_name(old),
             migration_status_name(new));
+    g_mutex_lock(&s->status_lock);
+    g_cond_broadcast(&s->status_cond);
+    g_mutex_unlock(&s->status_lock);
     if (migrate_cap(s, "events")) {
         JsonObject *d = json_object_new();
         json_object_set_string_member(d, "status", migration_status_name(new));
@@ -177,6 +180,30 @@ bool migrate_set_state_from(MigrationState *s, const MigrationStatus *from,
 MigrationStatus migration_status(MigrationState *s)
 {
     return __atomic_load_n(&s->status, __ATOMIC_SEQ_CST);
+}
+
+static bool status_in(MigrationStatus st, const MigrationStatus *set)
+{
+    for (; *set != MIGRATION_STATUS__MAX; set++) {
+        if (st == *set) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool migration_wait_leave(MigrationState *s, const MigrationStatus *from,
+                          int bound_ms)
+{
+    gint64 until = g_get_monotonic_time() + bound_ms * G_TIME_SPAN_MILLISECOND;
+    bool waited = true;
+    g_mutex_lock(&s->status_lock);
+    while (waited && status_in(migration_status(s), from)) {
+        waited = g_cond_wait_until(&s->status_cond, &s->status_lock, until);
+    }
+    bool left = !status_in(migration_status(s), from);
+    g_mutex_unlock(&s->status_lock);
+    return left;
 }
 
 void migration_set_error(MigrationState *s, const char *msg)
@@ -1078,6 +1105,8 @@ bool migration_init(MigrationState *s, Machine *m, QmpDispatcher *d,
     s->dst.preempt_fd = -1;
     s->dst.exit_on_error = true;
     g_mutex_init(&s->lock);
+    g_mutex_init(&s->status_lock);
+    g_cond_init(&s->status_cond);
     g_mutex_init(&s->src.continue_lock);
     g_cond_init(&s->src.continue_cond);
     g_mutex_init(&s->dst.run_lock);

@@ -231,10 +231,10 @@ static MigrationStatus postcopy_push(MigrationState *s, RAMSaver *r, QEMUFile *f
         qemu_put_byte(f, REC_EOF);
         qemu_fflush(f);
     }
-    if (sent && !qemu_file_error(f)) {
-        /* Wait for the destination to have every page and say so. */
-        shutdown(qemu_file_fd(f), SHUT_WR);
-    }
+    /* Then wait for the destination to have every page and say so
+     * (SHUT).  The connection stays up until this side is completed
+     * (migration_source_cleanup closes it): the destination waits for
+     * that close before it says completed itself (postcopy_load_end). */
     if (!sent) {
         /* Broken or paused: the return-path thread must end too. */
         shutdown(qemu_file_fd(f), SHUT_RDWR);
@@ -469,6 +469,8 @@ JsonNode *migration_resume(MigrationState *s, const char *uri, GError **errp)
  * failure would (QEMU's); both sides go to postcopy-paused and keep
  * everything.  Either side, in postcopy-active or postcopy-recover.
  */
+#define PAUSE_WAIT_MS   1000
+
 JsonNode *qmp_migrate_pause(JsonObject *args, void *opaque, GError **errp)
 {
     MigrationState *s = opaque;
@@ -483,16 +485,26 @@ JsonNode *qmp_migrate_pause(JsonObject *args, void *opaque, GError **errp)
     }
     if (s->dst.incoming) {
         migration_incoming_pause(s);
-        return qmp_return_empty();
+    } else {
+        migration_set_error(s, "postcopy: paused by migrate-pause");
+        g_mutex_lock(&s->lock);
+        if (s->src.stream_fd >= 0) {
+            shutdown(s->src.stream_fd, SHUT_RDWR);
+        }
+        if (s->src.preempt_fd >= 0) {
+            shutdown(s->src.preempt_fd, SHUT_RDWR);
+        }
+        g_mutex_unlock(&s->lock);
     }
-    migration_set_error(s, "postcopy: paused by migrate-pause");
-    g_mutex_lock(&s->lock);
-    if (s->src.stream_fd >= 0) {
-        shutdown(s->src.stream_fd, SHUT_RDWR);
-    }
-    if (s->src.preempt_fd >= 0) {
-        shutdown(s->src.preempt_fd, SHUT_RDWR);
-    }
-    g_mutex_unlock(&s->lock);
+    /*
+     * Answer once this side is postcopy-paused (QEMU answers at once):
+     * a client acts on the reply.  libvirt 9.0's --postcopy-resume right
+     * after a domjobabort --postcopy refuses ("QEMU reports migration is
+     * still running") a source not yet paused.  Bounded: the thread that
+     * pauses may wait on this one first (migration_call_main).
+     */
+    migration_wait_leave(s, (const MigrationStatus[]) {
+        MIGRATION_STATUS_POSTCOPY_ACTIVE, MIGRATION_STATUS_POSTCOPY_RECOVER,
+        MIGRATION_STATUS__MAX }, PAUSE_WAIT_MS);
     return qmp_return_empty();
 }

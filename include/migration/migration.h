@@ -187,6 +187,8 @@ typedef struct MigrationState {
     void *emit_opaque;
 
     int status;                 /* MigrationStatus; migrate_set_state() only */
+    GMutex status_lock;         /* only for status_cond: each change of */
+    GCond status_cond;          /* status is broadcast (migration_wait_leave) */
     GMutex lock;
     bool *caps;                 /* under lock, indexed by capability */
     JsonObject *params;         /* under lock */

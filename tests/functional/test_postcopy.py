@@ -8,11 +8,10 @@ import contextlib
 import os
 import socket
 import struct
-import threading
 import time
 
-from ferrytest import (HMP, HugePages, MachineOptions, Relay, Skip,
-                       SyscallHeld, read_exact, read_header, read_record,
+from ferrytest import (HMP, HugePages, MachineOptions, Relay, Skip, ThreadHeld,
+                       SyscallHeld, read_header, read_record,
                        run_cases, thread_id, tmpdir)
 from test_migration import RAM_MEMBERS, Vm, backend_args, verify_goes_on
 
@@ -851,7 +850,9 @@ def auto_switches(opts):
     """The verify guest rewrites its memory faster than 128 MiB/s sends
     it: after the first pass the source switches on its own, says why
     in query-migrate, and the guest goes on intact."""
-    src, dst = auto_pair('256M', 'verify')
+    # A small downtime-limit: on a busy host the guest dirtied slower,
+    # and precopy converged within the default 300 ms by pass 3.
+    src, dst = auto_pair('256M', 'verify', downtime_limit=20)
     src.wait_status({'postcopy-active'}, 60)
     src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
     info, d = finish(src, dst)
@@ -936,7 +937,10 @@ def no_drops(opts):
     else at the same time would show here too."""
     src, dst = pair('1G', 1)
     src.m.wait_line(r'^verify: round=1 ', 120)
-    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0})
+    # Never converging: a guest slowed by a busy host could otherwise
+    # finish in the first pass, and no second one would come.
+    src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 0,
+                                           'downtime-limit': 1})
     before = tcp_drops()
     assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
     while src.qmp.event('MIGRATION_PASS', 120)['data']['pass'] < 2:
@@ -1035,6 +1039,32 @@ def guarded(fn):
     return run
 
 
+def completed_after_source(opts):
+    """The destination says completed only once the source is: libvirt
+    9.0 finishes the destination's job on its completed and then confirms
+    on the source, whose query-migrate, if still postcopy-active, has no
+    downtime, and the job's "Total downtime" is lost (/libvirt/migrate
+    failed so on a loaded host).  The source's main thread, which it
+    needs to go completed, is held while the push ends: the destination's
+    completed must come after the release (before: during the hold)."""
+    src, dst = pair('256M', 1)
+    caps(dst, events=True)
+    switch_at_once(src, dst, max_postcopy_bandwidth=256 << 20)
+    src.wait_status({'postcopy-active'}, 30)
+    dst.wait_status({'postcopy-active'}, 30)
+    with ThreadHeld(src.m.proc.pid):
+        time.sleep(1.5)
+        released = time.time()
+    while (e := dst.qmp.event('MIGRATION', 30))['data']['status'] != 'completed':
+        pass
+    at = e['timestamp']['seconds'] + e['timestamp']['microseconds'] / 1e6
+    assert at >= released - 0.002, (
+        f'the destination was completed {(released - at) * 1000:.0f} ms '
+        'before the source could be')
+    finish(src, dst)
+    verify_goes_on(src, dst)
+
+
 MEMFD_HUGE = 'memory-backend-memfd,size=512M,hugetlb=on,hugetlbsize=2M'
 
 cases = [
@@ -1045,6 +1075,7 @@ cases = [
     ('/postcopy/immediate/6G', immediate, MachineOptions(extra=['6G', 2, False])),
     ('/postcopy/preempt', immediate, MachineOptions(extra=['1G', 2, True])),
     ('/postcopy/demand-only', demand_only, MachineOptions()),
+    ('/postcopy/completed-after-source', completed_after_source, MachineOptions()),
     ('/postcopy/zero-pages', zero_pages, MachineOptions(extra=[False])),
     ('/postcopy/zero-pages-preempt', zero_pages, MachineOptions(extra=[True])),
     ('/postcopy/push-limited', push_limited, MachineOptions()),

@@ -90,6 +90,17 @@ def pause(vm):
     assert r == {'return': {}}, r
 
 
+def paused_pair(mem='1G', smp=1, bw=8 << 20):
+    """A pair in postcopy, paused from the source with migrate-pause;
+    the events so far are read."""
+    src, dst = pair(mem, smp)
+    start_slow(src, dst, bw=bw)
+    pause(src)
+    paused(src, dst)
+    events(src), events(dst)
+    return src, dst
+
+
 def plain(opts):
     """QEMU's /postcopy/recovery/plain: migrate-pause on the source, then
     recover; the states go as QEMU 9.1's on each side."""
@@ -157,11 +168,7 @@ def handshake_fails(opts):
     that takes the connection and closes it: the source goes back to
     postcopy-paused (with its events), the destination never noticed;
     the second resume completes."""
-    src, dst = pair('1G', 2)
-    start_slow(src, dst)
-    pause(src)
-    paused(src, dst)
-    events(src)
+    src, dst = paused_pair('1G', 2)
     ls = socket.socket()
     ls.bind(('127.0.0.1', 0))
     ls.listen(1)
@@ -236,11 +243,7 @@ def handshake_broken(opts):
     (the destination in postcopy-recover, its bitmap sent) when the
     connection breaks; both return to postcopy-paused, and a second
     recovery completes."""
-    src, dst = pair('1G', 2)
-    start_slow(src, dst)
-    pause(src)
-    paused(src, dst)
-    events(src), events(dst)
+    src, dst = paused_pair('1G', 2)
     # The channel header, the RAM block record (1 + 1 + 6 + 8 + 8) and
     # RECV_BITMAP (1 + 1 + 6): the destination answers, RESUME is lost.
     relay = CutRelay(recover_listen(dst), 25 + 24 + 8)
@@ -305,10 +308,7 @@ def unix_socket(opts):
 def fd_passed(opts):
     """libvirt's way: the resumed stream's socket made outside and passed
     to both with getfd; migrate-recover fd:, migrate resume fd:."""
-    src, dst = pair('1G', 1)
-    start_slow(src, dst)
-    pause(src)
-    paused(src, dst)
+    src, dst = paused_pair('1G', 1)
     a, b = socket.socketpair()
     assert send_fd(dst.qmp, 'rec', b.fileno()) == {'return': {}}
     assert send_fd(src.qmp, 'migrate', a.fileno()) == {'return': {}}
@@ -327,10 +327,7 @@ def recover_on_connect(opts):
     accept, before the source has written a byte: it waited for the
     channel header, which the source writes after its migrate, and
     /libvirt/migrate failed 5 times in 36 on a loaded host."""
-    src, dst = pair('1G', 1)
-    start_slow(src, dst)
-    pause(src)
-    paused(src, dst)
+    src, dst = paused_pair('1G', 1)
     src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
     events(src), events(dst)
     host, port = recover_listen(dst)[len('tcp:'):].rsplit(':', 1)
@@ -349,11 +346,7 @@ def stray_during_recovery(opts):
     wrong header) makes the destination postcopy-recover, then paused
     again, saying why; the real source still recovers through the same
     listener."""
-    src, dst = pair('1G', 1)
-    start_slow(src, dst)
-    pause(src)
-    paused(src, dst)
-    events(src), events(dst)
+    src, dst = paused_pair('1G', 1)
     uri = recover_listen(dst)
     host, port = uri[len('tcp:'):].rsplit(':', 1)
     with socket.create_connection((host, int(port))) as c:
@@ -369,6 +362,48 @@ def stray_during_recovery(opts):
     dst.wait_status({'postcopy-active', 'completed'}, 30)
     finish(src, dst, timeout=60)
     verify_goes_on(src, dst)
+
+
+def pause_is_paused(opts):
+    """migrate-pause returns once its side is postcopy-paused: a client
+    acts on the reply.  libvirt 9.0's domjobabort --postcopy sends it to
+    the source, marks the domain "paused (post-copy failed)" and a
+    --postcopy-resume right after begins with the source's query-migrate,
+    refusing unless it says postcopy-paused ("QEMU reports migration is
+    still running": /libvirt/migrate failed so on a loaded host, the
+    push, held to 1 MB/s, asleep for its share of the link when the
+    connection was shut down).  Each side in turn, the push as slow."""
+    src, dst = pair('1G', 1)
+    start_slow(src, dst, bw=1 << 20)
+    for vm, other in ((src, dst), (dst, src)):
+        if vm is dst:
+            resume(src, dst)
+            time.sleep(0.3)
+        pause(vm)
+        st = vm.qmp.cmd('query-migrate')['return']
+        assert st['status'] == 'postcopy-paused' and st.get('error-desc'), st
+        other.wait_status({'postcopy-paused'}, 30)
+    resume_to_end(src, dst)
+
+
+def pause_while_recovering(opts):
+    """migrate-pause on the destination while it is postcopy-recover for a
+    connection that has not yet said what it is (it sends nothing): the
+    connection is dropped and the destination is postcopy-paused, saying
+    so; a migrate-recover after it and the source's resume complete."""
+    src, dst = paused_pair('1G', 1)
+    host, port = recover_listen(dst)[len('tcp:'):].rsplit(':', 1)
+    with socket.create_connection((host, int(port))) as c:
+        ev = dst.qmp.event('MIGRATION', 10)['data']['status']
+        assert ev == 'postcopy-recover', ev
+        pause(dst)
+        d = dst.qmp.cmd('query-migrate')['return']
+        assert d['status'] == 'postcopy-paused', d
+        assert 'migrate-pause' in d.get('error-desc', ''), d
+        c.settimeout(10)
+        assert c.recv(64) == b'', 'the connection stays open'
+    assert events(dst) == ['postcopy-paused']
+    resume_to_end(src, dst)
 
 
 def demand_only(opts):
@@ -408,10 +443,7 @@ def destination_killed(opts):
     all its state (its guest's newest memory was there: running it here
     would fork the guest's history), says so, and a resume to nobody is
     refused; cont stays refused."""
-    src, dst = pair('1G', 1)
-    start_slow(src, dst)
-    pause(src)
-    paused(src, dst)
+    src, dst = paused_pair('1G', 1)
     uri = recover_listen(dst)
     dst.m.kill()
     events(src)
@@ -471,10 +503,7 @@ def events_first(opts):
     destination's main thread, which writes the events, is held (ptrace)
     over the whole handshake: the source must not go on meanwhile
     (before: RESUME_ACK went out with the event still queued)."""
-    src, dst = pair('1G', 2)
-    start_slow(src, dst)
-    pause(src)
-    paused(src, dst)
+    src, dst = paused_pair('1G', 2)
     src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
     events(src), events(dst)
     # The channel header (docs/migration-stream.md) goes through: the
@@ -525,10 +554,7 @@ def events_read(opts):
     client reads nothing for 30 ms after the resume: the source must not
     be postcopy-active before that read (before: about 1 ms after the
     resume, the events unread)."""
-    src, dst = pair('1G', 2)
-    start_slow(src, dst)
-    pause(src)
-    paused(src, dst)
+    src, dst = paused_pair('1G', 2)
     src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
     events(src), events(dst)
     uri = recover_listen(dst)
@@ -615,6 +641,9 @@ CASES = [
     ('/postcopy/recovery/fd', fd_passed, MachineOptions()),
     ('/postcopy/recovery/recover-on-connect', recover_on_connect, MachineOptions()),
     ('/postcopy/recovery/stray-connection', stray_during_recovery, MachineOptions()),
+    ('/postcopy/recovery/pause-is-paused', pause_is_paused, MachineOptions()),
+    ('/postcopy/recovery/pause-while-recovering', pause_while_recovering,
+     MachineOptions()),
     ('/postcopy/recovery/demand-only', demand_only, MachineOptions()),
     ('/postcopy/recovery/hugetlb-2M', hugepages, MachineOptions()),
     ('/postcopy/recovery/destination-killed', destination_killed, MachineOptions()),
