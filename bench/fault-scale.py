@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Demand faults as vCPUs grow: one userfaultfd against one per range of
-guest RAM (x-postcopy-fault-threads), each memory type, against plain
-faults without migration (the ceiling) and QEMU 7.2 in the same run.
+guest RAM (x-postcopy-fault-threads), x MISSING faults with UFFDIO_COPY
+against MINOR faults with UFFDIO_CONTINUE (x-postcopy-minor-faults, on
+memfd and hugetlb), each memory type, against plain faults without
+migration (the ceiling) and QEMU 7.2 in the same run.
 
     bench/fault-scale.py [--runs N] [--vcpus 1,2,4,8,16] [--mem 256M]
                          [--doc docs/benchmarks.md] [--section NAME]
@@ -80,7 +82,7 @@ def ceiling(mem, size, smp):
         m.kill()
 
 
-def demand(qemu, mem, size, smp, threads):
+def demand(qemu, mem, size, smp, threads, minor=False):
     """One migrate -p -n: demand pages per second after the switch."""
     src, sq = vm(qemu, mem, size, smp, False)
     dst, dq = vm(qemu, mem, size, smp, True)
@@ -94,7 +96,8 @@ def demand(qemu, mem, size, smp, threads):
             assert r == {'return': {}}, r
         if not qemu:
             r = dq.cmd('migrate-set-parameters',
-                       {'x-postcopy-fault-threads': threads})
+                       {'x-postcopy-fault-threads': threads,
+                        'x-postcopy-minor-faults': minor})
             assert r == {'return': {}}, r
         port = benchlib.free_port()
         r = dq.cmd('migrate-incoming', {'uri': f'tcp:127.0.0.1:{port}'})
@@ -161,6 +164,9 @@ def variants(vcpus, with_qemu):
             out.append(('plain faults', mem, n, None))
             out.append(('ferry, one uffd', mem, n, 1))
             out.append(('ferry, sharded', mem, n, n))
+            if mem != 'anon':
+                out.append(('ferry, one uffd, MINOR', mem, n, 1))
+                out.append(('ferry, sharded, MINOR', mem, n, n))
         if with_qemu:
             out.append(('QEMU 7.2', 'anon', n, None))
     return out
@@ -223,7 +229,7 @@ def main():
                         x = ceiling(mem, args.mem, n)
                     else:
                         x = demand(name.startswith('QEMU'), mem, args.mem, n,
-                                   threads)
+                                   threads, name.endswith('MINOR'))
                 except AssertionError as e:     # say so, and go on
                     print(f'  failed: {e}', file=sys.stderr, flush=True)
                     continue

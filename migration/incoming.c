@@ -543,7 +543,8 @@ static void load_thread_body(LoadArgs *a)
     g_free(a);
 
     RAMLoader *rl = g_new0(RAMLoader, 1);
-    ram_loader_init_shards(rl, s->m->ram, fault_threads(s));
+    ram_loader_init_full(rl, s->m->ram, fault_threads(s),
+                         migration_param_bool(s, "x-postcopy-minor-faults"));
     __atomic_store_n(&s->dst.ram_loader, rl, __ATOMIC_RELEASE);
     StreamLoad l = { .m = s->m, .stats = &s->stats, .ram = s->dst.ram_loader,
                      .postcopy = &postcopy_ops, .pong = load_pong,

@@ -114,6 +114,7 @@ static JsonObject *default_params(void)
                                POSTCOPY_STALL_TIMEOUT_MS);
     json_object_set_int_member(p, "x-postcopy-auto-budget", 0);
     json_object_set_int_member(p, "x-postcopy-fault-threads", 1);
+    json_object_set_boolean_member(p, "x-postcopy-minor-faults", false);
     json_object_set_string_member(p, "mode", "normal");
     json_object_set_string_member(p, "zero-page-detection", "multifd");
     json_object_set_boolean_member(p, "direct-io", false);

@@ -171,7 +171,15 @@ static void vcpu_unblocked(PostcopyIncoming *pc, int64_t now)
  * thread's look and its record left the record for ever
  * (/migration/postcopy/fault-race).
  */
-/* Close the records of pages [first, first + n), all in @sh. */
+static void fault_fail(PostcopyIncoming *pc, const char *fmt, ...)
+    G_GNUC_PRINTF(2, 3);
+
+/*
+ * Close the records of pages [first, first + n), all in @sh.  In MINOR
+ * mode a page waited on is mapped here first (the placement wrote only
+ * the page cache): under the lock, so that the fault thread, which maps
+ * a page it finds received, and this never both miss it.
+ */
 static bool placed_in_shard(PostcopyIncoming *pc, PostcopyShard *sh,
                             uint64_t first, uint64_t n)
 {
@@ -193,6 +201,13 @@ static bool placed_in_shard(PostcopyIncoming *pc, PostcopyShard *sh,
         FaultRec *r = g_hash_table_lookup(sh->faults, &p);
         if (!r) {
             continue;
+        }
+        g_autoptr(GError) err = NULL;
+        if (pc->ram->minor) {
+            __atomic_fetch_add(&sh->continued, 1, __ATOMIC_RELAXED);
+            if (!ram_load_continue(pc->ram, p, &err)) {
+                fault_fail(pc, "postcopy: %s", err->message);
+            }
         }
         int64_t lat = now - r->t0;
         sh->latency_sum_ns += lat;
@@ -253,9 +268,6 @@ uint64_t postcopy_faults_waiting(PostcopyIncoming *pc)
  * end and pause (postcopy_shutdown), and let postcopy_drain() stop
  * waiting on the preempt channel.  The thread then ends.
  */
-static void fault_fail(PostcopyIncoming *pc, const char *fmt, ...)
-    G_GNUC_PRINTF(2, 3);
-
 static void preempt_end(PostcopyIncoming *pc);
 
 static void fault_fail(PostcopyIncoming *pc, const char *fmt, ...)
@@ -294,6 +306,17 @@ static bool handle_fault(PostcopyIncoming *pc, const UffdEvent *ev,
     g_mutex_lock(&sh->lock);
     if (ram_load_received(l, page)) {
         g_mutex_unlock(&sh->lock);
+        if (l->minor) {
+            /* In the page cache, not mapped yet (the push wrote it
+             * through the alias, or a placement mapped it just now). */
+            g_autoptr(GError) err = NULL;
+            __atomic_fetch_add(&sh->minor_faults, 1, __ATOMIC_RELAXED);
+            if (!ram_load_continue(l, page, &err)) {
+                fault_fail(pc, "postcopy fault thread: %s", err->message);
+                return false;
+            }
+            return true;
+        }
         /* Placed between the fault and now: the placement woke it, but
          * a wake is cheap and covers a fault that raced with it. */
         uffd_wake(ram_loader_uffd(l, page), l->rb->host + page * TARGET_PAGE_SIZE,
@@ -876,6 +899,10 @@ static void fault_totals(PostcopyIncoming *pc, FaultTotals *t, JsonArray *shards
         json_object_set_int_member(o, "requests",
                                    __atomic_load_n(&sh->requests, __ATOMIC_RELAXED));
         json_object_set_int_member(o, "served", served);
+        json_object_set_int_member(o, "minor",
+                                   __atomic_load_n(&sh->minor_faults, __ATOMIC_RELAXED));
+        json_object_set_int_member(o, "continued",
+                                   __atomic_load_n(&sh->continued, __ATOMIC_RELAXED));
         json_object_set_int_member(o, "latency", mean);
         json_object_set_int_member(o, "p99", p99);
         json_array_add_object_element(shards, o);

@@ -46,6 +46,8 @@ static uint64_t shard_range(const RAMLoader *l, int i, uint64_t *n)
 /* Open range @i's userfaultfd and register it; false with why_no_uffd. */
 static bool shard_register(RAMLoader *l, int i)
 {
+    uint64_t mode = UFFDIO_REGISTER_MODE_MISSING |
+                    (l->minor ? UFFDIO_REGISTER_MODE_MINOR : 0);
     RAMBlock *rb = l->rb;
     uint64_t n, first = shard_range(l, i, &n);
     uint8_t *start = rb->host + first * TARGET_PAGE_SIZE;
@@ -62,15 +64,15 @@ static bool shard_register(RAMLoader *l, int i)
         return false;
     }
     uint64_t ioctls = 0;
-    ret = uffd_register(fd, start, n * TARGET_PAGE_SIZE,
-                        UFFDIO_REGISTER_MODE_MISSING, &ioctls);
+    ret = uffd_register(fd, start, n * TARGET_PAGE_SIZE, mode, &ioctls);
     if (ret < 0) {
         l->why_no_uffd = g_strdup_printf("this RAM backend cannot be registered "
                                          "with userfaultfd: %s", g_strerror(-ret));
         uffd_close(fd);
         return false;
     }
-    uint64_t need = UFFD_IOCTL_BIT(_UFFDIO_COPY) | UFFD_IOCTL_BIT(_UFFDIO_WAKE);
+    uint64_t need = UFFD_IOCTL_BIT(_UFFDIO_COPY) | UFFD_IOCTL_BIT(_UFFDIO_WAKE) |
+                    (l->minor ? UFFD_IOCTL_BIT(_UFFDIO_CONTINUE) : 0);
     if ((ioctls & need) != need) {
         l->why_no_uffd = g_strdup("userfaultfd cannot place pages in this RAM "
                                   "backend (no UFFDIO_COPY)");
@@ -104,6 +106,45 @@ void ram_loader_init(RAMLoader *l, RAMBlock *rb)
 
 void ram_loader_init_shards(RAMLoader *l, RAMBlock *rb, int nshards)
 {
+    ram_loader_init_full(l, rb, nshards, false);
+}
+
+/*
+ * MINOR mode's needs: a file to map twice, and the kernel's MINOR
+ * feature for its kind of memory.  The features to ask for; false with
+ * why_no_uffd.
+ */
+static bool minor_setup(RAMLoader *l, uint64_t avail, uint64_t *features)
+{
+    RAMBlock *rb = l->rb;
+    uint64_t want = rb->page_size > TARGET_PAGE_SIZE ? UFFD_FEATURE_MINOR_HUGETLBFS
+                                                     : UFFD_FEATURE_MINOR_SHMEM;
+    if (rb->fd < 0 || !rb->shared) {
+        l->why_no_uffd = g_strdup("MINOR faults need guest RAM shared with a "
+                                  "file (memory-backend-memfd, or "
+                                  "memory-backend-file with share=on)");
+        return false;
+    }
+    if (!(avail & want)) {
+        l->why_no_uffd = g_strdup_printf("this kernel has no userfaultfd %s",
+                                         uffd_feature_name(want));
+        return false;
+    }
+    void *alias = mmap(NULL, rb->size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                       rb->fd, 0);
+    if (alias == MAP_FAILED) {
+        l->why_no_uffd = g_strdup_printf("mapping guest RAM a second time for "
+                                         "MINOR faults: %s", g_strerror(errno));
+        return false;
+    }
+    l->alias = alias;
+    l->claimed = bitmap_new(l->npages);
+    *features |= want;
+    return true;
+}
+
+void ram_loader_init_full(RAMLoader *l, RAMBlock *rb, int nshards, bool minor)
+{
     memset(l, 0, sizeof(*l));
     l->rb = rb;
     l->npages = rb->size / TARGET_PAGE_SIZE;
@@ -123,6 +164,10 @@ void ram_loader_init_shards(RAMLoader *l, RAMBlock *rb, int nshards)
     uint64_t avail = 0;
     uffd_query(&avail, NULL);
     l->features = avail & (UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_MOVE);
+    l->minor = minor;
+    if (minor && !minor_setup(l, avail, &l->features)) {
+        return;
+    }
     for (int i = 0; i < l->nshards; i++) {
         if (!shard_register(l, i)) {
             shards_close(l, i);
@@ -163,6 +208,10 @@ void ram_loader_cleanup(RAMLoader *l)
         munmap(l->pool, l->rb->size);
     }
     bitmap_free(l->pooled);
+    if (l->alias) {
+        munmap(l->alias, l->rb->size);
+    }
+    bitmap_free(l->claimed);
     g_mutex_clear(&l->pool_lock);
     bitmap_free(l->received);
     bitmap_free(l->zero_left);
@@ -268,9 +317,58 @@ typedef enum FillOp { FILL_COPY, FILL_ZEROPAGE, FILL_MOVE } FillOp;
  *   thread placed it: it arrived twice, a protocol error.  Its waiters
  *   are woken, it is counted (dup_pages) and the placement fails.
  */
+/*
+ * MINOR mode in postcopy: claim host pages [first, first + n), then write
+ * them into the page cache through the alias (zeros where @src is NULL).
+ * Guest RAM is left unmapped there: ram_load_continue maps a page once
+ * it is received and touched.  A page claimed already came twice.
+ */
+static bool alias_fill(RAMLoader *l, uint64_t first, uint64_t n,
+                       const uint8_t *src, GError **errp)
+{
+    for (uint64_t p = first; p < first + n; p += l->hpages) {
+        if (test_and_set_bit_atomic(p, l->claimed)) {
+            return arrived_twice(l, p, l->hpages, errp);
+        }
+    }
+    uint8_t *dst = l->alias + first * TARGET_PAGE_SIZE;
+    if (src) {
+        memcpy(dst, src, n * TARGET_PAGE_SIZE);
+    } else {
+        memset(dst, 0, n * TARGET_PAGE_SIZE);
+    }
+    return true;
+}
+
+bool ram_load_continue(RAMLoader *l, uint64_t page, GError **errp)
+{
+    page -= page % l->hpages;
+    uint8_t *dst = l->rb->host + page * TARGET_PAGE_SIZE;
+    uint64_t len = l->hpages * TARGET_PAGE_SIZE;
+    int fd = ram_loader_uffd(l, page);
+    for (;;) {
+        ssize_t r = uffd_continue(fd, dst, len, 0);
+        if (r == (ssize_t)len) {
+            return true;
+        }
+        if (r == -EEXIST) {
+            /* Mapped already (a fault raced with another CONTINUE). */
+            uffd_wake(fd, dst, len);
+            return true;
+        }
+        if (r != -EAGAIN) {
+            return place_fail(errp, "UFFDIO_CONTINUE", page * TARGET_PAGE_SIZE,
+                              r < 0 ? (int)r : -EIO);
+        }
+    }
+}
+
 static bool fill(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
                  const uint8_t *src, GError **errp)
 {
+    if (l->minor && l->postcopy && op != FILL_MOVE) {
+        return alias_fill(l, first, n, src, errp);
+    }
     static const char *const names[] = { "UFFDIO_COPY", "UFFDIO_ZEROPAGE",
                                          "UFFDIO_MOVE" };
     uint8_t *dst = l->rb->host + first * TARGET_PAGE_SIZE;
@@ -675,6 +773,9 @@ bool ram_load_discard(RAMLoader *l, uint64_t off, uint64_t count,
     /* Clear first: a fault from now on must ask for the page again. */
     bitmap_test_and_clear_atomic(l->received, first, count);
     bitmap_test_and_clear_atomic(l->zero_left, first, count);
+    if (l->claimed) {
+        bitmap_test_and_clear_atomic(l->claimed, first, count);
+    }
     return drop_pages(l, first, count, errp);
 }
 
@@ -708,7 +809,9 @@ bool ram_load_fault_zero(RAMLoader *l, uint64_t page, GError **errp)
         return false;
     }
     mark_received(l, page, 1);
-    return true;
+    /* MINOR mode wrote it through the alias: map it for the thread that
+     * faulted (no fault record was made for it). */
+    return !(l->minor && l->postcopy) || ram_load_continue(l, page, errp);
 }
 
 bool ram_load_all_received(const RAMLoader *l)

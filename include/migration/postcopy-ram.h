@@ -98,6 +98,10 @@ typedef struct PostcopyShard {
     int64_t other_latency_ns;
     uint64_t requests;          /* atomic: requests sent from this shard */
     uint64_t faults_read;       /* atomic: page faults read from its fd */
+    uint64_t minor_faults;      /* atomic: MINOR mode: faults on pages in,
+                                 * mapped by the fault thread (CONTINUE) */
+    uint64_t continued;         /* atomic: MINOR mode: pages waited on that
+                                 * were mapped as they came (CONTINUE) */
 } PostcopyShard;
 
 struct PostcopyIncoming {

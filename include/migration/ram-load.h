@@ -98,6 +98,21 @@ typedef struct RAMLoader {
     unsigned long *pooled;
     GMutex pool_lock;
     uint64_t dup_pages;         /* atomic: pages that came again in postcopy */
+    /*
+     * MINOR mode (ram_loader_init_full @minor; docs/postcopy.md, "MINOR
+     * faults"): shared memory with a file (memfd, tmpfs, hugetlbfs),
+     * registered MISSING | MINOR.  In postcopy a page is written into the
+     * page cache through @alias, a second mapping of the file that no
+     * userfaultfd watches, with no ioctl; guest RAM maps it with
+     * UFFDIO_CONTINUE (ram_load_continue) only once it is received and a
+     * thread touches it.  @claimed: host pages (first bit) a placing
+     * thread has taken in postcopy, set atomically before the write, so
+     * that no page is written twice (the guest may have written it: the
+     * kernel's EEXIST guards COPY, nothing guards a memcpy).
+     */
+    bool minor;
+    uint8_t *alias;
+    unsigned long *claimed;
 } RAMLoader;
 
 /*
@@ -168,6 +183,14 @@ void ram_loader_init(RAMLoader *l, RAMBlock *rb);
  * why_no_uffd says why.
  */
 void ram_loader_init_shards(RAMLoader *l, RAMBlock *rb, int nshards);
+
+/*
+ * ram_loader_init_full: the same, with @minor: MINOR mode (above).  It
+ * needs RAM shared with a file and the kernel's MINOR_SHMEM or
+ * MINOR_HUGETLBFS; without them RAM is left unregistered, and
+ * why_no_uffd says why (postcopy is then refused, saying so).
+ */
+void ram_loader_init_full(RAMLoader *l, RAMBlock *rb, int nshards, bool minor);
 void ram_loader_cleanup(RAMLoader *l);
 
 /*
@@ -251,6 +274,15 @@ static inline bool ram_load_received(const RAMLoader *l, uint64_t page)
  * zero page there (it wakes the thread that faulted).  Fault thread.
  */
 bool ram_load_fault_zero(RAMLoader *l, uint64_t page, GError **errp);
+
+/*
+ * ram_load_continue: MINOR mode: map received host page @page into guest
+ * RAM (UFFDIO_CONTINUE through its range's fd), waking the threads
+ * waiting on it; one mapped already is only woken.  A page not received
+ * must never be mapped so: the caller checks.  Any placing or fault
+ * thread.
+ */
+bool ram_load_continue(RAMLoader *l, uint64_t page, GError **errp);
 
 /* ram_load_zero_left: whether 4 KiB page @page is in @zero_left (set
  * before postcopy starts, so no ordering is needed). */

@@ -256,18 +256,23 @@ def fault_threads(opts):
     own contiguous part (verify split=1), so that every page it wrote
     again meanwhile is a demand fault in its own range; the guest checks
     every page after.
-    @threads 0 picks one per vCPU (at most the host's CPUs)."""
-    obj, hugepages, smp, threads = opts.extra
+    @threads 0 picks one per vCPU (at most the host's CPUs); @minor:
+    x-postcopy-minor-faults too (each requested page written through the
+    alias and mapped with UFFDIO_CONTINUE)."""
+    obj, hugepages, smp, threads, *minor = opts.extra
+    minor = bool(minor and minor[0])
     want = threads or min(smp, os.cpu_count())
     with HugePages(hugepages) if hugepages else contextlib.nullcontext():
         src, dst = pair(None if obj else '128M', smp,
                         append=f'verify split=1 cpus={smp}',
                         extra=backend_args(obj) if obj else ())
         r = dst.qmp.cmd('migrate-set-parameters',
-                        {'x-postcopy-fault-threads': threads})
+                        {'x-postcopy-fault-threads': threads,
+                         'x-postcopy-minor-faults': minor})
         assert r == {'return': {}}, r
         p = dst.qmp.cmd('query-migrate-parameters')['return']
         assert p['x-postcopy-fault-threads'] == threads, p
+        assert p['x-postcopy-minor-faults'] == minor, p
         src.m.wait_line(r'^verify: round=1 ', 120)
         assert src.qmp.cmd('migrate-set-parameters',
                            {'max-bandwidth': 0}) == {'return': {}}
@@ -287,7 +292,45 @@ def fault_threads(opts):
         assert sum(sh['requests'] for sh in shards) == \
             info['ram']['postcopy-requests'], (shards, info['ram'])
         assert 'postcopy-non-vcpu-latency' in d, d
+        # MINOR mode maps each requested page as it comes; COPY never.
+        continued = sum(sh['continued'] + sh['minor'] for sh in shards)
+        assert (continued > 0) == minor, shards
         verify_goes_on(src, dst)
+
+
+def minor_push(opts):
+    """x-postcopy-minor-faults with the push: every page pushed is
+    written into the page cache through the alias and left unmapped, so
+    the guest's first touch of one is a MINOR fault that the fault thread
+    maps (UFFDIO_CONTINUE); a requested one is mapped when it comes (on
+    the preempt channel too).  The guest checks every page after."""
+    obj, hugepages, preempt = opts.extra
+    with HugePages(hugepages) if hugepages else contextlib.nullcontext():
+        src, dst = pair(None, 2, preempt=preempt, extra=backend_args(obj))
+        r = dst.qmp.cmd('migrate-set-parameters', {'x-postcopy-minor-faults': True})
+        assert r == {'return': {}}, r
+        switch_at_once(src, dst, max_postcopy_bandwidth=256 << 20)
+        info, d = finish(src, dst)
+        shards = d['x-postcopy-fault-shards']
+        assert sum(sh['minor'] for sh in shards) > 0, shards
+        assert info['ram']['postcopy-requests'] > 0, info['ram']
+        verify_goes_on(src, dst)
+
+
+def minor_refused(opts):
+    """x-postcopy-minor-faults on anonymous RAM: no file to write the
+    page cache through.  Precopy still works; postcopy is refused at its
+    advise, saying why, and the source runs on."""
+    src, dst = pair('256M', 1)
+    r = dst.qmp.cmd('migrate-set-parameters', {'x-postcopy-minor-faults': True})
+    assert r == {'return': {}}, r
+    src.m.wait_line(r'^verify: round=1 ', 120)
+    assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
+    info = src.wait_status({'completed', 'failed'}, 60)
+    assert info['status'] == 'failed', info
+    assert 'MINOR faults need guest RAM shared with a file' in \
+        info.get('error-desc', ''), info
+    assert src.qmp.cmd('query-status')['return']['status'] == 'running'
 
 
 def prealloc_dst(opts):
@@ -847,21 +890,26 @@ def auto_converges(opts):
 
 
 def auto_switches(opts):
-    """The verify guest rewrites its memory faster than 128 MiB/s sends
+    """The verify guest rewrites its memory faster than 48 MiB/s sends
     it: after the first pass the source switches on its own, says why
     in query-migrate, and the guest goes on intact."""
-    # A small downtime-limit: on a busy host the guest dirtied slower,
-    # and precopy converged within the default 300 ms by pass 3.
-    src, dst = auto_pair('256M', 'verify', downtime_limit=20)
+    # A slow link and a small downtime-limit: on a busy host the guest
+    # dirtied slower than 128 MiB/s, and precopy converged by pass 3.
+    src, dst = auto_pair('256M', 'verify', downtime_limit=20,
+                         max_bandwidth=48 << 20)
     src.wait_status({'postcopy-active'}, 60)
     src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
     info, d = finish(src, dst)
     a = info['x-postcopy-auto']
-    assert a['verdict'] == 'switch' and a['pass'] == 1, a
-    assert 'does not converge' in a['reason'], a
+    # After the first pass, or the second where the first did not yet
+    # show a dirty rate above the link's (a guest slowed by a busy host).
+    assert a['verdict'] == 'switch' and a['pass'] in (1, 2), a
+    # The model's two reasons: no convergence at all, or too slow.
+    assert 'does not converge' in a['reason'] or \
+        'more passes' in a['reason'], a
     assert info['ram']['postcopy-bytes'] > 0, info
     out = HMP(src.hmp_sock).run('info migrate')
-    assert 'postcopy auto: switch after pass 1 at ' in out, out
+    assert f'postcopy auto: switch after pass {a["pass"]} at ' in out, out
     verify_goes_on(src, dst)
 
 
@@ -1106,6 +1154,25 @@ cases = [
      MachineOptions(extra=['memory-backend-memfd,size=128M,hugetlb=on,hugetlbsize=2M', 128, 4, 4])),
     ('/postcopy/fault-threads/auto/smp2', fault_threads,
      MachineOptions(extra=[None, 0, 2, 0])),
+    ('/postcopy/minor/memfd/smp1', fault_threads,
+     MachineOptions(extra=['memory-backend-memfd,size=128M', 0, 1, 1, True])),
+    ('/postcopy/minor/memfd/smp2', fault_threads,
+     MachineOptions(extra=['memory-backend-memfd,size=128M', 0, 2, 0, True])),
+    ('/postcopy/minor/memfd/smp4', fault_threads,
+     MachineOptions(extra=['memory-backend-memfd,size=128M', 0, 4, 4, True])),
+    ('/postcopy/minor/hugetlb-2M/smp1', fault_threads,
+     MachineOptions(extra=['memory-backend-memfd,size=128M,hugetlb=on,hugetlbsize=2M', 128, 1, 1, True])),
+    ('/postcopy/minor/hugetlb-2M/smp2', fault_threads,
+     MachineOptions(extra=['memory-backend-memfd,size=128M,hugetlb=on,hugetlbsize=2M', 128, 2, 0, True])),
+    ('/postcopy/minor/hugetlb-2M/smp4', fault_threads,
+     MachineOptions(extra=['memory-backend-memfd,size=128M,hugetlb=on,hugetlbsize=2M', 128, 4, 4, True])),
+    ('/postcopy/minor/memfd/push', minor_push,
+     MachineOptions(extra=['memory-backend-memfd,size=512M', 0, False])),
+    ('/postcopy/minor/memfd/push-preempt', minor_push,
+     MachineOptions(extra=['memory-backend-memfd,size=512M', 0, True])),
+    ('/postcopy/minor/hugetlb-2M/push', minor_push,
+     MachineOptions(extra=['memory-backend-memfd,size=256M,hugetlb=on,hugetlbsize=2M', 264, False])),
+    ('/postcopy/minor/anon-refused', minor_refused, MachineOptions()),
     ('/postcopy/backend/ram-prealloc', prealloc_dst, MachineOptions(extra=[False])),
     ('/postcopy/backend/ram-prealloc-preempt', prealloc_dst,
      MachineOptions(extra=[True])),

@@ -659,6 +659,92 @@ static void test_shards(void **state)
     }
 }
 
+static void wait_done(Waiter *w)
+{
+    int64_t until = g_get_monotonic_time() + 5 * G_TIME_SPAN_SECOND;
+    while (!__atomic_load_n(&w->done, __ATOMIC_ACQUIRE) &&
+           g_get_monotonic_time() < until) {
+        g_usleep(1000);
+    }
+    assert_true(__atomic_load_n(&w->done, __ATOMIC_ACQUIRE));
+}
+
+/*
+ * MINOR mode on a memfd, in two ranges.  In postcopy a page is written
+ * into the page cache through the alias and not mapped: a thread waiting
+ * on it sleeps on (no fd is read, and nothing woke it) until
+ * ram_load_continue maps it; a second CONTINUE is only a wake (EEXIST).
+ * A page that comes again is refused and left as the guest has it.  A
+ * page written and then
+ * touched is a MINOR fault, mapped the same way.  Anonymous RAM is
+ * refused, saying why.
+ */
+static void test_minor(void **state)
+{
+    Fixture *f = g_new0(Fixture, 1);
+    *state = f;
+    g_autoptr(GError) err = NULL;
+    MemBackendOptions o = { .type = MEM_BACKEND_MEMFD, .id = (char *)"m",
+                            .size = NPAGES * TARGET_PAGE_SIZE, .share = true };
+    f->rb = ram_block_new("pc.ram", &o, &err);
+    assert_non_null(f->rb);
+    ram_loader_init_full(&f->l, f->rb, 2, true);
+    ram_load_buf_init(&f->b, &f->l);
+    need_uffd(f);
+    assert_true(f->l.minor);
+    assert_non_null(f->l.alias);
+    assert_int_equal(f->l.nshards, 2);
+    /* Precopy maps what it places, as in COPY mode. */
+    assert_true(load(f, 1, 1, 0));
+    check(f, 1, 1);
+    assert_true(ram_load_discard_missing(&f->l, &err));
+    f->l.postcopy = true;
+
+    uint64_t page = NPAGES / 2 + 8;             /* in the second range */
+    uint8_t *host = f->rb->host + page * TARGET_PAGE_SIZE;
+    Waiter w = { host, 0, 0 };
+    GThread *th = g_thread_new("waiter", wait_page, &w);
+    g_usleep(20000);
+    assert_false(__atomic_load_n(&w.done, __ATOMIC_ACQUIRE));
+    assert_true(load(f, page, 1, 7));
+    assert_true(ram_load_received(&f->l, page));
+    assert_int_equal(f->l.alias[page * TARGET_PAGE_SIZE], (uint8_t)(page + 7));
+    g_usleep(20000);
+    assert_false(__atomic_load_n(&w.done, __ATOMIC_ACQUIRE));
+    assert_true(ram_load_continue(&f->l, page, &err));
+    wait_done(&w);
+    g_thread_join(th);
+    assert_int_equal(w.seen, (uint8_t)(page + 7));
+    assert_true(ram_load_continue(&f->l, page, &err));      /* EEXIST */
+
+    host[0] = 0x55;                             /* the guest writes it */
+    assert_false(load(f, page, 1, 9));
+    assert_int_equal(f->l.dup_pages, 1);
+    assert_int_equal(host[0], 0x55);
+    assert_int_equal(host[1], (uint8_t)(page + 7));
+
+    /* Written first, then touched: a MINOR fault until CONTINUE. */
+    assert_true(ram_load_zero(&f->l, &f->b, 20 * TARGET_PAGE_SIZE, 1, &err));
+    assert_true(ram_load_received(&f->l, 20));
+    w = (Waiter) { f->rb->host + 20 * TARGET_PAGE_SIZE + 9, 0xff, 0 };
+    th = g_thread_new("waiter", wait_page, &w);
+    g_usleep(20000);
+    assert_false(__atomic_load_n(&w.done, __ATOMIC_ACQUIRE));
+    assert_true(ram_load_continue(&f->l, 20, &err));
+    wait_done(&w);
+    g_thread_join(th);
+    assert_int_equal(w.seen, 0);
+
+    RAMBlock *anon = ram_block_new_anon("pc.ram", NPAGES * TARGET_PAGE_SIZE, NULL);
+    RAMLoader l;
+    ram_loader_init_full(&l, anon, 1, true);
+    assert_false(l.registered);
+    assert_non_null(strstr(l.why_no_uffd, "MINOR faults need guest RAM shared"));
+    assert_false(ram_loader_can_postcopy(&l, NULL));
+    ram_loader_cleanup(&l);
+    ram_block_free(anon);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -685,6 +771,7 @@ int main(void)
           NULL },
         { "/migration/ram-load/shard-split", test_shard_split, NULL, NULL, NULL },
         { "/migration/ram-load/shards", test_shards, NULL, teardown, NULL },
+        { "/migration/ram-load/minor/memfd", test_minor, NULL, teardown, NULL },
     };
     return cmocka_run_group_tests_name("ram-load", tests, NULL, NULL);
 }
