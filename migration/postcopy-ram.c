@@ -909,6 +909,8 @@ static void fault_totals(PostcopyIncoming *pc, FaultTotals *t, JsonArray *shards
     }
 }
 
+#define POSTCOPY_LATENCY_BUCKETS 24
+
 void postcopy_stats(PostcopyIncoming *pc, JsonObject *r)
 {
     int n = pc->m->ncpus;
@@ -937,14 +939,13 @@ void postcopy_stats(PostcopyIncoming *pc, JsonObject *r)
                                : 0);
     /* ferry's: one entry per fault thread (x-postcopy-fault-threads). */
     json_object_set_array_member(r, "x-postcopy-fault-shards", shards);
-    /* QEMU's buckets, [0, 2), [2, 4), [4, 8) ... us, up to the last one
-     * used (at least one): each ends at 2^k - 1 us, a bucket edge of h. */
-    /* The last bucket ends at 2^64 - 1: whatever h holds, the loop ends
-     * by k = 64 (it runs on the main thread, inside a QMP reply). */
+    /* QEMU 10.1's 24 buckets, [0, 2), [2, 4), [4, 8) ... us, the last
+     * one from 2^23 us (8.4 s) on: bucket k - 1 ends at 2^k - 1 us, a
+     * bucket edge of h. */
     uint64_t below = 0;
-    for (unsigned k = 1; k <= 64 && (k == 1 || below < h->count); k++) {
-        uint64_t upto = hist_count_upto(h, k == 64 ? UINT64_MAX
-                                                   : (1ull << k) - 1);
+    for (unsigned k = 1; k <= POSTCOPY_LATENCY_BUCKETS; k++) {
+        uint64_t upto = k == POSTCOPY_LATENCY_BUCKETS
+                        ? h->count : hist_count_upto(h, (1ull << k) - 1);
         json_array_add_int_element(dist, upto - below);
         below = upto;
     }

@@ -90,6 +90,7 @@ def finish(src, dst, timeout=180):
               'postcopy-vcpu-latency', 'postcopy-latency-dist'):
         assert k in d, (k, d)
     assert len(d['postcopy-vcpu-blocktime']) == len(d['postcopy-vcpu-latency'])
+    assert len(d['postcopy-latency-dist']) == 24, d    # QEMU 10.1's
     check_percentiles(d)
     assert dst.qmp.cmd('query-status')['return']['status'] == 'running'
     assert src.qmp.cmd('query-status')['return']['status'] == 'postmigrate'
