@@ -191,8 +191,14 @@ TlsSession *tls_session_new(TlsCreds *creds, TlsEndpoint endpoint, int fd,
     t->wq = g_byte_array_new();
     const char *rk = g_getenv("FERRY_TLS_REKEY_BYTES");
     t->rekey_bytes = rk ? g_ascii_strtoull(rk, NULL, 0) : 0;
-    /* Half a period apart from the peer's writer: GnuTLS 3.7 fails both
-     * sessions ("illegal parameter") when both ends ask at once. */
+    /*
+     * These updates never ask the peer for one (tls_session_key_update):
+     * on the preempt channel, which the source only writes, the
+     * destination's request stayed unanswered, and the source's next one
+     * then failed the session ("illegal parameter"), a page in flight.
+     * Each side's writer renews its own keys; the reader's, half a
+     * period apart, makes a reader send while its writer writes.
+     */
     t->since_read = t->rekey_bytes / 2;
     /* No session tickets: a migration connects once, and a ticket sent
      * on the preempt channel, which the source never reads, would sit
@@ -578,13 +584,14 @@ static ssize_t record_error(TlsSession *t, ssize_t ret, const char *op)
     return -EPROTO;
 }
 
-/* A key update, asking the peer for one too; the caller holds wlock. */
-static int key_update_locked(TlsSession *t)
+/* A key update, asking the peer for one too if @ask_peer; the caller
+ * holds wlock. */
+static int key_update_locked(TlsSession *t, bool ask_peer)
 {
     g_mutex_lock(&t->lock);
     int ret = drain_locked(t, true);
     if (ret == 0) {
-        int g = gnutls_session_key_update(t->s, GNUTLS_KU_PEER);
+        int g = gnutls_session_key_update(t->s, ask_peer ? GNUTLS_KU_PEER : 0);
         ret = g < 0 ? (int)record_error(t, g, "key update") : drain_locked(t, true);
         if (g < 0 && ret == 0) {
             ret = -EPROTO;
@@ -635,7 +642,7 @@ ssize_t tls_session_read(TlsSession *t, void *buf, size_t len, bool nonblock)
              * the peer's writer writes.  A writer busy now (wlock), maybe
              * waiting on this side's reader, is not waited for. */
             t->since_read = 0;
-            key_update_locked(t);
+            key_update_locked(t, false);
             g_mutex_unlock(&t->wlock);
         }
         if (!again) {
@@ -692,7 +699,7 @@ ssize_t tls_session_write(TlsSession *t, const void *buf, size_t len)
         t->since_rekey += len;
         if (t->rekey_bytes && t->since_rekey >= t->rekey_bytes) {
             t->since_rekey = 0;
-            ret = key_update_locked(t);
+            ret = key_update_locked(t, false);
         }
     }
     g_mutex_unlock(&t->wlock);
@@ -708,10 +715,10 @@ size_t tls_session_pending(TlsSession *t)
     return n;
 }
 
-int tls_session_key_update(TlsSession *t)
+int tls_session_key_update(TlsSession *t, bool ask_peer)
 {
     g_mutex_lock(&t->wlock);
-    int ret = key_update_locked(t);
+    int ret = key_update_locked(t, ask_peer);
     g_mutex_unlock(&t->wlock);
     return ret;
 }

@@ -144,11 +144,15 @@ ssize_t tls_session_write(TlsSession *t, const void *buf, size_t len);
 size_t tls_session_pending(TlsSession *t);
 
 /*
- * tls_session_key_update: start a TLS 1.3 key update and ask the peer
- * for one too (its reader answers by sending, concurrently with its
- * writer: the hazard the lock above exists for).  0 or -errno.
+ * tls_session_key_update: start a TLS 1.3 key update of this side's
+ * sending keys; with @ask_peer, ask the peer for one too (its reader
+ * answers by sending, concurrently with its writer: the hazard the lock
+ * above exists for).  Ask only where the peer reads this side and does
+ * not ask at the same moment: GnuTLS 3.7 fails a session that gets a
+ * request while its own is unanswered ("illegal parameter").  0 or
+ * -errno.
  */
-int tls_session_key_update(TlsSession *t);
+int tls_session_key_update(TlsSession *t, bool ask_peer);
 
 TlsSession *tls_session_ref(TlsSession *t);
 void tls_session_unref(TlsSession *t);
