@@ -328,6 +328,11 @@ static bool alias_fill(RAMLoader *l, uint64_t first, uint64_t n,
 {
     for (uint64_t p = first; p < first + n; p += l->hpages) {
         if (test_and_set_bit_atomic(p, l->claimed)) {
+            /* Those claimed here go back: after a recovery they come
+             * again, and must be taken then. */
+            for (uint64_t q = first; q < p; q += l->hpages) {
+                clear_bit_atomic(q, l->claimed);
+            }
             return arrived_twice(l, p, l->hpages, errp);
         }
     }

@@ -674,7 +674,8 @@ static void wait_done(Waiter *w)
  * into the page cache through the alias and not mapped: a thread waiting
  * on it sleeps on (no fd is read, and nothing woke it) until
  * ram_load_continue maps it; a second CONTINUE is only a wake (EEXIST).
- * A page that comes again is refused and left as the guest has it.  A
+ * A page that comes again is refused and left as the guest has it; a
+ * run meeting a page claimed by another thread gives back its claims.  A
  * page written and then
  * touched is a MINOR fault, mapped the same way.  Anonymous RAM is
  * refused, saying why.
@@ -722,6 +723,15 @@ static void test_minor(void **state)
     assert_int_equal(f->l.dup_pages, 1);
     assert_int_equal(host[0], 0x55);
     assert_int_equal(host[1], (uint8_t)(page + 7));
+
+    /* A run meeting a page another thread has claimed (its write under
+     * way) is refused, and gives back what it claimed: those pages come
+     * again after a recovery and must be taken then. */
+    set_bit_atomic(31, f->l.claimed);
+    assert_false(load(f, 30, 2, 3));
+    clear_bit_atomic(31, f->l.claimed);
+    assert_true(load(f, 30, 1, 3));
+    assert_int_equal(f->l.alias[30 * TARGET_PAGE_SIZE], (uint8_t)33);
 
     /* Written first, then touched: a MINOR fault until CONTINUE. */
     assert_true(ram_load_zero(&f->l, &f->b, 20 * TARGET_PAGE_SIZE, 1, &err));
