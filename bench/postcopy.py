@@ -30,13 +30,16 @@ import benchlib  # noqa: E402
 from ferrytest import QEMU, tmpdir  # noqa: E402
 
 SIZES = ['1G', '4G']
-# (name, QEMU?, postcopy-preempt?, destination RAM preallocated?)
+# (name, QEMU?, postcopy-preempt?, destination RAM preallocated?
+#  [, the destination's x-postcopy-page-pool])
 VARIANTS = [('ferry', False, False, False), ('ferry, preempt', False, True, False),
             ('QEMU 7.2', True, False, False), ('QEMU 7.2, preempt', True, True, False),
             ('ferry, prealloc', False, False, True),
             ('ferry, preempt, prealloc', False, True, True),
             ('QEMU 7.2, prealloc', True, False, True),
-            ('QEMU 7.2, preempt, prealloc', True, True, True)]
+            ('QEMU 7.2, preempt, prealloc', True, True, True),
+            ('ferry, page pool', False, False, True, 64 << 20),
+            ('ferry, preempt, page pool', False, True, True, 64 << 20)]
 WINDOW_MS = 200
 STALL_MIN = 1 << 10             # cycles: the guest's first stall bucket
 UNLIMITED = 100 * 10**9
@@ -131,11 +134,12 @@ def ts(ev):
     return ev['timestamp']['seconds'] + ev['timestamp']['microseconds'] / 1e6
 
 
-def one_postcopy(qemu, preempt, prealloc, mem, setup=None):
+def one_postcopy(qemu, preempt, prealloc, mem, setup=None, pool=0):
     """One postcopy; @setup(qemu, sq, dq), if given, runs before the
-    destination listens (bench/tls.py: the credentials)."""
-    src, sq = vm(qemu, mem, False, False if prealloc else None)
-    dst, dq = vm(qemu, mem, True, True if prealloc else None)
+    destination listens (bench/tls.py: the credentials); @pool: the
+    destination's x-postcopy-page-pool (its RAM not preallocated)."""
+    src, sq = vm(qemu, mem, False, False if prealloc and not pool else None)
+    dst, dq = vm(qemu, mem, True, True if prealloc and not pool else None)
     try:
         caps = [{'capability': 'postcopy-ram', 'state': True},
                 {'capability': 'postcopy-preempt', 'state': preempt}]
@@ -146,6 +150,9 @@ def one_postcopy(qemu, preempt, prealloc, mem, setup=None):
             # Only shows ferry's fault statistics (kept either way).
             r = dq.cmd('migrate-set-capabilities', {'capabilities': [
                 {'capability': 'postcopy-blocktime', 'state': True}]})
+            assert r == {'return': {}}, r
+        if pool:
+            r = dq.cmd('migrate-set-parameters', {'x-postcopy-page-pool': pool})
             assert r == {'return': {}}, r
         if setup:
             setup(qemu, sq, dq)
@@ -339,11 +346,12 @@ def main():
     res = {(s, v[0]): [] for s in SIZES for v in variants}
     for r in range(args.runs):
         for size in SIZES:
-            for name, qemu, preempt, prealloc in variants:
+            for name, qemu, preempt, prealloc, *pool in variants:
                 print(f'postcopy: run {r + 1}/{args.runs}, {size}, {name}',
                       file=sys.stderr, flush=True)
                 try:
-                    x = one_postcopy(qemu, preempt, prealloc, size)
+                    x = one_postcopy(qemu, preempt, prealloc, size,
+                                     pool=pool[0] if pool else 0)
                 except AssertionError as e:     # say so, and go on
                     print(f'  failed: {e}', file=sys.stderr, flush=True)
                     continue

@@ -145,6 +145,15 @@ static bool pc_advise(void *opaque, uint64_t host_page_size, GError **errp)
         pci->on_error_opaque = s;
         __atomic_store_n(&s->dst.pci, pci, __ATOMIC_RELEASE);
     }
+    uint64_t pool = migration_param_u64(s, "x-postcopy-page-pool");
+    const char *why;
+    if (pool && !ram_load_ring_start(s->dst.ram_loader, &s->dst.pci->ring,
+                                     pool, &why, errp)) {
+        return false;
+    }
+    if (pool && why) {
+        fprintf(stderr, "ferry: x-postcopy-page-pool is not used: %s\n", why);
+    }
     return true;
 }
 

@@ -80,6 +80,8 @@ static const struct {
     { "x-postcopy-auto-budget", 0, 86400000, "milliseconds" },
     /* The destination's: 0 picks from the vCPUs and host CPUs. */
     { "x-postcopy-fault-threads", 0, RAM_MAX_SHARDS, NULL },
+    /* The destination's: bytes; up to 4 GiB of pages held ahead. */
+    { "x-postcopy-page-pool", 0, 4LL << 30, NULL },
 };
 
 static JsonObject *default_params(void)
@@ -115,6 +117,7 @@ static JsonObject *default_params(void)
     json_object_set_int_member(p, "x-postcopy-auto-budget", 0);
     json_object_set_int_member(p, "x-postcopy-fault-threads", 1);
     json_object_set_boolean_member(p, "x-postcopy-minor-faults", false);
+    json_object_set_int_member(p, "x-postcopy-page-pool", 0);
     json_object_set_string_member(p, "mode", "normal");
     json_object_set_string_member(p, "zero-page-detection", "multifd");
     json_object_set_boolean_member(p, "direct-io", false);

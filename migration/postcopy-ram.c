@@ -489,6 +489,7 @@ static gpointer fault_thread(gpointer opaque)
     QEMUFile *preempt = NULL;
     RAMLoadBuf buf;
     ram_load_buf_init(&buf, pc->ram);
+    buf.urgent = true;          /* the preempt channel: requested pages */
     /* A faulting vCPU waits on this thread, on a host whose CPUs the push
      * keeps busy: run at once when woken (it blocks between faults).
      * Without the privilege it stays a normal thread. */
@@ -843,6 +844,10 @@ void postcopy_stop_faults(PostcopyIncoming *pc)
 void postcopy_incoming_cleanup(PostcopyIncoming *pc)
 {
     postcopy_stop_faults(pc);
+    if (pc->ram && pc->ram->ring == &pc->ring) {
+        pc->ram->ring = NULL;
+    }
+    page_pool_cleanup(&pc->ring);
     if (pc->wake_fd >= 0) {
         close(pc->wake_fd);
     }
@@ -939,6 +944,18 @@ void postcopy_stats(PostcopyIncoming *pc, JsonObject *r)
                                : 0);
     /* ferry's: one entry per fault thread (x-postcopy-fault-threads). */
     json_object_set_array_member(r, "x-postcopy-fault-shards", shards);
+    if (pc->ring.nslots) {
+        /* ferry's: x-postcopy-page-pool, in 4 KiB pages. */
+        JsonObject *o = json_object_new();
+        json_object_set_int_member(o, "size", pc->ring.nslots);
+        json_object_set_int_member(o, "placed",
+                                   __atomic_load_n(&pc->ring.placed, __ATOMIC_RELAXED));
+        json_object_set_int_member(o, "missed",
+                                   __atomic_load_n(&pc->ring.missed, __ATOMIC_RELAXED));
+        json_object_set_int_member(o, "backed",
+                                   __atomic_load_n(&pc->ring.backed, __ATOMIC_RELAXED));
+        json_object_set_object_member(r, "x-postcopy-page-pool", o);
+    }
     /* QEMU 10.1's 24 buckets, [0, 2), [2, 4), [4, 8) ... us, the last
      * one from 2^23 us (8.4 s) on: bucket k - 1 ends at 2^k - 1 us, a
      * bucket edge of h. */

@@ -179,8 +179,38 @@ void ram_loader_init_full(RAMLoader *l, RAMBlock *rb, int nshards, bool minor)
     l->uffd = l->uffds[0];
 }
 
+bool ram_load_ring_start(RAMLoader *l, PagePool *pool, uint64_t bytes,
+                         const char **why, GError **errp)
+{
+    RAMBlock *rb = l->rb;
+    *why = NULL;
+    if (rb->fd >= 0 || rb->shared) {
+        *why = "guest RAM is shared memory (UFFDIO_MOVE moves private pages)";
+    } else if (l->hpages != 1) {
+        *why = "guest RAM has huge pages";
+    } else if (l->pool) {
+        *why = "preallocated RAM has its own pool";
+    } else if (!(l->features & UFFD_FEATURE_MOVE)) {
+        *why = "this kernel has no UFFDIO_MOVE";
+    } else if (!l->registered) {
+        *why = "guest RAM is not registered with userfaultfd";
+    }
+    if (*why || l->ring) {
+        return true;
+    }
+    if (!page_pool_init(pool, bytes, errp)) {
+        return false;
+    }
+    l->ring = pool;
+    return true;
+}
+
 void ram_loader_unregister(RAMLoader *l)
 {
+    if (l->ring) {
+        page_pool_cleanup(l->ring);
+        l->ring = NULL;
+    }
     if (l->registered) {
         for (int i = 0; i < l->nshards; i++) {
             uint64_t n, first = shard_range(l, i, &n);
@@ -261,6 +291,7 @@ void ram_load_buf_init(RAMLoadBuf *b, const RAMLoader *l)
     b->huge = l->hpages > 1 ? g_malloc(l->hpages * TARGET_PAGE_SIZE) : NULL;
     b->huge_first = UINT64_MAX;
     b->huge_have = 0;
+    b->urgent = false;
 }
 
 void ram_load_buf_cleanup(RAMLoadBuf *b)
@@ -368,12 +399,50 @@ bool ram_load_continue(RAMLoader *l, uint64_t page, GError **errp)
     }
 }
 
+static bool fill_uffd(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
+                      const uint8_t *src, GError **errp);
+
+/*
+ * Postcopy with the ring: data pages [first, first + n) copied into
+ * pool pages backed ahead of need and moved into place; what the ring
+ * has not ready is copied as before (UFFDIO_COPY), and counted missed.
+ */
+static bool ring_fill(RAMLoader *l, uint64_t first, uint64_t n,
+                      const uint8_t *src, bool urgent, GError **errp)
+{
+    uint64_t done = 0;
+    while (done < n) {
+        uint64_t slot, got;
+        uint8_t *pp = page_pool_take(l->ring, n - done, urgent, &slot, &got);
+        if (!pp) {
+            break;
+        }
+        memcpy(pp, src + done * TARGET_PAGE_SIZE, got * TARGET_PAGE_SIZE);
+        bool ok = fill_uffd(l, FILL_MOVE, first + done, got, pp, errp);
+        page_pool_done(l->ring, slot, got);
+        if (!ok) {
+            return false;
+        }
+        __atomic_fetch_add(&l->ring->placed, got, __ATOMIC_RELAXED);
+        done += got;
+    }
+    return done == n ||
+           fill_uffd(l, FILL_COPY, first + done, n - done,
+                     src + done * TARGET_PAGE_SIZE, errp);
+}
+
 static bool fill(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
                  const uint8_t *src, GError **errp)
 {
     if (l->minor && l->postcopy && op != FILL_MOVE) {
         return alias_fill(l, first, n, src, errp);
     }
+    return fill_uffd(l, op, first, n, src, errp);
+}
+
+static bool fill_uffd(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
+                      const uint8_t *src, GError **errp)
+{
     static const char *const names[] = { "UFFDIO_COPY", "UFFDIO_ZEROPAGE",
                                          "UFFDIO_MOVE" };
     uint8_t *dst = l->rb->host + first * TARGET_PAGE_SIZE;
@@ -648,7 +717,14 @@ static bool place(RAMLoader *l, RAMLoadBuf *b, uint64_t first, uint64_t n,
             break;
         }
         case RAM_PLACE_COPY:
-            ok = fill(l, FILL_COPY, page, k, s, errp);
+            /* Through the ring in postcopy, a requested page first: the
+             * preempt channel's, or a record of one page, which is what
+             * a request brings on the main stream.  Zero pages stay
+             * UFFDIO_ZEROPAGE: backing them would grow this side to all
+             * of RAM for pages the guest may never write. */
+            ok = l->ring && l->postcopy
+                 ? ring_fill(l, page, k, s, b->urgent || n == 1, errp)
+                 : fill(l, FILL_COPY, page, k, s, errp);
             break;
         case RAM_PLACE_ZEROPAGE:
             ok = fill(l, FILL_ZEROPAGE, page, k, NULL, errp);

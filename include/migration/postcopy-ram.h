@@ -107,6 +107,9 @@ typedef struct PostcopyShard {
 struct PostcopyIncoming {
     Machine *m;
     RAMLoader *ram;
+    /* x-postcopy-page-pool's pages (ram->ring while it runs; its size
+     * and counts stay for query-migrate after; nslots 0: none). */
+    PagePool ring;
     unsigned long *requested;   /* one bit per 4 KiB page, atomic */
 
     GMutex rp_lock;

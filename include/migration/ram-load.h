@@ -37,6 +37,7 @@
 
 #include <glib.h>
 
+#include "migration/page-pool.h"
 #include "qemu/bitmap.h"
 #include "system/ramblock.h"
 
@@ -113,6 +114,15 @@ typedef struct RAMLoader {
     bool minor;
     uint8_t *alias;
     unsigned long *claimed;
+    /*
+     * Pages backed ahead of need (ram_load_ring_start; NULL: none; the
+     * caller's, which keeps its statistics): in postcopy a data page is
+     * copied into a pool page and moved into place, so no placement
+     * waits for the host to back memory.  Started by the load thread at
+     * advise, before other threads place pages; stopped (and NULL again)
+     * at ram_loader_unregister.
+     */
+    PagePool *ring;
 } RAMLoader;
 
 /*
@@ -167,6 +177,9 @@ typedef struct RAMLoadBuf {
     uint64_t huge_first;        /* its first 4 KiB page, or UINT64_MAX */
     uint64_t huge_have;         /* 4 KiB pages of it received */
     uint8_t *huge;
+    /* Its thread places requested pages (the preempt channel's): they
+     * may take the page pool's last pages (RAMLoader.ring). */
+    bool urgent;
 } RAMLoadBuf;
 
 /*
@@ -223,6 +236,17 @@ bool ram_loader_can_postcopy(RAMLoader *l, GError **errp);
  * still waiting on a fault retry it as an ordinary fault.
  */
 void ram_loader_unregister(RAMLoader *l);
+
+/*
+ * ram_load_ring_start: x-postcopy-page-pool, @pool made of @bytes of
+ * pages backed ahead of need (migration/page-pool.h) and used, for
+ * private anonymous RAM of 4 KiB pages with UFFDIO_MOVE and without the
+ * preallocated pool.  Elsewhere nothing is made and *@why (static) says
+ * why; true.  False with *errp if the pool cannot be made.  Load thread,
+ * at advise.
+ */
+bool ram_load_ring_start(RAMLoader *l, PagePool *pool, uint64_t bytes,
+                         const char **why, GError **errp);
 
 void ram_load_buf_init(RAMLoadBuf *b, const RAMLoader *l);
 void ram_load_buf_cleanup(RAMLoadBuf *b);

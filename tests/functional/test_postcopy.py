@@ -334,6 +334,33 @@ def minor_refused(opts):
     assert src.qmp.cmd('query-status')['return']['status'] == 'running'
 
 
+def page_pool(opts):
+    """x-postcopy-page-pool on the destination: pages backed ahead of
+    need by the pool's filler, each placed by a copy into one and a move
+    into guest RAM (UFFDIO_MOVE), by both channels with preempt; the
+    guest's memory checks out.  On shared memory it is not used, and
+    says why; the migration is as without it."""
+    preempt, obj = opts.extra
+    src, dst = pair(None if obj else '1G', 2, preempt=preempt,
+                    extra=backend_args(obj) if obj else ())
+    r = dst.qmp.cmd('migrate-set-parameters', {'x-postcopy-page-pool': 16 << 20})
+    assert r == {'return': {}}, r
+    switch_at_once(src, dst)
+    info, d = finish(src, dst)
+    if obj:
+        assert 'x-postcopy-page-pool' not in d, d
+    else:
+        pool = d['x-postcopy-page-pool']
+        assert pool['size'] == 4096 and pool['placed'] > 0, pool
+        assert pool['backed'] >= pool['placed'], pool
+    verify_goes_on(src, dst)
+    if obj:
+        dst.qmp.cmd('quit')
+        dst.m.wait_exit(30)
+        assert 'x-postcopy-page-pool is not used: guest RAM is shared memory' \
+            in dst.m.stderr(), dst.m.stderr()[-500:]
+
+
 def prealloc_dst(opts):
     """A destination with preallocated RAM keeps it: pages are read into
     the pool of preallocated pages and moved into place (UFFDIO_MOVE),
@@ -1174,6 +1201,10 @@ cases = [
     ('/postcopy/minor/hugetlb-2M/push', minor_push,
      MachineOptions(extra=['memory-backend-memfd,size=256M,hugetlb=on,hugetlbsize=2M', 264, False])),
     ('/postcopy/minor/anon-refused', minor_refused, MachineOptions()),
+    ('/postcopy/page-pool', page_pool, MachineOptions(extra=[False, None])),
+    ('/postcopy/page-pool-preempt', page_pool, MachineOptions(extra=[True, None])),
+    ('/postcopy/page-pool/shared-not-used', page_pool,
+     MachineOptions(extra=[False, 'memory-backend-memfd,size=512M'])),
     ('/postcopy/backend/ram-prealloc', prealloc_dst, MachineOptions(extra=[False])),
     ('/postcopy/backend/ram-prealloc-preempt', prealloc_dst,
      MachineOptions(extra=[True])),

@@ -27,6 +27,7 @@ typedef struct Fixture {
     RAMBlock *rb;
     RAMLoader l;
     RAMLoadBuf b;
+    PagePool pool;              /* the loader's ring, if it has one */
 } Fixture;
 
 static int setup(void **state)
@@ -755,6 +756,80 @@ static void test_minor(void **state)
     ram_block_free(anon);
 }
 
+/*
+ * x-postcopy-page-pool: in postcopy a data page is copied into a page of
+ * the pool, backed ahead of need, and moved into place (UFFDIO_MOVE): a
+ * thread waiting on it is woken and reads it, the pool page is gone to
+ * guest RAM and backed again, a zero page is not taken from the pool,
+ * and a run of the push takes only while half the pool is backed, the
+ * rest by UFFDIO_COPY.  Shared memory is not used for it, saying why.
+ */
+static void test_ring(void **state)
+{
+    Fixture *f = g_new0(Fixture, 1);
+    *state = f;
+    g_autoptr(GError) err = NULL;
+    f->rb = ram_block_new_anon("pc.ram", NPAGES * TARGET_PAGE_SIZE, NULL);
+    ram_loader_init(&f->l, f->rb);
+    ram_load_buf_init(&f->b, &f->l);
+    need_uffd(f);
+    if (!(f->l.features & UFFD_FEATURE_MOVE)) {
+        print_message("# SKIP: this kernel has no UFFDIO_MOVE\n");
+        skip();
+    }
+    PagePool *pool = &f->pool;
+    const char *why;
+    assert_true(ram_load_ring_start(&f->l, pool, 4 * TARGET_PAGE_SIZE, &why, &err));
+    assert_null(why);
+    assert_ptr_equal(f->l.ring, pool);
+    int64_t until = g_get_monotonic_time() + 5 * G_TIME_SPAN_SECOND;
+    while (__atomic_load_n(&pool->backed, __ATOMIC_RELAXED) < 4 &&
+           g_get_monotonic_time() < until) {
+        g_usleep(1000);
+    }
+    assert_true(ram_load_discard_missing(&f->l, &err));
+    f->l.postcopy = true;
+
+    Waiter w = { f->rb->host + 9 * TARGET_PAGE_SIZE, 0, 0 };
+    GThread *th = g_thread_new("waiter", wait_page, &w);
+    g_usleep(20000);
+    assert_true(load(f, 9, 1, 5));
+    wait_done(&w);
+    g_thread_join(th);
+    assert_int_equal(w.seen, 14);
+    assert_int_equal(pool->placed, 1);
+    check(f, 9, 14);
+
+    assert_true(ram_load_zero(&f->l, &f->b, 12 * TARGET_PAGE_SIZE, 1, &err));
+    assert_int_equal(pool->placed, 1);
+    /* Six pages, not a requested one: moved while more than half the
+     * pool is backed (one at least: three of four were), the rest
+     * copied; each page counted once, placed or missed. */
+    assert_true(load(f, 20, 6, 1));
+    for (uint64_t p = 20; p < 26; p++) {
+        check(f, p, (uint8_t)(p + 1));
+    }
+    assert_true(pool->placed >= 2);
+    assert_int_equal(pool->placed + pool->missed, 7);
+    uint64_t placed = pool->placed;
+    ram_loader_unregister(&f->l);
+    assert_null(f->l.ring);
+    assert_null(pool->base);
+    assert_int_equal(pool->placed, placed);
+
+    MemBackendOptions o = { .type = MEM_BACKEND_MEMFD, .id = (char *)"m",
+                            .size = NPAGES * TARGET_PAGE_SIZE, .share = true };
+    RAMBlock *shared = ram_block_new("pc.ram", &o, &err);
+    RAMLoader l;
+    ram_loader_init(&l, shared);
+    PagePool none = { 0 };
+    assert_true(ram_load_ring_start(&l, &none, 1 << 20, &why, &err));
+    assert_non_null(strstr(why, "shared memory"));
+    assert_null(l.ring);
+    ram_loader_cleanup(&l);
+    ram_block_free(shared);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -782,6 +857,7 @@ int main(void)
         { "/migration/ram-load/shard-split", test_shard_split, NULL, NULL, NULL },
         { "/migration/ram-load/shards", test_shards, NULL, teardown, NULL },
         { "/migration/ram-load/minor/memfd", test_minor, NULL, teardown, NULL },
+        { "/migration/ram-load/page-pool", test_ring, NULL, teardown, NULL },
     };
     return cmocka_run_group_tests_name("ram-load", tests, NULL, NULL);
 }
