@@ -127,6 +127,7 @@ fail_unmap:
     munmap(p->base, p->nslots * SLOT_SIZE);
     p->base = NULL;
 fail:
+    p->nslots = 0;              /* none: query-migrate shows no pool */
     return false;
 }
 

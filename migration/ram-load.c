@@ -332,7 +332,7 @@ static bool arrived_twice(RAMLoader *l, uint64_t first, uint64_t n,
 typedef enum FillOp { FILL_COPY, FILL_ZEROPAGE, FILL_MOVE } FillOp;
 
 /*
- * fill: resolve missing pages [first, first + n) with one userfaultfd
+ * fill_uffd: resolve missing pages [first, first + n) with one userfaultfd
  * operation: COPY from @src, ZEROPAGE (@src NULL), or MOVE of the pool
  * pages at @src.  The rest is retried where the kernel stopped part way
  * or the address space was changing (EAGAIN).  A pool page the kernel
@@ -348,98 +348,6 @@ typedef enum FillOp { FILL_COPY, FILL_ZEROPAGE, FILL_MOVE } FillOp;
  *   thread placed it: it arrived twice, a protocol error.  Its waiters
  *   are woken, it is counted (dup_pages) and the placement fails.
  */
-/*
- * MINOR mode in postcopy: claim host pages [first, first + n), then write
- * them into the page cache through the alias (zeros where @src is NULL).
- * Guest RAM is left unmapped there: ram_load_continue maps a page once
- * it is received and touched.  A page claimed already came twice.
- */
-static bool alias_fill(RAMLoader *l, uint64_t first, uint64_t n,
-                       const uint8_t *src, GError **errp)
-{
-    for (uint64_t p = first; p < first + n; p += l->hpages) {
-        if (test_and_set_bit_atomic(p, l->claimed)) {
-            /* Those claimed here go back: after a recovery they come
-             * again, and must be taken then. */
-            for (uint64_t q = first; q < p; q += l->hpages) {
-                clear_bit_atomic(q, l->claimed);
-            }
-            return arrived_twice(l, p, l->hpages, errp);
-        }
-    }
-    uint8_t *dst = l->alias + first * TARGET_PAGE_SIZE;
-    if (src) {
-        memcpy(dst, src, n * TARGET_PAGE_SIZE);
-    } else {
-        memset(dst, 0, n * TARGET_PAGE_SIZE);
-    }
-    return true;
-}
-
-bool ram_load_continue(RAMLoader *l, uint64_t page, GError **errp)
-{
-    page -= page % l->hpages;
-    uint8_t *dst = l->rb->host + page * TARGET_PAGE_SIZE;
-    uint64_t len = l->hpages * TARGET_PAGE_SIZE;
-    int fd = ram_loader_uffd(l, page);
-    for (;;) {
-        ssize_t r = uffd_continue(fd, dst, len, 0);
-        if (r == (ssize_t)len) {
-            return true;
-        }
-        if (r == -EEXIST) {
-            /* Mapped already (a fault raced with another CONTINUE). */
-            uffd_wake(fd, dst, len);
-            return true;
-        }
-        if (r != -EAGAIN) {
-            return place_fail(errp, "UFFDIO_CONTINUE", page * TARGET_PAGE_SIZE,
-                              r < 0 ? (int)r : -EIO);
-        }
-    }
-}
-
-static bool fill_uffd(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
-                      const uint8_t *src, GError **errp);
-
-/*
- * Postcopy with the ring: data pages [first, first + n) copied into
- * pool pages backed ahead of need and moved into place; what the ring
- * has not ready is copied as before (UFFDIO_COPY), and counted missed.
- */
-static bool ring_fill(RAMLoader *l, uint64_t first, uint64_t n,
-                      const uint8_t *src, bool urgent, GError **errp)
-{
-    uint64_t done = 0;
-    while (done < n) {
-        uint64_t slot, got;
-        uint8_t *pp = page_pool_take(l->ring, n - done, urgent, &slot, &got);
-        if (!pp) {
-            break;
-        }
-        memcpy(pp, src + done * TARGET_PAGE_SIZE, got * TARGET_PAGE_SIZE);
-        bool ok = fill_uffd(l, FILL_MOVE, first + done, got, pp, errp);
-        page_pool_done(l->ring, slot, got);
-        if (!ok) {
-            return false;
-        }
-        __atomic_fetch_add(&l->ring->placed, got, __ATOMIC_RELAXED);
-        done += got;
-    }
-    return done == n ||
-           fill_uffd(l, FILL_COPY, first + done, n - done,
-                     src + done * TARGET_PAGE_SIZE, errp);
-}
-
-static bool fill(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
-                 const uint8_t *src, GError **errp)
-{
-    if (l->minor && l->postcopy && op != FILL_MOVE) {
-        return alias_fill(l, first, n, src, errp);
-    }
-    return fill_uffd(l, op, first, n, src, errp);
-}
-
 static bool fill_uffd(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
                       const uint8_t *src, GError **errp)
 {
@@ -499,6 +407,96 @@ static bool fill_uffd(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
         madvise((uint8_t *)src, len, MADV_DONTNEED);
     }
     return true;
+}
+
+/*
+ * MINOR mode in postcopy: claim host pages [first, first + n), then write
+ * them into the page cache through the alias (zeros where @src is NULL).
+ * Guest RAM is left unmapped there: ram_load_continue maps a page once
+ * it is received and touched.  A page claimed already came twice.
+ */
+static bool alias_fill(RAMLoader *l, uint64_t first, uint64_t n,
+                       const uint8_t *src, GError **errp)
+{
+    for (uint64_t p = first; p < first + n; p += l->hpages) {
+        if (test_and_set_bit_atomic(p, l->claimed)) {
+            /* Those claimed here go back: after a recovery they come
+             * again, and must be taken then. */
+            for (uint64_t q = first; q < p; q += l->hpages) {
+                clear_bit_atomic(q, l->claimed);
+            }
+            return arrived_twice(l, p, l->hpages, errp);
+        }
+    }
+    uint8_t *dst = l->alias + first * TARGET_PAGE_SIZE;
+    if (src) {
+        memcpy(dst, src, n * TARGET_PAGE_SIZE);
+    } else {
+        memset(dst, 0, n * TARGET_PAGE_SIZE);
+    }
+    return true;
+}
+
+bool ram_load_continue(RAMLoader *l, uint64_t page, GError **errp)
+{
+    page -= page % l->hpages;
+    uint8_t *dst = l->rb->host + page * TARGET_PAGE_SIZE;
+    uint64_t len = l->hpages * TARGET_PAGE_SIZE;
+    int fd = ram_loader_uffd(l, page);
+    for (;;) {
+        ssize_t r = uffd_continue(fd, dst, len, 0);
+        if (r == (ssize_t)len) {
+            return true;
+        }
+        if (r == -EEXIST) {
+            /* Mapped already (a fault raced with another CONTINUE). */
+            uffd_wake(fd, dst, len);
+            return true;
+        }
+        if (r != -EAGAIN) {
+            return place_fail(errp, "UFFDIO_CONTINUE", page * TARGET_PAGE_SIZE,
+                              r < 0 ? (int)r : -EIO);
+        }
+    }
+}
+
+/*
+ * Postcopy with the ring: data pages [first, first + n) copied into
+ * pool pages backed ahead of need and moved into place; what the ring
+ * has not ready is copied as before (UFFDIO_COPY), and counted missed.
+ */
+static bool ring_fill(RAMLoader *l, uint64_t first, uint64_t n,
+                      const uint8_t *src, bool urgent, GError **errp)
+{
+    uint64_t done = 0;
+    while (done < n) {
+        uint64_t slot, got;
+        uint8_t *pp = page_pool_take(l->ring, n - done, urgent, &slot, &got);
+        if (!pp) {
+            break;
+        }
+        memcpy(pp, src + done * TARGET_PAGE_SIZE, got * TARGET_PAGE_SIZE);
+        bool ok = fill_uffd(l, FILL_MOVE, first + done, got, pp, errp);
+        page_pool_done(l->ring, slot, got);
+        if (!ok) {
+            return false;
+        }
+        __atomic_fetch_add(&l->ring->placed, got, __ATOMIC_RELAXED);
+        done += got;
+    }
+    return done == n ||
+           fill_uffd(l, FILL_COPY, first + done, n - done,
+                     src + done * TARGET_PAGE_SIZE, errp);
+}
+
+/* fill_uffd, or in MINOR mode's postcopy the alias (not for MOVE). */
+static bool fill(RAMLoader *l, FillOp op, uint64_t first, uint64_t n,
+                 const uint8_t *src, GError **errp)
+{
+    if (l->minor && l->postcopy && op != FILL_MOVE) {
+        return alias_fill(l, first, n, src, errp);
+    }
+    return fill_uffd(l, op, first, n, src, errp);
 }
 
 /* Set a received page to @src's content, or to zero when @src is NULL. */
