@@ -597,7 +597,16 @@ def libvirt_probe(opts):
                                    capture_output=True, text=True, timeout=120)
                 assert domstate(d, name).startswith('shut off'), domstate(d, name)
                 d.virsh('undefine', name)
-            assert p.returncode != 0 and words in p.stderr, p.stderr
+            # libvirt quotes the emulator's error when it has read it
+            # before its monitor connect fails; else it says only "failed
+            # to connect to monitor socket" (seen once in CI), and the
+            # error is in the domain's log.
+            said = p.stderr
+            dlog = os.path.join(d.dir, 'log', 'qemu', f'{name}.log')
+            if os.path.exists(dlog):
+                with open(dlog, errors='replace') as f:
+                    said += f.read()
+            assert p.returncode != 0 and words in said, (p.stderr, said[-800:])
             left = subprocess.run(['pgrep', '-f', f'{FERRY_ABS} .*guest={name}'],
                                   capture_output=True, text=True).stdout
             assert not left, left
