@@ -169,7 +169,8 @@ static uint64_t param_u64(const char *key, uint64_t def)
 /* The workload: the first plain word of the command line that names one. */
 static const char *workload(void)
 {
-    static const char *const names[] = { "verify", "dirty", "latency", "idle" };
+    static const char *const names[] = { "verify", "dirty", "latency", "skew",
+                                         "idle" };
     const char *c = boot_info.cmdline;
 
     while (*c) {
@@ -543,7 +544,7 @@ static uint64_t hist_quantile(uint64_t count, uint64_t num, uint64_t den)
 #define STALL_MIN_LOG   10
 static uint64_t stall[128];
 
-static void print_stalls(uint64_t w)
+static void print_stalls(const char *name, uint64_t w)
 {
     char line[200], *p = line;
     for (int c = 2 * STALL_MIN_LOG; c < 128; c++) {
@@ -552,7 +553,7 @@ static void print_stalls(uint64_t w)
         }
         if (p - line > 160) {
             *p = 0;
-            print("latency: stalls window=%lu%s\n", w, line);
+            print("%s: stalls window=%lu%s\n", name, w, line);
             p = line;
         }
         *p++ = ' ';
@@ -562,7 +563,35 @@ static void print_stalls(uint64_t w)
         stall[c] = 0;
     }
     *p = 0;
-    print("latency: stalls window=%lu%s\n", w, line);
+    print("%s: stalls window=%lu%s\n", name, w, line);
+}
+
+/* One access that took @d cycles, into the window's histogram. */
+static void timed(uint64_t d)
+{
+    hist[bucket(d)]++;
+    if (d >> STALL_MIN_LOG) {
+        int e = 63 - __builtin_clzll(d);
+        stall[2 * e + ((d >> (e - 1)) & 1)]++;
+    }
+}
+
+/* The window's two lines (docs/test-guest.md); then a new window. */
+static void end_window(const char *name, uint64_t w, uint64_t n, uint64_t max)
+{
+    print("%s: window=%lu count=%lu p50=%lu p99=%lu p999=%lu max=%lu\n",
+          name, w, n, hist_quantile(n, 50, 100), hist_quantile(n, 99, 100),
+          hist_quantile(n, 999, 1000), max);
+    print_stalls(name, w);
+    for (int b = 0; b < 64 * SUB; b++) {
+        hist[b] = 0;
+    }
+}
+
+static uint64_t xorshift(uint64_t *x)
+{
+    *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+    return *x;
 }
 
 /*
@@ -584,30 +613,145 @@ static void __attribute__((noreturn)) run_latency(void)
     }
     print("latency: tsc_khz=%lu pages=%lu\n", tsc_khz, pages.count);
     for (;;) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        volatile uint64_t *p = page_addr(x % pages.count);
+        volatile uint64_t *p = page_addr(xorshift(&x) % pages.count);
         uint64_t t0 = rdtsc();
         *p += 1;
         uint64_t d = rdtsc() - t0;
-        hist[bucket(d)]++;
-        if (d >> STALL_MIN_LOG) {
-            int e = 63 - __builtin_clzll(d);
-            stall[2 * e + ((d >> (e - 1)) & 1)]++;
-        }
+        timed(d);
         n++;
         if (d > max) {
             max = d;
         }
         if (t0 >= end) {
-            print("latency: window=%lu count=%lu p50=%lu p99=%lu p999=%lu "
-                  "max=%lu\n", w++, n, hist_quantile(n, 50, 100),
-                  hist_quantile(n, 99, 100), hist_quantile(n, 999, 1000), max);
-            print_stalls(w - 1);
-            for (int b = 0; b < 64 * SUB; b++) {
-                hist[b] = 0;
-            }
+            end_window("latency", w++, n, max);
             n = max = 0;
             end = rdtsc() + window;
+        }
+    }
+}
+
+/* ---- skew ------------------------------------------------------------------------ */
+
+/*
+ * A write working set (docs/test-guest.md): share=S % of the accesses
+ * (default 90) go to a hot set of hot=H % of the pages (default 10),
+ * scattered over memory, which moves on by drift=D pages a second
+ * (default a hundredth of the set); the rest go to any page.  Each
+ * access checks a whole page against the generation the guest keeps for
+ * it in a table (in the first pages) and writes the next one, so a page
+ * that arrives stale, from another page or not at all fails.
+ */
+typedef struct Skew {
+    uint64_t tpages;            /* pages of the table */
+    uint64_t n;                 /* pages of the set */
+    uint64_t a;                 /* index j is page (a * j) % n: scattered */
+} Skew;
+
+static Skew sk;
+
+static uint64_t gcd(uint64_t a, uint64_t b)
+{
+    while (b) {
+        uint64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+static uint32_t *skew_gen(uint64_t j)
+{
+    return (uint32_t *)page_addr(j / (PAGE_SIZE / 4)) + j % (PAGE_SIZE / 4);
+}
+
+static uint64_t *skew_page(uint64_t j)
+{
+    return page_addr(sk.tpages + sk.a * j % sk.n);
+}
+
+static void skew_check(const uint64_t *p, uint64_t g)
+{
+    uint64_t pfn = (uintptr_t)p / PAGE_SIZE;
+    for (uint64_t w = 0; w < PAGE_SIZE / 8; w++) {
+        if (p[w] != pattern(pfn, g, w)) {
+            print("FAIL page=%lu expected=%lx got=%lx\n", pfn,
+                  pattern(pfn, g, w), p[w]);
+            guest_exit(EXIT_FAIL);
+        }
+    }
+}
+
+static void skew_write(uint64_t *p, uint64_t g)
+{
+    uint64_t pfn = (uintptr_t)p / PAGE_SIZE;
+    for (uint64_t w = 0; w < PAGE_SIZE / 8; w++) {
+        p[w] = pattern(pfn, g, w);
+    }
+}
+
+/*
+ * jump=S: S seconds after the first window the hot set moves at once to
+ * pages it never held (a working set that precopy saw and the guest
+ * then leaves).  windows=N: after N windows check every page and exit
+ * with success.
+ */
+static void __attribute__((noreturn)) run_skew(void)
+{
+    uint64_t hotpct = param_u64("hot", 10), share = param_u64("share", 90);
+    sk.tpages = (pages.count + PAGE_SIZE / 4 - 1) / (PAGE_SIZE / 4);
+    sk.n = pages.count - sk.tpages;
+    sk.a = (sk.n * 5 / 8) | 1;
+    while (gcd(sk.a, sk.n) != 1) {
+        sk.a += 2;
+    }
+    uint64_t hot = sk.n * hotpct / 100 ? sk.n * hotpct / 100 : 1;
+    uint64_t drift = param_u64("drift", hot / 100);
+    uint64_t jump = param_u64("jump", 0), nwin = param_u64("windows", 0);
+    uint64_t window = param_u64("window", 1000) * tsc_khz;
+
+    for (uint64_t j = 0; j < sk.n; j++) {
+        *skew_gen(j) = 0;
+        skew_write(skew_page(j), 0);
+    }
+    print("skew: tsc_khz=%lu pages=%lu hot=%lu\n", tsc_khz, sk.n, hot);
+    uint64_t x = rdtsc() | 1, y = x * 0x9e3779b97f4a7c15ULL | 1;
+    uint64_t n = 0, max = 0, w = 0, start = rdtsc(), off = 0;
+    uint64_t end = start + window;
+    for (;;) {
+        uint64_t ms = (rdtsc() - start) / tsc_khz;
+        if (jump && !off && ms >= jump * 1000) {
+            off = sk.n / 2;
+            print("skew: jump\n");
+        }
+        uint64_t base = drift * ms / 1000 + off;
+        uint64_t j = xorshift(&x) % 100 < share
+                         ? (base + xorshift(&y) % hot) % sk.n
+                         : xorshift(&y) % sk.n;
+        uint64_t t0 = rdtsc();
+        uint32_t *gp = skew_gen(j);
+        uint32_t g = *gp;
+        uint64_t *p = skew_page(j);
+        (void)*(volatile uint64_t *)p;
+        uint64_t d = rdtsc() - t0;
+        skew_check(p, g);
+        skew_write(p, g + 1);
+        *gp = g + 1;
+        timed(d);
+        n++;
+        if (d > max) {
+            max = d;
+        }
+        if (t0 >= end) {
+            end_window("skew", w++, n, max);
+            n = max = 0;
+            end = rdtsc() + window;
+            if (nwin && w == nwin) {
+                for (uint64_t k = 0; k < sk.n; k++) {
+                    skew_check(skew_page(k), *skew_gen(k));
+                }
+                print("skew: done\n");
+                guest_exit(EXIT_OK);
+            }
         }
     }
 }
@@ -645,6 +789,8 @@ void user_main(int cpu)
         run_dirty();
     case 'l':
         run_latency();
+    case 's':
+        run_skew();
     default:
         print("idle\n");
         halt_forever();
