@@ -23,6 +23,7 @@
 #include "migration/ram.h"
 #include "migration/return-path.h"
 #include "migration/postcopy-auto.h"
+#include "migration/working-set.h"
 #include "migration/postcopy-ram.h"
 #include "migration/stream.h"
 #include "qemu/bitmap.h"
@@ -442,6 +443,10 @@ static void migration_thread_body(MigrateArgs *a)
     r.max_bandwidth = &s->src.rate_limit;
     migration_set_rate(s, "max-bandwidth");
     r.stop_pass = postcopy ? &s->src.postcopy_start : NULL;
+    if (postcopy && migrate_cap(s, "x-postcopy-working-set")) {
+        r.ws = g_new(WorkingSet, 1);
+        working_set_init(r.ws, r.npages, r.hpages);
+    }
     if (!tls_ok) {
         goto fail;
     }
@@ -517,6 +522,11 @@ static void migration_thread_body(MigrateArgs *a)
 
         if (!ram_sync_dirty(&r, &err)) {
             goto fail;
+        }
+        if (r.ws) {
+            /* The pass sent every dirty page: what is dirty now is what
+             * the guest wrote during it. */
+            working_set_record(r.ws, r.dirty);
         }
         uint64_t dirty = ram_dirty_count(&r);
         __atomic_store_n(&s->stats.remaining_pages, dirty, __ATOMIC_RELAXED);
@@ -1032,6 +1042,19 @@ static JsonObject *ram_info(MigrationState *s)
     return r;
 }
 
+/* x-postcopy-working-set's figures, in 4 KiB pages (docs/postcopy.md). */
+static JsonObject *working_set_info(MigrationStats *st)
+{
+    JsonObject *w = json_object_new();
+    json_object_set_int_member(w, "ranked",
+                               __atomic_load_n(&st->ws_ranked, __ATOMIC_RELAXED));
+    json_object_set_int_member(w, "hot-pushed",
+                               __atomic_load_n(&st->ws_hot_pushed, __ATOMIC_RELAXED));
+    json_object_set_int_member(w, "near-pushed",
+                               __atomic_load_n(&st->ws_near_pushed, __ATOMIC_RELAXED));
+    return w;
+}
+
 static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp)
 {
     MigrationState *s = opaque;
@@ -1075,6 +1098,11 @@ static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp
             json_object_set_int_member(r, "cpu-throttle-percentage", pct);
         }
     }
+    if (!s->dst.incoming && migrate_cap(s, "x-postcopy-working-set") &&
+        __atomic_load_n(&s->stats.postcopy_started, __ATOMIC_ACQUIRE)) {
+        json_object_set_object_member(r, "x-postcopy-working-set",
+                                      working_set_info(&s->stats));
+    }
     g_mutex_lock(&s->lock);
     if (s->src.autosw.verdict && !s->dst.incoming) {
         JsonObject *a = json_object_new();
@@ -1084,6 +1112,7 @@ static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp
         json_object_set_int_member(a, "time", s->src.autosw.time_ms);
         json_object_set_object_member(r, "x-postcopy-auto", a);
     }
+
     if (s->error) {
         json_object_set_string_member(r, "error-desc", s->error);
     }

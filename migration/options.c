@@ -26,8 +26,8 @@ static const struct {
     { "x-ignore-shared", false }, { "validate-uuid", false }, { "background-snapshot", true },
     { "zero-copy-send", false }, { "postcopy-preempt", true }, { "switchover-ack", false },
     { "dirty-limit", false }, { "mapped-ram", true },
-    /* ferry's (docs/postcopy-auto.md). */
-    { "x-postcopy-auto", true },
+    /* ferry's (docs/postcopy-auto.md, docs/postcopy.md). */
+    { "x-postcopy-auto", true }, { "x-postcopy-working-set", true },
 };
 
 static int cap_index(const char *name)
@@ -224,6 +224,11 @@ static JsonNode *set_capabilities(JsonObject *args, void *opaque, GError **errp)
     if (next[cap_index("x-postcopy-auto")] && !next[cap_index("postcopy-ram")]) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "Postcopy auto requires postcopy-ram");
+        return NULL;
+    }
+    if (next[cap_index("x-postcopy-working-set")] && !next[cap_index("postcopy-ram")]) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Postcopy working set requires postcopy-ram");
         return NULL;
     }
     /* ferry's restore on demand: a destination loading a mapped-ram file

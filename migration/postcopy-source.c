@@ -20,6 +20,7 @@
 #include "migration/qemu-file.h"
 #include "migration/ram.h"
 #include "migration/stream.h"
+#include "migration/working-set.h"
 #include "qemu/bitmap.h"
 #include "qemu/thread-prio.h"
 
@@ -172,6 +173,12 @@ bool postcopy_switch(MigrationState *s, RAMSaver *r, QEMUFile *f,
     ram_postcopy_discard(r);
     __atomic_store_n(&s->stats.remaining_pages, ram_dirty_count(r),
                      __ATOMIC_RELAXED);
+    if (r->ws) {
+        /* Every page still to send is dirty now, and only those. */
+        __atomic_store_n(&s->stats.ws_ranked,
+                         working_set_build(r->ws, r->dirty) * r->hpages,
+                         __ATOMIC_RELAXED);
+    }
     qemu_put_byte(f, REC_POSTCOPY_LISTEN);
     QEMUFile *pkg = qemu_file_new_mem_writer();
     if (!stream_put_devices(pkg, m, stop->before, errp)) {

@@ -9,6 +9,7 @@
 #include "migration/migration.h"
 #include "migration/qemu-file.h"
 #include "migration/stream.h"
+#include "migration/working-set.h"
 #include "qemu/bitmap.h"
 
 /* Background run: 128 KiB, so a queued request waits at most one. */
@@ -211,6 +212,33 @@ static void wait_request(RAMSaver *r, int64_t us)
     g_mutex_unlock(&r->req_lock);
 }
 
+/*
+ * x-postcopy-working-set: one run's worth of the pages a fault walk or
+ * the order names, paced as the address-order push is.  False when both
+ * are spent: the push goes on in address order.
+ */
+static bool push_working_set(RAMSaver *r, int64_t now, uint64_t limit)
+{
+    WsRange rg[BG_RUN];
+    size_t k = working_set_next(r->ws, r->dirty, rg,
+                                MAX(1, BG_RUN / r->hpages));
+    if (!k) {
+        return false;
+    }
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < k; i++) {
+        bytes += serve(r, r->f, rg[i].first, rg[i].n);
+    }
+    __atomic_store_n(&r->stats->ws_hot_pushed, r->ws->hot_pushed,
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&r->stats->ws_near_pushed, r->ws->near_pushed,
+                     __ATOMIC_RELAXED);
+    if (limit) {
+        r->push_next_us = ram_push_pace(now, r->push_next_us, bytes, limit);
+    }
+    return true;
+}
+
 bool ram_postcopy_send(RAMSaver *r, bool background)
 {
     for (;;) {
@@ -225,6 +253,9 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
             serve(r, r->f, q->first, q->n);
             /* Locality: the guest will likely touch what follows. */
             r->last = q->first + q->n;
+            if (r->ws) {
+                working_set_fault(r->ws, q->first, q->n);
+            }
             g_free(q);
             served = true;
         }
@@ -234,6 +265,10 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
         uint64_t seek = __atomic_exchange_n(&r->seek, 0, __ATOMIC_RELAXED);
         if (seek) {
             r->last = seek - 1;     /* locality, as above */
+            if (r->ws) {            /* the last request, about */
+                uint64_t n = MIN(r->hpages, r->last);
+                working_set_fault(r->ws, r->last - n, n);
+            }
         }
         uint64_t p = find_next_bit(r->dirty, r->npages,
                                    r->last < r->npages ? r->last : 0);
@@ -251,6 +286,9 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
         uint64_t limit = ram_rate_limit(r);
         if (limit && now < r->push_next_us) {
             wait_request(r, r->push_next_us - now);
+            continue;
+        }
+        if (r->ws && push_working_set(r, now, limit)) {
             continue;
         }
         p -= p % r->hpages;

@@ -6,6 +6,7 @@
 #include "migration/migration.h"
 #include "migration/qemu-file.h"
 #include "migration/stream.h"
+#include "migration/working-set.h"
 #include "qemu/bitmap.h"
 #include "qemu/pagemap.h"
 
@@ -97,6 +98,11 @@ void ram_saver_cleanup(RAMSaver *r)
     g_mutex_clear(&r->req_lock);
     g_mutex_clear(&r->preempt_lock);
     g_cond_clear(&r->req_cond);
+    if (r->ws) {
+        working_set_cleanup(r->ws);
+        g_free(r->ws);
+        r->ws = NULL;
+    }
 }
 
 uint64_t ram_dirty_count(const RAMSaver *r)

@@ -21,6 +21,7 @@
 typedef struct QEMUFile QEMUFile;
 typedef struct MigrationStats MigrationStats;
 typedef struct MappedRam MappedRam;
+typedef struct WorkingSet WorkingSet;
 
 /* Pages per chunk of KVM's dirty log cleared at once (64 MiB). */
 #define RAM_CLEAR_CHUNK_PAGES   16384
@@ -83,6 +84,10 @@ typedef struct RAMSaver {
      * went away); set by its thread before ram_postcopy_wake().  The
      * push stops at once, even when it has nothing to write (-n). */
     int rp_ended;
+    /* x-postcopy-working-set: the pages' heat from the passes and the
+     * push order (migration thread; include/migration/working-set.h),
+     * or NULL.  ram_saver_cleanup frees it. */
+    WorkingSet *ws;
 } RAMSaver;
 
 /* ram_saver_init: every page dirty, for the first pass. */

@@ -6,11 +6,12 @@ arrived exactly as the source last had it, including the pages it
 faulted on before they were pushed."""
 import contextlib
 import os
+import re
 import socket
 import struct
 import time
 
-from ferrytest import (HMP, HugePages, MachineOptions, Relay, Skip, ThreadHeld,
+from ferrytest import (HMP, HugePages, MachineOptions, Relay, Skip, STATUS_OK, ThreadHeld,
                        SyscallHeld, read_header, read_record,
                        run_cases, thread_id, tmpdir)
 from test_migration import RAM_MEMBERS, Vm, backend_args, verify_goes_on
@@ -992,6 +993,52 @@ def auto_refused(opts):
     assert p['x-postcopy-auto-budget'] == 0, p
 
 
+def working_set(opts):
+    """x-postcopy-working-set on the skew guest (90 % of its writes to a
+    scattered tenth of its pages): switched after pass 3, the push takes
+    the pages rewritten pass after pass first; the guest checks every
+    page it touches and, at the end, every page (skew: done).  With
+    jump, the guest leaves that set for pages it never held just before
+    the switch: the order is wrong, and must cost neither a page nor
+    the migration's end."""
+    preempt, jump = opts.extra
+    windows = 50
+    append = f'skew window=200 windows={windows}' + (' jump=2' if jump else '')
+    src, dst = pair('256M', append=append, preempt=preempt)
+    caps(src, x_postcopy_working_set=True)
+    src.m.wait_line(r'^skew: window=1 ', 120)
+    assert src.qmp.cmd('migrate-set-parameters', {
+        'max-bandwidth': 256 << 20, 'downtime-limit': 1}) == {'return': {}}
+    assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
+    while src.qmp.event('MIGRATION_PASS', 60)['data']['pass'] < 4:
+        pass
+    if jump:
+        src.m.wait_line(r'^skew: jump', 30)
+    assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
+    info, _ = finish(src, dst)
+    ws = info['x-postcopy-working-set']
+    # The hot set is about 6,400 pages; pages written in one pass of
+    # three are not ranked.
+    assert 1000 < ws['ranked'] < 256 * 256 // 4, ws
+    assert 0 < ws['hot-pushed'] <= ws['ranked'], ws
+    last = max(int(x) for x in re.findall(r'^skew: window=(\d+) ',
+                                          '\n'.join(src.m.lines), re.M))
+    assert last < windows - 1, f'the guest ended on the source ({last})'
+    dst.m.wait_line(r'^skew: done', 120)
+    assert dst.m.wait_exit(30) == STATUS_OK
+
+
+def working_set_refused(opts):
+    """x-postcopy-working-set needs postcopy-ram; it is off by default."""
+    vm = Vm('64M', 1, append='idle')
+    r = vm.qmp.cmd('migrate-set-capabilities', {'capabilities': [
+        {'capability': 'x-postcopy-working-set', 'state': True}]})
+    assert r['error']['desc'] == 'Postcopy working set requires postcopy-ram', r
+    c = {x['capability']: x['state']
+         for x in vm.qmp.cmd('query-migrate-capabilities')['return']}
+    assert c['x-postcopy-working-set'] is False, c
+
+
 def tcp_drops():
     """The host's TcpExt counters of segments a receiver threw away
     (/proc/net/netstat): a socket whose queue outgrew its buffer."""
@@ -1241,6 +1288,11 @@ cases = [
     ('/postcopy/auto/budget', auto_budget, MachineOptions()),
     ('/postcopy/auto/user-switch', auto_user_switch, MachineOptions()),
     ('/postcopy/auto/refused', auto_refused, MachineOptions()),
+    ('/postcopy/working-set/skew', working_set, MachineOptions(extra=[False, False])),
+    ('/postcopy/working-set/skew-preempt', working_set,
+     MachineOptions(extra=[True, False])),
+    ('/postcopy/working-set/wrong', working_set, MachineOptions(extra=[True, True])),
+    ('/postcopy/working-set/refused', working_set_refused, MachineOptions()),
     ('/postcopy/completed-first/switched', completed_first,
      MachineOptions(extra=['switched'])),
     ('/postcopy/completed-first/converged', completed_first,
