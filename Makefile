@@ -85,6 +85,8 @@ bench: build
 	    python3 bench/autoswitch.py --runs 3 --doc docs/benchmarks.md
 	FERRY=$(BUILD)/system/ferry GUEST=$(BUILD)/tests/guest/guest.elf \
 	    python3 bench/fault-scale.py --runs 3 --doc docs/benchmarks.md
+	FERRY=$(BUILD)/system/ferry GUEST=$(BUILD)/tests/guest/guest.elf \
+	    python3 bench/working-set.py --runs 3 --doc docs/benchmarks.md
 
 # libFuzzer on the migration stream loader (clang), from the seed corpus.
 FUZZ_BUILD ?= build-fuzz

@@ -25,6 +25,11 @@ def free_port():
         return s.getsockname()[1]
 
 
+def event_time(ev):
+    """A QMP event's timestamp, in seconds (time.time()'s clock)."""
+    return ev['timestamp']['seconds'] + ev['timestamp']['microseconds'] / 1e6
+
+
 def machine_line():
     model = 'unknown CPU'
     try:

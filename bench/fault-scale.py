@@ -65,9 +65,6 @@ def vm(qemu, mem, size, smp, incoming, rounds=0):
     return m, QMP(sock)
 
 
-def ts(ev):
-    return ev['timestamp']['seconds'] + ev['timestamp']['microseconds'] / 1e6
-
 
 def ceiling(mem, size, smp):
     """Round 0 on a fresh machine: pages per second, every page a first
@@ -129,9 +126,9 @@ def demand(qemu, mem, size, smp, threads, minor=False):
             ev = dq.event('MIGRATION', max(1, deadline - time.monotonic()))
             st = ev['data']['status']
             if st == 'postcopy-active':
-                t0 = ts(ev)
+                t0 = benchlib.event_time(ev)
             elif st == 'completed':
-                t1 = ts(ev)
+                t1 = benchlib.event_time(ev)
             elif st in ('failed', 'postcopy-paused'):
                 raise AssertionError(f'destination: {st}')
         info = sq.cmd('query-migrate')['return']

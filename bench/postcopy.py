@@ -130,9 +130,6 @@ def host_tsc_khz():
 HOST_TSC_KHZ = host_tsc_khz()
 
 
-def ts(ev):
-    return ev['timestamp']['seconds'] + ev['timestamp']['microseconds'] / 1e6
-
 
 def one_postcopy(qemu, preempt, prealloc, mem, setup=None, pool=0):
     """One postcopy; @setup(qemu, sq, dq), if given, runs before the
@@ -186,8 +183,8 @@ def one_postcopy(qemu, preempt, prealloc, mem, setup=None, pool=0):
         if pct and pct['p50']:
             fault_mean = dinfo['postcopy-latency'] / 1000
             fault_p50, fault_p99 = pct['p50'] / 1000, pct['p99'] / 1000
-        stop = ts(sq.event('STOP', 10))
-        run = ts(dq.event('RESUME', 10))
+        stop = benchlib.event_time(sq.event('STOP', 10))
+        run = benchlib.event_time(dq.event('RESUME', 10))
         # The window under way at completion ends within a window and
         # its printing; then every window is after postcopy.
         last = max(int(WIN_RX.match(x).group(1)) for x in list(dst.lines)
@@ -247,7 +244,7 @@ def plot(res, variants, path):
                     f.write(f'{us:.3f} {max(left, 1) / total:.3e}\n')
                     left -= hist[us]
             files[(size, name)] = fn
-    script = [f"set terminal pngcairo size 1100,450 font ',10'",
+    script = ["set terminal pngcairo size 1100,450 font ',10'",
               f"set output '{path}'", 'set multiplot layout 1,2',
               'set logscale xy', 'set format y "10^{%T}"',
               "set xlabel 'stall (us)'", "set ylabel 'fraction of writes at least this long'",
