@@ -1112,7 +1112,6 @@ static JsonNode *qmp_query_migrate(JsonObject *args, void *opaque, GError **errp
         json_object_set_int_member(a, "time", s->src.autosw.time_ms);
         json_object_set_object_member(r, "x-postcopy-auto", a);
     }
-
     if (s->error) {
         json_object_set_string_member(r, "error-desc", s->error);
     }

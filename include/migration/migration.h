@@ -63,9 +63,9 @@ typedef struct MigrationStats {
     uint64_t postcopy_requests; /* source: page requests received */
     uint64_t postcopy_start_bytes;  /* transferred when postcopy began */
     uint64_t postcopy_started;      /* 1 once it began */
-    /* x-postcopy-working-set (source): host pages ranked at the switch,
-     * and 4 KiB pages the push took from that order and from fault
-     * neighbourhoods (include/migration/working-set.h). */
+    /* x-postcopy-working-set (source), in 4 KiB pages: those ranked at
+     * the switch, and those the push took from that order and from
+     * fault neighbourhoods (include/migration/working-set.h). */
     uint64_t ws_ranked;
     uint64_t ws_hot_pushed;
     uint64_t ws_near_pushed;
