@@ -627,6 +627,33 @@ def libvirt_recovery(opts):
         dst.close()
 
 
+def fault_shards(opts):
+    """x-postcopy-fault-threads (and x-postcopy-minor-faults): guest RAM
+    in ranges, each with its own userfaultfd and fault thread, cut while
+    vCPUs wait in both; every range's waiting requests are asked again
+    on the resumed stream, and the guest checks out.  With MINOR faults
+    the push's pages wait in the page cache, unmapped, across the pause,
+    and are mapped on the guest's touch after it."""
+    obj, minor, preempt = opts.extra
+    src, dst = pair(None, 2, preempt=preempt, extra=backend_args(obj))
+    r = dst.qmp.cmd('migrate-set-parameters',
+                    {'x-postcopy-fault-threads': 2,
+                     'x-postcopy-minor-faults': minor})
+    assert r == {'return': {}}, r
+    start_slow(src, dst)
+    cut_tcp(src, 2 if preempt else 1)
+    paused(src, dst)
+    before = [sh['requests'] for sh in
+              dst.qmp.cmd('query-migrate')['return']['x-postcopy-fault-shards']]
+    resume_to_end(src, dst)
+    shards = dst.qmp.cmd('query-migrate')['return']['x-postcopy-fault-shards']
+    assert len(shards) == 2, shards
+    assert all(sh['faults'] for sh in shards), shards
+    assert sum(sh['requests'] for sh in shards) > sum(before), (before, shards)
+    if minor:
+        assert sum(sh['minor'] for sh in shards) > 0, shards
+
+
 CASES = [
     ('/postcopy/recovery/plain', plain, MachineOptions(extra=[False])),
     ('/postcopy/preempt/recovery/plain', plain, MachineOptions(extra=[True])),
@@ -657,6 +684,10 @@ CASES = [
      MachineOptions(extra=[False])),
     ('/postcopy/preempt/recovery/silent-partition', silent_partition,
      MachineOptions(extra=[True])),
+    ('/postcopy/recovery/fault-threads', fault_shards,
+     MachineOptions(extra=['memory-backend-memfd,size=512M', False, False])),
+    ('/postcopy/preempt/recovery/minor', fault_shards,
+     MachineOptions(extra=['memory-backend-memfd,size=512M', True, True])),
 ]
 
 if __name__ == '__main__':
