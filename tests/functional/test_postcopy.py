@@ -1002,13 +1002,17 @@ def working_set(opts):
     the switch: the order is wrong, and must cost neither a page nor
     the migration's end."""
     preempt, jump = opts.extra
-    windows = 50
-    append = f'skew window=200 windows={windows}' + (' jump=2' if jump else '')
-    src, dst = pair('256M', append=append, preempt=preempt)
+    windows = 60
+    append = f'skew window=200 windows={windows}' + (' jump=5' if jump else '')
+    src, dst = pair('128M', append=append, preempt=preempt)
     caps(src, x_postcopy_working_set=True)
     src.m.wait_line(r'^skew: window=1 ', 120)
+    # Never converging: on this host each page the guest writes first in
+    # a pass costs it an exit (dirty logging), and at 256 MiB/s a page
+    # went out faster than the guest dirtied the next: the passes shrank
+    # to nothing, and precopy completed before the jump.
     assert src.qmp.cmd('migrate-set-parameters', {
-        'max-bandwidth': 256 << 20, 'downtime-limit': 1}) == {'return': {}}
+        'max-bandwidth': 64 << 20, 'downtime-limit': 1}) == {'return': {}}
     assert src.qmp.cmd('migrate', {'uri': dst.listen_uri()}) == {'return': {}}
     while src.qmp.event('MIGRATION_PASS', 60)['data']['pass'] < 4:
         pass
@@ -1017,9 +1021,9 @@ def working_set(opts):
     assert src.qmp.cmd('migrate-start-postcopy') == {'return': {}}
     info, _ = finish(src, dst)
     ws = info['x-postcopy-working-set']
-    # The hot set is about 6,400 pages; pages written in one pass of
-    # three are not ranked.
-    assert 1000 < ws['ranked'] < 256 * 256 // 4, ws
+    # The hot set is about 3,200 pages; the order holds at most a
+    # quarter of RAM (passes this long rewrite cold pages too).
+    assert 1000 < ws['ranked'] <= 128 * 256 // 4, ws
     assert 0 < ws['hot-pushed'] <= ws['ranked'], ws
     last = max(int(x) for x in re.findall(r'^skew: window=(\d+) ',
                                           '\n'.join(src.m.lines), re.M))
