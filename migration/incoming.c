@@ -203,17 +203,16 @@ static bool pc_listen(void *opaque, GError **errp)
         setpriority(PRIO_PROCESS, gettid(), migration_push_nice());
     }
     /*
-     * What may queue here unread: a requested page waits behind it.
-     * Bounded by TCP's window, never by shrinking the buffer: the source
-     * was let send into the window the big buffer advertised, and a
-     * buffer shrunk under that makes the kernel prune the queue and drop
-     * segments, one of which then waits TCP's 200 ms retransmission
-     * timeout (a guest stalled that long).  It stays a few segments
-     * wide: clamped to 32 KiB, under one of loopback's 64 KiB segments,
-     * the push all but stopped.  Not TCP: nothing to bound.
+     * What may queue here unread, ahead of a requested page, is bounded
+     * by the source's push window (PUSH_WINDOW: it waits for our answers
+     * to its marks), never by shrinking the buffer: the source was let
+     * send into the window the big buffer advertised, and a buffer shrunk
+     * under that makes the kernel prune the queue and drop segments, one
+     * of which then waits TCP's 200 ms retransmission timeout (a guest
+     * stalled that long).  TCP_WINDOW_CLAMP, tried before, did not bound
+     * it: the kernel raises the clamp again as data arrives, and the
+     * queue grew to the buffer (8 MiB).
      */
-    int sz = 2 * PUSH_BACKLOG;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_WINDOW_CLAMP, &sz, sizeof(sz));
     migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_POSTCOPY_ACTIVE);
     return true;
 }

@@ -15,10 +15,11 @@
 #include "migration/qemu-file.h"
 
 /*
- * Postcopy's backlog bound, both sides: a page the push has already
+ * Postcopy's backlog bound on the source: a page the push has already
  * claimed comes on the main stream behind what is queued there, so the
- * source keeps at most this much unsent (TCP_NOTSENT_LOWAT) and the
- * destination's receive buffer is twice it (migration.c, postcopy_run).
+ * source keeps at most this much unsent (TCP_NOTSENT_LOWAT); what queues
+ * at the destination is bounded by the push window (PUSH_WINDOW,
+ * include/migration/ram.h).
  */
 #define PUSH_BACKLOG    (128 << 10)
 

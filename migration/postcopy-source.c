@@ -221,8 +221,8 @@ static MigrationStatus postcopy_push(MigrationState *s, RAMSaver *r, QEMUFile *f
      * because the push runs at a lower priority (migration_push_nice).
      * A page the push has already claimed comes on the main stream,
      * behind what the push has written: keep at most
-     * PUSH_BACKLOG of it unsent (and the destination's TCP window
-     * small, in pc_listen), with or without preempt.
+     * PUSH_BACKLOG of it unsent, and at most PUSH_WINDOW of it ahead of
+     * what the destination has loaded, with or without preempt.
      */
     int nice_was = getpriority(PRIO_PROCESS, gettid());
     if (s->src.preempt_fd >= 0) {

@@ -149,6 +149,55 @@ void ram_postcopy_wake(RAMSaver *r)
     g_mutex_unlock(&r->req_lock);
 }
 
+void ram_postcopy_acked(RAMSaver *r, uint32_t id)
+{
+    g_mutex_lock(&r->req_lock);
+    __atomic_store_n(&r->acked_id, id, __ATOMIC_RELEASE);
+    g_cond_broadcast(&r->req_cond);
+    g_mutex_unlock(&r->req_lock);
+}
+
+uint64_t ram_push_marked_at(uint64_t pos, uint32_t id)
+{
+    uint64_t cur = pos >> 12;
+    return (cur - ((cur - (id & 0x3fffffff)) & 0x3fffffff)) << 12;
+}
+
+/* Whether the push may send more: at most PUSH_WINDOW bytes written past
+ * the last mark answered (ram.h). */
+static bool window_open(RAMSaver *r)
+{
+    uint64_t pos = qemu_file_transferred(r->f);
+    uint32_t id = __atomic_load_n(&r->acked_id, __ATOMIC_ACQUIRE);
+    return pos - ram_push_marked_at(pos, id) <= PUSH_WINDOW;
+}
+
+/* Mark the stream every PUSH_MARK bytes (ram.h). */
+static void mark(RAMSaver *r)
+{
+    uint64_t pos = qemu_file_transferred(r->f);
+    if (pos - r->mark_pos >= PUSH_MARK) {
+        qemu_put_byte(r->f, REC_PING);
+        qemu_put_u32(r->f, PUSH_MARK_ID(pos));
+        r->mark_pos = pos;
+    }
+}
+
+/*
+ * The window is shut: send the last mark and sleep until the destination
+ * answers one, a request comes, or 100 ms pass (to look at cancel).
+ */
+static void wait_window(RAMSaver *r)
+{
+    qemu_fflush(r->f);
+    g_mutex_lock(&r->req_lock);
+    if (g_queue_is_empty(&r->requests) && !window_open(r)) {
+        g_cond_wait_until(&r->req_cond, &r->req_lock,
+                          g_get_monotonic_time() + 100000);
+    }
+    g_mutex_unlock(&r->req_lock);
+}
+
 static PageRequest *pop(RAMSaver *r)
 {
     g_mutex_lock(&r->req_lock);
@@ -241,6 +290,11 @@ static bool push_working_set(RAMSaver *r, int64_t now, uint64_t limit)
 
 bool ram_postcopy_send(RAMSaver *r, bool background)
 {
+    /* The destination has loaded about everything before the push (the
+     * switch's drain rounds, or a resume's handshake): the window opens
+     * here. */
+    r->mark_pos = qemu_file_transferred(r->f);
+    ram_postcopy_acked(r, PUSH_MARK_ID(r->mark_pos));
     for (;;) {
         if (__atomic_load_n(r->cancel, __ATOMIC_RELAXED) ||
             __atomic_load_n(&r->rp_ended, __ATOMIC_ACQUIRE) ||
@@ -260,6 +314,7 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
             served = true;
         }
         if (served) {
+            mark(r);
             qemu_fflush(r->f);
         }
         uint64_t seek = __atomic_exchange_n(&r->seek, 0, __ATOMIC_RELAXED);
@@ -282,6 +337,10 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
             wait_request(r, 100000);
             continue;
         }
+        if (!window_open(r)) {
+            wait_window(r);
+            continue;
+        }
         int64_t now = g_get_monotonic_time();
         uint64_t limit = ram_rate_limit(r);
         if (limit && now < r->push_next_us) {
@@ -289,6 +348,7 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
             continue;
         }
         if (r->ws && push_working_set(r, now, limit)) {
+            mark(r);
             continue;
         }
         p -= p % r->hpages;
@@ -301,5 +361,6 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
             r->push_next_us = ram_push_pace(now, r->push_next_us, bytes, limit);
         }
         r->last = p + MAX(BG_RUN, r->hpages);
+        mark(r);
     }
 }

@@ -114,6 +114,12 @@ static gpointer rp_thread(gpointer opaque)
             int64_t stop = __atomic_load_n(&s->src.stop_ms, __ATOMIC_SEQ_CST);
             __atomic_store_n(&s->downtime_ms, migration_now_ms() - stop,
                              __ATOMIC_SEQ_CST);
+        } else if (m.type == RP_PONG && PUSH_MARK_IS(m.id)) {
+            /* The push's mark: it goes on (ram.h, PUSH_WINDOW). */
+            RAMSaver *r = __atomic_load_n(&s->src.saver, __ATOMIC_ACQUIRE);
+            if (r) {
+                ram_postcopy_acked(r, m.id);
+            }
         } else if (m.type == RP_PONG) {
             g_mutex_lock(&s->src.rp_lock);
             s->src.rp_pong = m.id;

@@ -88,6 +88,12 @@ typedef struct RAMSaver {
      * push order (migration thread; include/migration/working-set.h),
      * or NULL.  ram_saver_cleanup frees it. */
     WorkingSet *ws;
+    /* The push's window (ram_postcopy_send): the stream position of its
+     * last mark (migration thread), and the id of the last mark the
+     * destination answered (written by the return-path thread under
+     * req_lock, read by the migration thread under it or atomically). */
+    uint64_t mark_pos;
+    uint32_t acked_id;
 } RAMSaver;
 
 /* ram_saver_init: every page dirty, for the first pass. */
@@ -176,6 +182,37 @@ void ram_postcopy_end_preempt(RAMSaver *r);
  * stream error, cancel, or the end of the return path (rp_ended).
  */
 bool ram_postcopy_send(RAMSaver *r, bool background);
+
+/*
+ * The push's window on the main stream.  The destination loads what it
+ * receives more slowly than the source sends, and TCP lets the queue
+ * grow to the socket's buffer (8 MiB unread, with 4 MiB asked).
+ * TCP_WINDOW_CLAMP did not bound it: Linux 6.18 raises the clamp again
+ * as data arrives.  A requested page the push has claimed already, and
+ * without preempt every requested page, waits behind that queue.  So the
+ * push marks its stream with REC_PING every PUSH_MARK bytes and sends
+ * background pages only while at most PUSH_WINDOW bytes are written past
+ * the last mark the destination answered (RP_PONG): what queues ahead of
+ * a requested page stays under PUSH_WINDOW + PUSH_MARK.  A mark's id
+ * carries its stream position in 4 KiB units (30 bits, with the top bit
+ * set: drain rounds use small ids, the heartbeat 0xffffffff).
+ */
+#define PUSH_MARK           (256 << 10)
+#define PUSH_WINDOW         (1 << 20)
+#define PUSH_MARK_ID(pos)   (0x80000000u | (uint32_t)(((pos) >> 12) & 0x3fffffff))
+#define PUSH_MARK_IS(id)    (((id) & 0xc0000000u) == 0x80000000u)
+
+/*
+ * ram_push_marked_at: the stream position of the mark @id answered when
+ * the stream has reached @pos: the latest multiple of 4 KiB at or before
+ * @pos whose units match @id's 30 bits (the mark's own position rounded
+ * down, so the window errs small).  Pure.
+ */
+uint64_t ram_push_marked_at(uint64_t pos, uint32_t id);
+
+/* ram_postcopy_acked: the destination loaded the push's mark @id
+ * (PUSH_MARK_IS); the push may go on.  Return-path thread. */
+void ram_postcopy_acked(RAMSaver *r, uint32_t id);
 
 /* ram_postcopy_wake: make a waiting ram_postcopy_send() look again. */
 void ram_postcopy_wake(RAMSaver *r);

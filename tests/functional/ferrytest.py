@@ -578,8 +578,14 @@ class Relay:
         self._give_up(b, ended)
 
     def _replace(self, a, b, ended, other):
-        """@inject in place of @a's next record, then relay (or stall)."""
-        read_record(a)
+        """@inject in place of @a's next record, then relay (or stall).
+        The push's PING marks (its window) are passed on, not replaced:
+        the record meant is the next one that carries something."""
+        while True:
+            t, rec = read_record(a)
+            if t != 0x07:
+                break
+            b.sendall(rec)
         b.sendall(self.inject)
         self.injected.set()
         if not self.stall:

@@ -2,7 +2,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Guest RAM backends (-object memory-backend-*): the guest's memory check
 passes on each, and /proc shows the memory really is what was asked for."""
-import os
 import subprocess
 
 from ferrytest import (GUEST, HugePages, Machine, MachineOptions, Skip,

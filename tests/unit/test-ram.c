@@ -390,6 +390,34 @@ static void test_push_pace(void **state)
     assert_true(sent <= limit + limit / 10);
 }
 
+/*
+ * The push's window: a mark's id carries its position in 4 KiB units,
+ * 30 bits of them; the position is found again from the stream's end,
+ * across the wrap every 4 TiB, rounded down to 4 KiB.
+ */
+static void test_push_marked_at(void **state)
+{
+    (void)state;
+    static const uint64_t marks[] = { 0, 4095, 4096, 5 << 20, (1ull << 42) - 1,
+                                      1ull << 42, (1ull << 42) + 12345,
+                                      (7ull << 42) + (3 << 20) + 17 };
+    for (unsigned i = 0; i < G_N_ELEMENTS(marks); i++) {
+        uint64_t m = marks[i];
+        uint32_t id = PUSH_MARK_ID(m);
+        assert_true(PUSH_MARK_IS(id));
+        assert_int_not_equal(id, 0xffffffffu);      /* the heartbeat's */
+        static const uint64_t ahead[] = { 0, 1, PUSH_MARK, PUSH_WINDOW,
+                                          PUSH_WINDOW + PUSH_MARK, 1ull << 40 };
+        for (unsigned j = 0; j < G_N_ELEMENTS(ahead); j++) {
+            assert_int_equal(ram_push_marked_at(m + ahead[j], id), m & ~4095ull);
+        }
+    }
+    /* Drain rounds' ids and the heartbeat are no marks. */
+    assert_false(PUSH_MARK_IS(1));
+    assert_false(PUSH_MARK_IS(5));
+    assert_false(PUSH_MARK_IS(0xffffffffu));
+}
+
 static void test_postcopy_discard(void **state)
 {
     (void)state;
@@ -482,6 +510,7 @@ int main(void)
           NULL, NULL, NULL },
         { "/migration/ram/stop-pass", test_stop_pass, NULL, NULL, NULL },
         { "/migration/ram/push-pace", test_push_pace, NULL, NULL, NULL },
+        { "/migration/ram/push-marked-at", test_push_marked_at, NULL, NULL, NULL },
         { "/migration/ram/postcopy-discard", test_postcopy_discard,
           NULL, NULL, NULL },
         { "/migration/ram/postcopy-rebuild", test_postcopy_rebuild,
