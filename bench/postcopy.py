@@ -13,7 +13,8 @@ migrated with postcopy switched on right after `migrate` (nearly every
 page comes on demand or by the background push), 1 GiB and 4 GiB, by
 ferry and by QEMU 7.2, each with and without postcopy-preempt, and each
 with the destination's RAM preallocated (memory-backend-ram,prealloc=on)
-or not (the prealloc ones only when named with --only); runs
+or not (the prealloc ones, and those without the source's
+x-postcopy-push-window, only when named with --only); runs
 interleaved so that a slow spell hits every variant.
 """
 import argparse
@@ -31,7 +32,8 @@ from ferrytest import QEMU, tmpdir  # noqa: E402
 
 SIZES = ['1G', '4G']
 # (name, QEMU?, postcopy-preempt?, destination RAM preallocated?
-#  [, the destination's x-postcopy-page-pool])
+#  [, the destination's x-postcopy-page-pool
+#   [, the source's x-postcopy-push-window, if not its default]])
 VARIANTS = [('ferry', False, False, False), ('ferry, preempt', False, True, False),
             ('QEMU 7.2', True, False, False), ('QEMU 7.2, preempt', True, True, False),
             ('ferry, prealloc', False, False, True),
@@ -39,7 +41,9 @@ VARIANTS = [('ferry', False, False, False), ('ferry, preempt', False, True, Fals
             ('QEMU 7.2, prealloc', True, False, True),
             ('QEMU 7.2, preempt, prealloc', True, True, True),
             ('ferry, page pool', False, False, True, 64 << 20),
-            ('ferry, preempt, page pool', False, True, True, 64 << 20)]
+            ('ferry, preempt, page pool', False, True, True, 64 << 20),
+            ('ferry, no push window', False, False, False, 0, 0),
+            ('ferry, preempt, no push window', False, True, False, 0, 0)]
 WINDOW_MS = 200
 STALL_MIN = 1 << 10             # cycles: the guest's first stall bucket
 UNLIMITED = 100 * 10**9
@@ -339,16 +343,21 @@ def main():
     # 2026-11-30 (about two hours for all eight on 2026-11-23, when the
     # 4 GiB runs were slower).
     variants = [v for v in VARIANTS if (QEMU or not v[1]) and
-                (v[0] in args.only.split(';') if args.only else not v[3])]
+                (v[0] in args.only.split(';') if args.only
+                 else not v[3] and len(v) < 6)]
     res = {(s, v[0]): [] for s in SIZES for v in variants}
     for r in range(args.runs):
         for size in SIZES:
-            for name, qemu, preempt, prealloc, *pool in variants:
+            for name, qemu, preempt, prealloc, *extra in variants:
                 print(f'postcopy: run {r + 1}/{args.runs}, {size}, {name}',
                       file=sys.stderr, flush=True)
+                window = extra[1] if len(extra) > 1 else None
+                setup = (lambda q, sq, dq, w=window: sq.cmd(
+                    'migrate-set-parameters', {'x-postcopy-push-window': w})) \
+                    if window is not None else None
                 try:
-                    x = one_postcopy(qemu, preempt, prealloc, size,
-                                     pool=pool[0] if pool else 0)
+                    x = one_postcopy(qemu, preempt, prealloc, size, setup=setup,
+                                     pool=extra[0] if extra else 0)
                 except AssertionError as e:     # say so, and go on
                     print(f'  failed: {e}', file=sys.stderr, flush=True)
                     continue

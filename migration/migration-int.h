@@ -18,8 +18,8 @@
  * Postcopy's backlog bound on the source: a page the push has already
  * claimed comes on the main stream behind what is queued there, so the
  * source keeps at most this much unsent (TCP_NOTSENT_LOWAT); what queues
- * at the destination is bounded by the push window (PUSH_WINDOW,
- * include/migration/ram.h).
+ * at the destination x-postcopy-push-window bounds
+ * (include/migration/ram.h).
  */
 #define PUSH_BACKLOG    (128 << 10)
 

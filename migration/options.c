@@ -82,6 +82,9 @@ static const struct {
     { "x-postcopy-fault-threads", 0, RAM_MAX_SHARDS, NULL },
     /* The destination's: bytes; up to 4 GiB of pages held ahead. */
     { "x-postcopy-page-pool", 0, 4LL << 30, NULL },
+    /* The source's: bytes of the push past what the destination loaded
+     * (include/migration/ram.h); 0: no bound, as QEMU. */
+    { "x-postcopy-push-window", 0, 1LL << 30, NULL },
 };
 
 static JsonObject *default_params(void)
@@ -118,6 +121,7 @@ static JsonObject *default_params(void)
     json_object_set_int_member(p, "x-postcopy-fault-threads", 1);
     json_object_set_boolean_member(p, "x-postcopy-minor-faults", false);
     json_object_set_int_member(p, "x-postcopy-page-pool", 0);
+    json_object_set_int_member(p, "x-postcopy-push-window", 1 << 20);
     json_object_set_string_member(p, "mode", "normal");
     json_object_set_string_member(p, "zero-page-detection", "multifd");
     json_object_set_boolean_member(p, "direct-io", false);

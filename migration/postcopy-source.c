@@ -221,8 +221,9 @@ static MigrationStatus postcopy_push(MigrationState *s, RAMSaver *r, QEMUFile *f
      * because the push runs at a lower priority (migration_push_nice).
      * A page the push has already claimed comes on the main stream,
      * behind what the push has written: keep at most
-     * PUSH_BACKLOG of it unsent, and at most PUSH_WINDOW of it ahead of
-     * what the destination has loaded, with or without preempt.
+     * PUSH_BACKLOG of it unsent, with or without preempt, and with
+     * x-postcopy-push-window at most that much of it ahead of what the
+     * destination has loaded.
      */
     int nice_was = getpriority(PRIO_PROCESS, gettid());
     if (s->src.preempt_fd >= 0) {
@@ -231,6 +232,7 @@ static MigrationStatus postcopy_push(MigrationState *s, RAMSaver *r, QEMUFile *f
     int lowat = PUSH_BACKLOG;
     setsockopt(qemu_file_fd(f), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat,
                sizeof(lowat));         /* not TCP: nothing to bound */
+    r->push_window = migration_param_u64(s, "x-postcopy-push-window");
     bool sent = ram_postcopy_send(r, !s->src.postcopy_no_push);
     setpriority(PRIO_PROCESS, gettid(), nice_was);
     if (sent) {

@@ -163,20 +163,24 @@ uint64_t ram_push_marked_at(uint64_t pos, uint32_t id)
     return (cur - ((cur - (id & 0x3fffffff)) & 0x3fffffff)) << 12;
 }
 
-/* Whether the push may send more: at most PUSH_WINDOW bytes written past
+/* Whether the push may send more: at most push_window bytes written past
  * the last mark answered (ram.h). */
 static bool window_open(RAMSaver *r)
 {
+    if (!r->push_window) {
+        return true;
+    }
     uint64_t pos = qemu_file_transferred(r->f);
     uint32_t id = __atomic_load_n(&r->acked_id, __ATOMIC_ACQUIRE);
-    return pos - ram_push_marked_at(pos, id) <= PUSH_WINDOW;
+    return pos - ram_push_marked_at(pos, id) <= r->push_window;
 }
 
-/* Mark the stream every PUSH_MARK bytes (ram.h). */
-static void mark(RAMSaver *r)
+/* Mark the stream every quarter window (ram.h), or now with @now. */
+static void mark(RAMSaver *r, bool now)
 {
     uint64_t pos = qemu_file_transferred(r->f);
-    if (pos - r->mark_pos >= PUSH_MARK) {
+    if (r->push_window && pos > r->mark_pos &&
+        (now || pos - r->mark_pos >= MAX(r->push_window / 4, PUSH_MARK_MIN))) {
         qemu_put_byte(r->f, REC_PING);
         qemu_put_u32(r->f, PUSH_MARK_ID(pos));
         r->mark_pos = pos;
@@ -184,11 +188,13 @@ static void mark(RAMSaver *r)
 }
 
 /*
- * The window is shut: send the last mark and sleep until the destination
- * answers one, a request comes, or 100 ms pass (to look at cancel).
+ * The window is shut: mark where the push is (its answer opens the
+ * window whatever its size) and sleep until the destination answers a
+ * mark, a request comes, or 100 ms pass (to look at cancel).
  */
 static void wait_window(RAMSaver *r)
 {
+    mark(r, true);
     qemu_fflush(r->f);
     g_mutex_lock(&r->req_lock);
     if (g_queue_is_empty(&r->requests) && !window_open(r)) {
@@ -314,7 +320,7 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
             served = true;
         }
         if (served) {
-            mark(r);
+            mark(r, false);
             qemu_fflush(r->f);
         }
         uint64_t seek = __atomic_exchange_n(&r->seek, 0, __ATOMIC_RELAXED);
@@ -348,7 +354,7 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
             continue;
         }
         if (r->ws && push_working_set(r, now, limit)) {
-            mark(r);
+            mark(r, false);
             continue;
         }
         p -= p % r->hpages;
@@ -361,6 +367,6 @@ bool ram_postcopy_send(RAMSaver *r, bool background)
             r->push_next_us = ram_push_pace(now, r->push_next_us, bytes, limit);
         }
         r->last = p + MAX(BG_RUN, r->hpages);
-        mark(r);
+        mark(r, false);
     }
 }

@@ -115,7 +115,7 @@ static gpointer rp_thread(gpointer opaque)
             __atomic_store_n(&s->downtime_ms, migration_now_ms() - stop,
                              __ATOMIC_SEQ_CST);
         } else if (m.type == RP_PONG && PUSH_MARK_IS(m.id)) {
-            /* The push's mark: it goes on (ram.h, PUSH_WINDOW). */
+            /* The push's mark: it may go on (ram.h, x-postcopy-push-window). */
             RAMSaver *r = __atomic_load_n(&s->src.saver, __ATOMIC_ACQUIRE);
             if (r) {
                 ram_postcopy_acked(r, m.id);

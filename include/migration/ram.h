@@ -88,10 +88,12 @@ typedef struct RAMSaver {
      * push order (migration thread; include/migration/working-set.h),
      * or NULL.  ram_saver_cleanup frees it. */
     WorkingSet *ws;
-    /* The push's window (ram_postcopy_send): the stream position of its
-     * last mark (migration thread), and the id of the last mark the
-     * destination answered (written by the return-path thread under
-     * req_lock, read by the migration thread under it or atomically). */
+    /* The push's window (ram_postcopy_send; 0: none), set before it
+     * starts; the stream position of its last mark (migration thread);
+     * the id of the last mark the destination answered (written by the
+     * return-path thread under req_lock, read by the migration thread
+     * under it or atomically). */
+    uint64_t push_window;
     uint64_t mark_pos;
     uint32_t acked_id;
 } RAMSaver;
@@ -184,21 +186,22 @@ void ram_postcopy_end_preempt(RAMSaver *r);
 bool ram_postcopy_send(RAMSaver *r, bool background);
 
 /*
- * The push's window on the main stream.  The destination loads what it
- * receives more slowly than the source sends, and TCP lets the queue
- * grow to the socket's buffer (8 MiB unread, with 4 MiB asked).
- * TCP_WINDOW_CLAMP did not bound it: Linux 6.18 raises the clamp again
- * as data arrives.  A requested page the push has claimed already, and
- * without preempt every requested page, waits behind that queue.  So the
- * push marks its stream with REC_PING every PUSH_MARK bytes and sends
- * background pages only while at most PUSH_WINDOW bytes are written past
- * the last mark the destination answered (RP_PONG): what queues ahead of
- * a requested page stays under PUSH_WINDOW + PUSH_MARK.  A mark's id
- * carries its stream position in 4 KiB units (30 bits, with the top bit
- * set: drain rounds use small ids, the heartbeat 0xffffffff).
+ * The push's window on the main stream (x-postcopy-push-window, bytes,
+ * default 1 MiB; 0: none, as QEMU).  The destination loads what it receives more slowly
+ * than the source sends, and TCP lets the queue grow to the socket's
+ * buffer (8 MiB unread, with 4 MiB asked).  TCP_WINDOW_CLAMP did not
+ * bound it: Linux 6.18 raises the clamp again as data arrives.  A
+ * requested page the push has claimed already, and without preempt
+ * every requested page, waits behind that queue.  With a window the
+ * push marks its stream with REC_PING every quarter of it and sends
+ * background pages only while at most the window is written past the
+ * last mark the destination answered (RP_PONG); before it waits it
+ * marks where it is, so that an answer always opens the window again.
+ * A mark's id carries its stream position in 4 KiB units (30 bits,
+ * with the top bit set: drain rounds use small ids, the heartbeat
+ * 0xffffffff).
  */
-#define PUSH_MARK           (256 << 10)
-#define PUSH_WINDOW         (1 << 20)
+#define PUSH_MARK_MIN       (64 << 10)
 #define PUSH_MARK_ID(pos)   (0x80000000u | (uint32_t)(((pos) >> 12) & 0x3fffffff))
 #define PUSH_MARK_IS(id)    (((id) & 0xc0000000u) == 0x80000000u)
 

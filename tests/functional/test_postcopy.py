@@ -1087,14 +1087,21 @@ def stream_queue(vm, port):
 
 
 def push_window(opts):
-    """What the push may have ahead of the destination's load is bounded
-    (PUSH_WINDOW): a requested page the push has claimed already waits
-    behind that much on the main stream, and so does every requested page
-    without preempt.  The destination places more slowly than the source
-    sends, so without the bound the stream fills the 4 MiB socket buffer
-    (8 MiB queued on this host's kernel: TCP_WINDOW_CLAMP did not bound
-    it).  Sampled from ss during postcopy; the guest checks out."""
+    """x-postcopy-push-window bounds what the push may have ahead of the
+    destination's load: a requested page the push has claimed already
+    waits behind that much on the main stream, and so does every
+    requested page without preempt.  The destination places more slowly
+    than the source sends, so without it the stream fills the 4 MiB
+    socket buffer (8 MiB queued on this host's kernel: TCP_WINDOW_CLAMP,
+    used before, did not bound it).  Sampled from ss during postcopy, with
+    a window of 1 MiB and marks every 256 KiB: at most about 1.3 MiB; the
+    guest checks out."""
     src, dst = pair('1G', 1)
+    p = src.qmp.cmd('query-migrate-parameters')['return']
+    assert p['x-postcopy-push-window'] == 1 << 20, p       # the default
+    r = src.qmp.cmd('migrate-set-parameters',
+                    {'x-postcopy-push-window': (1 << 30) + 1})
+    assert 'x-postcopy-push-window' in r['error']['desc'], r
     port = int(dst.listen_uri().rsplit(':', 1)[1])
     switch_at_once(src, dst)
     src.wait_status({'postcopy-active'}, 30)
@@ -1110,7 +1117,6 @@ def push_window(opts):
         raise Skip(f'postcopy too short to sample ({samples} samples)')
     assert most <= 2 << 20, f'{most} bytes queued ({samples} samples)'
     verify_goes_on(src, dst)
-
 
 def libvirt_start(src, dst, params):
     """libvirt's conversation up to migrate (../shared/reference): the

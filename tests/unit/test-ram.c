@@ -406,8 +406,8 @@ static void test_push_marked_at(void **state)
         uint32_t id = PUSH_MARK_ID(m);
         assert_true(PUSH_MARK_IS(id));
         assert_int_not_equal(id, 0xffffffffu);      /* the heartbeat's */
-        static const uint64_t ahead[] = { 0, 1, PUSH_MARK, PUSH_WINDOW,
-                                          PUSH_WINDOW + PUSH_MARK, 1ull << 40 };
+        static const uint64_t ahead[] = { 0, 1, PUSH_MARK_MIN, 1 << 20,
+                                          (1 << 20) + (256 << 10), 1ull << 40 };
         for (unsigned j = 0; j < G_N_ELEMENTS(ahead); j++) {
             assert_int_equal(ram_push_marked_at(m + ahead[j], id), m & ~4095ull);
         }
