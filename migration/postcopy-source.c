@@ -232,7 +232,11 @@ static MigrationStatus postcopy_push(MigrationState *s, RAMSaver *r, QEMUFile *f
     int lowat = PUSH_BACKLOG;
     setsockopt(qemu_file_fd(f), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat,
                sizeof(lowat));         /* not TCP: nothing to bound */
-    r->push_window = migration_param_u64(s, "x-postcopy-push-window");
+    /* Under PUSH_MARK_MIN, the answer to the mark where the push stands
+     * (rounded down to 4 KiB) might not open the window: the push would
+     * wait for ever. */
+    uint64_t window = migration_param_u64(s, "x-postcopy-push-window");
+    r->push_window = window ? MAX(window, (uint64_t)PUSH_MARK_MIN) : 0;
     bool sent = ram_postcopy_send(r, !s->src.postcopy_no_push);
     setpriority(PRIO_PROCESS, gettid(), nice_was);
     if (sent) {

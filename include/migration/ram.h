@@ -193,7 +193,9 @@ bool ram_postcopy_send(RAMSaver *r, bool background);
  * bound it: Linux 6.18 raises the clamp again as data arrives.  A
  * requested page the push has claimed already, and without preempt
  * every requested page, waits behind that queue.  With a window the
- * push marks its stream with REC_PING every quarter of it and sends
+ * push (a window under PUSH_MARK_MIN counts as that much, so that an
+ * answer always opens it) marks its stream with REC_PING every quarter
+ * of it and sends
  * background pages only while at most the window is written past the
  * last mark the destination answered (RP_PONG); before it waits it
  * marks where it is, so that an answer always opens the window again.

@@ -1118,6 +1118,18 @@ def push_window(opts):
     assert most <= 2 << 20, f'{most} bytes queued ({samples} samples)'
     verify_goes_on(src, dst)
 
+def push_window_tiny(opts):
+    """A window smaller than one 4 KiB unit of a mark's position (here 1
+    byte) still lets the push go on: it counts as 64 KiB, so the answer
+    to the mark where the push stands always opens it.  Unbounded below,
+    the push waited for ever and postcopy never completed."""
+    src, dst = pair('256M', 1)
+    r = src.qmp.cmd('migrate-set-parameters', {'x-postcopy-push-window': 1})
+    assert r == {'return': {}}, r
+    switch_at_once(src, dst)
+    finish(src, dst, timeout=60)
+    verify_goes_on(src, dst)
+
 def libvirt_start(src, dst, params):
     """libvirt's conversation up to migrate (../shared/reference): the
     destination's capabilities and migrate-incoming, the source's
@@ -1327,6 +1339,7 @@ cases = [
     ('/postcopy/libvirt', libvirt_postcopy, MachineOptions()),
     ('/postcopy/no-drops', no_drops, MachineOptions()),
     ('/postcopy/push-window', push_window, MachineOptions()),
+    ('/postcopy/push-window-tiny', push_window_tiny, MachineOptions()),
     ('/postcopy/auto/converges', auto_converges, MachineOptions()),
     ('/postcopy/auto/switches', auto_switches, MachineOptions()),
     ('/postcopy/auto/budget', auto_budget, MachineOptions()),
