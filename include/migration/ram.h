@@ -187,21 +187,21 @@ bool ram_postcopy_send(RAMSaver *r, bool background);
 
 /*
  * The push's window on the main stream (x-postcopy-push-window, bytes,
- * default 1 MiB; 0: none, as QEMU).  The destination loads what it receives more slowly
- * than the source sends, and TCP lets the queue grow to the socket's
- * buffer (8 MiB unread, with 4 MiB asked).  TCP_WINDOW_CLAMP did not
- * bound it: Linux 6.18 raises the clamp again as data arrives.  A
- * requested page the push has claimed already, and without preempt
- * every requested page, waits behind that queue.  With a window the
- * push (a window under PUSH_MARK_MIN counts as that much, so that an
- * answer always opens it) marks its stream with REC_PING every quarter
- * of it and sends
- * background pages only while at most the window is written past the
- * last mark the destination answered (RP_PONG); before it waits it
- * marks where it is, so that an answer always opens the window again.
- * A mark's id carries its stream position in 4 KiB units (30 bits,
- * with the top bit set: drain rounds use small ids, the heartbeat
- * 0xffffffff).
+ * default 1 MiB; 0: none, as QEMU).  The destination loads what it
+ * receives more slowly than the source sends, and TCP lets the queue
+ * grow to the socket's buffer (8 MiB unread, with 4 MiB asked).
+ * TCP_WINDOW_CLAMP did not bound it: Linux 6.18 raises the clamp again
+ * as data arrives.  A requested page the push has claimed already, and
+ * without preempt every requested page, waits behind that queue.
+ *
+ * With a window the push marks its stream with REC_PING every quarter
+ * of it, and sends background pages only while at most the window is
+ * written past the last mark the destination answered (RP_PONG).
+ * Before it waits it marks where it stands, so that an answer always
+ * opens the window again; a window under PUSH_MARK_MIN counts as that
+ * much, since the answered position is rounded down to 4 KiB.  A mark's
+ * id carries its stream position in 4 KiB units (30 bits, with the top
+ * bit set: drain rounds use small ids, the heartbeat 0xffffffff).
  */
 #define PUSH_MARK_MIN       (64 << 10)
 #define PUSH_MARK_ID(pos)   (0x80000000u | (uint32_t)(((pos) >> 12) & 0x3fffffff))
