@@ -205,11 +205,11 @@ static bool pc_listen(void *opaque, GError **errp)
     /*
      * What may queue here unread, ahead of a requested page, is bounded
      * only by the source's x-postcopy-push-window (it waits for our
-     * answers to its marks), never by shrinking the buffer: the source was let
-     * send into the window the big buffer advertised, and a buffer shrunk
-     * under that makes the kernel prune the queue and drop segments, one
-     * of which then waits TCP's 200 ms retransmission timeout (a guest
-     * stalled that long).  TCP_WINDOW_CLAMP, tried before, did not bound
+     * answers to its marks), never by shrinking the buffer: the source
+     * was let send into the window the big buffer advertised, and a
+     * buffer shrunk under that makes the kernel prune the queue and drop
+     * segments, one of which then waits TCP's 200 ms retransmission
+     * timeout (a guest stalled that long).  TCP_WINDOW_CLAMP, tried before, did not bound
      * it: the kernel raises the clamp again as data arrives, and the
      * queue grew to the buffer (8 MiB).
      */

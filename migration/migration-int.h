@@ -17,8 +17,8 @@
 /*
  * Postcopy's backlog bound on the source: a page the push has already
  * claimed comes on the main stream behind what is queued there, so the
- * source keeps at most this much unsent (TCP_NOTSENT_LOWAT); what queues
- * at the destination x-postcopy-push-window bounds
+ * source keeps at most this much unsent (TCP_NOTSENT_LOWAT).  What
+ * queues at the destination is bounded by x-postcopy-push-window
  * (include/migration/ram.h).
  */
 #define PUSH_BACKLOG    (128 << 10)

@@ -1118,6 +1118,7 @@ def push_window(opts):
     assert most <= 2 << 20, f'{most} bytes queued ({samples} samples)'
     verify_goes_on(src, dst)
 
+
 def push_window_tiny(opts):
     """A window smaller than one 4 KiB unit of a mark's position (here 1
     byte) still lets the push go on: it counts as 64 KiB, so the answer

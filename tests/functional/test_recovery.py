@@ -629,13 +629,16 @@ def libvirt_recovery(opts):
 
 def fault_shards(opts):
     """x-postcopy-fault-threads (and x-postcopy-minor-faults): guest RAM
-    in ranges, each with its own userfaultfd and fault thread, cut while
-    vCPUs wait in both; every range's waiting requests are asked again
-    on the resumed stream, and the guest checks out.  With MINOR faults
-    the push's pages wait in the page cache, unmapped, across the pause,
-    and are mapped on the guest's touch after it."""
+    in two ranges, each with its own userfaultfd and fault thread, and
+    each vCPU rewriting its own (verify split=1), cut while both run on
+    the destination; after the resume pages are
+    still asked for, both ranges took faults, and the guest checks out.
+    With MINOR faults the push's pages wait in the page cache, unmapped,
+    across the pause, and some are mapped on a touch (minor faults)."""
     obj, minor, preempt = opts.extra
-    src, dst = pair(None, 2, preempt=preempt, extra=backend_args(obj))
+    # Each vCPU rewrites its own half of RAM, the range of one thread.
+    src, dst = pair(None, 2, append='verify split=1 cpus=2', preempt=preempt,
+                    extra=backend_args(obj))
     r = dst.qmp.cmd('migrate-set-parameters',
                     {'x-postcopy-fault-threads': 2,
                      'x-postcopy-minor-faults': minor})
