@@ -55,10 +55,10 @@ def take(src, path, mapped, bandwidth=0, uring=False, direct=False):
 
 
 def restore(mem, extra, path, mapped, lazy, exit_on_error=True, smp=1,
-            uring=False):
+            uring=False, append='verify'):
     """A new process loading @path, as libvirt would (-incoming defer);
     @uring: its file I/O through io_uring (x-io-uring)."""
-    dst = Vm(mem, smp, incoming='defer', extra=extra)
+    dst = Vm(mem, smp, append=append, incoming='defer', extra=extra)
     if uring:
         assert dst.qmp.cmd('migrate-set-parameters', {'x-io-uring': True}) == \
             {'return': {}}
@@ -182,15 +182,18 @@ def cancel(opts):
 
 
 def big(opts):
-    """A 4 GiB guest: snapshot at full speed, restored on demand."""
+    """A 4 GiB guest (an eighth of it written, all over it: the file's
+    offsets pass 4 GiB): snapshot at full speed, restored on demand."""
     path = os.path.join(tmpdir(), 'snap')
-    src = Vm('4G', 2)
+    append = 'verify sparse=8'
+    src = Vm('4G', 2, append=append)
     try:
         src.m.wait_line(r'^verify: round=1 ', 300)
         before, info = take(src, path, True)
     finally:
         src.close()
-    dst = restore('4G', [], path, True, True, exit_on_error=False, smp=2)
+    dst = restore('4G', [], path, True, True, exit_on_error=False, smp=2,
+                  append=append)
     try:
         info = dst.wait_status({'completed', 'failed'}, 300)
         assert info['status'] == 'completed', info
