@@ -128,12 +128,15 @@ def plain(opts):
 def immediate(opts):
     """Switch before the first pass is done: nearly every page comes on
     demand or by the push, with the guest already running here."""
-    mem, smp, preempt = opts.extra
-    src, dst = pair(mem, smp, preempt=preempt)
+    mem, smp, preempt, *append = opts.extra
+    append = append[0] if append else 'verify'
+    m = re.search(r'sparse=(\d+)', append)
+    written = 1 if not m else int(m.group(1))     # the part it writes
+    src, dst = pair(mem, smp, preempt=preempt, append=append)
     switch_at_once(src, dst)
     info, d = finish(src, dst)
     assert info['ram']['postcopy-requests'] > 0, info
-    assert info['ram']['postcopy-bytes'] > info['ram']['total'] // 2, info
+    assert info['ram']['postcopy-bytes'] > info['ram']['total'] // written // 2, info
     assert sum(d['postcopy-latency-dist']) > 0, d
     verify_goes_on(src, dst)
 
@@ -167,15 +170,15 @@ def zero_pages(opts):
 
 def push_limited(opts):
     """max-postcopy-bandwidth holds back the push only: with it at 2 MiB/s
-    (128 s for 256 MiB, past the 100 s allowed) the guest's requests
+    (64 s for 128 MiB, past the 60 s allowed) the guest's requests
     still get their pages at once, so the migration completes long
     before the push alone would.
     (The code this replaced slept out 100 ms windows in the thread that
     serves requests and was still running after 100 s.)  How long single
     requests wait is measured by bench/postcopy.py, not asserted here."""
-    src, dst = pair('256M', 1)
+    src, dst = pair('128M', 1)
     switch_at_once(src, dst, max_postcopy_bandwidth=2 << 20)
-    info, d = finish(src, dst, timeout=100)
+    info, d = finish(src, dst, timeout=60)
     assert info['ram']['postcopy-requests'] > 10000, info
     assert sum(d['postcopy-latency-dist']) > 0, d
     verify_goes_on(src, dst)
@@ -225,7 +228,7 @@ def demand_only(opts):
     """HMP migrate -p -n: after the first pass, pages come only when the
     destination asks.  The guest rewrites all its memory every round, so
     it asks for every page, and the migration still completes."""
-    src, dst = pair('256M', 1)
+    src, dst = pair('128M', 1)
     hmp = HMP(src.hmp_sock)
     src.m.wait_line(r'^verify: round=1 ', 120)
     assert hmp.run('migrate_set_parameter max-bandwidth 0') == ''
@@ -265,7 +268,7 @@ def fault_threads(opts):
     minor = bool(minor and minor[0])
     want = threads or min(smp, os.cpu_count())
     with HugePages(hugepages) if hugepages else contextlib.nullcontext():
-        src, dst = pair(None if obj else '128M', smp,
+        src, dst = pair(None if obj else '64M', smp,
                         append=f'verify split=1 cpus={smp}',
                         extra=backend_args(obj) if obj else ())
         r = dst.qmp.cmd('migrate-set-parameters',
@@ -1251,7 +1254,9 @@ cases = [
     ('/postcopy/immediate/smp1-1G', immediate, MachineOptions(extra=['1G', 1, False])),
     ('/postcopy/immediate/smp4-512M', immediate,
      MachineOptions(extra=['512M', 4, False])),
-    ('/postcopy/immediate/6G', immediate, MachineOptions(extra=['6G', 2, False])),
+    # An eighth of 6 GiB written (test_migration.py's smp2-6G).
+    ('/postcopy/immediate/6G', immediate,
+     MachineOptions(extra=['6G', 2, False, 'verify sparse=8'])),
     ('/postcopy/preempt', immediate, MachineOptions(extra=['1G', 2, True])),
     ('/postcopy/demand-only', demand_only, MachineOptions()),
     ('/postcopy/completed-after-source', completed_after_source, MachineOptions()),
@@ -1272,11 +1277,11 @@ cases = [
     ('/postcopy/fault-threads/anon/smp4', fault_threads,
      MachineOptions(extra=[None, 0, 4, 4])),
     ('/postcopy/fault-threads/memfd/smp1', fault_threads,
-     MachineOptions(extra=['memory-backend-memfd,size=128M', 0, 1, 4])),
+     MachineOptions(extra=['memory-backend-memfd,size=64M', 0, 1, 4])),
     ('/postcopy/fault-threads/memfd/smp2', fault_threads,
-     MachineOptions(extra=['memory-backend-memfd,size=128M', 0, 2, 4])),
+     MachineOptions(extra=['memory-backend-memfd,size=64M', 0, 2, 4])),
     ('/postcopy/fault-threads/memfd/smp4', fault_threads,
-     MachineOptions(extra=['memory-backend-memfd,size=128M', 0, 4, 4])),
+     MachineOptions(extra=['memory-backend-memfd,size=64M', 0, 4, 4])),
     ('/postcopy/fault-threads/hugetlb-2M/smp1', fault_threads,
      MachineOptions(extra=['memory-backend-memfd,size=128M,hugetlb=on,hugetlbsize=2M', 128, 1, 4])),
     ('/postcopy/fault-threads/hugetlb-2M/smp2', fault_threads,
@@ -1286,11 +1291,11 @@ cases = [
     ('/postcopy/fault-threads/auto/smp2', fault_threads,
      MachineOptions(extra=[None, 0, 2, 0])),
     ('/postcopy/minor/memfd/smp1', fault_threads,
-     MachineOptions(extra=['memory-backend-memfd,size=128M', 0, 1, 1, True])),
+     MachineOptions(extra=['memory-backend-memfd,size=64M', 0, 1, 1, True])),
     ('/postcopy/minor/memfd/smp2', fault_threads,
-     MachineOptions(extra=['memory-backend-memfd,size=128M', 0, 2, 0, True])),
+     MachineOptions(extra=['memory-backend-memfd,size=64M', 0, 2, 0, True])),
     ('/postcopy/minor/memfd/smp4', fault_threads,
-     MachineOptions(extra=['memory-backend-memfd,size=128M', 0, 4, 4, True])),
+     MachineOptions(extra=['memory-backend-memfd,size=64M', 0, 4, 4, True])),
     ('/postcopy/minor/hugetlb-2M/smp1', fault_threads,
      MachineOptions(extra=['memory-backend-memfd,size=128M,hugetlb=on,hugetlbsize=2M', 128, 1, 1, True])),
     ('/postcopy/minor/hugetlb-2M/smp2', fault_threads,
