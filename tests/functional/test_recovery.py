@@ -90,7 +90,7 @@ def pause(vm):
     assert r == {'return': {}}, r
 
 
-def paused_pair(mem='1G', smp=1, bw=8 << 20):
+def paused_pair(mem='512M', smp=1, bw=8 << 20):
     """A pair in postcopy, paused from the source with migrate-pause;
     the events so far are read."""
     src, dst = pair(mem, smp)
@@ -105,7 +105,7 @@ def plain(opts):
     """QEMU's /postcopy/recovery/plain: migrate-pause on the source, then
     recover; the states go as QEMU 9.1's on each side."""
     preempt, = opts.extra
-    src, dst = pair('1G', 2, preempt=preempt)
+    src, dst = pair('512M', 2, preempt=preempt)
     start_slow(src, dst)
     events(src), events(dst)
     pause(src)
@@ -121,7 +121,7 @@ def plain(opts):
     ev = events(dst)
     assert ev[:2] == DST_STATES, ev
     info, d = finish(src, dst, timeout=60)
-    # 1 GiB at the paused 8 MiB/s would take two minutes.
+    # 512 MiB at the paused 8 MiB/s would take over a minute.
     assert time.monotonic() - t0 < 60
     verify_goes_on(src, dst)
 
@@ -130,7 +130,7 @@ def twice(opts):
     """Broken twice (the first time by the destination's migrate-pause,
     the second from the source's), recovered twice, through HMP the
     second time (migrate_recover, migrate -r)."""
-    src, dst = pair('1G', 2)
+    src, dst = pair('512M', 2)
     start_slow(src, dst, bw=4 << 20)
     pause(dst)
     paused(src, dst)
@@ -156,7 +156,7 @@ def connection_cut(opts):
     """The RST cut (ss -K on both ends' connections), as a network
     failure: both pause on their own, then recover."""
     preempt, = opts.extra
-    src, dst = pair('1G', 1, preempt=preempt)
+    src, dst = pair('512M', 1, preempt=preempt)
     start_slow(src, dst)
     cut_tcp(src, 2 if preempt else 1)
     paused(src, dst)
@@ -168,7 +168,7 @@ def handshake_fails(opts):
     that takes the connection and closes it: the source goes back to
     postcopy-paused (with its events), the destination never noticed;
     the second resume completes."""
-    src, dst = paused_pair('1G', 2)
+    src, dst = paused_pair('512M', 2)
     ls = socket.socket()
     ls.bind(('127.0.0.1', 0))
     ls.listen(1)
@@ -243,7 +243,7 @@ def handshake_broken(opts):
     (the destination in postcopy-recover, its bitmap sent) when the
     connection breaks; both return to postcopy-paused, and a second
     recovery completes."""
-    src, dst = paused_pair('1G', 2)
+    src, dst = paused_pair('512M', 2)
     # The channel header, the RAM block record (1 + 1 + 6 + 8 + 8) and
     # RECV_BITMAP (1 + 1 + 6): the destination answers, RESUME is lost.
     relay = CutRelay(recover_listen(dst), 25 + 24 + 8)
@@ -267,7 +267,7 @@ def silent_partition(opts):
     on a path that works."""
     preempt, = opts.extra
     timeout_ms = 2000
-    src, dst = pair('1G', 2, preempt=preempt)
+    src, dst = pair('512M', 2, preempt=preempt)
     for v in (src, dst):
         assert v.qmp.cmd('migrate-set-parameters', {
             'x-postcopy-stall-timeout': timeout_ms}) == {'return': {}}
@@ -298,7 +298,7 @@ def unix_socket(opts):
     """The whole postcopy over unix: sockets, recovered over another."""
     preempt, = opts.extra
     path = os.path.join(tmpdir(), 'mig.sock')
-    src, dst = pair('1G', 1, preempt=preempt, dst_incoming=f'unix:{path}')
+    src, dst = pair('512M', 1, preempt=preempt, dst_incoming=f'unix:{path}')
     start_slow(src, dst)
     pause(src)
     paused(src, dst)
@@ -308,7 +308,7 @@ def unix_socket(opts):
 def fd_passed(opts):
     """libvirt's way: the resumed stream's socket made outside and passed
     to both with getfd; migrate-recover fd:, migrate resume fd:."""
-    src, dst = paused_pair('1G', 1)
+    src, dst = paused_pair('512M', 1)
     a, b = socket.socketpair()
     assert send_fd(dst.qmp, 'rec', b.fileno()) == {'return': {}}
     assert send_fd(src.qmp, 'migrate', a.fileno()) == {'return': {}}
@@ -327,7 +327,7 @@ def recover_on_connect(opts):
     accept, before the source has written a byte: it waited for the
     channel header, which the source writes after its migrate, and
     /libvirt/migrate failed 5 times in 36 on a loaded host."""
-    src, dst = paused_pair('1G', 1)
+    src, dst = paused_pair('512M', 1)
     src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
     events(src), events(dst)
     host, port = recover_listen(dst)[len('tcp:'):].rsplit(':', 1)
@@ -346,7 +346,7 @@ def stray_during_recovery(opts):
     wrong header) makes the destination postcopy-recover, then paused
     again, saying why; the real source still recovers through the same
     listener."""
-    src, dst = paused_pair('1G', 1)
+    src, dst = paused_pair('512M', 1)
     uri = recover_listen(dst)
     host, port = uri[len('tcp:'):].rsplit(':', 1)
     with socket.create_connection((host, int(port))) as c:
@@ -373,7 +373,7 @@ def pause_is_paused(opts):
     still running": /libvirt/migrate failed so on a loaded host, the
     push, held to 1 MB/s, asleep for its share of the link when the
     connection was shut down).  Each side in turn, the push as slow."""
-    src, dst = pair('1G', 1)
+    src, dst = pair('512M', 1)
     start_slow(src, dst, bw=1 << 20)
     for vm, other in ((src, dst), (dst, src)):
         if vm is dst:
@@ -391,7 +391,7 @@ def pause_while_recovering(opts):
     connection that has not yet said what it is (it sends nothing): the
     connection is dropped and the destination is postcopy-paused, saying
     so; a migrate-recover after it and the source's resume complete."""
-    src, dst = paused_pair('1G', 1)
+    src, dst = paused_pair('512M', 1)
     host, port = recover_listen(dst)[len('tcp:'):].rsplit(':', 1)
     with socket.create_connection((host, int(port))) as c:
         ev = dst.qmp.event('MIGRATION', 10)['data']['status']
@@ -410,7 +410,7 @@ def demand_only(opts):
     """migrate -p -n: no push; broken while the guest asks for pages,
     every page after the break comes on demand through the resumed
     stream (requests waiting at the break asked again)."""
-    src, dst = pair('256M', 1)
+    src, dst = pair('128M', 1)
     hmp = HMP(src.hmp_sock)
     src.m.wait_line(r'^verify: round=1 ', 120)
     assert hmp.run('migrate_set_parameter max-bandwidth 0') == ''
@@ -445,7 +445,7 @@ def destination_killed(opts):
     all its state (its guest's newest memory was there: running it here
     would fork the guest's history), says so, and a resume to nobody is
     refused; cont stays refused."""
-    src, dst = paused_pair('1G', 1)
+    src, dst = paused_pair('512M', 1)
     uri = recover_listen(dst)
     dst.m.kill()
     events(src)
@@ -505,7 +505,7 @@ def events_first(opts):
     destination's main thread, which writes the events, is held (ptrace)
     over the whole handshake: the source must not go on meanwhile
     (before: RESUME_ACK went out with the event still queued)."""
-    src, dst = paused_pair('1G', 2)
+    src, dst = paused_pair('512M', 2)
     src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
     events(src), events(dst)
     # The channel header (docs/migration-stream.md) goes through: the
@@ -556,7 +556,7 @@ def events_read(opts):
     client reads nothing for 30 ms after the resume: the source must not
     be postcopy-active before that read (before: about 1 ms after the
     resume, the events unread)."""
-    src, dst = paused_pair('1G', 2)
+    src, dst = paused_pair('512M', 2)
     src.qmp.cmd('migrate-set-parameters', {'max-postcopy-bandwidth': 0})
     events(src), events(dst)
     uri = recover_listen(dst)
