@@ -23,6 +23,7 @@
 #define SCAN_RUN_BYTES  (1 << 20)   /* the scan claims and writes this much */
 #define WP_EVENTS       16
 #define ASIDE_MAX       (64 << 20)  /* bytes of copies waiting to be written */
+#define DRAIN_RUN_BYTES (1 << 20)   /* consecutive copies written at once */
 #define UNREGISTER_STEP (8 << 20)   /* RAM unregistered at once at the end */
 
 /* A written host page's copy, taken by the fault thread while the page
@@ -72,6 +73,10 @@ typedef struct Snapshot {
                                  * ThreadSanitizer cannot see) */
     GMutex aside_lock;
     uint64_t aside_bytes;       /* atomic: bytes queued there */
+    /* The scan's thread's: consecutive copies gathered for one write
+     * (DRAIN_RUN_BYTES, page-aligned for direct-io); NULL with pages of
+     * half that or more, which go one by one. */
+    uint8_t *bounce;
 } Snapshot;
 
 /* ---- Support --------------------------------------------------------------------- */
@@ -189,38 +194,74 @@ static int stream_error(Snapshot *sn)
     return e;
 }
 
-/* Write host page @a->hp from its copy (the scan's thread). */
-static bool write_aside(Snapshot *sn, const Aside *a)
+/* Write host pages [@hp, @hp + @n) from their copies at @data (the
+ * scan's thread). */
+static bool write_copies(Snapshot *sn, uint64_t hp, uint64_t n,
+                         const uint8_t *data)
 {
     if (!sn->mapped) {
         g_mutex_lock(&sn->lock);
     }
-    ram_send_copy(&sn->r, sn->f, a->hp * sn->hpages, sn->hpages, a->data);
+    ram_send_copy(&sn->r, sn->f, hp * sn->hpages, n * sn->hpages, data);
     bool ok = !qemu_file_error(sn->f);
     if (!sn->mapped) {
         g_mutex_unlock(&sn->lock);
     }
-    uint64_t done = __atomic_add_fetch(&sn->saved_hp, 1, __ATOMIC_RELAXED);
+    uint64_t done = __atomic_add_fetch(&sn->saved_hp, n, __ATOMIC_RELAXED);
     __atomic_store_n(&sn->s->stats.remaining_pages,
                      (sn->nhp - done) * sn->hpages, __ATOMIC_RELAXED);
     return ok;
 }
 
-/* The scan's thread: write every copy queued now; false on an error. */
-static bool drain_aside(Snapshot *sn)
+static Aside *aside_pop(Snapshot *sn, GQueue *q)
 {
-    bool ok = true;
-    for (;;) {
-        g_mutex_lock(&sn->aside_lock);
-        Aside *a = g_queue_pop_head(&sn->aside);
-        g_mutex_unlock(&sn->aside_lock);
-        if (!a) {
-            break;
-        }
+    Aside *a = g_queue_pop_head(q);
+    if (a) {
         __atomic_sub_fetch(&sn->aside_bytes, sn->rb->page_size,
                            __ATOMIC_RELAXED);
-        ok = ok && write_aside(sn, a);
-        aside_free(a);
+    }
+    return a;
+}
+
+/*
+ * The scan's thread: write every copy queued now; false on an error.
+ * Copies of consecutive host pages (a guest writing its way through
+ * memory faults in address order) go out as one write through
+ * sn->bounce: with direct-io each write waits for the disk, and one
+ * write a page kept the snapshot far below the disk's speed
+ * (docs/benchmarks.md, "Background snapshots and restore").
+ */
+static bool drain_aside(Snapshot *sn)
+{
+    GQueue q;
+    g_mutex_lock(&sn->aside_lock);
+    q = sn->aside;
+    g_queue_init(&sn->aside);
+    g_mutex_unlock(&sn->aside_lock);
+
+    size_t len = sn->rb->page_size;
+    uint64_t max = sn->bounce ? DRAIN_RUN_BYTES / len : 1;
+    bool ok = true;
+    Aside *a;
+    while ((a = aside_pop(sn, &q))) {
+        const Aside *next = g_queue_peek_head(&q);
+        if (max == 1 || !next || next->hp != a->hp + 1) {
+            ok = ok && write_copies(sn, a->hp, 1, a->data);
+            aside_free(a);
+            continue;
+        }
+        uint64_t first = a->hp, n = 0;
+        for (;;) {
+            memcpy(sn->bounce + n * len, a->data, len);
+            n++;
+            aside_free(a);
+            next = g_queue_peek_head(&q);
+            if (n == max || !next || next->hp != first + n) {
+                break;
+            }
+            a = aside_pop(sn, &q);
+        }
+        ok = ok && write_copies(sn, first, n, sn->bounce);
     }
     return ok;
 }
@@ -527,6 +568,9 @@ void snapshot_run(MigrationState *s, QEMUFile *f, const char *uri)
     sn.claimed = bitmap_new(sn.nhp);
     g_queue_init(&sn.aside);
     g_mutex_init(&sn.aside_lock);
+    if (2 * sn.rb->page_size <= DRAIN_RUN_BYTES) {
+        sn.bounce = g_aligned_alloc(1, DRAIN_RUN_BYTES, TARGET_PAGE_SIZE);
+    }
     ram_saver_init(&sn.r, sn.rb, &m->kvm, f, &s->stats, &s->src.cancel);
     sn.r.max_bandwidth = &s->src.rate_limit;
     migration_set_rate(s, "max-bandwidth");
@@ -665,6 +709,7 @@ out:
     ram_saver_cleanup(&sn.r);
     bitmap_free(sn.claimed);
     g_queue_clear_full(&sn.aside, aside_free);     /* copies a failure left */
+    g_aligned_free(sn.bounce);
     g_mutex_clear(&sn.aside_lock);
     g_cond_clear(&sn.start_cond);
     g_mutex_clear(&sn.start_lock);
