@@ -587,7 +587,7 @@ def load_error(opts):
     both end in postcopy-paused with error-desc, nothing freed, the
     source's VM paused, the destination's guest running."""
     preempt, = opts.extra
-    src, dst = pair('512M', 1, preempt=preempt)
+    src, dst = pair('256M', 1, preempt=preempt)
     bad = struct.pack('<BQI', 0x02, 1 << 40, 1) + bytes(4096)
     relay = Relay(dst.listen_uri(), bad, after=1 + 64)
     try:
@@ -604,7 +604,7 @@ def preempt_bad_record(opts):
     stops, and both sides pause with its reason, instead of a warning in
     the log while the vCPU waits for the page for ever (with -n, the
     demand-only push, nothing else would ever end the migration)."""
-    src, dst = pair('512M', 1, preempt=True)
+    src, dst = pair('256M', 1, preempt=True)
     bad = struct.pack('<BQI', 0x02, 1 << 40, 1) + bytes(4096)
     relay = Relay(dst.listen_uri(), bad, after=2, channel=1)
     try:
@@ -624,7 +624,7 @@ def record_lost(opts):
     never a `completed` with the guest reading zeros there (nor, with
     preempt, both sides waiting in postcopy-active for ever)."""
     preempt, = opts.extra
-    src, dst = pair('512M', 1, preempt=preempt)
+    src, dst = pair('256M', 1, preempt=preempt)
     relay = Relay(dst.listen_uri(), b'', after=1 + 64)
     try:
         switch_through(src, relay, 200 << 20)
@@ -639,7 +639,7 @@ def bad_package(opts):
     is over the limit), so its guest never ran: it fails, says why on
     the return path and exits.  The source fails too and runs its guest
     on, every page intact."""
-    src, dst = pair('512M', 1)
+    src, dst = pair('256M', 1)
     relay = Relay(dst.listen_uri(), struct.pack('<BI', 0x13, 17 << 20), after=0)
     try:
         src.m.wait_line(r'^verify: round=1 ', 120)
@@ -667,7 +667,7 @@ def preempt_strays(opts):
     (an id not this one's) come first, and are refused; the real preempt
     channel is taken, and the migration completes intact.  Before, the
     first of them became the preempt channel."""
-    src, dst = pair('512M', 1, preempt=True)
+    src, dst = pair('256M', 1, preempt=True)
     src.m.wait_line(r'^verify: round=1 ', 120)
     src.qmp.cmd('migrate-set-parameters', {'max-bandwidth': 32 << 20})
     uri = dst.listen_uri()
