@@ -209,9 +209,9 @@ static bool pc_listen(void *opaque, GError **errp)
      * was let send into the window the big buffer advertised, and a
      * buffer shrunk under that makes the kernel prune the queue and drop
      * segments, one of which then waits TCP's 200 ms retransmission
-     * timeout (a guest stalled that long).  TCP_WINDOW_CLAMP, tried before, did not bound
-     * it: the kernel raises the clamp again as data arrives, and the
-     * queue grew to the buffer (8 MiB).
+     * timeout (a guest stalled that long).  TCP_WINDOW_CLAMP, tried
+     * before, did not bound it: the kernel raises the clamp again as data
+     * arrives, and the queue grew to the buffer (8 MiB).
      */
     migrate_set_state(s, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_POSTCOPY_ACTIVE);
     return true;

@@ -244,24 +244,20 @@ static bool drain_aside(Snapshot *sn)
     bool ok = true;
     Aside *a;
     while ((a = aside_pop(sn, &q))) {
-        const Aside *next = g_queue_peek_head(&q);
-        if (max == 1 || !next || next->hp != a->hp + 1) {
-            ok = ok && write_copies(sn, a->hp, 1, a->data);
-            aside_free(a);
-            continue;
-        }
-        uint64_t first = a->hp, n = 0;
-        for (;;) {
-            memcpy(sn->bounce + n * len, a->data, len);
-            n++;
-            aside_free(a);
-            next = g_queue_peek_head(&q);
-            if (n == max || !next || next->hp != first + n) {
-                break;
+        /* A lone copy goes from its own buffer; a run through bounce. */
+        uint64_t n = 1;
+        const Aside *next;
+        while (n < max && (next = g_queue_peek_head(&q)) &&
+               next->hp == a->hp + n) {
+            if (n == 1) {
+                memcpy(sn->bounce, a->data, len);
             }
-            a = aside_pop(sn, &q);
+            Aside *b = aside_pop(sn, &q);
+            memcpy(sn->bounce + n++ * len, b->data, len);
+            aside_free(b);
         }
-        ok = ok && write_copies(sn, first, n, sn->bounce);
+        ok = ok && write_copies(sn, a->hp, n, n == 1 ? a->data : sn->bounce);
+        aside_free(a);
     }
     return ok;
 }

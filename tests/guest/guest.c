@@ -412,9 +412,10 @@ static void __attribute__((noreturn)) run_verify(int cpu)
         chunk = ((pages.count + ncpus - 1) / ncpus + 511) / 512 * 512;
     }
     uint64_t phase = param_u64("phase", 0);
-    /* sparse=S: a CPU owns only every S-th of its chunks (S >= 1); the
-     * rest is never written, so stays zero, and is not checked: a big
-     * guest's RAM spans every address at a fraction of the writes. */
+    /* sparse=S: a CPU owns only every S-th of its chunks, and its last
+     * (so the top of RAM is written); the rest is never written, so
+     * stays zero, and is not checked: a big guest's RAM spans every
+     * address at a fraction of the writes. */
     uint64_t sparse = param_u64("sparse", 1);
     if (sparse == 0) {
         sparse = 1;
@@ -431,8 +432,11 @@ static void __attribute__((noreturn)) run_verify(int cpu)
         if (cpu == 0) {
             check_image_zeroed(r);
         }
-        for (uint64_t c = cpu * chunk; c < pages.count;
-             c += sparse * ncpus * chunk) {
+        for (uint64_t c = cpu * chunk, j = 0; c < pages.count;
+             c += ncpus * chunk, j++) {
+            if (j % sparse && c + ncpus * chunk < pages.count) {
+                continue;
+            }
             uint64_t end = c + chunk < pages.count ? c + chunk : pages.count;
             for (uint64_t i = c; i < end; i++) {
                 pace(&pc);
