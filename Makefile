@@ -89,6 +89,7 @@ bench: build
 	    --plot docs/snapshot-stalls.png
 	FERRY=$(BUILD)/system/ferry GUEST=$(BUILD)/tests/guest/guest.elf \
 	    python3 bench/autoswitch.py --runs 3 --doc docs/benchmarks.md
+	$(BUILD)/bench/uffd-scale --runs 3 --doc docs/benchmarks.md
 	FERRY=$(BUILD)/system/ferry GUEST=$(BUILD)/tests/guest/guest.elf \
 	    python3 bench/fault-scale.py --runs 3 --doc docs/benchmarks.md
 	FERRY=$(BUILD)/system/ferry GUEST=$(BUILD)/tests/guest/guest.elf \
