@@ -56,14 +56,34 @@ def vm(qemu, mem, size, smp, incoming, rounds=0):
     if incoming:
         args += ['-incoming', 'defer']
     append = f'verify split=1 cpus={smp}' + (f' rounds={rounds}' if rounds else '')
+    if mem == 'hugetlb':
+        wait_hugepages(size)
     m = Machine(MachineOptions(mem=None if mem != 'anon' else size, smp=smp,
                                extra=args, qemu=qemu, append=append))
-    deadline = time.monotonic() + 30
-    while not os.path.exists(sock):
-        assert time.monotonic() < deadline, m.stderr()
-        time.sleep(0.02)
-    return m, QMP(sock)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock):
+            assert time.monotonic() < deadline, m.stderr()
+            time.sleep(0.02)
+        return m, QMP(sock)
+    except BaseException:
+        m.kill()
+        raise
 
+
+def wait_hugepages(size):
+    """Wait for the pool to hold @size of free 2 MiB pages: the pages of
+    a machine just ended can come back after its process is reaped."""
+    need = int(size.rstrip('MG')) * (1024 if size.endswith('G') else 1) // 2
+    path = '/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages'
+    deadline = time.monotonic() + 10
+    while True:
+        free = int(open(path).read())
+        if free >= need:
+            return
+        assert time.monotonic() < deadline, \
+            f'{free} free 2 MiB pages after 10 s, {need} needed'
+        time.sleep(0.05)
 
 
 def ceiling(mem, size, smp):
@@ -81,9 +101,12 @@ def ceiling(mem, size, smp):
 
 def demand(qemu, mem, size, smp, threads, minor=False):
     """One migrate -p -n: demand pages per second after the switch."""
-    src, sq = vm(qemu, mem, size, smp, False)
-    dst, dq = vm(qemu, mem, size, smp, True)
+    src = dst = None
     try:
+        # Both inside: a destination that fails to start must not leave
+        # the source running, holding memory and CPUs from the next rows.
+        src, sq = vm(qemu, mem, size, smp, False)
+        dst, dq = vm(qemu, mem, size, smp, True)
         caps = [{'capability': 'postcopy-ram', 'state': True},
                 {'capability': 'events', 'state': True}]
         if not qemu:
@@ -150,8 +173,9 @@ def demand(qemu, mem, size, smp, threads, minor=False):
         assert not any(x.startswith('FAIL') for x in list(dst.lines)), dst.lines
         return out
     finally:
-        src.kill()
-        dst.kill()
+        for m in (src, dst):
+            if m:
+                m.kill()
 
 
 def variants(vcpus, with_qemu):
