@@ -4,6 +4,7 @@ import os
 import platform
 import socket
 import statistics
+import threading
 import time
 
 
@@ -89,3 +90,54 @@ def vm_with_qmp(qemu, mem, append, incoming, extra=()):
         assert time.monotonic() < deadline, m.stderr()
         time.sleep(0.02)
     return m, QMP(sock)
+
+
+class ThreadCPU:
+    """CPU run time per thread of some processes over a span
+    (/proc/PID/task/TID/schedstat), sampled every @period seconds from
+    start() to stop(), so that a thread that ends inside the span counts
+    up to its last sample.  @procs: {label: pid}.  stop() returns
+    {'label:thread name': ms}, threads of one name summed."""
+
+    def __init__(self, procs, period=0.005):
+        self.procs, self.period = procs, period
+        self.first, self.last = {}, {}
+        self.done = threading.Event()
+        self.thread = None
+
+    def _sample(self):
+        out = {}
+        for label, pid in self.procs.items():
+            try:
+                tids = os.listdir(f'/proc/{pid}/task')
+            except OSError:
+                continue
+            for tid in tids:
+                base = f'/proc/{pid}/task/{tid}/'
+                try:
+                    name = open(base + 'comm').read().strip()
+                    ns = int(open(base + 'schedstat').read().split()[0])
+                except (OSError, ValueError, IndexError):
+                    continue        # ended between the listing and the read
+                out[(label, tid, name)] = ns
+        return out
+
+    def _run(self):
+        while not self.done.wait(self.period):
+            self.last.update(self._sample())
+
+    def start(self):
+        self.first = self._sample()
+        self.last = dict(self.first)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        self.last.update(self._sample())
+        out = {}
+        for key, ns in self.last.items():
+            name = f'{key[0]}:{key[2]}'
+            out[name] = out.get(name, 0) + (ns - self.first.get(key, 0)) / 1e6
+        return out

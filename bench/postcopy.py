@@ -5,7 +5,7 @@ stalls the guest sees while its memory arrives, its progress, and the
 migration's own figures.
 
     bench/postcopy.py [--runs N] [--doc docs/benchmarks.md]
-                      [--plot docs/postcopy-stalls.png]
+                      [--plot docs/postcopy-stalls.png] [--thread-cpu]
 
 The `latency` guest (every page filled with data first) writes one word
 of a random page at a time and times each write with the TSC.  It is
@@ -15,11 +15,15 @@ ferry and by QEMU 7.2, each with and without postcopy-preempt, and each
 with the destination's RAM preallocated (memory-backend-ram,prealloc=on)
 or not (the prealloc ones, and those without the source's
 x-postcopy-push-window, only when named with --only); runs
-interleaved so that a slow spell hits every variant.
+interleaved so that a slow spell hits every variant.  --thread-cpu
+adds each thread's CPU time from migrate-start-postcopy to completion,
+printed per variant (QEMU then runs with -name debug-threads=on so that
+its threads have names).
 """
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -45,6 +49,7 @@ VARIANTS = [('ferry', False, False, False), ('ferry, preempt', False, True, Fals
             ('ferry, no push window', False, False, False, 0, 0),
             ('ferry, preempt, no push window', False, True, False, 0, 0)]
 WINDOW_MS = 200
+THREAD_CPU = False              # --thread-cpu
 STALL_MIN = 1 << 10             # cycles: the guest's first stall bucket
 UNLIMITED = 100 * 10**9
 
@@ -56,8 +61,11 @@ def vm(qemu, mem, incoming, prealloc=None):
     """A machine; @prealloc None: plain -m, else a memory-backend-ram
     with prealloc on or off (QEMU names the RAM block after the backend,
     so both sides of a migration need one)."""
+    extra = benchlib.ram_backend_args(mem, prealloc)
+    if THREAD_CPU and qemu:
+        extra += ['-name', 'guest,debug-threads=on']
     return benchlib.vm_with_qmp(qemu, mem, f'latency window={WINDOW_MS} fill=1',
-                                incoming, benchlib.ram_backend_args(mem, prealloc))
+                                incoming, extra)
 
 
 def windows(m, since=0.0, until=float('inf')):
@@ -167,6 +175,10 @@ def one_postcopy(qemu, preempt, prealloc, mem, setup=None, pool=0):
         sq.cmd('migrate-set-parameters', {'max-bandwidth': UNLIMITED})
         r = sq.cmd('migrate', {'uri': f'tcp:127.0.0.1:{port}'})
         assert r == {'return': {}}, r
+        cpu = benchlib.ThreadCPU({'src': src.proc.pid, 'dst': dst.proc.pid}) \
+            if THREAD_CPU else None
+        if cpu:
+            cpu.start()
         r = sq.cmd('migrate-start-postcopy')
         assert r == {'return': {}}, r
         deadline = time.monotonic() + 300
@@ -178,6 +190,7 @@ def one_postcopy(qemu, preempt, prealloc, mem, setup=None, pool=0):
             assert time.monotonic() < deadline, info
             time.sleep(0.01)
         done = time.time()
+        threads = cpu.stop() if cpu else {}
         assert info['status'] == 'completed', info
         # The destination's own view of its demand faults (ferry; QEMU
         # 7.2 has no postcopy-latency): mean, and its percentiles.
@@ -221,7 +234,7 @@ def one_postcopy(qemu, preempt, prealloc, mem, setup=None, pool=0):
             'windows': len(phase) if whole else -len(phase),
             'fault_mean': fault_mean, 'fault_p50': fault_p50,
             'fault_p99': fault_p99,
-            'hist': hist, 'fast': fast, 'tsc': tsc,
+            'hist': hist, 'fast': fast, 'tsc': tsc, 'threads': threads,
         }
     finally:
         src.kill()
@@ -326,6 +339,25 @@ def report(res, variants, runs, args):
                                 'Postcopy migration against QEMU', body)
 
 
+def thread_report(res, variants):
+    """Each variant's CPU per thread over postcopy (ms, median (min-max)
+    of its runs), the threads over 5 ms, busiest first."""
+    f0 = lambda v: f'{v:,.0f}'                    # noqa: E731
+    for size in SIZES:
+        for name, *_ in variants:
+            rs = res[(size, name)]
+            if not rs:
+                continue
+            names = {k for x in rs for k in x['threads']}
+            vals = {k: [x['threads'].get(k, 0) for x in rs] for k in names}
+            vals['all threads'] = [sum(x['threads'].values()) for x in rs]
+            print(f'CPU per thread over postcopy, {size}iB, {name}, '
+                  f'{len(rs)} runs (ms):')
+            for k in sorted(vals, key=lambda k: -statistics.median(vals[k])):
+                if statistics.median(vals[k]) >= 5:
+                    print(f'  {k:40} {benchlib.cell(vals[k], f0)}')
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--runs', type=int, default=5)
@@ -334,7 +366,11 @@ def main():
                     '(default: those without prealloc)')
     ap.add_argument('--doc')
     ap.add_argument('--plot')
+    ap.add_argument('--thread-cpu', action='store_true',
+                    help='print each thread\'s CPU time over postcopy')
     args = ap.parse_args()
+    global THREAD_CPU
+    THREAD_CPU = args.thread_cpu
     SIZES[:] = args.sizes.split(',')
 
     # By default the four without prealloc, whose table --doc writes; the
@@ -367,6 +403,8 @@ def main():
                 res[(size, name)].append(x)
 
         report(res, variants, r + 1, args)
+        if THREAD_CPU:
+            thread_report(res, variants)
 
 
 if __name__ == '__main__':
