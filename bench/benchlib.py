@@ -78,18 +78,29 @@ def vm_with_qmp(qemu, mem, append, incoming, extra=()):
     """A ferry (or QEMU) machine with a QMP socket, listening with
     -incoming defer if @incoming: (Machine, QMP).  The caller has put
     tests/functional on sys.path."""
-    from ferrytest import QMP, Machine, MachineOptions, tmpdir
+    from ferrytest import Machine, MachineOptions, tmpdir
     sock = os.path.join(tmpdir(), 'qmp.sock')
     args = ['-qmp', f'unix:{sock},server=on,wait=off'] + list(extra)
     if incoming:
         args += ['-incoming', 'defer']
     m = Machine(MachineOptions(mem=mem, smp=1, extra=args, qemu=qemu,
                                append=append))
-    deadline = time.monotonic() + 30
-    while not os.path.exists(sock):
-        assert time.monotonic() < deadline, m.stderr()
-        time.sleep(0.02)
-    return m, QMP(sock)
+    return m, wait_qmp(m, sock)
+
+
+def wait_qmp(m, sock, timeout=30):
+    """@m's QMP on @sock once the socket is there; a machine that never
+    opens it is ended, and the assertion says its stderr."""
+    from ferrytest import QMP
+    try:
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(sock):
+            assert time.monotonic() < deadline, m.stderr()
+            time.sleep(0.02)
+        return QMP(sock)
+    except BaseException:
+        m.kill()
+        raise
 
 
 class ThreadCPU:

@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'functional'))
 import benchlib  # noqa: E402
-from ferrytest import (QEMU, QMP, HugePages, Machine, MachineOptions,  # noqa: E402
+from ferrytest import (QEMU, HugePages, Machine, MachineOptions,  # noqa: E402
                        tmpdir)
 
 MEMS = ['anon', 'memfd', 'hugetlb']
@@ -60,15 +60,7 @@ def vm(qemu, mem, size, smp, incoming, rounds=0):
         wait_hugepages(size)
     m = Machine(MachineOptions(mem=None if mem != 'anon' else size, smp=smp,
                                extra=args, qemu=qemu, append=append))
-    try:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sock):
-            assert time.monotonic() < deadline, m.stderr()
-            time.sleep(0.02)
-        return m, QMP(sock)
-    except BaseException:
-        m.kill()
-        raise
+    return m, benchlib.wait_qmp(m, sock)
 
 
 def wait_hugepages(size):

@@ -12,6 +12,7 @@
  * median of the runs with the minimum and maximum.
  */
 #include "qemu/userfaultfd.h"
+#include "bench-util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -26,7 +27,6 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -100,18 +100,6 @@ static void record(int row, double v)
 /* Record p50, p99 and p99.9 of @v in the three rows from @row. */
 static void record_quantiles(int row, double *v, size_t n);
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* @q-quantile of sorted @v (nearest rank). */
 static double quantile(const double *v, size_t n, double q)
@@ -122,7 +110,7 @@ static double quantile(const double *v, size_t n, double q)
 
 static void record_quantiles(int row, double *v, size_t n)
 {
-    qsort(v, n, sizeof(double), cmp_double);
+    qsort(v, n, sizeof(double), bench_cmp_double);
     record(row, quantile(v, n, 0.50));
     record(row + 1, quantile(v, n, 0.99));
     record(row + 2, quantile(v, n, 0.999));
@@ -220,9 +208,9 @@ static void bench_fault(const Config *cfg, bool spin)
     pthread_create(&thread, NULL, resolver_fn, &r);
     for (size_t i = 0; i < n; i++) {
         volatile char *p = area + i * PAGE;
-        double t0 = now_s();
+        double t0 = bench_now_s();
         (void)*p;
-        lat[i] = (now_s() - t0) * 1e6;
+        lat[i] = (bench_now_s() - t0) * 1e6;
     }
     uint64_t one = 1;
     if (write(r.stop_fd, &one, sizeof(one)) != sizeof(one)) {
@@ -260,7 +248,7 @@ static double fill_rate(FillKind kind, size_t bytes, size_t batch)
         memset(src, 0x5a, kind == FILL_COPY ? batch : bytes);
     }
 
-    double t0 = now_s();
+    double t0 = bench_now_s();
     for (size_t off = 0; off < bytes; off += batch) {
         ssize_t ret;
         switch (kind) {
@@ -278,7 +266,7 @@ static double fill_rate(FillKind kind, size_t bytes, size_t batch)
             die("placing pages", ret < 0 ? -ret : EIO);
         }
     }
-    double dt = now_s() - t0;
+    double dt = bench_now_s() - t0;
 
     close(fd);
     munmap(dst, bytes);
@@ -318,14 +306,14 @@ static void bench_cold(const Config *cfg)
 
     memset(src, 0x5a, batch);
     for (size_t g = 0; g < bytes; g += gib) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         for (size_t off = g; off < g + gib && off < bytes; off += batch) {
             ssize_t ret = uffd_copy(fd, dst + off, src, batch, 0);
             if (ret != (ssize_t)batch) {
                 die("placing pages", ret < 0 ? -ret : EIO);
             }
         }
-        double dt = now_s() - t0;
+        double dt = bench_now_s() - t0;
         if (g == 0) {
             first = dt;
         }
@@ -427,10 +415,10 @@ static void tcp_rtt(int fds[2], size_t n, bool spin)
 
     pthread_create(&thread, NULL, echo_fn, &echo);
     for (size_t i = 0; i < n; i++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         io_all(fds[0], buf, sizeof(buf), true, spin);
         io_all(fds[0], buf, sizeof(buf), false, spin);
-        lat[i] = (now_s() - t0) * 1e6;
+        lat[i] = (bench_now_s() - t0) * 1e6;
     }
     pthread_join(thread, NULL);
     record_quantiles(spin ? R_TCPS_P50 : R_TCP_P50, lat, n);
@@ -449,43 +437,22 @@ static void bench_tcp(const Config *cfg)
     g_autofree char *data = g_malloc0(chunk);
     Peer sink = { fds[1], cfg->tcp_bytes, false };
     pthread_create(&thread, NULL, sink_fn, &sink);
-    double t0 = now_s();
+    double t0 = bench_now_s();
     for (size_t sent = 0; sent < cfg->tcp_bytes; sent += chunk) {
         io_all(fds[0], data, MIN(chunk, cfg->tcp_bytes - sent), true, false);
     }
     pthread_join(thread, NULL);
-    record(R_TCP_BULK, cfg->tcp_bytes / (now_s() - t0) / 1e9);
+    record(R_TCP_BULK, cfg->tcp_bytes / (bench_now_s() - t0) / 1e9);
     close(fds[0]);
     close(fds[1]);
 }
 
 /* ---- Report ---------------------------------------------------------------------- */
 
-static char *machine_line(void)
-{
-    struct utsname u;
-    g_autofree char *cpuinfo = NULL;
-    g_autofree char *model = g_strdup("unknown CPU");
-
-    uname(&u);
-    if (g_file_get_contents("/proc/cpuinfo", &cpuinfo, NULL, NULL)) {
-        char *m = strstr(cpuinfo, "model name");
-        char *colon = m ? strchr(m, ':') : NULL;
-        if (colon) {
-            char *end = strchr(colon, '\n');
-            g_free(model);
-            model = g_strstrip(g_strndup(colon + 1, end ? end - colon - 1 :
-                                         (long)strlen(colon + 1)));
-        }
-    }
-    return g_strdup_printf("%s, %ld CPUs, Linux %s", model,
-                           sysconf(_SC_NPROCESSORS_ONLN), u.release);
-}
-
 static char *table(const Config *cfg)
 {
     GString *s = g_string_new(NULL);
-    g_autofree char *machine = machine_line();
+    g_autofree char *machine = bench_machine_line();
     g_autoptr(GDateTime) now = g_date_time_new_now_utc();
     g_autofree char *date = g_date_time_format(now, "%Y-%m-%d");
 
@@ -502,7 +469,7 @@ static char *table(const Config *cfg)
     g_string_append(s, "|---|---:|---:|---:|---|\n");
     for (int i = 0; i < R__MAX; i++) {
         GArray *v = rows[i].values;
-        g_array_sort(v, cmp_double);
+        g_array_sort(v, bench_cmp_double);
         double *d = (double *)v->data;
         /* Median of an even count: the mean of the middle two. */
         double med = v->len % 2 ? d[v->len / 2] :
@@ -512,34 +479,6 @@ static char *table(const Config *cfg)
                                rows[i].unit);
     }
     return g_string_free(s, false);
-}
-
-#define DOC_BEGIN "<!-- bench:uffd-floor:begin -->"
-#define DOC_END   "<!-- bench:uffd-floor:end -->"
-
-/* Replace this benchmark's section of @path, creating what is missing. */
-static bool write_doc(const char *path, const char *body, GError **errp)
-{
-    g_autofree char *old = NULL;
-    g_autofree char *section = g_strdup_printf(
-        DOC_BEGIN "\n## Floor: userfaultfd and loopback TCP (bench/uffd-floor)"
-        "\n\n%s" DOC_END, body);
-    g_autofree char *out = NULL;
-
-    if (!g_file_get_contents(path, &old, NULL, NULL)) {
-        old = g_strdup("# Benchmarks\n\nFigures measured by the programs in "
-                       "bench/ (`make bench`).  Each section is rewritten by "
-                       "the program named in its heading.\n");
-    }
-    char *b = strstr(old, DOC_BEGIN);
-    char *e = b ? strstr(b, DOC_END) : NULL;
-    if (b && e) {
-        *b = '\0';
-        out = g_strconcat(old, section, e + strlen(DOC_END), NULL);
-    } else {
-        out = g_strconcat(old, "\n", section, "\n", NULL);
-    }
-    return g_file_set_contents(path, out, -1, errp);
 }
 
 int main(int argc, char **argv)
@@ -592,7 +531,9 @@ int main(int argc, char **argv)
     g_autofree char *t = table(&cfg);
     fputs(t, stdout);
     fflush(stdout);
-    if (doc && !write_doc(doc, t, &err)) {
+    if (doc && !bench_write_doc(doc, "uffd-floor", "Floor: userfaultfd and "
+                                         "loopback TCP (bench/uffd-floor)",
+                                         t, &err)) {
         fprintf(stderr, "uffd-floor: %s\n", err->message);
         return 1;
     }

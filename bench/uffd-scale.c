@@ -25,6 +25,7 @@
  * row once.
  */
 #include "qemu/userfaultfd.h"
+#include "bench-util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,7 +36,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -119,13 +119,6 @@ static G_NORETURN void die(const char *what, int err)
     exit(1);
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -139,7 +132,7 @@ static void *worker_fn(void *opaque)
 
     pthread_setname_np(pthread_self(), "scale-vcpu");
     pthread_barrier_wait(w->start);
-    double t0 = now_s();
+    double t0 = bench_now_s();
     for (size_t i = 0; i < w->pages; i++) {
         uint64_t *p = (uint64_t *)(w->base + i * PAGE);
         uint64_t t = now_ns();
@@ -150,7 +143,7 @@ static void *worker_fn(void *opaque)
             w->wrong++;
         }
     }
-    w->elapsed = now_s() - t0;
+    w->elapsed = bench_now_s() - t0;
     return NULL;
 }
 
@@ -203,12 +196,6 @@ static void *resolver_fn(void *opaque)
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
@@ -366,7 +353,7 @@ static void run_one(Mode m, int threads, size_t per_thread, Result *res)
 
 static char *cell(GArray *v, const char *fmt)
 {
-    g_array_sort(v, cmp_double);
+    g_array_sort(v, bench_cmp_double);
     double *d = (double *)v->data;
     double med = v->len % 2 ? d[v->len / 2] :
                  (d[v->len / 2 - 1] + d[v->len / 2]) / 2;
@@ -374,52 +361,6 @@ static char *cell(GArray *v, const char *fmt)
     g_autofree char *b = g_strdup_printf(fmt, d[0]);
     g_autofree char *c = g_strdup_printf(fmt, d[v->len - 1]);
     return g_strdup_printf("%s (%s-%s)", a, b, c);
-}
-
-static char *machine_line(void)
-{
-    struct utsname u;
-    g_autofree char *cpuinfo = NULL;
-    g_autofree char *model = g_strdup("unknown CPU");
-
-    uname(&u);
-    if (g_file_get_contents("/proc/cpuinfo", &cpuinfo, NULL, NULL)) {
-        char *m = strstr(cpuinfo, "model name");
-        char *colon = m ? strchr(m, ':') : NULL;
-        char *end = colon ? strchr(colon, '\n') : NULL;
-        if (colon && end) {
-            g_free(model);
-            model = g_strstrip(g_strndup(colon + 1, end - colon - 1));
-        }
-    }
-    return g_strdup_printf("%s, %ld CPUs, Linux %s", model,
-                           sysconf(_SC_NPROCESSORS_ONLN), u.release);
-}
-
-/* Replace the section @name of @path (markers bench:NAME:begin/end, as
- * bench/benchlib.py writes them), or append it. */
-static bool write_doc(const char *path, const char *name, const char *title,
-                      const char *body, GError **errp)
-{
-    g_autofree char *old = NULL;
-    g_autofree char *begin = g_strdup_printf("<!-- bench:%s:begin -->", name);
-    g_autofree char *end = g_strdup_printf("<!-- bench:%s:end -->", name);
-    g_autofree char *section = g_strdup_printf("%s\n## %s\n\n%s%s", begin,
-                                               title, body, end);
-    g_autofree char *out = NULL;
-
-    if (!g_file_get_contents(path, &old, NULL, NULL)) {
-        old = g_strdup("# Benchmarks\n");
-    }
-    char *b = strstr(old, begin);
-    char *e = b ? strstr(b, end) : NULL;
-    if (b && e) {
-        *b = '\0';
-        out = g_strconcat(old, section, e + strlen(end), NULL);
-    } else {
-        out = g_strconcat(old, "\n", section, "\n", NULL);
-    }
-    return g_file_set_contents(path, out, -1, errp);
 }
 
 int main(int argc, char **argv)
@@ -487,7 +428,7 @@ int main(int argc, char **argv)
     }
 
     GString *s = g_string_new(NULL);
-    g_autofree char *machine = machine_line();
+    g_autofree char *machine = bench_machine_line();
     g_autoptr(GDateTime) now = g_date_time_new_now_utc();
     g_autofree char *date = g_date_time_format(now, "%Y-%m-%d");
     g_string_append_printf(s, "%s; %s; %d MiB written per thread, 4 KiB "
@@ -517,7 +458,7 @@ int main(int argc, char **argv)
     g_autofree char *body = g_string_free(s, false);
     fputs(body, stdout);
     fflush(stdout);
-    if (doc && !write_doc(doc, section, title, body, &err)) {
+    if (doc && !bench_write_doc(doc, section, title, body, &err)) {
         fprintf(stderr, "uffd-scale: %s\n", err->message);
         return 1;
     }
