@@ -10,7 +10,9 @@
 # Then, on that host, in a copy of the checkout with DIR in it:
 #   DIR/run.sh [OUT]    # probe, bench/uffd-scale, bench/fault-scale.py
 # UFFD_RUNS tunes the first; RUNS, VCPUS, MEMS, MEM and BUDGET (seconds)
-# the fault-scale run.
+# the fault-scale run.  POSTCOPY_RUNS=N adds N runs of bench/postcopy.py
+# (ferry with and without preempt, POSTCOPY_SIZES, default 1G,4G) after
+# it, and FAULT_SCALE=0 leaves fault-scale out.
 set -euo pipefail
 build=${1:-build}
 dir=${2:-.dev}
@@ -45,13 +47,23 @@ echo "uffd-scale: exit $? after $(( $(date +%s) - t0 )) s"
 grep '^|' "$out/uffd-scale.txt"
 [ -c /dev/kvm ] || { echo "no /dev/kvm: no fault-scale"; exit 0; }
 left=$(( ${BUDGET:-430} - ($(date +%s) - t0) ))
-FERRY=$here/ferry GUEST=$here/guest.elf timeout "$left" python3 bench/fault-scale.py \
-    --runs "${RUNS:-1}" --vcpus "${VCPUS:-16,2,8,4,1}" --mems "${MEMS:-anon,memfd}" \
-    --mem "${MEM:-256M}" --doc "$out/fault-scale.md" --section fault-scale-host \
-    --title 'Demand faults as vCPUs grow, larger host' > "$out/fault-scale.log" 2>&1
-echo "fault-scale: exit $? after $(( $(date +%s) - t0 )) s"
-grep -E '^  failed' "$out/fault-scale.log" | sort | uniq -c
-grep '^|' "$out/fault-scale.log" | tail -45
+if [ "${FAULT_SCALE:-1}" != 0 ]; then
+    FERRY=$here/ferry GUEST=$here/guest.elf timeout "$left" python3 bench/fault-scale.py \
+        --runs "${RUNS:-1}" --vcpus "${VCPUS:-16,2,8,4,1}" --mems "${MEMS:-anon,memfd}" \
+        --mem "${MEM:-256M}" --doc "$out/fault-scale.md" --section fault-scale-host \
+        --title 'Demand faults as vCPUs grow, larger host' > "$out/fault-scale.log" 2>&1
+    echo "fault-scale: exit $? after $(( $(date +%s) - t0 )) s"
+    grep -E '^  failed' "$out/fault-scale.log" | sort | uniq -c
+    grep '^|' "$out/fault-scale.log" | tail -45
+fi
+left=$(( ${BUDGET:-430} - ($(date +%s) - t0) ))
+if [ -n "${POSTCOPY_RUNS:-}" ] && [ "$left" -gt 30 ]; then
+    FERRY=$here/ferry GUEST=$here/guest.elf timeout "$left" python3 bench/postcopy.py \
+        --runs "$POSTCOPY_RUNS" --sizes "${POSTCOPY_SIZES:-1G,4G}" \
+        --only 'ferry;ferry, preempt' --thread-cpu > "$out/postcopy.log" 2>&1
+    echo "postcopy: exit $? after $(( $(date +%s) - t0 )) s"
+    grep -E '^  failed|^\| [0-9]+GiB|^CPU per|^  (all|dst|src)' "$out/postcopy.log" | tail -60
+fi
 RUN
 chmod +x "$dir/run.sh"
 du -sh "$dir"
